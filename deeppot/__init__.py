@@ -1,0 +1,22 @@
+"""deeppot: gravitational potentials from phase-space snapshots (Deep Potential) in JAX."""
+
+from . import potentials as potentials
+from .frames import AbstractFrame as AbstractFrame
+from .frames import InertialFrame as InertialFrame
+from .frames import MovingFrame as MovingFrame
+from .frames import RotatingFrame as RotatingFrame
+from .laplacian import value_grad_laplacian as value_grad_laplacian
+from .potentials import NFW as NFW
+from .potentials import AbstractPotential as AbstractPotential
+from .potentials import Axisymmetric as Axisymmetric
+from .potentials import CompositePotential as CompositePotential
+from .potentials import Hernquist as Hernquist
+from .potentials import Isochrone as Isochrone
+from .potentials import Kepler as Kepler
+from .potentials import Logarithmic as Logarithmic
+from .potentials import MiyamotoNagai as MiyamotoNagai
+from .potentials import NeuralPotential as NeuralPotential
+from .potentials import Plummer as Plummer
+from .potentials import Spherical as Spherical
+
+__version__ = "0.1.0.dev0"

@@ -1,0 +1,69 @@
+"""Validation and parametrisation of physical model parameters."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+
+def _is_concrete(value) -> bool:
+    return not isinstance(value, jax.core.Tracer)
+
+
+def positive_log(name: str, value) -> Float[Array, ""]:
+    """Validate a positive scalar parameter and return its logarithm.
+
+    Positive parameters (masses, scale lengths, flattenings) are stored as logarithms so
+    that unconstrained optimisers keep them positive; the model exposes the physical value
+    as a property.
+
+    **Arguments:**
+
+    - `name`: the parameter's name, used in error messages.
+    - `value`: a real scalar.
+
+    **Returns:** `log(value)` as a 0-d floating array.
+
+    **Raises:** `ValueError` naming the parameter for a non-scalar, NaN, infinite or
+    non-positive value.
+    """
+    if _is_concrete(value):
+        arr = np.asarray(value)
+        if arr.shape != ():
+            raise ValueError(f"parameter {name!r} must be a scalar, got shape {arr.shape}")
+        if not np.isrealobj(arr) or not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(f"parameter {name!r} must be a real number, got {value!r}")
+        if not np.isfinite(arr):
+            raise ValueError(f"parameter {name!r} must be finite, got {float(arr)}")
+        if arr <= 0:
+            raise ValueError(f"parameter {name!r} must be positive, got {float(arr)}")
+    return jnp.log(jnp.asarray(value, dtype=float))
+
+
+def vector3(name: str, value) -> Float[Array, "3"]:
+    """Validate a finite 3-vector parameter.
+
+    **Arguments:**
+
+    - `name`: the parameter's name, used in error messages.
+    - `value`: anything convertible to an array of shape (3,).
+
+    **Returns:** the value as a floating array of shape (3,).
+    """
+    if _is_concrete(value):
+        arr = np.asarray(value)
+        if arr.shape != (3,):
+            raise ValueError(f"parameter {name!r} must have shape (3,), got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"parameter {name!r} must be finite, got {arr.tolist()}")
+    return jnp.asarray(value, dtype=float)
+
+
+def check_positions(x) -> Float[Array, "*batch 3"]:
+    """Convert positions to a floating array and check the trailing axis has length 3."""
+    x = jnp.asarray(x)
+    if x.ndim == 0 or x.shape[-1] != 3:
+        raise ValueError(f"positions must have shape (..., 3), got {x.shape}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(float)
+    return x

@@ -1,0 +1,15 @@
+"""Gravitational potentials: analytic families, neural networks, symmetry wrappers, sums."""
+
+from ._analytic import NFW as NFW
+from ._analytic import Hernquist as Hernquist
+from ._analytic import Isochrone as Isochrone
+from ._analytic import Kepler as Kepler
+from ._analytic import Logarithmic as Logarithmic
+from ._analytic import MiyamotoNagai as MiyamotoNagai
+from ._analytic import Plummer as Plummer
+from ._base import AbstractPotential as AbstractPotential
+from ._composite import CompositePotential as CompositePotential
+from ._neural import Axisymmetric as Axisymmetric
+from ._neural import NeuralPotential as NeuralPotential
+from ._neural import Spherical as Spherical
+from ._neural import TanhMLP as TanhMLP

@@ -1,0 +1,297 @@
+"""Analytic potential families with closed-form Φ, ∇Φ and ∇²Φ.
+
+Each family is a thin final class over a pure function `(G, params…, x) -> (Φ, ∇Φ, ∇²Φ)`.
+Positive parameters are stored as logarithms (fields `log_…`); the physical values are read
+back through properties of the same name as the constructor argument.
+"""
+
+from typing import final
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._custom_types import Position, Scalar, ScalarLike
+from .._params import positive_log
+from ._base import AbstractPotential
+
+VGL = tuple[Scalar, Position, Scalar]
+
+
+def _radial(x: Position, phi, dphi_over_r, lap) -> VGL:
+    """Assemble (Φ, ∇Φ, ∇²Φ) for a spherical potential given dΦ/dr / r."""
+    return phi, dphi_over_r * x, lap
+
+
+def plummer_vgl(G, m, b, x: Position) -> VGL:
+    s2 = jnp.sum(x * x) + b * b
+    inv_s = 1 / jnp.sqrt(s2)
+    gm = G * m
+    return _radial(x, -gm * inv_s, gm * inv_s**3, 3 * gm * b * b * inv_s**5)
+
+
+def kepler_vgl(G, m, x: Position) -> VGL:
+    r = jnp.sqrt(jnp.sum(x * x))
+    gm = G * m
+    return _radial(x, -gm / r, gm / r**3, jnp.zeros_like(r))
+
+
+def hernquist_vgl(G, m, a, x: Position) -> VGL:
+    r = jnp.sqrt(jnp.sum(x * x))
+    gm = G * m
+    return _radial(x, -gm / (r + a), gm / (r * (r + a) ** 2), 2 * gm * a / (r * (r + a) ** 3))
+
+
+def nfw_vgl(G, m_s, r_s, x: Position) -> VGL:
+    r = jnp.sqrt(jnp.sum(x * x))
+    log_term = jnp.log1p(r / r_s)
+    enclosed = m_s * (log_term - r / (r + r_s))
+    return _radial(x, -G * m_s * log_term / r, G * enclosed / r**3, G * m_s / (r * (r + r_s) ** 2))
+
+
+def isochrone_vgl(G, m, b, x: Position) -> VGL:
+    r2 = jnp.sum(x * x)
+    a = jnp.sqrt(r2 + b * b)
+    gm = G * m
+    lap = gm * (3 * (b + a) * a * a - r2 * (b + 3 * a)) / ((b + a) ** 3 * a**3)
+    return _radial(x, -gm / (b + a), gm / (a * (b + a) ** 2), lap)
+
+
+def miyamoto_nagai_vgl(G, m, a, b, x: Position) -> VGL:
+    R2 = x[0] ** 2 + x[1] ** 2
+    zeta = jnp.sqrt(x[2] ** 2 + b * b)
+    azeta = a + zeta
+    D = R2 + azeta**2
+    gm = G * m
+    inv_D32 = D**-1.5
+    grad = gm * inv_D32 * jnp.stack([x[0], x[1], x[2] * azeta / zeta])
+    lap = gm * b * b * (a * R2 + (a + 3 * zeta) * azeta**2) / (D**2.5 * zeta**3)
+    return -gm / jnp.sqrt(D), grad, lap
+
+
+def logarithmic_vgl(G, v_c, r_c, q, x: Position) -> VGL:
+    # G does not enter: v_c sets the amplitude.
+    c = jnp.stack([jnp.ones_like(q), jnp.ones_like(q), 1 / q**2])
+    S = r_c**2 + jnp.sum(c * x * x)
+    v2 = v_c**2
+    lap = v2 * (jnp.sum(c) / S - 2 * jnp.sum(c * c * x * x) / S**2)
+    return 0.5 * v2 * jnp.log(S), v2 * c * x / S, lap
+
+
+@final
+class Kepler(AbstractPotential):
+    """Point mass: Φ = −G m_tot / r."""
+
+    log_m_tot: Float[Array, ""]
+    G: float
+
+    def __init__(self, m_tot: ScalarLike, *, G: float = 1.0):
+        self.log_m_tot = positive_log("m_tot", m_tot)
+        self.G = G
+
+    @property
+    def m_tot(self):
+        return jnp.exp(self.log_m_tot)
+
+    def _potential(self, x: Position) -> Scalar:
+        return kepler_vgl(self.G, self.m_tot, x)[0]
+
+    def _value_grad_laplacian(self, x: Position) -> VGL:
+        return kepler_vgl(self.G, self.m_tot, x)
+
+
+@final
+class Plummer(AbstractPotential):
+    """Plummer sphere: Φ = −G m_tot / sqrt(r² + r_s²)."""
+
+    log_m_tot: Float[Array, ""]
+    log_r_s: Float[Array, ""]
+    G: float
+
+    def __init__(self, m_tot: ScalarLike = 1.0, r_s: ScalarLike = 1.0, *, G: float = 1.0):
+        self.log_m_tot = positive_log("m_tot", m_tot)
+        self.log_r_s = positive_log("r_s", r_s)
+        self.G = G
+
+    @property
+    def m_tot(self):
+        return jnp.exp(self.log_m_tot)
+
+    @property
+    def r_s(self):
+        return jnp.exp(self.log_r_s)
+
+    def _potential(self, x: Position) -> Scalar:
+        return plummer_vgl(self.G, self.m_tot, self.r_s, x)[0]
+
+    def _value_grad_laplacian(self, x: Position) -> VGL:
+        return plummer_vgl(self.G, self.m_tot, self.r_s, x)
+
+
+@final
+class Hernquist(AbstractPotential):
+    """Hernquist sphere: Φ = −G m_tot / (r + r_s)."""
+
+    log_m_tot: Float[Array, ""]
+    log_r_s: Float[Array, ""]
+    G: float
+
+    def __init__(self, m_tot: ScalarLike = 1.0, r_s: ScalarLike = 1.0, *, G: float = 1.0):
+        self.log_m_tot = positive_log("m_tot", m_tot)
+        self.log_r_s = positive_log("r_s", r_s)
+        self.G = G
+
+    @property
+    def m_tot(self):
+        return jnp.exp(self.log_m_tot)
+
+    @property
+    def r_s(self):
+        return jnp.exp(self.log_r_s)
+
+    def _potential(self, x: Position) -> Scalar:
+        return hernquist_vgl(self.G, self.m_tot, self.r_s, x)[0]
+
+    def _value_grad_laplacian(self, x: Position) -> VGL:
+        return hernquist_vgl(self.G, self.m_tot, self.r_s, x)
+
+
+@final
+class NFW(AbstractPotential):
+    """Navarro–Frenk–White halo: Φ = −G m_s ln(1 + r/r_s) / r, with m_s = 4π ρ_0 r_s³."""
+
+    log_m_s: Float[Array, ""]
+    log_r_s: Float[Array, ""]
+    G: float
+
+    def __init__(self, m_s: ScalarLike = 1.0, r_s: ScalarLike = 1.0, *, G: float = 1.0):
+        self.log_m_s = positive_log("m_s", m_s)
+        self.log_r_s = positive_log("r_s", r_s)
+        self.G = G
+
+    @property
+    def m_s(self):
+        return jnp.exp(self.log_m_s)
+
+    @property
+    def r_s(self):
+        return jnp.exp(self.log_r_s)
+
+    def _potential(self, x: Position) -> Scalar:
+        return nfw_vgl(self.G, self.m_s, self.r_s, x)[0]
+
+    def _value_grad_laplacian(self, x: Position) -> VGL:
+        return nfw_vgl(self.G, self.m_s, self.r_s, x)
+
+
+@final
+class Isochrone(AbstractPotential):
+    """Hénon's isochrone: Φ = −G m_tot / (b + sqrt(r² + b²))."""
+
+    log_m_tot: Float[Array, ""]
+    log_b: Float[Array, ""]
+    G: float
+
+    def __init__(self, m_tot: ScalarLike = 1.0, b: ScalarLike = 1.0, *, G: float = 1.0):
+        self.log_m_tot = positive_log("m_tot", m_tot)
+        self.log_b = positive_log("b", b)
+        self.G = G
+
+    @property
+    def m_tot(self):
+        return jnp.exp(self.log_m_tot)
+
+    @property
+    def b(self):
+        return jnp.exp(self.log_b)
+
+    def _potential(self, x: Position) -> Scalar:
+        return isochrone_vgl(self.G, self.m_tot, self.b, x)[0]
+
+    def _value_grad_laplacian(self, x: Position) -> VGL:
+        return isochrone_vgl(self.G, self.m_tot, self.b, x)
+
+
+@final
+class MiyamotoNagai(AbstractPotential):
+    """Miyamoto–Nagai disk: Φ = −G m_tot / sqrt(R² + (a + sqrt(z² + b²))²)."""
+
+    log_m_tot: Float[Array, ""]
+    log_a: Float[Array, ""]
+    log_b: Float[Array, ""]
+    G: float
+
+    def __init__(
+        self,
+        m_tot: ScalarLike = 1.0,
+        a: ScalarLike = 1.0,
+        b: ScalarLike = 0.1,
+        *,
+        G: float = 1.0,
+    ):
+        self.log_m_tot = positive_log("m_tot", m_tot)
+        self.log_a = positive_log("a", a)
+        self.log_b = positive_log("b", b)
+        self.G = G
+
+    @property
+    def m_tot(self):
+        return jnp.exp(self.log_m_tot)
+
+    @property
+    def a(self):
+        return jnp.exp(self.log_a)
+
+    @property
+    def b(self):
+        return jnp.exp(self.log_b)
+
+    def _potential(self, x: Position) -> Scalar:
+        return miyamoto_nagai_vgl(self.G, self.m_tot, self.a, self.b, x)[0]
+
+    def _value_grad_laplacian(self, x: Position) -> VGL:
+        return miyamoto_nagai_vgl(self.G, self.m_tot, self.a, self.b, x)
+
+
+@final
+class Logarithmic(AbstractPotential):
+    """Flattened logarithmic potential: Φ = ½ v_c² ln(r_c² + R² + z²/q²).
+
+    `G` does not enter Φ (the amplitude is v_c²); it only converts ∇²Φ to a density.
+    """
+
+    log_v_c: Float[Array, ""]
+    log_r_c: Float[Array, ""]
+    log_q: Float[Array, ""]
+    G: float
+
+    def __init__(
+        self,
+        v_c: ScalarLike = 1.0,
+        r_c: ScalarLike = 1.0,
+        q: ScalarLike = 1.0,
+        *,
+        G: float = 1.0,
+    ):
+        self.log_v_c = positive_log("v_c", v_c)
+        self.log_r_c = positive_log("r_c", r_c)
+        self.log_q = positive_log("q", q)
+        self.G = G
+
+    @property
+    def v_c(self):
+        return jnp.exp(self.log_v_c)
+
+    @property
+    def r_c(self):
+        return jnp.exp(self.log_r_c)
+
+    @property
+    def q(self):
+        return jnp.exp(self.log_q)
+
+    def _potential(self, x: Position) -> Scalar:
+        return logarithmic_vgl(self.G, self.v_c, self.r_c, self.q, x)[0]
+
+    def _value_grad_laplacian(self, x: Position) -> VGL:
+        return logarithmic_vgl(self.G, self.v_c, self.r_c, self.q, x)

@@ -1,0 +1,97 @@
+"""The abstract potential: per-point physics, broadcast public verbs."""
+
+import abc
+import math
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._custom_types import Position, Positions, Scalar
+from .._params import check_positions
+
+
+@eqx.filter_jit
+def _broadcast(fn: Callable, x: Positions) -> Array:
+    """Apply a per-point function to positions of shape (..., 3)."""
+    batch = x.shape[:-1]
+    out = jax.vmap(fn)(x.reshape(-1, 3))
+    return jax.tree.map(lambda o: o.reshape(batch + o.shape[1:]), out)
+
+
+class AbstractPotential(eqx.Module):
+    """A gravitational potential Φ(x).
+
+    Subclasses implement the physics for one position of shape (3,): `_potential` and
+    `_value_grad_laplacian` (Φ, ∇Φ, ∇²Φ in one pass: closed forms for analytic families, a
+    forward Laplacian for networks). The public verbs accept positions of shape (..., 3) and
+    broadcast over the leading axes.
+
+    `G` is the gravitational constant in the model's units (1 by default); it only enters
+    `density`.
+    """
+
+    G: eqx.AbstractVar[float]
+
+    @abc.abstractmethod
+    def _potential(self, x: Position) -> Scalar:
+        """Φ at one position."""
+
+    @abc.abstractmethod
+    def _value_grad_laplacian(self, x: Position) -> tuple[Scalar, Position, Scalar]:
+        """(Φ, ∇Φ, ∇²Φ) at one position."""
+
+    def _gradient(self, x: Position) -> Position:
+        return self._value_grad_laplacian(x)[1]
+
+    def _laplacian(self, x: Position) -> Scalar:
+        return self._value_grad_laplacian(x)[2]
+
+    def potential(self, x: Positions) -> Float[Array, "*batch"]:
+        """The potential Φ.
+
+        **Arguments:**
+
+        - `x`: positions, shape (..., 3).
+
+        **Returns:** Φ, shape (...).
+        """
+        return _broadcast(self._potential, check_positions(x))
+
+    def gradient(self, x: Positions) -> Float[Array, "*batch 3"]:
+        """The gradient ∇Φ, shape (..., 3)."""
+        return _broadcast(self._gradient, check_positions(x))
+
+    def acceleration(self, x: Positions) -> Float[Array, "*batch 3"]:
+        """The gravitational acceleration −∇Φ, shape (..., 3)."""
+        return -self.gradient(x)
+
+    def hessian(self, x: Positions) -> Float[Array, "*batch 3 3"]:
+        """The Hessian ∂²Φ/∂x_i∂x_j, shape (..., 3, 3)."""
+        return _broadcast(jax.jacfwd(self._gradient), check_positions(x))
+
+    def laplacian(self, x: Positions) -> Float[Array, "*batch"]:
+        """The Laplacian ∇²Φ, shape (...)."""
+        return _broadcast(self._laplacian, check_positions(x))
+
+    def density(self, x: Positions) -> Float[Array, "*batch"]:
+        """The mass density ρ = ∇²Φ / 4πG implied by Poisson's equation, shape (...)."""
+        return self.laplacian(x) / (4 * math.pi * self.G)
+
+    def circular_velocity(self, x: Positions) -> Float[Array, "*batch"]:
+        """The circular speed sqrt(x · ∇Φ).
+
+        In the plane z = 0 this is sqrt(R ∂Φ/∂R); for a spherical potential it is
+        sqrt(r dΦ/dr) everywhere. NaN where the force points outwards.
+        """
+        x = check_positions(x)
+        return jnp.sqrt(jnp.sum(x * self.gradient(x), axis=-1))
+
+    def __add__(self, other: "AbstractPotential") -> "AbstractPotential":
+        from ._composite import CompositePotential, component_items
+
+        if not isinstance(other, AbstractPotential):
+            return NotImplemented
+        return CompositePotential.from_items(component_items(self) + component_items(other))

@@ -1,0 +1,98 @@
+"""Sums of potentials that behave as a mapping of named components."""
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import final
+
+import jax
+import jax.numpy as jnp
+
+from .._custom_types import Position, Scalar
+from ._base import AbstractPotential
+
+
+def _default_name(pot: AbstractPotential) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(pot).__name__).lower()
+
+
+def component_items(pot: AbstractPotential) -> list[tuple[str | None, AbstractPotential]]:
+    """The (name, potential) pairs a potential contributes to a sum; unnamed if single."""
+    if isinstance(pot, CompositePotential):
+        return list(pot.components.items())
+    return [(None, pot)]
+
+
+@final
+class CompositePotential(AbstractPotential):
+    """The sum of named component potentials.
+
+    Built by `pot_a + pot_b` (components named after their classes, with `_1`, `_2`, …
+    for repeats) or explicitly, `CompositePotential(disk=..., halo=...)`. It behaves as a
+    read-only mapping: `comp["disk"]`, `len(comp)`, iteration over names, `.keys()`,
+    `.items()`. All components must share the same `G`.
+    """
+
+    components: dict[str, AbstractPotential]
+
+    def __init__(self, components: Mapping[str, AbstractPotential] | None = None, /, **kwargs):
+        merged = dict(components or {})
+        for name, pot in kwargs.items():
+            if name in merged:
+                raise ValueError(f"component name {name!r} given twice")
+            merged[name] = pot
+        if not merged:
+            raise ValueError("a CompositePotential needs at least one component")
+        for name, pot in merged.items():
+            if not isinstance(pot, AbstractPotential):
+                raise TypeError(f"component {name!r} is not a potential: {type(pot).__name__}")
+        self.components = merged
+
+    def __check_init__(self):
+        Gs = {pot.G for pot in self.components.values()}
+        if len(Gs) > 1:
+            raise ValueError(f"components of a CompositePotential must share G, got {sorted(Gs)}")
+
+    @classmethod
+    def from_items(cls, items) -> "CompositePotential":
+        """Build from (name or None, potential) pairs, naming unnamed ones by class."""
+        named: dict[str, AbstractPotential] = {}
+        for name, pot in items:
+            base = name if name is not None else _default_name(pot)
+            candidate, i = base, 1
+            while candidate in named:
+                candidate = f"{base}_{i}"
+                i += 1
+            named[candidate] = pot
+        return cls(named)
+
+    @property
+    def G(self) -> float:  # pyright: ignore[reportIncompatibleVariableOverride]
+        return next(iter(self.components.values())).G
+
+    def __getitem__(self, name: str) -> AbstractPotential:
+        return self.components[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.components)
+
+    def __len__(self) -> int:
+        return len(self.components)
+
+    def __contains__(self, name) -> bool:
+        return name in self.components
+
+    def keys(self):
+        return self.components.keys()
+
+    def values(self):
+        return self.components.values()
+
+    def items(self):
+        return self.components.items()
+
+    def _potential(self, x: Position) -> Scalar:
+        return sum(pot._potential(x) for pot in self.components.values())  # type: ignore
+
+    def _value_grad_laplacian(self, x: Position):
+        parts = [pot._value_grad_laplacian(x) for pot in self.components.values()]
+        return jax.tree.map(lambda *a: jnp.sum(jnp.stack(a), axis=0), *parts)

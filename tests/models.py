@@ -1,0 +1,50 @@
+"""Every potential model, built the same way for every parametrised test."""
+
+import functools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+import deeppot as dp
+
+ANALYTIC = {
+    "plummer": lambda: dp.Plummer(m_tot=1.3, r_s=0.7),
+    "miyamoto_nagai": lambda: dp.MiyamotoNagai(m_tot=1.1, a=0.9, b=0.15),
+    "hernquist": lambda: dp.Hernquist(m_tot=2.0, r_s=0.5),
+    "nfw": lambda: dp.NFW(m_s=3.0, r_s=1.7),
+    "logarithmic": lambda: dp.Logarithmic(v_c=0.8, r_c=0.4, q=0.7),
+    "isochrone": lambda: dp.Isochrone(m_tot=1.5, b=0.6),
+    "kepler": lambda: dp.Kepler(m_tot=0.9),
+}
+
+NEURAL = {
+    "neural": lambda: dp.NeuralPotential(key=jax.random.key(0), width=32, depth=2, input_scale=2.0),
+    "spherical": lambda: dp.Spherical.mlp(key=jax.random.key(1), width=32, depth=2),
+    "axisymmetric": lambda: dp.Axisymmetric.mlp(key=jax.random.key(2), width=32, depth=2),
+    "axisymmetric_tilted": lambda: dp.Axisymmetric.mlp(
+        key=jax.random.key(3), width=32, depth=2, axis=jnp.array([0.3, -0.2, 1.0])
+    ),
+    "composite": lambda: dp.Axisymmetric.mlp(key=jax.random.key(4), width=16, depth=2)
+    + dp.NeuralPotential(key=jax.random.key(5), width=8, depth=2)
+    + dp.Plummer(0.3, 0.4),
+}
+
+ALL = {**ANALYTIC, **NEURAL}
+
+
+@functools.cache
+def _build(name: str, x64: bool):
+    return ALL[name]()
+
+
+def build(name: str):
+    """The named model, built once per float precision."""
+    return _build(name, jnp.zeros(()).dtype == jnp.float64)
+
+
+@eqx.filter_jit
+def autodiff_reference(pot, x):
+    """(Φ, ∇Φ, Hessian) of `pot._potential` by plain autodiff, for comparisons."""
+    f = pot._potential
+    return jax.vmap(f)(x), jax.vmap(jax.grad(f))(x), jax.vmap(jax.hessian(f))(x)
