@@ -7,7 +7,7 @@ back through properties of the same name as the constructor argument.
 
 from typing import final
 
-import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -63,10 +63,12 @@ def miyamoto_nagai_vgl(G, m, a, b, x: Position) -> VGL:
     azeta = a + zeta
     D = R2 + azeta**2
     gm = G * m
-    inv_D32 = D**-1.5
+    # rsqrt and integer powers: XLA:CPU's general pow for D**-1.5 is ~7x slower.
+    inv_sqrt_D = jax.lax.rsqrt(D)
+    inv_D32 = inv_sqrt_D**3
     grad = gm * inv_D32 * jnp.stack([x[0], x[1], x[2] * azeta / zeta])
-    lap = gm * b * b * (a * R2 + (a + 3 * zeta) * azeta**2) / (D**2.5 * zeta**3)
-    return -gm / jnp.sqrt(D), grad, lap
+    lap = gm * b * b * (a * R2 + (a + 3 * zeta) * azeta**2) * inv_sqrt_D**5 / zeta**3
+    return -gm * inv_sqrt_D, grad, lap
 
 
 def logarithmic_vgl(G, v_c, r_c, q, x: Position) -> VGL:

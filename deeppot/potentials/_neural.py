@@ -114,7 +114,8 @@ class NeuralPotential(AbstractPotential):
 
     def _value_grad_laplacian(self, x: Position):
         s = self.input_scale
-        return self.net.forward_laplacian(x / s, jnp.eye(3, dtype=x.dtype) / s, jnp.zeros(3, x.dtype))
+        eye = jnp.eye(3, dtype=x.dtype)
+        return self.net.forward_laplacian(x / s, eye / s, jnp.zeros(3, x.dtype))
 
 
 @final

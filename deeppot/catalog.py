@@ -1,0 +1,427 @@
+"""`PhaseSpaceCatalog`: a validated snapshot of stellar positions and velocities.
+
+A catalogue holds n stars' positions `x` (n, 3), velocities `v` (n, 3), optional per-star
+weights (n,) and a JSON-serialisable `meta` dictionary with provenance (which generator made
+it, with which parameters and random key, and the true potential when it is known). Arrays are
+float64 NumPy arrays on the host and are read-only; a catalogue never changes after it is made.
+
+Files: `.npz`, `.h5`/`.hdf5` and `.csv` (columns `x,y,z,vx,vy,vz`, optionally `weight`; the
+metadata is stored as JSON, in a `# deeppot-meta:` comment line for CSV). Saves are atomic: the
+file is written next to its destination and then moved into place.
+"""
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, final
+
+import numpy as np
+from jaxtyping import Float
+
+__all__ = ["PhaseSpaceCatalog"]
+
+_COLUMNS = ("x", "y", "z", "vx", "vy", "vz")
+_WEIGHT_COLUMNS = ("weight", "weights", "w")
+_META_PREFIX = "# deeppot-meta:"
+_FORMATS = {".npz": "npz", ".h5": "h5", ".hdf5": "h5", ".csv": "csv"}
+_MAX_LISTED = 10
+
+
+def _json_default(obj: Any) -> Any:
+    """Convert NumPy/JAX scalars and arrays to JSON-native types."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if hasattr(obj, "__array__"):
+        return np.asarray(obj).tolist()
+    if isinstance(obj, tuple | set | frozenset):
+        return list(obj)
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def _normalise_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return a JSON round-tripped copy of `meta` (so it equals what a file gives back)."""
+    if meta is None:
+        return {}
+    if not isinstance(meta, Mapping):
+        raise ValueError(f"meta must be a mapping, got {type(meta).__name__}")
+    try:
+        return json.loads(json.dumps(dict(meta), default=_json_default))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"meta must be JSON-serialisable: {err}") from None
+
+
+def _first(indices: np.ndarray) -> str:
+    shown = ", ".join(str(int(i)) for i in indices[:_MAX_LISTED])
+    return f"[{shown}{', ...' if len(indices) > _MAX_LISTED else ''}]"
+
+
+def _as_float_array(name: str, value: Any) -> np.ndarray:
+    try:
+        arr = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be numeric: {err}") from None
+    return arr
+
+
+@final
+class PhaseSpaceCatalog:
+    """A snapshot of n stars in 6-D phase space, validated on construction.
+
+    **Arguments:**
+
+    - `x`: positions, shape (n, 3).
+    - `v`: velocities, shape (n, 3).
+    - `weights`: optional non-negative per-star weights, shape (n,).
+    - `meta`: JSON-serialisable provenance (generator, parameters, key/seed, truth potential
+      as e.g. `{"class": "MiyamotoNagai", "m_tot": 1.0, "a": 1.0, "b": 0.1}`). NumPy/JAX values
+      are converted to plain lists and numbers; tuples become lists.
+    - `drop_invalid`: if True, rows with NaN or inf in x, v or weights are dropped with a
+      `UserWarning` (instead of raising).
+
+    **Raises:** `ValueError` naming the problem: wrong shapes, mismatched lengths, an empty
+    catalogue, NaN/inf values (with their count and first row indices), negative weights or
+    metadata that cannot be stored as JSON.
+    """
+
+    __slots__ = ("_x", "_v", "_weights", "_meta")
+
+    def __init__(
+        self,
+        x: Float[Any, "n 3"],
+        v: Float[Any, "n 3"],
+        weights: Float[Any, " n"] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        *,
+        drop_invalid: bool = False,
+    ):
+        x = _as_float_array("x", x)
+        v = _as_float_array("v", v)
+        for name, arr in (("x", x), ("v", v)):
+            if arr.ndim != 2 or arr.shape[1] != 3:
+                raise ValueError(f"{name} must have shape (n, 3), got {arr.shape}")
+        if len(x) != len(v):
+            raise ValueError(f"x has {len(x)} rows but v has {len(v)}: lengths must match")
+        if weights is not None:
+            weights = _as_float_array("weights", weights)
+            if weights.shape != (len(x),):
+                raise ValueError(f"weights must have shape ({len(x)},), got {weights.shape}")
+        bad = ~np.all(np.isfinite(x), axis=1) | ~np.all(np.isfinite(v), axis=1)
+        if weights is not None:
+            bad |= ~np.isfinite(weights)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            what = f"{len(rows)} of {len(x)} rows contain NaN or inf (first rows: {_first(rows)})"
+            if not drop_invalid:
+                raise ValueError(f"{what}; pass drop_invalid=True to drop them")
+            warnings.warn(f"dropping {what}", UserWarning, stacklevel=2)
+            keep = ~bad
+            x, v = x[keep], v[keep]
+            weights = None if weights is None else weights[keep]
+        if len(x) == 0:
+            raise ValueError("catalogue is empty: it needs at least one star")
+        if weights is not None and (weights < 0).any():
+            rows = np.flatnonzero(weights < 0)
+            raise ValueError(
+                f"weights must be non-negative: {len(rows)} rows are negative "
+                f"(first rows: {_first(rows)})"
+            )
+        for arr in (x, v, weights):
+            if arr is not None:
+                arr.flags.writeable = False
+        self._x = x
+        self._v = v
+        self._weights = weights
+        self._meta = _normalise_meta(meta)
+
+    # -- accessors ---------------------------------------------------------------------------
+
+    @property
+    def x(self) -> Float[np.ndarray, "n 3"]:
+        """Positions, shape (n, 3) (read-only float64)."""
+        return self._x
+
+    @property
+    def v(self) -> Float[np.ndarray, "n 3"]:
+        """Velocities, shape (n, 3) (read-only float64)."""
+        return self._v
+
+    @property
+    def w(self) -> Float[np.ndarray, "n 6"]:
+        """Phase-space coordinates (x, v) concatenated, shape (n, 6)."""
+        return np.concatenate([self._x, self._v], axis=1)
+
+    @property
+    def weights(self) -> Float[np.ndarray, " n"] | None:
+        """Per-star weights, shape (n,), or None."""
+        return self._weights
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Provenance metadata (a copy: edit it with `with_meta`)."""
+        return json.loads(json.dumps(self._meta))
+
+    def __len__(self) -> int:
+        return len(self._x)
+
+    def __repr__(self) -> str:
+        gen = self._meta.get("generator", "?")
+        w = ", weighted" if self._weights is not None else ""
+        return f"PhaseSpaceCatalog(n={len(self)}{w}, generator={gen!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PhaseSpaceCatalog):
+            return NotImplemented
+        same_w = (self._weights is None and other._weights is None) or (
+            self._weights is not None
+            and other._weights is not None
+            and np.array_equal(self._weights, other._weights)
+        )
+        return (
+            np.array_equal(self._x, other._x)
+            and np.array_equal(self._v, other._v)
+            and same_w
+            and self._meta == other._meta
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- derived catalogues ------------------------------------------------------------------
+
+    def with_meta(self, **updates: Any) -> "PhaseSpaceCatalog":
+        """A copy with `meta` keys added or replaced.
+
+        **Arguments:**
+
+        - `**updates`: keys and JSON-serialisable values to set.
+
+        **Returns:** a new `PhaseSpaceCatalog` sharing the arrays.
+        """
+        return PhaseSpaceCatalog(self._x, self._v, self._weights, {**self._meta, **updates})
+
+    def subset(self, rows: Any, **meta_updates: Any) -> "PhaseSpaceCatalog":
+        """The stars picked by a boolean mask or an index array.
+
+        **Arguments:**
+
+        - `rows`: boolean mask of shape (n,) or integer indices.
+        - `**meta_updates`: keys to add to the copy's `meta`.
+
+        **Returns:** a new `PhaseSpaceCatalog` (raises `ValueError` if it would be empty).
+        """
+        rows = np.asarray(rows)
+        w = None if self._weights is None else self._weights[rows]
+        return PhaseSpaceCatalog(self._x[rows], self._v[rows], w, {**self._meta, **meta_updates})
+
+    @staticmethod
+    def concatenate(catalogs: Sequence["PhaseSpaceCatalog"]) -> "PhaseSpaceCatalog":
+        """Stack catalogues; `meta` comes from the first one.
+
+        **Arguments:**
+
+        - `catalogs`: one or more catalogues, all weighted or all unweighted.
+
+        **Returns:** a new `PhaseSpaceCatalog` with the stars in order.
+        """
+        if len(catalogs) == 0:
+            raise ValueError("concatenate needs at least one catalogue")
+        weighted = {c.weights is not None for c in catalogs}
+        if len(weighted) > 1:
+            raise ValueError("cannot concatenate weighted and unweighted catalogues")
+        w = np.concatenate([c.weights for c in catalogs]) if weighted == {True} else None
+        return PhaseSpaceCatalog(
+            np.concatenate([c.x for c in catalogs]),
+            np.concatenate([c.v for c in catalogs]),
+            w,
+            catalogs[0]._meta,
+        )
+
+    # -- files -------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the catalogue to `.npz`, `.h5`/`.hdf5` or `.csv`, atomically.
+
+        **Arguments:**
+
+        - `path`: destination; the extension picks the format. An existing file is replaced.
+
+        **Returns:** the path written.
+        """
+        path = Path(path)
+        fmt = _format_of(path)
+        meta_json = json.dumps(self._meta)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                if fmt == "npz":
+                    arrays = {"x": self._x, "v": self._v, "meta": np.array(meta_json)}
+                    if self._weights is not None:
+                        arrays["weights"] = self._weights
+                    np.savez(f, **arrays)
+                elif fmt == "csv":
+                    _write_csv(f, self, meta_json)
+            if fmt == "h5":
+                import h5py
+
+                with h5py.File(tmp, "w") as h5:
+                    h5.create_dataset("x", data=self._x)
+                    h5.create_dataset("v", data=self._v)
+                    if self._weights is not None:
+                        h5.create_dataset("weights", data=self._weights)
+                    h5.attrs["meta"] = meta_json
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, drop_invalid: bool = False) -> "PhaseSpaceCatalog":
+        """Read a catalogue written by `save` (or any file with the same layout).
+
+        **Arguments:**
+
+        - `path`: a `.npz`, `.h5`/`.hdf5` or `.csv` file. NPZ/HDF5 need arrays `x` and `v`
+          (n, 3), optionally `weights` and a JSON `meta` string (HDF5: attribute). CSV needs
+          a header with columns x,y,z,vx,vy,vz (any order), optionally `weight`; other
+          columns are ignored and their names recorded in `meta["ignored_columns"]`.
+        - `drop_invalid`: drop rows with NaN/inf (with a warning) instead of raising.
+
+        **Returns:** the `PhaseSpaceCatalog`.
+
+        **Raises:** `FileNotFoundError` if the file does not exist; `ValueError` for an unknown
+        extension, an unreadable file, missing arrays or columns, or invalid values.
+        """
+        path = Path(path)
+        fmt = _format_of(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no such catalogue file: '{path}'")
+        reader = {"npz": _read_npz, "h5": _read_h5, "csv": _read_csv}[fmt]
+        x, v, weights, meta = reader(path)
+        try:
+            return cls(x, v, weights, meta, drop_invalid=drop_invalid)
+        except ValueError as err:
+            raise ValueError(f"'{path}': {err}") from None
+
+
+def _format_of(path: Path) -> str:
+    ext = path.suffix.lower()
+    if ext not in _FORMATS:
+        raise ValueError(
+            f"unknown catalogue format {ext or '(no extension)'!r} for '{path}': "
+            "use .npz, .h5/.hdf5 or .csv"
+        )
+    return _FORMATS[ext]
+
+
+def _parse_meta(path: Path, text: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"'{path}': metadata is not valid JSON: {err}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"'{path}': metadata must be a JSON object")
+    return meta
+
+
+def _read_npz(path: Path):
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"could not read '{path}' as .npz: {err}") from None
+    missing = [k for k in ("x", "v") if k not in arrays]
+    if missing:
+        raise ValueError(f"'{path}' is missing arrays {missing} (found: {sorted(arrays)})")
+    meta = _parse_meta(path, str(arrays["meta"])) if "meta" in arrays else {}
+    return arrays["x"], arrays["v"], arrays.get("weights"), meta
+
+
+def _read_h5(path: Path):
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            missing = [k for k in ("x", "v") if k not in h5]
+            if missing:
+                raise ValueError(
+                    f"'{path}' is missing datasets {missing} (found: {sorted(h5.keys())})"
+                )
+            x, v = h5["x"][()], h5["v"][()]
+            weights = h5["weights"][()] if "weights" in h5 else None
+            raw = h5.attrs.get("meta")
+    except OSError as err:
+        raise ValueError(f"could not read '{path}' as HDF5: {err}") from None
+    if raw is None:
+        meta = {}
+    else:
+        meta = _parse_meta(path, raw.decode() if isinstance(raw, bytes) else str(raw))
+    return x, v, weights, meta
+
+
+def _write_csv(f, cat: PhaseSpaceCatalog, meta_json: str) -> None:
+    cols = list(_COLUMNS)
+    data = [cat.x, cat.v]
+    if cat.weights is not None:
+        cols.append("weight")
+        data.append(cat.weights[:, None])
+    f.write(f"{_META_PREFIX} {meta_json}\n".encode())
+    np.savetxt(
+        f,
+        np.concatenate(data, axis=1),
+        fmt="%.17g",
+        delimiter=",",
+        header=",".join(cols),
+        comments="",
+    )
+
+
+def _read_csv(path: Path):
+    meta: dict[str, Any] = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = None
+            for line in f:
+                if line.startswith(_META_PREFIX):
+                    meta = _parse_meta(path, line[len(_META_PREFIX) :])
+                elif line.startswith("#") or not line.strip():
+                    continue
+                else:
+                    header = line
+                    break
+            if header is None:
+                raise ValueError(f"'{path}' has no header line (expected columns {_COLUMNS})")
+            names = [c.strip().lower() for c in header.split(",")]
+            missing = [c for c in _COLUMNS if c not in names]
+            if missing:
+                raise ValueError(
+                    f"'{path}' is missing columns {missing} (found: {names}); "
+                    f"expected {list(_COLUMNS)}"
+                )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # numpy warns on an empty body; handled below
+                table = np.loadtxt(f, delimiter=",", ndmin=2, comments="#", dtype=np.float64)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"could not read '{path}' as CSV text: {err}") from None
+    except ValueError as err:
+        if str(err).startswith(f"'{path}'"):
+            raise
+        raise ValueError(f"could not parse '{path}' as CSV: {err}") from None
+    if table.size == 0:
+        raise ValueError(f"'{path}': catalogue is empty: it needs at least one star")
+    if table.shape[1] != len(names):
+        raise ValueError(
+            f"'{path}': header has {len(names)} columns but rows have {table.shape[1]}"
+        )
+    idx = {name: i for i, name in enumerate(names)}
+    x = table[:, [idx[c] for c in _COLUMNS[:3]]]
+    v = table[:, [idx[c] for c in _COLUMNS[3:]]]
+    wcol = next((c for c in _WEIGHT_COLUMNS if c in idx), None)
+    weights = table[:, idx[wcol]] if wcol is not None else None
+    ignored = [c for c in names if c not in _COLUMNS and c != wcol]
+    if ignored:
+        meta = {**meta, "ignored_columns": ignored}
+    return x, v, weights, meta

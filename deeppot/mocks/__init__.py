@@ -1,0 +1,25 @@
+"""Mock catalogues with known truth: Plummer sphere, Miyamoto–Nagai disk, noise, selection."""
+
+from ._common import describe_potential as describe_potential
+from ._common import truth_potential as truth_potential
+from ._disk import disk_initial_conditions as disk_initial_conditions
+from ._disk import midplane_periods as midplane_periods
+from ._disk import miyamoto_nagai_disk as miyamoto_nagai_disk
+from ._observe import observe as observe
+from ._observe import sample_selected as sample_selected
+from ._observe import select_sphere as select_sphere
+from ._observe import sphere_mask as sphere_mask
+from ._plummer import plummer as plummer
+
+__all__ = [
+    "describe_potential",
+    "disk_initial_conditions",
+    "midplane_periods",
+    "miyamoto_nagai_disk",
+    "observe",
+    "plummer",
+    "sample_selected",
+    "select_sphere",
+    "sphere_mask",
+    "truth_potential",
+]

@@ -1,0 +1,178 @@
+"""Observational effects: Gaia-like noise (paper §4.1) and a spherical selection (§4.2)."""
+
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..catalog import PhaseSpaceCatalog
+from ._common import check_key, key_meta
+
+
+def observe(
+    catalog: PhaseSpaceCatalog,
+    key: jax.Array,
+    observer: Sequence[float] = (1.0, 0.0, 0.0),
+    *,
+    distance_frac: float = 0.1,
+    distance_scale: float = 1.0,
+    sigma_vr: float = 0.0015,
+    sigma_vt_per_distance: float = 1.5e-4,
+) -> PhaseSpaceCatalog:
+    """Add the paper's Gaia-like errors in the observer's spherical frame (§4.1).
+
+    With d the distance from the observer and n̂ the line of sight: the distance gets Gaussian
+    noise σ_d = distance_frac · d · min(d / distance_scale, 1) (defaults: min(0.1 d², 0.1 d));
+    the radial velocity v·n̂ gets σ_vr; the tangential velocity gets isotropic Gaussian noise
+    in the plane of the sky with σ_vt = sigma_vt_per_distance · d per component. The
+    directions on the sky are exact. Errors are independent (tangential velocities are not
+    rescaled by the distance error), as in the paper. The observer is at rest: only the
+    frame's orientation matters for additive noise.
+
+    **Arguments:**
+
+    - `catalog`: the true catalogue.
+    - `key`: a typed key, `jax.random.key(seed)`.
+    - `observer`: the observer's position, shape (3,).
+    - `distance_frac`, `distance_scale`, `sigma_vr`, `sigma_vt_per_distance`: error model.
+
+    **Returns:** a new `PhaseSpaceCatalog` with the noisy coordinates; `meta["observe"]`
+    records the error model and key.
+    """
+    check_key(key)
+    obs = np.asarray(observer, dtype=np.float64)
+    if obs.shape != (3,) or not np.all(np.isfinite(obs)):
+        raise ValueError(f"observer must be a finite 3-vector, got {observer!r}")
+    with jax.enable_x64(True):
+        g = np.asarray(jax.random.normal(key, (len(catalog), 5), dtype=jnp.float64))
+    eps_d, eps_r, eps_t = g[:, 0], g[:, 1], g[:, 2:5]
+    rel = catalog.x - obs
+    d = np.linalg.norm(rel, axis=1)
+    safe = np.where(d > 0, d, 1.0)
+    los = rel / safe[:, None]
+    sigma_d = distance_frac * d * np.minimum(d / distance_scale, 1.0)
+    d_obs = d + sigma_d * eps_d
+    x = obs + d_obs[:, None] * los
+    eps_t = eps_t - np.sum(eps_t * los, axis=1, keepdims=True) * los  # project onto the sky
+    sigma_vt = sigma_vt_per_distance * d
+    v = catalog.v + (sigma_vr * eps_r)[:, None] * los + sigma_vt[:, None] * eps_t
+    at_observer = d == 0
+    x[at_observer] = catalog.x[at_observer]
+    v[at_observer] = catalog.v[at_observer]
+    meta = catalog.meta
+    meta["observe"] = {
+        "observer": obs.tolist(),
+        "distance_frac": float(distance_frac),
+        "distance_scale": float(distance_scale),
+        "sigma_vr": float(sigma_vr),
+        "sigma_vt_per_distance": float(sigma_vt_per_distance),
+        "key": key_meta(key),
+    }
+    return PhaseSpaceCatalog(x, v, catalog.weights, meta)
+
+
+def sphere_mask(
+    x: np.ndarray, center: Sequence[float] = (1.0, 0.0, 0.0), radius: float = 1.0
+) -> np.ndarray:
+    """Boolean mask of positions with |x − center| ≤ radius.
+
+    **Arguments:**
+
+    - `x`: positions, shape (n, 3).
+    - `center`: the sphere's centre, shape (3,).
+    - `radius`: its radius (> 0).
+
+    **Returns:** mask of shape (n,).
+    """
+    c = np.asarray(center, dtype=np.float64)
+    if c.shape != (3,) or not np.all(np.isfinite(c)):
+        raise ValueError(f"center must be a finite 3-vector, got {center!r}")
+    if not (np.isfinite(radius) and radius > 0):
+        raise ValueError(f"radius must be positive and finite, got {radius}")
+    return np.sum((np.asarray(x) - c) ** 2, axis=1) <= radius**2
+
+
+def select_sphere(
+    catalog: PhaseSpaceCatalog,
+    center: Sequence[float] = (1.0, 0.0, 0.0),
+    radius: float = 1.0,
+) -> PhaseSpaceCatalog:
+    """Keep the stars inside a sphere (paper §4.2: unit sphere centred on (1, 0, 0)).
+
+    **Arguments:**
+
+    - `catalog`: the parent catalogue.
+    - `center`: the sphere's centre, shape (3,).
+    - `radius`: its radius; stars with |x − center| ≤ radius are kept.
+
+    **Returns:** a new `PhaseSpaceCatalog`; `meta["selection"]` records the sphere and the
+    parent size. Raises `ValueError` if no star is inside.
+    """
+    mask = sphere_mask(catalog.x, center, radius)
+    if not mask.any():
+        raise ValueError(f"no star lies within {radius} of {list(center)}")
+    selection = {
+        "type": "sphere",
+        "center": [float(c) for c in center],
+        "radius": float(radius),
+        "n_parent": len(catalog),
+    }
+    return catalog.subset(mask, selection=selection)
+
+
+def sample_selected(
+    sampler: Callable[[jax.Array, int], PhaseSpaceCatalog],
+    key: jax.Array,
+    n: int,
+    select: Callable[[PhaseSpaceCatalog], PhaseSpaceCatalog],
+    *,
+    pilot: int | None = None,
+    margin: float = 1.05,
+    max_rounds: int = 20,
+) -> PhaseSpaceCatalog:
+    """Draw parent stars until exactly n survive a selection.
+
+    A pilot draw estimates the selected fraction; later rounds draw enough for the remainder
+    (times `margin`). Stars are independent, so keeping the first n selected is unbiased.
+    E.g. the paper's §4.2 mock:
+    `sample_selected(lambda k, m: miyamoto_nagai_disk(k, m), key, 2**19, select_sphere)`.
+
+    **Arguments:**
+
+    - `sampler`: `(key, m) -> PhaseSpaceCatalog` drawing m parent stars.
+    - `key`: a typed key, `jax.random.key(seed)`; round i uses `jax.random.fold_in(key, i)`.
+    - `n`: stars wanted after selection.
+    - `select`: the selection, `catalog -> catalog` (may raise `ValueError` when empty).
+    - `pilot`: size of the first draw (default: n).
+    - `margin`: over-draw factor for later rounds.
+    - `max_rounds`: give up (with `RuntimeError`) after this many draws.
+
+    **Returns:** a `PhaseSpaceCatalog` of exactly n stars; `meta["selection"]["n_parent"]` is
+    the total number of parent stars drawn and `meta["selection"]["rounds"]` the draws.
+    """
+    check_key(key)
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
+    parts: list[PhaseSpaceCatalog] = []
+    n_sel = n_parent = 0
+    m = int(pilot) if pilot is not None else n
+    for i in range(max_rounds):
+        parent = sampler(jax.random.fold_in(key, i), m)
+        n_parent += len(parent)
+        try:
+            part = select(parent)
+        except ValueError:
+            part = None
+        if part is not None:
+            parts.append(part)
+            n_sel += len(part)
+        if n_sel >= n:
+            out = PhaseSpaceCatalog.concatenate(parts).subset(np.arange(n))
+            selection = {**out.meta.get("selection", {}), "n_parent": n_parent, "rounds": i + 1}
+            return out.with_meta(selection=selection, key=key_meta(key))
+        frac = max(n_sel, 1) / n_parent
+        m = max(math.ceil((n - n_sel) / frac * margin), 16)
+    raise RuntimeError(f"only {n_sel} of {n} stars selected after {max_rounds} draws")
