@@ -75,6 +75,7 @@ def matmul_rate(batch, repeats):
 def temp_bytes(fn, *args):
     try:
         compiled = fn.lower(*args).compile()
+        compiled = getattr(compiled, "compiled", compiled)  # equinox wraps jax's Compiled
         return int(compiled.memory_analysis().temp_size_in_bytes)
     except Exception:  # memory analysis is not available on every backend
         return None

@@ -49,6 +49,9 @@ class AbstractPotential(eqx.Module):
     def _laplacian(self, x: Position) -> Scalar:
         return self._value_grad_laplacian(x)[2]
 
+    def _hessian(self, x: Position) -> Float[Array, "3 3"]:
+        return jax.jacfwd(self._gradient)(x)
+
     def potential(self, x: Positions) -> Float[Array, "*batch"]:
         """The potential Φ.
 
@@ -70,7 +73,7 @@ class AbstractPotential(eqx.Module):
 
     def hessian(self, x: Positions) -> Float[Array, "*batch 3 3"]:
         """The Hessian ∂²Φ/∂x_i∂x_j, shape (..., 3, 3)."""
-        return _broadcast(jax.jacfwd(self._gradient), check_positions(x))
+        return _broadcast(self._hessian, check_positions(x))
 
     def laplacian(self, x: Positions) -> Float[Array, "*batch"]:
         """The Laplacian ∇²Φ, shape (...)."""
