@@ -1,0 +1,240 @@
+"""Benchmark distribution-function models on a Plummer sphere: likelihood, scores, speed.
+
+For each DF kind and training mode, train on 2^16 exact Plummer stars (r_max = 10) on CPU and
+report the held-out NLL against the ideal (5.0785), the median relative error of the scores
+∂ln f/∂x and ∂ln f/∂v against `PlummerDF` at 2^14 points drawn from the truth, the training
+wall time and the score throughput. Also times FFJORD log-prob + input gradient for 1024
+points at the TensorFlow reference size and tolerances (chain of 3, 3×128 tanh, Dopri5,
+rtol 1e-7, atol 1e-5, untrained; reference 4.1 s).
+
+    python benchmarks/bench_scores.py            # full run (long)
+    python benchmarks/bench_scores.py --quick    # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import diffrax
+import jax
+import jax.numpy as jnp
+
+from deeppot.flows import FFJORD, Ensemble, ODESettings, PlummerDF, SplineFlow
+from deeppot.train import fit_df
+
+IDEAL_NLL = 5.0785
+TF_REFERENCE_S = 4.1
+EVAL_CHUNK = 2048
+
+
+def _score_eval(df, w):
+    """Scores of `w` in fixed chunks; returns (scores, throughput excluding compilation)."""
+    outs, times = [], []
+    for i in range(0, w.shape[0], EVAL_CHUNK):
+        t = time.perf_counter()
+        s = jnp.concatenate(df.score(w[i : i + EVAL_CHUNK]), -1)
+        s.block_until_ready()
+        times.append(time.perf_counter() - t)
+        outs.append(s)
+    warm = times[1:] if len(times) > 1 else times
+    return jnp.concatenate(outs), EVAL_CHUNK * len(warm) / sum(warm)
+
+
+def _metrics(df, truth, w_test):
+    lp = jnp.concatenate([df.log_prob(w_test[i : i + EVAL_CHUNK])
+                          for i in range(0, w_test.shape[0], EVAL_CHUNK)])
+    s, throughput = _score_eval(df, w_test)
+    t = jnp.concatenate(truth.score(w_test), -1)
+
+    def rel(a, b):
+        return jnp.linalg.norm(a - b, axis=-1) / jnp.linalg.norm(b, axis=-1)
+
+    ex, ev = rel(s[:, :3], t[:, :3]), rel(s[:, 3:], t[:, 3:])
+    return {
+        "heldout_nll": float(-jnp.mean(lp)),
+        "nll_minus_ideal": float(-jnp.mean(lp) - IDEAL_NLL),
+        "median_err_dlnf_dx": float(jnp.median(ex)),
+        "median_err_dlnf_dv": float(jnp.median(ev)),
+        "p90_err_dlnf_dx": float(jnp.quantile(ex, 0.9)),
+        "p90_err_dlnf_dv": float(jnp.quantile(ev, 0.9)),
+        "score_points_per_s": throughput,
+    }
+
+
+def _tf_reference_timing(n_repeat: int):
+    df = FFJORD(jax.random.key(0), n_blocks=3, width=128, depth=3, chunk_size=1024,
+                ode=ODESettings(solver=diffrax.Dopri5(), rtol=1e-7, atol=1e-5))
+    w = jax.random.normal(jax.random.key(1), (1024, 6))
+
+    def both():
+        lp = df.log_prob(w)
+        s = df.score(w)
+        jax.block_until_ready((lp, s))
+
+    t = time.perf_counter()
+    both()
+    compile_s = time.perf_counter() - t
+    runs = []
+    for _ in range(n_repeat):
+        t = time.perf_counter()
+        both()
+        runs.append(time.perf_counter() - t)
+    # the score alone is the gradient of the log-prob; timing it alone too
+    runs_score = []
+    for _ in range(n_repeat):
+        t = time.perf_counter()
+        jax.block_until_ready(df.score(w))
+        runs_score.append(time.perf_counter() - t)
+    best = min(runs_score)
+    return {
+        "config": "chain of 3 FFJORD blocks, 3x128 tanh, Dopri5 rtol=1e-7 atol=1e-5, float32, "
+                  "untrained, 1024 points",
+        "first_call_s_incl_compile": compile_s,
+        "log_prob_plus_score_s": min(runs),
+        "score_only_s": best,
+        "tf_reference_s": TF_REFERENCE_S,
+        "speedup_vs_tf": TF_REFERENCE_S / best,
+    }
+
+
+def _cases(quick: bool, scale: float, cfm_steps: int):
+    s = 0.02 if quick else scale  # step scale
+    fast_ode = ODESettings(solver=diffrax.Tsit5(), n_steps=4)
+    train_ode = ODESettings(solver=diffrax.Tsit5(), n_steps=4)
+    common = dict(batch_size=2048, warmup_steps=max(1, int(500 * s)), patience=2000,
+                  min_delta=0.005, smoothing=0.98)
+    return [
+        dict(name="spline-coupling", mode="nll",
+             make=lambda k: SplineFlow(k, kind="coupling"),
+             fit=dict(max_steps=int(500 * s), learning_rate=1e-3, **common)),
+        dict(name="spline-maf", mode="nll",
+             make=lambda k: SplineFlow(k, kind="autoregressive"),
+             fit=dict(max_steps=int(500 * s), learning_rate=1e-3, **common)),
+        dict(name="ffjord-cfm-1x(3x128 tanh)", mode="cfm", eval_ode=fast_ode,
+             make=lambda k: FFJORD(k, n_blocks=1, width=128, depth=3, chunk_size=EVAL_CHUNK),
+             fit=dict(max_steps=int(cfm_steps * s), learning_rate=2e-3, ema_decay=0.998, **common),
+             alt_odes={"Heun x4": ODESettings(solver=diffrax.Heun(), n_steps=4)}),
+        dict(name="ffjord-nll-hutchinson-1x(3x64 tanh)", mode="nll", eval_ode=fast_ode,
+             make=lambda k: FFJORD(k, n_blocks=1, width=64, depth=3, ode=train_ode,
+                                   chunk_size=EVAL_CHUNK),
+             fit=dict(max_steps=int(120 * s), learning_rate=2e-3, ema_decay=0.99,
+                      **{**common, "batch_size": 1024, "warmup_steps": max(1, int(100 * s))})),
+    ]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny smoke run")
+    p.add_argument("--n-train", type=int, default=2**16)
+    p.add_argument("--n-test", type=int, default=2**14)
+    p.add_argument("--ensemble", type=int, default=3, help="CFM flows in the ensemble")
+    p.add_argument("--steps-scale", type=float, default=1.0,
+                   help="multiply every training budget (e.g. 0.4 for a shorter run)")
+    p.add_argument("--cfm-steps", type=int, default=3000, help="CFM training steps")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="run only the cases whose name starts with one of these")
+    p.add_argument("--skip-reference", action="store_true", help="skip the TF-size timing")
+    p.add_argument("--tag", default="cpu")
+    p.add_argument("--note", default="")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n_train, args.n_test, args.ensemble = 2**12, 2**12, 2
+
+    truth = PlummerDF(r_max=10.0)
+    w_train = truth.sample(jax.random.key(2024), args.n_train)
+    w_test = truth.sample(jax.random.key(7), args.n_test)
+    ideal = float(-truth.log_prob(w_test).mean())
+    rows = []
+    tf = _tf_reference_timing(1 if args.quick else 2) if not args.skip_reference else None
+    if tf is None:
+        tf = {"score_only_s": float("nan"), "log_prob_plus_score_s": float("nan"),
+              "speedup_vs_tf": float("nan"), "skipped": True}
+    print(f"FFJORD reference timing: {tf['score_only_s']:.2f} s per 1024 scores "
+          f"({tf['speedup_vs_tf']:.2f}x the TF reference)", flush=True)
+
+    rows.append({"model": "PlummerDF (exact)", "mode": "-", "train_s": 0.0,
+                 **_metrics(truth, truth, w_test)})
+    cfm_members = []
+    for i, case in enumerate(_cases(args.quick, args.steps_scale, args.cfm_steps)):
+        if args.only and not any(case["name"].startswith(o) for o in args.only):
+            continue
+        n_seeds = args.ensemble if case["mode"] == "cfm" else 1
+        for seed in range(n_seeds):
+            df = case["make"](jax.random.key(100 + 10 * i + seed))
+            t = time.perf_counter()
+            df, hist = fit_df(df, w_train, key=jax.random.key(200 + 10 * i + seed),
+                              objective=case["mode"], progress=False, return_history=True,
+                              **case["fit"])
+            train_s = time.perf_counter() - t
+            if "eval_ode" in case:
+                df = df.with_ode(case["eval_ode"])
+            if case["mode"] == "cfm":
+                cfm_members.append((df, train_s))
+                if seed > 0:
+                    continue
+            row = {"model": case["name"], "mode": case["mode"], "train_s": train_s,
+                   "steps": len(hist.step), "stop": hist.stop_reason, **_metrics(df, truth, w_test)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            for label, ode in case.get("alt_odes", {}).items():
+                alt = {**row, "model": f"{case['name']} eval {label}",
+                       **_metrics(df.with_ode(ode), truth, w_test)}
+                rows.append(alt)
+                print(json.dumps(alt), flush=True)
+    if len(cfm_members) > 1:
+        ens = Ensemble([m for m, _ in cfm_members], chunk_size=EVAL_CHUNK)
+        row = {"model": f"ensemble of {len(cfm_members)} ffjord-cfm", "mode": "cfm",
+               "train_s": sum(t for _, t in cfm_members), **_metrics(ens, truth, w_test)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    t_2_20 = {r["model"]: 2**20 / r["score_points_per_s"] / 60 for r in rows}
+    result = {
+        "command": "python " + " ".join(sys.argv),
+        "note": args.note,
+        "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
+        "n_train": args.n_train, "n_test": args.n_test,
+        "ideal_nll_quoted": IDEAL_NLL, "ideal_nll_on_test_points": ideal,
+        "tf_reference": tf, "rows": rows, "minutes_for_2^20_scores": t_2_20,
+    }
+    header = ("| model | mode | train s | held-out NLL | NLL − ideal | med err ∂x | med err ∂v "
+              "| p90 ∂x | p90 ∂v | scores/s | 2^20 scores (min) |")
+    lines = [header, "|" + "---|" * 11]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['mode']} | {r['train_s']:.0f} | {r['heldout_nll']:.4f} | "
+            f"{r['nll_minus_ideal']:+.4f} | {r['median_err_dlnf_dx']:.3f} | "
+            f"{r['median_err_dlnf_dv']:.3f} | {r['p90_err_dlnf_dx']:.3f} | "
+            f"{r['p90_err_dlnf_dv']:.3f} | {r['score_points_per_s']:.0f} | "
+            f"{t_2_20[r['model']]:.1f} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    print(f"TF-reference FFJORD: {tf['score_only_s']:.2f} s (score) / "
+          f"{tf['log_prob_plus_score_s']:.2f} s (log-prob + score) vs 4.1 s → "
+          f"{tf['speedup_vs_tf']:.2f}x")
+    os.makedirs("benchmarks/results", exist_ok=True)
+    stem = f"benchmarks/results/scores_{args.tag}{'_quick' if args.quick else ''}"
+    with open(stem + ".json", "w") as f:
+        json.dump(result, f, indent=2)
+    with open(stem + ".md", "w") as f:
+        f.write(f"# Score benchmark ({args.tag})\n\nCommand: `{result['command']}`\n\n")
+        if args.note:
+            f.write(f"Note: {args.note}\n\n")
+        f.write(f"Trained on {args.n_train} exact Plummer stars (r_max = 10); metrics on "
+                f"{args.n_test} fresh truth points (ideal NLL there {ideal:.4f}; quoted "
+                f"{IDEAL_NLL}).\n\n{table}\n\n")
+        f.write(f"FFJORD at the TF reference size/tolerances, 1024 points: score "
+                f"{tf['score_only_s']:.2f} s, log-prob + score {tf['log_prob_plus_score_s']:.2f}"
+                f" s, reference 4.1 s → {tf['speedup_vs_tf']:.2f}x.\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

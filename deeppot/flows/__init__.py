@@ -1,0 +1,12 @@
+"""Distribution-function models: continuous (FFJORD) and spline flows, ensembles, analytic."""
+
+from ._analytic import PlummerDF as PlummerDF
+from ._base import AbstractDF as AbstractDF
+from ._base import AbstractFlowDF as AbstractFlowDF
+from ._base import autodiff_score as autodiff_score
+from ._ensemble import Ensemble as Ensemble
+from ._ffjord import FFJORD as FFJORD
+from ._ffjord import FFJORDBlock as FFJORDBlock
+from ._ffjord import ODESettings as ODESettings
+from ._ffjord import TimeMLP as TimeMLP
+from ._spline import SplineFlow as SplineFlow
