@@ -1,11 +1,19 @@
 """deeppot: gravitational potentials from phase-space snapshots (Deep Potential) in JAX."""
 
+from . import evaluate as evaluate
+from . import flows as flows
+from . import mocks as mocks
+from . import orbits as orbits
+from . import pipeline as pipeline
 from . import potentials as potentials
+from . import terms as terms
+from .catalog import PhaseSpaceCatalog as PhaseSpaceCatalog
 from .frames import AbstractFrame as AbstractFrame
 from .frames import InertialFrame as InertialFrame
 from .frames import MovingFrame as MovingFrame
 from .frames import RotatingFrame as RotatingFrame
 from .laplacian import value_grad_laplacian as value_grad_laplacian
+from .model import PotentialModel as PotentialModel
 from .potentials import NFW as NFW
 from .potentials import AbstractPotential as AbstractPotential
 from .potentials import Axisymmetric as Axisymmetric
@@ -18,5 +26,10 @@ from .potentials import MiyamotoNagai as MiyamotoNagai
 from .potentials import NeuralPotential as NeuralPotential
 from .potentials import Plummer as Plummer
 from .potentials import Spherical as Spherical
+from .scores import ScoreSample as ScoreSample
+from .scores import sample_scores as sample_scores
+from .train import fit as fit
+from .train import fit_df as fit_df
+from .train import fit_potential as fit_potential
 
 __version__ = "0.1.0.dev0"

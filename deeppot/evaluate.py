@@ -1,0 +1,228 @@
+"""Accuracy of a recovered potential against a known truth, maps and plots.
+
+Residuals (at tracer positions or on grids):
+
+- potential: Φ − Φ_true with the constant offset (the median difference) removed,
+  relative to the spread of Φ_true;
+- force: |ΔF| / |F_true| and the per-component errors ΔF_i / |F_true|;
+- density: (ρ − ρ_true) / ρ_true.
+
+They are summarised as medians and percentiles inside regions (a radial range, or
+ρ_true > fraction · ρ_max).
+"""
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .laplacian import value_grad_laplacian
+from .model import PotentialModel
+from .potentials import AbstractPotential
+from .scores import ScoreSample
+
+PERCENTILES = (16, 50, 84, 95)
+
+
+def _potential_of(model) -> AbstractPotential:
+    return model.potential if isinstance(model, PotentialModel) else model
+
+
+def _fields(pot: AbstractPotential, x, chunk_size: int):
+    """Φ, ∇Φ and ρ at x, in chunks so grids of any size fit in memory."""
+    x = np.asarray(x, dtype=float).reshape(-1, 3)
+    out = [[], [], []]
+    for i in range(0, len(x), chunk_size):
+        phi, grad, lap = value_grad_laplacian(pot, jnp.asarray(x[i : i + chunk_size]))
+        for store, value in zip(out, (phi, grad, lap / (4 * math.pi * pot.G))):
+            store.append(np.asarray(value))
+    return tuple(np.concatenate(parts) for parts in out)
+
+
+def residuals(model, truth: AbstractPotential, x, *, chunk_size: int = 2**14) -> dict:
+    """Per-point residuals of a recovered potential against the truth.
+
+    **Arguments:**
+
+    - `model`: a `PotentialModel` or a potential.
+    - `truth`: the true potential.
+    - `x`: positions, shape (..., 3).
+
+    **Returns:** a dict of arrays with one row per position: `phi` (offset removed, relative
+    to the spread of the true Φ), `force` (|ΔF|/|F|), `force_x`/`force_y`/`force_z`
+    (ΔF_i/|F|), `density` (Δρ/ρ), and the true values `rho_true`, `r`, `R`, `z`.
+    """
+    pot = _potential_of(model)
+    shape = np.shape(x)[:-1]
+    phi, grad, rho = _fields(pot, x, chunk_size)
+    phi_t, grad_t, rho_t = _fields(truth, x, chunk_size)
+    dphi = phi - phi_t
+    dphi = (dphi - np.median(dphi)) / (np.percentile(phi_t, 95) - np.percentile(phi_t, 5))
+    f_norm = np.linalg.norm(grad_t, axis=-1)
+    dforce = (grad_t - grad) / f_norm[:, None]  # F = −∇Φ, so ΔF = ∇Φ_true − ∇Φ
+    xf = np.asarray(x, dtype=float).reshape(-1, 3)
+    out = {
+        "phi": dphi,
+        "force": np.linalg.norm(dforce, axis=-1),
+        "force_x": dforce[:, 0],
+        "force_y": dforce[:, 1],
+        "force_z": dforce[:, 2],
+        "density": (rho - rho_t) / rho_t,
+        "rho_true": rho_t,
+        "r": np.linalg.norm(xf, axis=-1),
+        "R": np.hypot(xf[:, 0], xf[:, 1]),
+        "z": xf[:, 2],
+    }
+    return {k: v.reshape(shape) for k, v in out.items()}
+
+
+def summarise(res: Mapping[str, np.ndarray], mask=None) -> dict[str, dict[str, float]]:
+    """Median and percentiles of |residual| for each quantity, inside `mask` (all if None).
+
+    **Returns:** `{quantity: {"median": ..., "p16": ..., "p84": ..., "p95": ..., "n": ...}}`
+    for the absolute residuals of `phi`, `force`, `force_z` and `density`.
+    """
+    mask = np.ones(np.shape(res["force"]), bool) if mask is None else np.asarray(mask, bool)
+    out = {}
+    for name in ("phi", "force", "force_x", "force_y", "force_z", "density"):
+        values = np.abs(np.asarray(res[name])[mask])
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            raise ValueError(f"no finite {name} residuals inside the region")
+        stats = {f"p{p}": float(np.percentile(values, p)) for p in PERCENTILES}
+        stats["median"] = stats.pop("p50")
+        stats["n"] = int(values.size)
+        out[name] = stats
+    return out
+
+
+def radial_region(res, r_min: float, r_max: float):
+    """Mask of points with r_min ≤ r ≤ r_max."""
+    return (res["r"] >= r_min) & (res["r"] <= r_max)
+
+
+def density_region(res, fraction: float = 0.1):
+    """Mask of points where the true density exceeds `fraction` of its maximum there."""
+    return res["rho_true"] > fraction * np.nanmax(res["rho_true"])
+
+
+def midplane_grid(extent: float, n: int = 64, z: float = 0.0) -> np.ndarray:
+    """An n × n grid of positions in the plane at height z, |x|, |y| ≤ extent; (n, n, 3)."""
+    u = np.linspace(-extent, extent, n)
+    X, Y = np.meshgrid(u, u, indexing="xy")
+    return np.stack([X, Y, np.full_like(X, z)], axis=-1)
+
+
+def rz_grid(R_max: float, z_max: float, n_R: int = 48, n_z: int = 48, n_phi: int = 16):
+    """Positions on an (R, z) grid repeated over n_phi azimuths; shape (n_z, n_R, n_phi, 3).
+
+    Average residuals over the azimuth axis (-1 of the residual arrays) for the paper's
+    azimuthally averaged (R, z) maps.
+    """
+    R = np.linspace(R_max / n_R, R_max, n_R)
+    z = np.linspace(-z_max, z_max, n_z)
+    phi = np.linspace(0, 2 * np.pi, n_phi, endpoint=False)
+    Z, RR, P = np.meshgrid(z, R, phi, indexing="ij")
+    return np.stack([RR * np.cos(P), RR * np.sin(P), Z], axis=-1)
+
+
+def loss_landscape(
+    model: PotentialModel,
+    scores: ScoreSample,
+    loss: Callable,
+    grid: Mapping[str, Sequence[float]],
+    *,
+    max_points: int = 2**16,
+) -> dict[str, np.ndarray]:
+    """The loss on a grid of two (or more) potential parameters (paper Fig. 8).
+
+    **Arguments:**
+
+    - `model`: a `PotentialModel` with an analytic potential.
+    - `scores`: the score sample; the first `max_points` rows are used.
+    - `loss`: a loss term, `loss(model, batch) -> scalar`.
+    - `grid`: `{parameter name: values}`, e.g. `{"a": np.linspace(0.9, 1.1, 21), "b": ...}`;
+      names are the potential's physical parameters (set through their `log_` fields).
+
+    **Returns:** `{name: values..., "loss": array of shape (len(v1), len(v2), ...)}`.
+    """
+    batch = scores[: min(max_points, len(scores))]
+    names = list(grid)
+    for name in names:
+        if not hasattr(model.potential, f"log_{name}"):
+            raise ValueError(f"the potential {type(model.potential).__name__} has no parameter "
+                             f"{name!r}")
+    axes = [np.asarray(grid[k], dtype=float) for k in names]
+    mesh = np.stack([m.ravel() for m in np.meshgrid(*axes, indexing="ij")], axis=-1)
+
+    def at(values):
+        m = model
+        for i, name in enumerate(names):
+            m = eqx.tree_at(lambda mm: getattr(mm.potential, f"log_{name}"), m, jnp.log(values[i]))
+        return loss(m, batch)
+
+    values = jax.lax.map(eqx.filter_jit(at), jnp.asarray(mesh))
+    out = {k: a for k, a in zip(names, axes)}
+    out["loss"] = np.asarray(values).reshape([len(a) for a in axes])
+    return out
+
+
+def dfdt_map(model: PotentialModel, scores: ScoreSample, dims=(0, 3), bins: int = 48):
+    """Mean ∂ln f/∂t over samples in bins of two phase-space coordinates (paper Fig. 12).
+
+    Samples are drawn from f, so the bin mean is the f-weighted average over the other
+    four dimensions.
+
+    **Arguments:**
+
+    - `dims`: two indices into (x, y, z, vx, vy, vz).
+
+    **Returns:** `(mean residual per bin, edges_1, edges_2)`; empty bins are NaN.
+    """
+    _, grad, _ = value_grad_laplacian(model.potential, scores.x, method=model.laplacian_method)
+    r = np.asarray(model.frame.residual(grad, scores.x, scores.v, scores.dlnf_dx, scores.dlnf_dv))
+    w = np.concatenate([np.asarray(scores.x), np.asarray(scores.v)], axis=-1)
+    a, b = w[:, dims[0]], w[:, dims[1]]
+    total, e1, e2 = np.histogram2d(a, b, bins=bins, weights=r)
+    count, _, _ = np.histogram2d(a, b, bins=[e1, e2])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan), e1, e2
+
+
+def plot_radial(res: Mapping[str, np.ndarray], path, title: str = "") -> None:
+    """Scatter of |residuals| against r for force and density; writes a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), constrained_layout=True)
+    for ax, name, label in zip(
+        axes, ("phi", "force", "density"), ("|ΔΦ| / spread", "|ΔF| / |F|", "|Δρ| / ρ")
+    ):
+        ax.scatter(res["r"], np.abs(res[name]), s=1, alpha=0.3, rasterized=True)
+        ax.set(xscale="log", yscale="log", xlabel="r", ylabel=label)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_maps(maps: Mapping[str, np.ndarray], extent, path, title: str = "") -> None:
+    """Side-by-side images of 2-D residual maps (e.g. midplane or R–z); writes a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(maps), figsize=(4 * len(maps), 3.6), constrained_layout=True)
+    for ax, (name, image) in zip(np.atleast_1d(axes), maps.items()):
+        lim = np.nanpercentile(np.abs(image), 98) or 1.0
+        im = ax.imshow(image, origin="lower", extent=extent, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.set_title(name)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
