@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-PYTEST_ARGS ?= -m "not slow"
+PYTEST_ARGS ?= -m "not slow" -n 2 --durations=15
 
-.PHONY: venv test test-all lint bench clean
+.PHONY: venv test test-all demo lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest
+
+# The Plummer demo (deeppot/configs/demo.toml): <= 10 minutes on 2 cores; resumes from runs/demo.
+demo: $(STAMP)
+	$(VENV)/bin/deeppot demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check deeppot tests benchmarks plugins

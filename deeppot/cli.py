@@ -125,7 +125,298 @@ def _run_mock(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable] = [_add_mock]
+def _add_config_options(p, *, config_required: bool = False) -> None:
+    if config_required:
+        p.add_argument("config", help="the run's TOML config (see docs/pipeline.md)")
+    else:
+        p.add_argument(
+            "--config",
+            default=None,
+            help="TOML config whose sections supply the settings (default: the built-in "
+            "defaults of docs/pipeline.md)",
+        )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set fit.steps=500 (repeatable)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def _config(args: argparse.Namespace):
+    from . import pipeline
+
+    overrides = list(args.overrides)
+    if getattr(args, "no_progress", False):
+        overrides.append("run.progress=false")
+    path = getattr(args, "config", None)
+    if path is None:  # the built-in defaults (docs/pipeline.md) with the overrides
+        return pipeline.parse_config(pipeline.apply_overrides({}, overrides))
+    return pipeline.load_config(path, overrides)
+
+
+def _config_error(err: Exception) -> int:
+    print(f"deeppot: {err}", file=sys.stderr)
+    return 2
+
+
+def _x64(cfg):
+    import contextlib
+
+    import jax
+
+    return jax.enable_x64(True) if cfg.run.x64 else contextlib.nullcontext()
+
+
+def _add_run(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="run the whole pipeline from a TOML config (catalogue → DF → scores → potential)",
+        description="Run catalogue → DF → scores → potential → report into a run directory. "
+        "Rerunning resumes: finished stages are skipped and training continues from its "
+        "checkpoints.",
+    )
+    _add_config_options(p, config_required=True)
+    p.add_argument("--run-dir", default=None, help="run directory (default: runs/<config name>)")
+    p.set_defaults(func=_run_run)
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import pipeline
+
+    try:
+        cfg = _config(args)
+    except pipeline.ConfigError as err:
+        return _config_error(err)
+    run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
+    metrics = pipeline.run(cfg, run_dir)
+    table = pipeline.accuracy_table(metrics)
+    print(table if table else "no truth potential: no accuracy table")
+    print(f"report: {Path(run_dir) / 'report.md'}")
+    return 0
+
+
+def _add_fit_df(subparsers) -> None:
+    p = subparsers.add_parser(
+        "fit-df",
+        help="train the [df] distribution function on a catalogue",
+        description="Train the DF described by the config's [df] section on a catalogue and "
+        "write it as OUT (.eqx) with its JSON description next to it.",
+    )
+    p.add_argument("catalog", help="catalogue file (.npz, .h5, .csv)")
+    p.add_argument("--out", "-o", required=True, help="output model file (.eqx)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint file (resumed if present)")
+    _add_config_options(p)
+    p.set_defaults(func=_run_fit_df)
+
+
+def _run_fit_df(args: argparse.Namespace) -> int:
+    from . import pipeline
+    from .catalog import PhaseSpaceCatalog
+
+    try:
+        cfg = _config(args)
+    except pipeline.ConfigError as err:
+        return _config_error(err)
+    cat = PhaseSpaceCatalog.load(args.catalog)
+    with _x64(cfg):
+        ckpt_dir = None
+        if args.checkpoint:
+            ckpt_dir = _checkpoint_dir(args.checkpoint, "df.ckpt")
+        r_max = float(cat.meta.get("params", {}).get("r_max", 10.0))
+        df, summary = pipeline.train_df(
+            cfg.df, cat, pipeline._stage_key(cfg.run.seed, "df"), checkpoint_dir=ckpt_dir,
+            progress=cfg.run.progress, r_max=r_max,
+        )
+        pipeline.save_model(args.out, df, {
+            "kind": "df", "config": pipeline._section_dict("df", cfg.df), "r_max": r_max,
+            "x64": cfg.run.x64, "training": summary, "catalog": str(args.catalog),
+        })
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _checkpoint_dir(path: str, expected: str) -> str:
+    import os
+
+    if os.path.basename(path) != expected:
+        raise SystemExit(f"deeppot: --checkpoint must be a file named {expected}")
+    return os.path.dirname(path) or "."
+
+
+def _add_scores(subparsers) -> None:
+    p = subparsers.add_parser(
+        "scores",
+        help="draw the [scores] sample from a trained DF",
+        description="Draw points from a DF file and evaluate its scores there; write .npz.",
+    )
+    p.add_argument("df", help="DF model file (.eqx, from fit-df or a run directory)")
+    p.add_argument("--out", "-o", required=True, help="output ScoreSample file (.npz)")
+    _add_config_options(p)
+    p.set_defaults(func=_run_scores)
+
+
+def _run_scores(args: argparse.Namespace) -> int:
+    from . import pipeline
+
+    try:
+        cfg = _config(args)
+    except pipeline.ConfigError as err:
+        return _config_error(err)
+    df, desc = pipeline.load_model(args.df)
+    if desc["kind"] != "df":
+        return _config_error(ValueError(f"{args.df} is a {desc['kind']} model, not a DF"))
+    with _x64(cfg):
+        scores = pipeline.draw_scores(cfg.scores, df, pipeline._stage_key(cfg.run.seed, "scores"),
+                                      progress=cfg.run.progress)
+    scores.save(args.out)
+    print(f"wrote {len(scores)} scores to {args.out}")
+    return 0
+
+
+def _add_fit_potential(subparsers) -> None:
+    p = subparsers.add_parser(
+        "fit-potential",
+        help="fit the [potential] model to a score sample with the [fit] loss",
+        description="Fit the potential model of [potential] to a ScoreSample file with the "
+        "loss of [fit]; write OUT (.eqx) and its JSON description.",
+    )
+    p.add_argument("scores", help="ScoreSample file (.npz)")
+    p.add_argument("--out", "-o", required=True, help="output model file (.eqx)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint file (resumed if present)")
+    _add_config_options(p)
+    p.set_defaults(func=_run_fit_potential)
+
+
+def _run_fit_potential(args: argparse.Namespace) -> int:
+    from . import pipeline
+    from .scores import ScoreSample
+
+    try:
+        cfg = _config(args)
+    except pipeline.ConfigError as err:
+        return _config_error(err)
+    with _x64(cfg):
+        scores = ScoreSample.load(args.scores)
+        model, summary = pipeline.train_potential(
+            cfg.potential, cfg.fit, scores, pipeline._stage_key(cfg.run.seed, "potential"),
+            checkpoint_path=args.checkpoint, progress=cfg.run.progress,
+        )
+        pipeline.save_model(args.out, model, {
+            "kind": "potential", "config": pipeline._section_dict("potential", cfg.potential),
+            "fit": pipeline._section_dict("fit", cfg.fit), "x64": cfg.run.x64,
+            "training": summary, "scores": str(args.scores),
+        })
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _add_evaluate(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="compare a fitted potential with a catalogue's true potential",
+        description="Evaluate a potential file against the truth recorded in a catalogue's "
+        "meta (mocks record it), at the catalogue's positions; print the accuracy table and "
+        "optionally write metrics JSON and PNG plots.",
+    )
+    p.add_argument("potential", help="potential model file (.eqx)")
+    p.add_argument("--catalog", required=True, help="catalogue with a truth potential in meta")
+    p.add_argument("--out-dir", default=None, help="write metrics.json and plots here")
+    _add_config_options(p)
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from . import pipeline
+    from .catalog import PhaseSpaceCatalog
+
+    try:
+        cfg = _config(args)
+    except pipeline.ConfigError as err:
+        return _config_error(err)
+    model, desc = pipeline.load_model(args.potential)
+    if desc["kind"] != "potential":
+        return _config_error(ValueError(f"{args.potential} is a {desc['kind']} model"))
+    cat = PhaseSpaceCatalog.load(args.catalog)
+    with _x64(cfg):
+        ev = pipeline.evaluate_model(cfg.evaluate, model, cat, out_dir=args.out_dir)
+    if ev["accuracy"] is None:
+        print(f"{args.catalog} records no truth potential; nothing to compare with")
+        return 1
+    print(pipeline.accuracy_table(ev))
+    if args.out_dir:
+        out = Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(ev, indent=2) + "\n")
+    return 0
+
+
+def _add_demo(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="run the Plummer demo (≤ 10 minutes on 2 CPU cores) and print its accuracy",
+        description="Run deeppot/configs/demo.toml: a Plummer mock, a spline-flow DF, 2^16 "
+        "scores and a spherical network potential, then print the accuracy table (median, "
+        "p16 and p84 of the force, density and potential errors for r in [0.1, 3]). "
+        "Rerunning resumes from the run directory.",
+    )
+    p.add_argument("--quick", action="store_true",
+                   help="short settings (about a minute): what CI runs")
+    p.add_argument("--run-dir", default=None,
+                   help="run directory (default: runs/demo or runs/demo-quick)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one demo setting, e.g. --set fit.steps=3000 (repeatable)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from . import pipeline
+
+    overrides = [f"{k}={v}" for k, v in pipeline.DEMO_QUICK_OVERRIDES.items()] if args.quick \
+        else []
+    overrides += list(args.overrides)
+    if args.no_progress:
+        overrides.append("run.progress=false")
+    try:
+        cfg = pipeline.load_config(pipeline.default_config_path("demo"), overrides)
+    except pipeline.ConfigError as err:
+        return _config_error(err)
+    run_dir = args.run_dir or ("runs/demo-quick" if args.quick else "runs/demo")
+    t0 = time.perf_counter()
+    metrics = pipeline.run(cfg, run_dir)
+    print()
+    print(pipeline.accuracy_table(metrics))
+    force = metrics["accuracy"]["force"]["median"]
+    print()
+    print(f"Plummer median force error at {metrics['region']}: {100 * force:.2f}%")
+    print(f"demo finished in {time.perf_counter() - t0:.0f} s; report: {run_dir}/report.md")
+    return 0
+
+
+COMMANDS: list[Callable] = [
+    _add_mock,
+    _add_run,
+    _add_fit_df,
+    _add_scores,
+    _add_fit_potential,
+    _add_evaluate,
+    _add_demo,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,196 @@
+"""The pipeline end to end: the demo, resuming run directories, and the CLI subcommands."""
+
+import json
+
+import numpy as np
+import pytest
+
+from deeppot import cli, pipeline, train
+
+# A tiny run: exact Plummer scores (no flow to train) and a small spherical network, so the
+# resume tests spend their time on the run-directory logic, not on training.
+TINY = {
+    "run": {"seed": 3, "progress": False},
+    "data": {"source": "plummer", "n": 2048},
+    "df": {"kind": "exact"},
+    "scores": {"n": 2048, "chunk_size": 1024},
+    "potential": {"model": "spherical", "width": 16, "depth": 2, "input_scale": 2.0},
+    "fit": {"steps": 60, "batch_size": 512, "warmup_steps": 5, "checkpoint_every": 20},
+    "evaluate": {"n_points": 1024, "plots": False},
+}
+STAGES = ("data", "df", "scores", "potential", "report")
+
+
+def _run(run_dir, raw=TINY):
+    lines = []
+    metrics = pipeline.run(pipeline.parse_config(raw), run_dir, log=lines.append)
+    return metrics, lines
+
+
+def _events(lines):
+    """{stage: first event word} from the log lines of one run."""
+    out = {}
+    for line in lines:
+        stage, _, event = line.partition(": ")
+        if stage in STAGES and stage not in out:
+            out[stage] = event.split()[0]
+    return out
+
+
+def _mtimes(run_dir, names):
+    return {n: (run_dir / n).stat().st_mtime_ns for n in names}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("tiny")
+    metrics, lines = _run(run_dir)
+    return run_dir, metrics, lines
+
+
+def test_run_directory_layout(finished_run):
+    run_dir, metrics, lines = finished_run
+    assert _events(lines) == dict.fromkeys(STAGES, "running")
+    for name in ("config.toml", "catalog.npz", "df.eqx", "df.json", "scores.npz",
+                 "potential.eqx", "potential.json", "metrics.json", "report.md", "run.log",
+                 "state.json", "checkpoints/potential.ckpt"):
+        assert (run_dir / name).exists(), name
+    assert pipeline.load_config(run_dir / "config.toml") == pipeline.parse_config(TINY)
+    model, desc = pipeline.load_model(run_dir / "potential.eqx")
+    assert desc["kind"] == "potential" and desc["training"]["steps"] == 60
+    acc = metrics["accuracy"]
+    assert metrics["region"] == "r ∈ [0.1, 3]"
+    assert set(acc) >= {"force", "density", "phi"} and np.isfinite(acc["force"]["median"])
+    report = (run_dir / "report.md").read_text()
+    assert "| force ΔF/F |" in report and "| density Δρ/ρ |" in report
+
+
+def test_rerun_of_a_finished_run_does_nothing(finished_run):
+    run_dir, metrics, _ = finished_run
+    names = ["catalog.npz", "scores.npz", "potential.eqx", "metrics.json"]
+    before = _mtimes(run_dir, names)
+    again, lines = _run(run_dir)
+    assert _events(lines) == dict.fromkeys(STAGES, "skipped")
+    assert _mtimes(run_dir, names) == before
+    assert again == metrics
+
+
+def test_deleted_outputs_are_redone_without_redoing_earlier_stages(finished_run):
+    run_dir, metrics, _ = finished_run
+    before = _mtimes(run_dir, ["catalog.npz", "scores.npz"])
+    (run_dir / "potential.eqx").unlink()
+    (run_dir / "report.md").unlink()
+    again, lines = _run(run_dir)
+    events = _events(lines)
+    assert [events[s] for s in ("data", "df", "scores")] == ["skipped"] * 3
+    # the finished checkpoint is still valid: the fit resumes at its last step
+    assert events["potential"] == "resuming" and events["report"] == "running"
+    assert _mtimes(run_dir, ["catalog.npz", "scores.npz"]) == before
+    assert again["accuracy"] == metrics["accuracy"]
+
+
+def test_changed_settings_redo_that_stage_and_later_ones(finished_run, tmp_path):
+    run_dir, _, _ = finished_run
+    changed = {**TINY, "evaluate": {**TINY["evaluate"], "r_max": 2.0}}
+    _, lines = _run(run_dir, changed)
+    assert _events(lines) == {**dict.fromkeys(STAGES[:4], "skipped"), "report": "running"}
+    _, lines = _run(run_dir)  # back to the original: only the report again
+    assert _events(lines)["report"] == "running" and _events(lines)["potential"] == "skipped"
+
+
+def test_interrupted_fit_resumes_and_matches_an_uninterrupted_run(
+    finished_run, tmp_path, monkeypatch
+):
+    run_dir, metrics, _ = finished_run
+    real = train.fit_potential
+
+    def interrupted(*args, max_steps, **kwargs):
+        real(*args, max_steps=max_steps // 2, **kwargs)  # writes a checkpoint at step 30
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "fit_potential", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["scores"]["done"] and not state["potential"]["done"]
+    monkeypatch.setattr(train, "fit_potential", real)
+    scores_mtime = (tmp_path / "scores.npz").stat().st_mtime_ns
+    again, lines = _run(tmp_path)
+    events = _events(lines)
+    assert events["scores"] == "skipped" and events["potential"] == "resuming"
+    assert (tmp_path / "scores.npz").stat().st_mtime_ns == scores_mtime
+    assert again["accuracy"] == metrics["accuracy"]  # bit-for-bit the uninterrupted result
+
+
+def test_quick_demo_runs_end_to_end(tmp_path, capsys):
+    """`deeppot demo --quick`: a spline flow on a Plummer mock, a spherical network, a table.
+
+    The quick settings train for seconds, so the bound is loose: an untrained network is
+    off by ~100%; a broken stage (scores, residual sign, evaluation) stays there.
+    """
+    run_dir = tmp_path / "demo"
+    assert cli.main(["demo", "--quick", "--no-progress", "--run-dir", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "Plummer median force error at r ∈ [0.1, 3]:" in out
+    assert "| force ΔF/F |" in out
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["config"]["df"]["kind"] == "spline"
+    assert metrics["accuracy"]["force"]["median"] < 0.6
+    for plot in ("residuals_radial.png", "midplane.png", "training.png"):
+        assert (run_dir / "plots" / plot).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_full_demo(tmp_path, capsys):
+    """The full `deeppot demo` (≤ 10 minutes on 2 cores)."""
+    assert cli.main(["demo", "--no-progress", "--run-dir", str(tmp_path / "demo")]) == 0
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert metrics["accuracy"]["force"]["median"] < 0.1
+
+
+def test_cli_subcommands_chain_on_tiny_inputs(tmp_path, capsys):
+    cat, df, scores, pot = (str(tmp_path / n) for n in
+                            ("cat.npz", "df.eqx", "scores.npz", "pot.eqx"))
+    # exact scores keep this test cheap; the quick demo covers training a flow
+    tiny = ["--no-progress", "--set", "df.kind=exact", "--set", "scores.n=512",
+            "--set", "potential.width=8", "--set", "potential.depth=1", "--set", "fit.steps=3",
+            "--set", "fit.batch_size=256", "--set", "evaluate.n_points=512"]
+    assert cli.main(["mock", "plummer", "--n", "1024", "--out", cat, "--no-progress"]) == 0
+    assert cli.main(["fit-df", cat, "-o", df, *tiny]) == 0
+    assert cli.main(["scores", df, "-o", scores, *tiny]) == 0
+    assert cli.main(["fit-potential", scores, "-o", pot, *tiny]) == 0
+    assert cli.main(["evaluate", pot, "--catalog", cat, "--out-dir", str(tmp_path / "ev"),
+                     *tiny]) == 0
+    out = capsys.readouterr().out
+    assert "Accuracy against the true Plummer potential" in out
+    assert (tmp_path / "ev" / "metrics.json").exists()
+    assert (tmp_path / "ev" / "residuals_radial.png").exists()
+    model, desc = pipeline.load_model(pot)
+    assert desc["training"]["steps"] == 3 and desc["scores"] == scores
+
+
+@pytest.mark.parametrize(
+    "section, table",
+    [
+        ("df", {"kind": "ffjord", "ensemble": 2, "width": 8, "depth": 1, "ode_steps": 2}),
+        ("df", {"kind": "spline", "flow_layers": 1, "nn_width": 8}),
+        ("potential", {"model": "miyamoto_nagai", "params": {"a": 0.8, "b": 0.2},
+                       "frame": "rotating", "omega": [0.0, 0.0, 0.3]}),
+        ("potential", {"model": "axisymmetric", "width": 8, "depth": 1, "frame": "moving"}),
+    ],
+)
+def test_model_files_rebuild_from_their_description(tmp_path, section, table):
+    import equinox as eqx
+    import jax
+
+    cfg = getattr(pipeline.parse_config({section: table}), section)
+    build = pipeline.build_df if section == "df" else pipeline.build_model
+    model = build(cfg, jax.random.key(7))
+    path = pipeline.save_model(tmp_path / "m.eqx", model, {
+        "kind": "df" if section == "df" else "potential",
+        "config": pipeline._section_dict(section, cfg), "x64": False})
+    loaded, desc = pipeline.load_model(path)
+    assert desc["config"] == pipeline._section_dict(section, cfg)
+    same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)),
+                        eqx.filter(model, eqx.is_array), eqx.filter(loaded, eqx.is_array))
+    assert all(jax.tree.leaves(same))
