@@ -28,6 +28,7 @@ from .potentials import Plummer as Plummer
 from .potentials import Spherical as Spherical
 from .scores import ScoreSample as ScoreSample
 from .scores import sample_scores as sample_scores
+from .train import TrainHistory as TrainHistory
 from .train import fit as fit
 from .train import fit_df as fit_df
 from .train import fit_potential as fit_potential
