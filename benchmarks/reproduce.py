@@ -112,8 +112,15 @@ def main():
     parser.add_argument("--cases", nargs="+", default=sorted(CASES), choices=sorted(CASES))
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a preset value, e.g. --set steps=3000")
     args = parser.parse_args()
     cfg = PRESETS[args.preset] | (QUICK if args.quick else {})
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in cfg:
+            parser.error(f"unknown preset key {name!r}; valid keys: {sorted(cfg)}")
+        cfg[name] = type(cfg[name])(float(value)) if value else cfg[name]
     key = jax.random.key(args.seed)
     out, text = {"preset": args.preset, "quick": args.quick, "config": cfg, "cases": {}}, []
     for name in args.cases:
@@ -125,7 +132,7 @@ def main():
         block += _fmt(result["accuracy"]) if "accuracy" in result else ""
         print(block, flush=True)
         text.append(block)
-    tag = args.preset + ("_quick" if args.quick else "")
+    tag = args.preset + ("_quick" if args.quick else "") + ("_custom" if args.set else "")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"reproduce_{tag}.json").write_text(json.dumps(out, indent=2) + "\n")
     cmd = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:])
