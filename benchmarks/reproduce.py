@@ -41,6 +41,7 @@ PRESETS = {
         "patience": 1000,
         "df_steps": 6000,
         "analytic_steps": 1500,
+        "l2": 0.1,
     },
     "paper": {
         "n_stars": 2**19,
@@ -54,6 +55,7 @@ PRESETS = {
         "patience": 2048,
         "df_steps": 40000,
         "analytic_steps": 3000,
+        "l2": 0.1,
     },
 }
 QUICK = {"n_stars": 2**12, "n_scores": 2**13, "steps": 200, "df_steps": 100,
@@ -66,7 +68,7 @@ def fit_neural(scores, cfg, key, input_scale):
                            input_scale=input_scale)
     )
     loss = dp.terms.Log(dp.terms.Stationarity() + dp.terms.PositiveDensity()) + \
-        dp.terms.L2Weights(0.1)
+        dp.terms.L2Weights(cfg["l2"])
     t0 = time.perf_counter()
     fitted, history = dp.fit_potential(
         model, scores, loss, key=jax.random.fold_in(key, 1), max_steps=cfg["steps"],
