@@ -189,10 +189,7 @@ def _run_run(args: argparse.Namespace) -> int:
 
     from . import pipeline
 
-    try:
-        cfg = _config(args)
-    except pipeline.ConfigError as err:
-        return _config_error(err)
+    cfg = _config(args)
     run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
     metrics = pipeline.run(cfg, run_dir)
     table = pipeline.accuracy_table(metrics)
@@ -219,10 +216,7 @@ def _run_fit_df(args: argparse.Namespace) -> int:
     from . import pipeline
     from .catalog import PhaseSpaceCatalog
 
-    try:
-        cfg = _config(args)
-    except pipeline.ConfigError as err:
-        return _config_error(err)
+    cfg = _config(args)
     cat = PhaseSpaceCatalog.load(args.catalog)
     with _x64(cfg):
         ckpt_dir = None
@@ -264,10 +258,7 @@ def _add_scores(subparsers) -> None:
 def _run_scores(args: argparse.Namespace) -> int:
     from . import pipeline
 
-    try:
-        cfg = _config(args)
-    except pipeline.ConfigError as err:
-        return _config_error(err)
+    cfg = _config(args)
     df, desc = pipeline.load_model(args.df)
     if desc["kind"] != "df":
         return _config_error(ValueError(f"{args.df} is a {desc['kind']} model, not a DF"))
@@ -297,10 +288,7 @@ def _run_fit_potential(args: argparse.Namespace) -> int:
     from . import pipeline
     from .scores import ScoreSample
 
-    try:
-        cfg = _config(args)
-    except pipeline.ConfigError as err:
-        return _config_error(err)
+    cfg = _config(args)
     with _x64(cfg):
         scores = ScoreSample.load(args.scores)
         model, summary = pipeline.train_potential(
@@ -338,10 +326,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from . import pipeline
     from .catalog import PhaseSpaceCatalog
 
-    try:
-        cfg = _config(args)
-    except pipeline.ConfigError as err:
-        return _config_error(err)
+    cfg = _config(args)
     model, desc = pipeline.load_model(args.potential)
     if desc["kind"] != "potential":
         return _config_error(ValueError(f"{args.potential} is a {desc['kind']} model"))
@@ -392,10 +377,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     overrides += list(args.overrides)
     if args.no_progress:
         overrides.append("run.progress=false")
-    try:
-        cfg = pipeline.load_config(pipeline.default_config_path("demo"), overrides)
-    except pipeline.ConfigError as err:
-        return _config_error(err)
+    cfg = pipeline.load_config(pipeline.default_config_path("demo"), overrides)
     run_dir = args.run_dir or ("runs/demo-quick" if args.quick else "runs/demo")
     t0 = time.perf_counter()
     metrics = pipeline.run(cfg, run_dir)
@@ -444,8 +426,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     **Returns:** the exit status.
     """
+    from .pipeline import ConfigError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ConfigError as err:  # every subcommand's config is validated before any work
+        return _config_error(err)
 
 
 if __name__ == "__main__":
