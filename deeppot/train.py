@@ -189,6 +189,7 @@ def fit(
     learning_rate: float = 1e-3,
     optimizer: str = "radam",
     warmup_steps: int = 0,
+    lr_schedule: str = "plateau",
     patience: int = 2048,
     min_delta: float = 0.01,
     lr_factor: float = 0.5,
@@ -205,11 +206,15 @@ def fit(
 ) -> tuple[PyTree, TrainHistory]:
     """Train `model` by minimising `loss_fn` over random batches of `data`.
 
-    The learning rate rises linearly from 0 over `warmup_steps`, stays constant, and is
-    multiplied by `lr_factor` whenever the monitored loss (the validation loss if there is a
-    validation split, else the training loss; optionally exponentially smoothed) has not
-    fallen `min_delta` below its minimum for `patience` steps. Training stops early after
-    `max_lr_drops` consecutive reductions without improvement. The run is a deterministic
+    The learning rate rises linearly from 0 over `warmup_steps`. With
+    `lr_schedule="plateau"` (the paper's) it then stays constant and is multiplied by
+    `lr_factor` whenever the monitored loss (the validation loss if there is a validation
+    split, else the training loss; optionally exponentially smoothed) has not fallen
+    `min_delta` below its minimum for `patience` steps; training stops early after
+    `max_lr_drops` consecutive reductions without improvement. With `"cosine"` it follows a
+    half cosine from the peak down to 1% of it at `max_steps` and runs every step (the
+    plateau settings are unused); fits that must converge tightly, such as potentials from
+    exact scores, reach several times smaller errors this way in the same number of steps. The run is a deterministic
     function of `key`; with `checkpoint_path` it writes checkpoints atomically and, if the
     file exists, resumes from it and reproduces an uninterrupted run bit-for-bit.
 
@@ -225,6 +230,7 @@ def fit(
     - `learning_rate`: peak learning rate.
     - `optimizer`: `"radam"` (paper) or `"adam"`.
     - `warmup_steps`: length of the linear warm-up.
+    - `lr_schedule`: `"plateau"` or `"cosine"`, as above.
     - `patience`, `min_delta`, `lr_factor`, `max_lr_drops`: the plateau schedule above.
     - `validation_fraction`: shuffled share of `data` held out for validation (0 for none).
     - `validate_every`: evaluate one validation batch every this many steps.
@@ -252,6 +258,8 @@ def fit(
     _check_key(key)
     if optimizer not in ("radam", "adam"):
         raise ValueError(f"optimizer must be 'radam' or 'adam'; got {optimizer!r}")
+    if lr_schedule not in ("plateau", "cosine"):
+        raise ValueError(f"lr_schedule must be 'plateau' or 'cosine'; got {lr_schedule!r}")
     if not 0 <= validation_fraction < 1:
         raise ValueError("validation_fraction must be in [0, 1)")
     if not 0 <= smoothing < 1:
@@ -278,7 +286,9 @@ def fit(
     history = TrainHistory()
     start = 0
     config = {"n": n, "batch_size": batch_size, "validation_fraction": validation_fraction,
-              "optimizer": optimizer, "ema": ema_decay is not None}
+              "optimizer": optimizer, "ema": ema_decay is not None,
+              "learning_rate": learning_rate, "warmup_steps": warmup_steps,
+              "lr_schedule": lr_schedule}
     key_data = np.asarray(jax.random.key_data(key)).tolist()
 
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
@@ -321,6 +331,9 @@ def fit(
         for step in range(start, max_steps):
             warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
             lr = learning_rate * sched.lr_scale * warm
+            if lr_schedule == "cosine" and step >= warmup_steps:
+                frac = (step - warmup_steps) / max(max_steps - warmup_steps, 1)
+                lr *= 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * frac))
             step_arr = jnp.asarray(step, jnp.int32)
             if val_data is not None and step % validate_every == 0:
                 v = float(_val_loss(params, static, val_data, step_arr, k_val,
@@ -348,7 +361,7 @@ def fit(
             history.learning_rate.append(lr)
 
             monitored = v if val_data is not None else loss
-            if monitored is not None and step + 1 >= warmup_steps:
+            if lr_schedule == "plateau" and monitored is not None and step + 1 >= warmup_steps:
                 if smoothing > 0:
                     sched.smoothed = smoothing * sched.smoothed + (1 - smoothing) * monitored
                     sched.n_smoothed += 1

@@ -100,6 +100,28 @@ def test_plateau_halving_and_early_stop():
     assert h.learning_rate[-1] == pytest.approx(0.05 / 8)
 
 
+def test_cosine_schedule_decays_to_one_percent_and_ignores_plateaus(tmp_path):
+    data = _regression_data()
+    kw = dict(key=jax.random.key(6), max_steps=300, batch_size=64, learning_rate=0.1,
+              warmup_steps=10, lr_schedule="cosine", patience=5, min_delta=10.0,
+              progress=False)
+    model, h = fit(_line(), _mse, data, **kw)
+    lr = np.asarray(h.learning_rate)
+    np.testing.assert_allclose(lr[:10], 0.01 * np.arange(1, 11), rtol=1e-6)
+    assert lr[10] == pytest.approx(0.1)  # peak right after the warm-up
+    assert np.all(np.diff(lr[10:]) < 0)  # then strictly decreasing
+    assert lr[-1] == pytest.approx(0.1 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * 289 / 290))))
+    assert h.stop_reason == "max_steps" and h.lr_drops == []  # plateau settings unused
+    assert abs(float(model.a) - 2.0) < 0.01
+    # a checkpoint from one schedule is not resumed by the other
+    path = tmp_path / "ckpt.eqx"
+    fit(_line(), _mse, data, checkpoint_path=path, **{**kw, "max_steps": 20})
+    with pytest.raises(ValueError, match="different key or settings"):
+        fit(_line(), _mse, data, checkpoint_path=path, **{**kw, "lr_schedule": "plateau"})
+    with pytest.raises(ValueError, match="different key or settings"):
+        fit(_line(), _mse, data, checkpoint_path=path, **{**kw, "learning_rate": 0.01})
+
+
 def test_non_finite_loss_is_reported_and_not_checkpointed(tmp_path):
     x, y = _regression_data(64)
     x = x.at[7].set(jnp.nan)
@@ -132,6 +154,8 @@ def test_fit_validates_inputs():
         fit(_line(), _mse, (data[0], data[1][:3]), key=jax.random.key(0), max_steps=1)
     with pytest.raises(ValueError, match="optimizer"):
         fit(_line(), _mse, data, key=jax.random.key(0), max_steps=1, optimizer="sgd")
+    with pytest.raises(ValueError, match="lr_schedule must be"):
+        fit(_line(), _mse, data, key=jax.random.key(0), max_steps=1, lr_schedule="linear")
 
 
 # ----------------------------------------------------------------------------- fit_df
