@@ -103,7 +103,6 @@ def sample_scores(
 
         iterator = tqdm(iterator, total=len(sizes), desc="scores", unit="chunk")
     for k, m in iterator:
-        w, ln_f = df.sample_and_log_prob(k, m)
-        dx, dv = df.score(w)
+        w, ln_f, dx, dv = df.sample_and_score(k, m)
         chunks.append(tuple(np.asarray(a) for a in (w[:, :3], w[:, 3:], dx, dv, ln_f)))
     return ScoreSample(*(np.concatenate(parts) for parts in zip(*chunks)))

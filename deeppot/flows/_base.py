@@ -24,6 +24,11 @@ def _as_points(w) -> tuple[Float[Array, "n 6"], tuple[int, ...]]:
     return w.reshape(-1, 6), batch
 
 
+def _check_key(key) -> None:
+    if not jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+        raise TypeError("use a typed key from jax.random.key, not jax.random.PRNGKey")
+
+
 def _chunked(fn: Callable, w: Float[Array, "n 6"], chunk_size: int):
     """Apply a batched ``fn`` (``(m, 6) -> pytree with leading m``) in fixed-size chunks.
 
@@ -53,15 +58,16 @@ def _score_impl(df: AbstractDF, w: Float[Array, "n 6"]) -> Float[Array, "n 6"]:
 
 
 @eqx.filter_jit
-def _sample_impl(df: AbstractDF, key: PRNGKeyArray, n: int):
+def _sample_impl(df: AbstractDF, key: PRNGKeyArray, n: int, method: str = "_sample_chunk"):
+    """Draw `n` points with the chunk method `method` (`(key, m) -> pytree with leading m`)."""
+    draw = getattr(df, method)
     n_chunks = -(-n // df.chunk_size)
     size = min(n, df.chunk_size)
     keys = jax.random.split(key, n_chunks)
     if n_chunks == 1:
-        w, lp = df._sample_chunk(keys[0], size)
-        return w[:n], lp[:n]
-    w, lp = jax.lax.map(lambda k: df._sample_chunk(k, size), keys)
-    return w.reshape(-1, w.shape[-1])[:n], lp.reshape(-1)[:n]
+        return jax.tree.map(lambda a: a[:n], draw(keys[0], size))
+    out = jax.lax.map(lambda k: draw(k, size), keys)
+    return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:])[:n], out)
 
 
 def autodiff_score(
@@ -108,6 +114,13 @@ class AbstractDF(eqx.Module):
         self, key: PRNGKeyArray, m: int
     ) -> tuple[Float[Array, "m 6"], Float[Array, " m"]]:
         """Draw `m` points together with their log-density."""
+
+    def _sample_score_chunk(
+        self, key: PRNGKeyArray, m: int
+    ) -> tuple[Float[Array, "m 6"], Float[Array, " m"], Float[Array, "m 6"]]:
+        """Draw `m` points with their log-density and score (models may fuse the passes)."""
+        w, lp = self._sample_chunk(key, m)
+        return w, lp, self._score_chunk(w)
 
     def with_chunk_size(self, chunk_size: int):
         """Copy of this DF that evaluates `chunk_size` points at a time.
@@ -185,9 +198,29 @@ class AbstractDF(eqx.Module):
 
         `(w, log_prob)` with shapes `(n, 6)` and `(n,)`.
         """
-        if not jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
-            raise TypeError("use a typed key from jax.random.key, not jax.random.PRNGKey")
+        _check_key(key)
         return _sample_impl(self, key, int(n))
+
+    def sample_and_score(
+        self, key: PRNGKeyArray, n: int
+    ) -> tuple[Float[Array, "n 6"], Float[Array, " n"], Float[Array, "n 3"], Float[Array, "n 3"]]:
+        """Draw `n` points with their log-density and scores.
+
+        What `sample_scores` calls. Equivalent to `sample_and_log_prob` followed by `score`;
+        `FFJORD` does it in one forward pass of its score ODE.
+
+        **Arguments:**
+
+        - `key`: a typed key (`jax.random.key`).
+        - `n`: number of points.
+
+        **Returns:**
+
+        `(w, log_prob, dlnf_dx, dlnf_dv)` with shapes `(n, 6)`, `(n,)`, `(n, 3)`, `(n, 3)`.
+        """
+        _check_key(key)
+        w, lp, g = _sample_impl(self, key, int(n), "_sample_score_chunk")
+        return w, lp, g[:, :3], g[:, 3:]
 
 
 class AbstractFlowDF(AbstractDF):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import typing
 from collections.abc import Callable, Sequence
 
@@ -116,6 +117,43 @@ class TimeMLP(eqx.Module):
         t = jnp.asarray(t, z.dtype)
         return self.mlp(jnp.concatenate([z, t[None]]))
 
+    def with_trace_gradient(
+        self, t: Float[Array, ""], z: Float[Array, " d"], s: Float[Array, " d"]
+    ) -> tuple[Float[Array, " d"], Float[Array, ""], Float[Array, " d"]]:
+        """`(f, tr J, Jᵀs + ∇ tr J)` at one point, J = ∂f/∂z, by hand-written differentiation.
+
+        Propagates the `(width, d)` Jacobian of every hidden layer forwards and its
+        cotangent backwards, about two forward-Jacobian passes in all; `jax.vjp` of the
+        forward-mode trace costs ~4× more on CPU. Exact (tested against autodiff).
+        """
+        d = z.shape[0]
+        layers = self.mlp.layers
+        h = jnp.concatenate([z, jnp.asarray(t, z.dtype)[None]])
+        saved = []
+        jac = None
+        for i, layer in enumerate(layers[:-1]):
+            a = layer.weight @ h + layer.bias
+            pre_jac = layer.weight[:, :d] if i == 0 else layer.weight @ jac
+            one = jnp.ones_like(a)
+            (h, d1), (_, d2) = jax.jvp(
+                lambda x: jax.jvp(self.mlp.activation, (x,), (one,)), (a,), (one,)
+            )
+            jac = d1[:, None] * pre_jac
+            saved.append((d1, d2, pre_jac))
+        w_out = layers[-1].weight
+        f = w_out @ h + layers[-1].bias
+        trace = jnp.sum(w_out * jac.T)
+        jac_cot, h_cot = w_out.T, w_out.T @ s  # cotangents of the last Jacobian and of h
+        for i in reversed(range(len(saved))):
+            d1, d2, pre_jac = saved[i]
+            a_cot = d1 * h_cot + d2 * jnp.sum(jac_cot * pre_jac, axis=1)
+            weight = layers[i].weight
+            if i == 0:
+                return f, trace, weight[:, :d].T @ a_cot
+            jac_cot = weight.T @ (d1[:, None] * jac_cot)
+            h_cot = weight.T @ a_cot
+        raise ValueError("the vector field needs at least one hidden layer")
+
 
 @typing.final
 class FFJORDBlock(AbstractBijection):
@@ -147,6 +185,44 @@ class FFJORDBlock(AbstractBijection):
         dz, jvp = jax.linearize(lambda q: self.field(t, q), z)
         jac = jax.vmap(jvp)(jnp.eye(z.shape[0], dtype=z.dtype))  # rows: J e_i
         return dz, jnp.trace(jac)
+
+    def _score_dynamics(self, t, state):
+        """(z, ln p, s) along a trajectory: dz/dt = f, d ln p/dt = −tr J,
+        ds/dt = −Jᵀs − ∇ tr J, with s = ∇_z ln p_t(z) (from the continuity equation)."""
+        z, _, s = state
+        if isinstance(self.field, TimeMLP):
+            dz, tr, grad = self.field.with_trace_gradient(t, z, s)
+            return dz, -tr, -grad
+
+        def field_and_trace(q):
+            dz, jvp = jax.linearize(lambda p: self.field(t, p), q)
+            return dz, jnp.trace(jax.vmap(jvp)(jnp.eye(q.shape[0], dtype=q.dtype)))
+
+        (dz, tr), pullback = jax.vjp(field_and_trace, z)
+        (grad,) = pullback((s, jnp.ones_like(tr)))
+        return dz, -tr, -grad
+
+    def forward_with_score(
+        self, z: Float[Array, " d"], log_p: Float[Array, ""], score: Float[Array, " d"]
+    ) -> tuple[Float[Array, " d"], Float[Array, ""], Float[Array, " d"]]:
+        """Carry a point, its log-density and its score from the base side to the data side.
+
+        One forward solve of the augmented ODE in `_score_dynamics` replaces the reverse
+        pass through the solver that `jax.grad` of the log-density would need.
+
+        **Arguments:**
+
+        - `z`, `log_p`, `score`: a base-side point, ln p and ∇ ln p there.
+
+        **Returns:**
+
+        The same three quantities at the data side of this block.
+        """
+        return self.ode.solve(self._score_dynamics, (z, log_p, score), 0.0, 1.0)
+
+    def inverse_point(self, y: Float[Array, " d"]) -> Float[Array, " d"]:
+        """Map a data-side point to the base side without the log-determinant (cheap)."""
+        return self.ode.solve(self.field, y, 1.0, 0.0)
 
     def _solve_exact(self, z, t0, t1):
         zero = jnp.zeros((), z.dtype)
@@ -231,6 +307,11 @@ class FFJORD(AbstractFlowDF):
     - `hutchinson`: probe distribution, `"rademacher"` or `"gaussian"`.
     - `cfm_sigma_min`: width of the conditional paths at t = 1 for `"cfm"`.
     - `chunk_size`: points per evaluation chunk.
+    - `score_method`: how `score` and `sample_and_score` differentiate the log-density:
+      `"ode"` (default) integrates the score along the flow (one cheap inverse solve, then
+      one forward solve of the augmented ODE, `FFJORDBlock.forward_with_score`); `"autodiff"`
+      back-propagates through the inverse solve (the exact gradient of the discretised
+      log-density; several times slower).
     """
 
     blocks: tuple[FFJORDBlock, ...]
@@ -241,6 +322,7 @@ class FFJORD(AbstractFlowDF):
     hutchinson: str = eqx.field(static=True)
     cfm_sigma_min: float = eqx.field(static=True)
     chunk_size: int = eqx.field(static=True)
+    score_method: str = eqx.field(static=True)
     objectives: typing.ClassVar[tuple[str, ...]] = ("nll", "nll_exact", "cfm")
 
     def __init__(
@@ -258,6 +340,7 @@ class FFJORD(AbstractFlowDF):
         hutchinson: str = "rademacher",
         cfm_sigma_min: float = 1e-4,
         chunk_size: int = 4096,
+        score_method: str = "ode",
         dtype=None,
     ):
         dtype = jnp.result_type(float) if dtype is None else dtype
@@ -270,8 +353,11 @@ class FFJORD(AbstractFlowDF):
         self.hutchinson = hutchinson
         self.cfm_sigma_min = float(cfm_sigma_min)
         self.chunk_size = int(chunk_size)
+        self.score_method = score_method
 
     def __check_init__(self):
+        if self.score_method not in ("ode", "autodiff"):
+            raise ValueError(f"score_method must be 'ode' or 'autodiff'; got {self.score_method!r}")
         if self.hutchinson not in ("rademacher", "gaussian"):
             raise ValueError(f"hutchinson must be rademacher or gaussian; got {self.hutchinson!r}")
         if len(self.blocks) < 1:
@@ -326,6 +412,40 @@ class FFJORD(AbstractFlowDF):
 
         u, logdet = jax.vmap(forward)(z)
         return u, base_lp - logdet
+
+    def with_score_method(self, score_method: str) -> FFJORD:
+        """Copy of this flow whose scores use `score_method` (`"ode"` or `"autodiff"`)."""
+        if score_method not in ("ode", "autodiff"):
+            raise ValueError(f"score_method must be 'ode' or 'autodiff'; got {score_method!r}")
+        new = copy.copy(self)
+        object.__setattr__(new, "score_method", score_method)  # a static field
+        return new
+
+    def _forward_with_score(self, z):
+        lp, s = _std_normal_log_prob(z), -z
+        for block in self.blocks:
+            z, lp, s = block.forward_with_score(z, lp, s)
+        return z, lp, s
+
+    def _score_chunk(self, w):
+        if self.score_method == "autodiff":
+            return super()._score_chunk(w)
+
+        def to_base(p):
+            for block in reversed(self.blocks):
+                p = block.inverse_point(p)
+            return p
+
+        z = jax.vmap(to_base)(self._to_std(w))
+        return jax.vmap(self._forward_with_score)(z)[2] / self._std()[1]
+
+    def _sample_score_chunk(self, key, m):
+        if self.score_method == "autodiff":
+            return super()._sample_score_chunk(key, m)
+        z = jax.random.normal(key, (m, self.blocks[0].shape[0]), self.loc.dtype)
+        u, lp, s = jax.vmap(self._forward_with_score)(z)
+        loc, scale = self._std()
+        return u * scale + loc, lp + self._log_det_std(), s / scale
 
     def train_loss(self, w, key, objective="nll"):
         u = self._to_std(w)

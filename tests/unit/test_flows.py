@@ -257,3 +257,59 @@ def test_ensemble_modes():
     assert mix.sample(jax.random.key(15), 5).shape == (5, 6)
     with pytest.raises(ValueError):
         Ensemble([a], average="median")
+
+
+@pytest.mark.parametrize("activation", [jnp.tanh, jax.nn.silu, jax.nn.softplus])
+@pytest.mark.parametrize("depth", [1, 3])
+def test_trace_gradient_matches_autodiff(activation, depth, x64):
+    field = TimeMLP(5, 16, depth, activation=activation, key=jax.random.key(20),
+                    dtype=jnp.float64)
+    k1, k2 = jax.random.split(jax.random.key(21))
+    z, s, t = jax.random.normal(k1, (5,)), jax.random.normal(k2, (5,)), jnp.asarray(0.3)
+
+    def f(q):
+        return field(t, q)
+
+    def trace(q):
+        return jnp.trace(jax.jacfwd(f)(q))
+
+    f_val, tr, grad = field.with_trace_gradient(t, z, s)
+    np.testing.assert_allclose(f_val, f(z), rtol=1e-12)
+    np.testing.assert_allclose(tr, trace(z), rtol=1e-12)
+    expected = jax.grad(lambda q: jnp.dot(s, f(q)) + trace(q))(z)
+    np.testing.assert_allclose(grad, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_ffjord_score_ode_equals_autodiff(x64):
+    key = jax.random.key(22)
+    df = FFJORD(key, n_blocks=2, width=16, depth=2, ode=TIGHT, dtype=jnp.float64)
+    df = _random_standardisation(df, key)
+    df = jax.tree.map(lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a, df)
+    assert df.score_method == "ode"
+    auto = df.with_score_method("autodiff")
+    w = df.loc + df.scale * jax.random.normal(jax.random.key(23), (9, 6), jnp.float64)
+    np.testing.assert_allclose(jnp.concatenate(df.score(w), -1),
+                               jnp.concatenate(auto.score(w), -1), rtol=1e-7, atol=1e-9)
+    # one forward pass gives samples, their log-density and their scores
+    w2, lp, dx, dv = df.sample_and_score(jax.random.key(24), 9)
+    w3, lp3 = df.sample_and_log_prob(jax.random.key(24), 9)
+    np.testing.assert_allclose(w2, w3, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(lp, lp3, rtol=1e-8)
+    np.testing.assert_allclose(jnp.concatenate([dx, dv], -1),
+                               jnp.concatenate(auto.score(w2), -1), rtol=1e-7, atol=1e-9)
+    with pytest.raises(ValueError, match="score_method"):
+        df.with_score_method("fd")
+
+
+@pytest.mark.parametrize("name", ["spline", "ffjord"])
+def test_sample_and_score_matches_separate_calls(name):
+    df = _dfs()[name]
+    w, lp, dx, dv = df.sample_and_score(jax.random.key(25), 11)
+    w_ref, lp_ref = df.sample_and_log_prob(jax.random.key(25), 11)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(lp, lp_ref, rtol=1e-4, atol=1e-4)
+    ref = df.score(w)
+    np.testing.assert_allclose(dx, ref[0], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(dv, ref[1], rtol=1e-3, atol=1e-4)
+    with pytest.raises(TypeError, match="typed key"):
+        df.sample_and_score(jax.random.PRNGKey(0), 3)
