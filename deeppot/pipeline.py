@@ -129,6 +129,7 @@ class DataConfig:
 
 
 _DF_KINDS = ("spline", "ffjord", "exact")
+_SCHEDULE_DOC = "learning-rate schedule: plateau halves on plateaus, cosine decays to 1% of peak"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +148,8 @@ class DFConfig:
                                 only=("spline", "ffjord"))
     warmup_steps: int = _opt(200, "int", "linear warm-up steps", lo=0,
                              only=("spline", "ffjord"))
+    schedule: str = _opt("plateau", "str", _SCHEDULE_DOC,
+                         choices=("plateau", "cosine"), only=("spline", "ffjord"))
     patience: int = _opt(1000, "int", "steps without improvement before halving the rate",
                          lo=1, only=("spline", "ffjord"))
     validate_every: int = _opt(10, "int", "steps between validation batches", lo=1,
@@ -220,6 +223,8 @@ class FitConfig:
     batch_size: int = _opt(4096, "int", "batch size", lo=1)
     learning_rate: float = _opt(1e-3, "float", "peak learning rate", lo=0, lo_open=True)
     warmup_steps: int = _opt(200, "int", "linear warm-up steps", lo=0)
+    schedule: str = _opt("plateau", "str", _SCHEDULE_DOC,
+                         choices=("plateau", "cosine"))
     patience: int = _opt(1000, "int", "steps without improvement before halving the rate",
                          lo=1)
     validate_every: int = _opt(10, "int", "steps between validation batches", lo=1)
@@ -795,7 +800,8 @@ def train_df(cfg: DFConfig, catalog, key, *, checkpoint_dir=None, progress: bool
         kwargs = dict(key=jax.random.fold_in(k_fit, i), max_steps=cfg.steps,
                       batch_size=min(cfg.batch_size, len(catalog)),
                       learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
-                      patience=cfg.patience, validate_every=cfg.validate_every,
+                      lr_schedule=cfg.schedule, patience=cfg.patience,
+                      validate_every=cfg.validate_every,
                       ema_decay=cfg.ema_decay or None, checkpoint_path=ckpt,
                       checkpoint_every=cfg.checkpoint_every, progress=progress,
                       return_history=True)
@@ -850,7 +856,8 @@ def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *
     model, history = train.fit_potential(
         model, scores, build_loss(fit_cfg), key=k_fit, max_steps=fit_cfg.steps,
         batch_size=min(fit_cfg.batch_size, len(scores)), learning_rate=fit_cfg.learning_rate,
-        warmup_steps=fit_cfg.warmup_steps, patience=fit_cfg.patience, trainable=trainable,
+        warmup_steps=fit_cfg.warmup_steps, lr_schedule=fit_cfg.schedule,
+        patience=fit_cfg.patience, trainable=trainable,
         validate_every=fit_cfg.validate_every, checkpoint_path=checkpoint_path,
         checkpoint_every=fit_cfg.checkpoint_every, progress=progress, return_history=True,
     )

@@ -214,9 +214,10 @@ def fit(
     `max_lr_drops` consecutive reductions without improvement. With `"cosine"` it follows a
     half cosine from the peak down to 1% of it at `max_steps` and runs every step (the
     plateau settings are unused); fits that must converge tightly, such as potentials from
-    exact scores, reach several times smaller errors this way in the same number of steps. The run is a deterministic
-    function of `key`; with `checkpoint_path` it writes checkpoints atomically and, if the
-    file exists, resumes from it and reproduces an uninterrupted run bit-for-bit.
+    exact scores, reach several times smaller errors this way in the same number of steps.
+    The run is a deterministic function of `key`; with `checkpoint_path` it writes
+    checkpoints atomically and, if the file exists, resumes from it and reproduces an
+    uninterrupted run bit-for-bit.
 
     **Arguments:**
 
