@@ -220,7 +220,8 @@ def case_d(cfg, key):
     center, radius = np.array([1.0, 0.0, 0.0]), 1.0
     variants = {
         "non-stationary (n_dyn=8)": lambda k: _disk(cfg, k, 8),
-        "noisy (Gaia-like errors)": lambda k: dp.mocks.observe(_disk(cfg, k, 128), k),
+        "noisy (Gaia-like errors)": lambda k: dp.mocks.observe(
+            _disk(cfg, k, 128), jax.random.fold_in(k, 1)),
         "selected (unit sphere at (1,0,0))": lambda k: dp.mocks.sample_selected(
             lambda kk, m: dp.mocks.miyamoto_nagai_disk(kk, m, workers=2), k, cfg["n_stars"],
             dp.mocks.select_sphere),

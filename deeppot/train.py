@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 __all__ = ["TrainHistory", "fit", "fit_df"]
 
-_CHECKPOINT_VERSION = 1
+_CHECKPOINT_VERSION = 2  # 2: the settings fingerprint records the learning-rate schedule
 
 
 @dataclasses.dataclass
@@ -290,6 +290,8 @@ def fit(
               "optimizer": optimizer, "ema": ema_decay is not None,
               "learning_rate": learning_rate, "warmup_steps": warmup_steps,
               "lr_schedule": lr_schedule}
+    if lr_schedule == "cosine":  # the rate at every step depends on the run's length
+        config["max_steps"] = max_steps
     key_data = np.asarray(jax.random.key_data(key)).tolist()
 
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
@@ -297,7 +299,10 @@ def fit(
             checkpoint_path, (params, opt_state, ema)
         )
         if header.get("version") != _CHECKPOINT_VERSION:
-            raise ValueError(f"{checkpoint_path}: unsupported checkpoint version")
+            raise ValueError(
+                f"{checkpoint_path} has checkpoint version {header.get('version')}; this "
+                f"deeppot reads version {_CHECKPOINT_VERSION}: delete it to start over"
+            )
         if header["key"] != key_data or header["config"] != config:
             raise ValueError(
                 f"{checkpoint_path} was written by a run with a different key or settings "

@@ -135,8 +135,14 @@ class AbstractDF(eqx.Module):
         """
         if int(chunk_size) < 1:
             raise ValueError("chunk_size must be at least 1")
+        return self._replace_static("chunk_size", int(chunk_size))
+
+    def _replace_static(self, name: str, value):
+        """Copy with a static (non-array) field replaced, re-running the checks."""
         new = copy.copy(self)
-        object.__setattr__(new, "chunk_size", int(chunk_size))  # a static field
+        object.__setattr__(new, name, value)
+        if hasattr(new, "__check_init__"):
+            new.__check_init__()
         return new
 
     def log_prob(self, w: Float[Array, "... 6"]) -> Float[Array, "..."]:
@@ -280,10 +286,13 @@ class AbstractFlowDF(AbstractDF):
     def _score_chunk(self, w):
         return autodiff_score(self._log_prob_chunk, w)
 
-    def _sample_chunk(self, key, m):
-        u, lp = self._sample_std(key, m)
+    def _from_std(self, u, lp):
+        """Standardised points and log-densities → physical ones."""
         loc, scale = self._std()
         return u * scale + loc, lp + self._log_det_std()
+
+    def _sample_chunk(self, key, m):
+        return self._from_std(*self._sample_std(key, m))
 
     def standardise(self, w: Float[Array, "n 6"]):
         """Copy of this DF whose standardisation matches the points `w`.

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import deeppot.train as train_module
 from deeppot.flows import FFJORD, ODESettings, SplineFlow
 from deeppot.train import TrainHistory, fit, fit_df
 
@@ -100,7 +101,7 @@ def test_plateau_halving_and_early_stop():
     assert h.learning_rate[-1] == pytest.approx(0.05 / 8)
 
 
-def test_cosine_schedule_decays_to_one_percent_and_ignores_plateaus(tmp_path):
+def test_cosine_schedule_decays_to_one_percent_and_ignores_plateaus(tmp_path, monkeypatch):
     data = _regression_data()
     kw = dict(key=jax.random.key(6), max_steps=300, batch_size=64, learning_rate=0.1,
               warmup_steps=10, lr_schedule="cosine", patience=5, min_delta=10.0,
@@ -120,6 +121,26 @@ def test_cosine_schedule_decays_to_one_percent_and_ignores_plateaus(tmp_path):
         fit(_line(), _mse, data, checkpoint_path=path, **{**kw, "lr_schedule": "plateau"})
     with pytest.raises(ValueError, match="different key or settings"):
         fit(_line(), _mse, data, checkpoint_path=path, **{**kw, "learning_rate": 0.01})
+    # the cosine rate depends on the run's length: a longer run does not resume a shorter one
+    with pytest.raises(ValueError, match="different key or settings"):
+        fit(_line(), _mse, data, checkpoint_path=path, **{**kw, "max_steps": 400})
+    # an interrupted cosine run resumes to the uninterrupted result, bit for bit
+    path2 = tmp_path / "ckpt2.eqx"
+    step = train_module._train_step
+    calls = []
+
+    def interrupted_step(*args, **kwargs):  # Ctrl-C during step 137
+        calls.append(1)
+        if len(calls) > 137:
+            raise KeyboardInterrupt
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_line(), _mse, data, checkpoint_path=path2, checkpoint_every=50, **kw)
+    monkeypatch.setattr(train_module, "_train_step", step)
+    resumed, h_res = fit(_line(), _mse, data, checkpoint_path=path2, **kw)
+    assert _equal_trees(model, resumed) and h_res.learning_rate == h.learning_rate
 
 
 def test_non_finite_loss_is_reported_and_not_checkpointed(tmp_path):
