@@ -45,6 +45,7 @@ PRESETS = {
         "df_batch_size": 2048,
         "df_learning_rate": 2e-3,
         "df_width": 128,
+        "df_activation": "tanh",
         "analytic_steps": 1500,
         "analytic_batch_size": 4096,
         "analytic_learning_rate": 2e-2,
@@ -68,6 +69,7 @@ PRESETS = {
         "df_batch_size": 8192,
         "df_learning_rate": 2e-3,
         "df_width": 256,
+        "df_activation": "tanh",
         "analytic_steps": 3000,
         "analytic_batch_size": 2**14,
         "analytic_learning_rate": 1e-2,
@@ -136,7 +138,9 @@ def fit_miyamoto_nagai(scores, cfg, key):
 
 def fit_flow(w, cfg, key):
     """Flow-matching FFJORD (the recommended CPU DF), evaluated with Heun x4 steps."""
-    df = dp.flows.FFJORD(key, n_blocks=1, width=cfg["df_width"], depth=3, chunk_size=4096)
+    activation = {"tanh": jnp.tanh, "silu": jax.nn.silu}[cfg["df_activation"]]
+    df = dp.flows.FFJORD(key, n_blocks=1, width=cfg["df_width"], depth=3,
+                         activation=activation, chunk_size=4096)
     t0 = time.perf_counter()
     df, history = dp.fit_df(
         df, w, key=jax.random.fold_in(key, 1), objective="cfm", ema_decay=0.998,
