@@ -27,6 +27,9 @@ import jax.numpy as jnp
 from deeppot.flows import FFJORD, Ensemble, ODESettings, PlummerDF, SplineFlow
 from deeppot.train import fit_df
 
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import time_call  # noqa: E402
+
 IDEAL_NLL = 5.0785
 TF_REFERENCE_S = 4.1
 EVAL_CHUNK = 2048
@@ -74,41 +77,22 @@ def _tf_reference_timing(n_repeat: int):
     autodiff = df.with_score_method("autodiff")
 
     def both():
-        lp = df.log_prob(w)
-        s = df.score(w)
-        jax.block_until_ready((lp, s))
+        return df.log_prob(w), df.score(w)
 
-    def best_of(fn):
-        jax.block_until_ready(fn())
-        times = []
-        for _ in range(n_repeat):
-            t = time.perf_counter()
-            jax.block_until_ready(fn())
-            times.append(time.perf_counter() - t)
-        return min(times)
+    def best_s(fn):
+        return min(time_call(fn, repeats=n_repeat)) / 1e3
 
     t = time.perf_counter()
-    both()
+    jax.block_until_ready(both())
     compile_s = time.perf_counter() - t
-    runs = []
-    for _ in range(n_repeat):
-        t = time.perf_counter()
-        both()
-        runs.append(time.perf_counter() - t)
-    # the score alone is the gradient of the log-prob; timing it alone too
-    runs_score = []
-    for _ in range(n_repeat):
-        t = time.perf_counter()
-        jax.block_until_ready(df.score(w))
-        runs_score.append(time.perf_counter() - t)
-    best = min(runs_score)
+    best = best_s(lambda: df.score(w))
     return {
-        "log_prob_only_s": best_of(lambda: df.log_prob(w)),
-        "score_autodiff_s": best_of(lambda: autodiff.score(w)),
+        "log_prob_only_s": best_s(lambda: df.log_prob(w)),
+        "score_autodiff_s": best_s(lambda: autodiff.score(w)),
         "config": "chain of 3 FFJORD blocks, 3x128 tanh, Dopri5 rtol=1e-7 atol=1e-5, float32, "
                   "untrained, 1024 points",
         "first_call_s_incl_compile": compile_s,
-        "log_prob_plus_score_s": min(runs),
+        "log_prob_plus_score_s": best_s(both),
         "score_only_s": best,
         "tf_reference_s": TF_REFERENCE_S,
         "speedup_vs_tf": TF_REFERENCE_S / best,
