@@ -128,39 +128,80 @@ class TimeMLP(eqx.Module):
     ) -> tuple[Float[Array, " d"], Float[Array, ""], Float[Array, " d"]]:
         """`(f, tr J, Jᵀs + ∇ tr J)` at one point, J = ∂f/∂z, by hand-written differentiation.
 
-        Propagates the `(width, d)` Jacobian of every hidden layer forwards and its
-        cotangent backwards, about two forward-Jacobian passes in all; `jax.vjp` of the
-        forward-mode trace costs ~3.5× more on CPU. Exact (tested against autodiff).
+        With hidden layers `h_l = σ(a_l)`, `a_l = W_l h_{l-1} + b_l` and `D_l = diag σ'(a_l)`,
+        the Jacobian of hidden layer l is `G_l = D_l W_l G_{l-1}` (a `(width, d)` array),
+        `tr J = Σ (W_out ∘ G_Lᵀ)`, and ∇ tr J follows by propagating the cotangent of each
+        `G_l` backwards (`W_outᵀ` at the top). Two products are rearranged so that their
+        weight-only factors are formed once per call: `W_1 D_0 W_0z = σ'(a_0) · T_in` and
+        `W_Lᵀ D_L W_outᵀ = σ'(a_L) · T_out`, with the `(width, width·d)` tensors
+        `T_in = W_1 ⊗ W_0z`, `T_out = W_L ⊗ W_out`; under `vmap` each becomes one matrix
+        product over the batch and no elementwise pass over `(width, d)` arrays is needed for
+        them. At 3×128 this costs ~0.7× the direct propagation and ~0.25× `jax.vjp` of the
+        forward-mode trace. Exact (tested against autodiff).
         """
         if not self.has_fast_trace_gradient:
             raise ValueError("with_trace_gradient needs a hidden layer and a parameter-free "
                              "activation; FFJORDBlock falls back to autodiff otherwise")
         d = z.shape[0]
         layers = self.mlp.layers
-        h = jnp.concatenate([z, jnp.asarray(t, z.dtype)[None]])
-        saved = []
-        jac = None
+        w_in = layers[0].weight[:, :d]
+        w_out = layers[-1].weight
+        t = jnp.asarray(t, z.dtype)
+        # forward pass: σ' and σ'' of every hidden layer
+        h = z
+        d1s, d2s = [], []
         for i, layer in enumerate(layers[:-1]):
-            a = layer.weight @ h + layer.bias
-            pre_jac = layer.weight[:, :d] if i == 0 else layer.weight @ jac
+            if i == 0:
+                a = w_in @ z + (t * layer.weight[:, d] + layer.bias)
+            else:
+                a = layer.weight @ h + layer.bias
             one = jnp.ones_like(a)
             (h, d1), (_, d2) = jax.jvp(
                 lambda x: jax.jvp(self.mlp.activation, (x,), (one,)), (a,), (one,)
             )
-            jac = d1[:, None] * pre_jac
-            saved.append((d1, d2, pre_jac))
-        w_out = layers[-1].weight
+            d1s.append(d1)
+            d2s.append(d2)
         f = w_out @ h + layers[-1].bias
-        trace = jnp.sum(w_out * jac.T)
-        jac_cot, h_cot = w_out.T, w_out.T @ s  # cotangents of the last Jacobian and of h
-        for i in reversed(range(len(saved))):
-            d1, d2, pre_jac = saved[i]
-            a_cot = d1 * h_cot + d2 * jnp.sum(jac_cot * pre_jac, axis=1)
-            weight = layers[i].weight
-            if i == 0:
-                return f, trace, weight[:, :d].T @ a_cot
-            jac_cot = weight.T @ (d1[:, None] * jac_cot)
-            h_cot = weight.T @ a_cot
+        top = len(d1s) - 1  # index of the last hidden layer
+        h_cot = w_out.T @ s
+
+        if top == 0:  # one hidden layer: tr J = Σ_w σ'(a_0)[w] Σ_k W_out[k, w] W_0z[w, k]
+            c = jnp.sum(w_out.T * w_in, axis=1)
+            a_cot = d1s[0] * h_cot + d2s[0] * c
+            return f, jnp.dot(d1s[0], c), w_in.T @ a_cot
+
+        def kron(a, c):  # [i, (j, k)] = a[i, j] c[i, k]
+            return (a[:, :, None] * c[:, None, :]).reshape(a.shape[0], -1)
+
+        t_out = kron(layers[top].weight, w_out.T)  # [j_top, (w, k)] = W_top[j, w] W_out[k, j]
+        width = layers[top].weight.shape[1]
+        # forward Jacobians G_l (as pre-activation Jacobians P_l = W_l G_{l-1}), l < top
+        if top >= 2:
+            t_in = kron(layers[1].weight.T, w_in)  # [w0, (j1, k)] = W_1[j1, w0] W_0z[w0, k]
+            pre = [None, (d1s[0] @ t_in).reshape(-1, d)]
+            for i in range(2, top):
+                pre.append(layers[i].weight @ (d1s[i - 1][:, None] * pre[i - 1]))
+            below = d1s[top - 1][:, None] * pre[top - 1]  # G_{top-1}
+        else:
+            below = d1s[0][:, None] * w_in  # G_0
+        # top layer: Σ_k W_out[k, j] P_top[j, k] without forming P_top
+        p_top = t_out @ below.reshape(-1)
+        trace = jnp.dot(d1s[top], p_top)
+        # backward pass
+        a_cot = d1s[top] * h_cot + d2s[top] * p_top
+        jac_cot = (d1s[top] @ t_out).reshape(width, d)  # cotangent of G_{top-1}
+        h_cot = layers[top].weight.T @ a_cot
+        for i in range(top - 1, 0, -1):
+            a_cot = d1s[i] * h_cot + d2s[i] * jnp.sum(jac_cot * pre[i], axis=1)
+            h_cot = layers[i].weight.T @ a_cot
+            if i > 1:
+                jac_cot = layers[i].weight.T @ (d1s[i][:, None] * jac_cot)
+        if top >= 2:  # Σ_k (cotangent of G_0)[w, k] W_0z[w, k] through T_in
+            q0 = t_in @ (d1s[1][:, None] * jac_cot).reshape(-1)
+        else:
+            q0 = jnp.sum(jac_cot * w_in, axis=1)
+        a_cot = d1s[0] * h_cot + d2s[0] * q0
+        return f, trace, w_in.T @ a_cot
 
 
 @typing.final

@@ -260,7 +260,7 @@ def test_ensemble_modes():
 
 
 @pytest.mark.parametrize("activation", [jnp.tanh, jax.nn.silu, jax.nn.softplus])
-@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
 def test_trace_gradient_matches_autodiff(activation, depth, x64):
     field = TimeMLP(5, 16, depth, activation=activation, key=jax.random.key(20),
                     dtype=jnp.float64)
