@@ -278,6 +278,12 @@ def test_trace_gradient_matches_autodiff(activation, depth, x64):
     np.testing.assert_allclose(tr, trace(z), rtol=1e-12)
     expected = jax.grad(lambda q: jnp.dot(s, f(q)) + trace(q))(z)
     np.testing.assert_allclose(grad, expected, rtol=1e-10, atol=1e-12)
+    f_only, tr_only = field.with_trace(t, z)  # the forward half, used by log_prob
+    np.testing.assert_allclose(f_only, f(z), rtol=1e-12)
+    np.testing.assert_allclose(tr_only, trace(z), rtol=1e-12)
+    # and it differentiates (autodiff scores and training go through it)
+    np.testing.assert_allclose(jax.grad(lambda q: field.with_trace(t, q)[1])(z),
+                               jax.grad(trace)(z), rtol=1e-10, atol=1e-12)
 
 
 def test_ffjord_score_ode_equals_autodiff(x64):
