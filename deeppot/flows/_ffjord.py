@@ -118,8 +118,8 @@ class TimeMLP(eqx.Module):
 
     @property
     def has_fast_trace_gradient(self) -> bool:
-        """Whether `with_trace_gradient` applies: a hidden layer and an elementwise
-        activation without parameters (shared by every neuron)."""
+        """Whether `with_trace` and `with_trace_gradient` apply: a hidden layer and an
+        elementwise activation without parameters (shared by every neuron)."""
         activation_params = jax.tree.leaves(eqx.filter(self.mlp.activation, eqx.is_array))
         return len(self.mlp.layers) > 1 and not activation_params
 
