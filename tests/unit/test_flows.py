@@ -286,6 +286,22 @@ def test_trace_gradient_matches_autodiff(activation, depth, x64):
                                jax.grad(trace)(z), rtol=1e-10, atol=1e-12)
 
 
+def test_ode_first_step_and_step_count(x64):
+    """`dt0` is a size (its sign follows the direction) and a good one saves steps."""
+    ode = ODESettings(solver=diffrax.Dopri5(), rtol=1e-8, atol=1e-8)
+    y1 = jnp.asarray([1.0, 2.0])
+    field = lambda t, y: -y  # noqa: E731
+    y0, n_auto = ode.solve(field, y1, 1.0, 0.0, return_steps=True)
+    y0_dt, n_dt = ode.solve(field, y1, 1.0, 0.0, dt0=1.0 / n_auto, return_steps=True)
+    np.testing.assert_allclose(y0, y1 * math.e, rtol=1e-7)
+    np.testing.assert_allclose(y0_dt, y1 * math.e, rtol=1e-7)
+    assert int(n_dt) <= int(n_auto)
+    back = ode.solve(field, y0_dt, 0.0, 1.0, dt0=1.0 / n_auto)
+    np.testing.assert_allclose(back, y1, rtol=1e-7)
+    fixed = ODESettings(solver=diffrax.Heun(), n_steps=5)
+    assert int(fixed.solve(field, y1, 1.0, 0.0, dt0=0.9, return_steps=True)[1]) == 5
+
+
 def test_ffjord_score_ode_equals_autodiff(x64):
     key = jax.random.key(22)
     df = FFJORD(key, n_blocks=2, width=16, depth=2, ode=TIGHT, dtype=jnp.float64)
