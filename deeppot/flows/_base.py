@@ -58,6 +58,11 @@ def _score_impl(df: AbstractDF, w: Float[Array, "n 6"]) -> Float[Array, "n 6"]:
 
 
 @eqx.filter_jit
+def _log_prob_score_impl(df: AbstractDF, w: Float[Array, "n 6"]):
+    return _chunked(df._log_prob_score_chunk, w, df.chunk_size)
+
+
+@eqx.filter_jit
 def _sample_impl(df: AbstractDF, key: PRNGKeyArray, n: int, method: str = "_sample_chunk"):
     """Draw `n` points with the chunk method `method` (`(key, m) -> pytree with leading m`)."""
     draw = getattr(df, method)
@@ -114,6 +119,12 @@ class AbstractDF(eqx.Module):
         self, key: PRNGKeyArray, m: int
     ) -> tuple[Float[Array, "m 6"], Float[Array, " m"]]:
         """Draw `m` points together with their log-density."""
+
+    def _log_prob_score_chunk(
+        self, w: Float[Array, "m 6"]
+    ) -> tuple[Float[Array, " m"], Float[Array, "m 6"]]:
+        """Log-density and score of a chunk of points (models may fuse the passes)."""
+        return self._log_prob_chunk(w), self._score_chunk(w)
 
     def _sample_score_chunk(
         self, key: PRNGKeyArray, m: int
@@ -175,6 +186,26 @@ class AbstractDF(eqx.Module):
         pts, batch = _as_points(w)
         g = _score_impl(self, pts).reshape(*batch, 6)
         return g[..., :3], g[..., 3:]
+
+    def log_prob_and_score(
+        self, w: Float[Array, "... 6"]
+    ) -> tuple[Float[Array, "..."], Float[Array, "... 3"], Float[Array, "... 3"]]:
+        """Log-density and scores together: the same values as `log_prob` and `score`, in
+        one pass where the model allows it (one reverse pass for flows differentiated by
+        autodiff, the forward pass of the score ODE for `FFJORD`).
+
+        **Arguments:**
+
+        - `w`: phase-space points `(x, v)`, shape `(..., 6)`.
+
+        **Returns:**
+
+        `(ln_f, dlnf_dx, dlnf_dv)` with shapes `(...)`, `(..., 3)`, `(..., 3)`.
+        """
+        pts, batch = _as_points(w)
+        lp, g = _log_prob_score_impl(self, pts)
+        g = g.reshape(*batch, 6)
+        return lp.reshape(batch), g[..., :3], g[..., 3:]
 
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n 6"]:
         """Draw `n` phase-space points.
@@ -285,6 +316,10 @@ class AbstractFlowDF(AbstractDF):
 
     def _score_chunk(self, w):
         return autodiff_score(self._log_prob_chunk, w)
+
+    def _log_prob_score_chunk(self, w):
+        lp, pullback = jax.vjp(self._log_prob_chunk, w)
+        return lp, pullback(jnp.ones_like(lp))[0]
 
     def _from_std(self, u, lp):
         """Standardised points and log-densities → physical ones."""

@@ -73,6 +73,9 @@ def test_plummer_score_matches_autodiff_and_finite_differences(x64):
         axis=-1,
     )
     np.testing.assert_allclose(auto, fd, rtol=1e-5, atol=1e-6)
+    lp, dx2, dv2 = df.log_prob_and_score(w)
+    np.testing.assert_allclose(lp, df.log_prob(w), rtol=1e-14)
+    np.testing.assert_allclose(np.concatenate([dx2, dv2], -1), auto, rtol=1e-10, atol=1e-12)
 
 
 def test_plummer_samples_and_ideal_nll(x64):
@@ -196,6 +199,11 @@ def test_chunking_and_shapes(name):
     assert chunked.chunk_size == 3 and df.chunk_size != 3
     np.testing.assert_allclose(chunked.log_prob(w), lp, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(chunked.score(w)[1], dv, rtol=1e-4, atol=1e-5)
+    lp2, dx2, dv2 = chunked.log_prob_and_score(w)  # one pass, same values
+    assert lp2.shape == (2, 5) and dx2.shape == dv2.shape == (2, 5, 3)
+    np.testing.assert_allclose(lp2, lp, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx2, dx, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(dv2, dv, rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["ffjord", "spline"])
@@ -319,6 +327,12 @@ def test_ffjord_score_ode_equals_autodiff(x64):
     np.testing.assert_allclose(lp, lp3, rtol=1e-8)
     np.testing.assert_allclose(jnp.concatenate([dx, dv], -1),
                                jnp.concatenate(auto.score(w2), -1), rtol=1e-7, atol=1e-9)
+    # log-density and scores in one pass, by both methods
+    for method in (df, auto):
+        lp_both, dx_both, dv_both = method.log_prob_and_score(w)
+        np.testing.assert_allclose(lp_both, df.log_prob(w), rtol=1e-8)
+        np.testing.assert_allclose(jnp.concatenate([dx_both, dv_both], -1),
+                                   jnp.concatenate(auto.score(w), -1), rtol=1e-7, atol=1e-9)
     with pytest.raises(ValueError, match="score_method"):
         df.with_score_method("fd")
 
