@@ -512,8 +512,8 @@ def default_config_path(name: str = "demo") -> Path:
 # The demo's short mode (`deeppot demo --quick`): the demo config with these overrides.
 DEMO_QUICK_OVERRIDES = {
     "data.n": 8192,
-    "df.steps": 300,
-    "df.warmup_steps": 20,
+    "df.steps": 2000,
+    "df.warmup_steps": 100,
     "df.batch_size": 1024,
     "scores.n": 4096,
     "scores.chunk_size": 4096,

@@ -92,9 +92,9 @@ def test_overrides_are_parsed_as_toml_or_bare_strings(tmp_path):
     assert cfg.potential.omega == [0.0, 0.0, 0.3] and cfg.df.learning_rate == 1e-3
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(pipeline.default_config_path("demo"), ["steps=10"])
-    # the demo config tunes spline keys, so switching the kind flags them by name
-    with pytest.raises(ConfigError, match="key 'flow_layers' in \\[df\\] applies only"):
-        load_config(pipeline.default_config_path("demo"), ["df.kind=exact"])
+    # the demo config tunes FFJORD keys, so switching the kind flags them by name
+    with pytest.raises(ConfigError, match="key 'ode_steps' in \\[df\\] applies only"):
+        load_config(pipeline.default_config_path("demo"), ["df.kind=spline"])
 
 
 def test_file_errors(tmp_path):
