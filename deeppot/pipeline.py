@@ -129,6 +129,7 @@ class DataConfig:
 
 
 _DF_KINDS = ("spline", "ffjord", "exact")
+_ACTIVATIONS = {"tanh": jax.numpy.tanh, "silu": jax.nn.silu}
 _SCHEDULE_DOC = "learning-rate schedule: plateau halves on plateaus, cosine decays to 1% of peak"
 
 
@@ -169,6 +170,8 @@ class DFConfig:
     n_blocks: int = _opt(1, "int", "FFJORD blocks", lo=1, only=("ffjord",))
     width: int = _opt(64, "int", "FFJORD vector-field width", lo=1, only=("ffjord",))
     depth: int = _opt(3, "int", "FFJORD vector-field depth", lo=1, only=("ffjord",))
+    activation: str = _opt("tanh", "str", "FFJORD vector-field activation",
+                           choices=tuple(_ACTIVATIONS), only=("ffjord",))
     ode_steps: int = _opt(4, "int", "fixed Tsit5 steps per block (0: adaptive Dopri5)",
                           lo=0, only=("ffjord",))
 
@@ -580,7 +583,7 @@ def build_df(cfg: DFConfig, key, *, r_max: float = 10.0):
         ode = (flows.ODESettings() if cfg.ode_steps == 0
                else flows.ODESettings(solver=diffrax.Tsit5(), n_steps=cfg.ode_steps))
         return flows.FFJORD(k, n_blocks=cfg.n_blocks, width=cfg.width, depth=cfg.depth,
-                            ode=ode)
+                            activation=_ACTIVATIONS[cfg.activation], ode=ode)
 
     if cfg.ensemble == 1:
         return one(key)

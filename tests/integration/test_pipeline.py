@@ -174,7 +174,8 @@ def test_cli_subcommands_chain_on_tiny_inputs(tmp_path, capsys):
 @pytest.mark.parametrize(
     "section, table",
     [
-        ("df", {"kind": "ffjord", "ensemble": 2, "width": 8, "depth": 1, "ode_steps": 2}),
+        ("df", {"kind": "ffjord", "ensemble": 2, "width": 8, "depth": 1, "ode_steps": 2,
+                "activation": "silu"}),
         ("df", {"kind": "spline", "flow_layers": 1, "nn_width": 8}),
         ("potential", {"model": "miyamoto_nagai", "params": {"a": 0.8, "b": 0.2},
                        "frame": "rotating", "omega": [0.0, 0.0, 0.3]}),
@@ -193,6 +194,8 @@ def test_model_files_rebuild_from_their_description(tmp_path, section, table):
         "config": pipeline._section_dict(section, cfg), "x64": False})
     loaded, desc = pipeline.load_model(path)
     assert desc["config"] == pipeline._section_dict(section, cfg)
+    if table.get("activation") == "silu":  # the rebuilt skeleton has the saved activation
+        assert all(m.blocks[0].field.mlp.activation is jax.nn.silu for m in loaded.members)
     same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)),
                         eqx.filter(model, eqx.is_array), eqx.filter(loaded, eqx.is_array))
     assert all(jax.tree.leaves(same))
