@@ -190,9 +190,10 @@ class AbstractDF(eqx.Module):
     def log_prob_and_score(
         self, w: Float[Array, "... 6"]
     ) -> tuple[Float[Array, "..."], Float[Array, "... 3"], Float[Array, "... 3"]]:
-        """Log-density and scores together: the same values as `log_prob` and `score`, in
-        one pass where the model allows it (one reverse pass for flows differentiated by
-        autodiff, the forward pass of the score ODE for `FFJORD`).
+        """Log-density and scores together: `log_prob` and `score` in one pass where the
+        model allows it (one reverse pass for flows differentiated by autodiff, the forward
+        pass of the score ODE for `FFJORD`, whose ln p then equals `log_prob` up to the
+        ODE solver's error).
 
         **Arguments:**
 

@@ -53,18 +53,27 @@ class Ensemble(AbstractDF):
     def _member_log_probs(self, w):
         return jnp.stack([m._log_prob_chunk(w) for m in self.members])
 
-    def _log_prob_chunk(self, w):
-        lps = self._member_log_probs(w)
+    def _combine_log_probs(self, lps):
         if self.average == "log_prob":
             return jnp.mean(lps, axis=0)
         return jax.nn.logsumexp(lps, axis=0) - math.log(len(self.members))
 
-    def _score_chunk(self, w):
-        scores = jnp.stack([m._score_chunk(w) for m in self.members])
+    def _combine_scores(self, lps, scores):
         if self.average == "log_prob":
             return jnp.mean(scores, axis=0)
-        weights = jax.nn.softmax(self._member_log_probs(w), axis=0)
-        return jnp.sum(weights[..., None] * scores, axis=0)
+        return jnp.sum(jax.nn.softmax(lps, axis=0)[..., None] * scores, axis=0)
+
+    def _log_prob_chunk(self, w):
+        return self._combine_log_probs(self._member_log_probs(w))
+
+    def _score_chunk(self, w):
+        scores = jnp.stack([m._score_chunk(w) for m in self.members])
+        lps = None if self.average == "log_prob" else self._member_log_probs(w)
+        return self._combine_scores(lps, scores)
+
+    def _log_prob_score_chunk(self, w):
+        lps, scores = map(jnp.stack, zip(*(m._log_prob_score_chunk(w) for m in self.members)))
+        return self._combine_log_probs(lps), self._combine_scores(lps, scores)
 
     def _sample_chunk(self, key, m):
         k_pick, k_draw = jax.random.split(key)

@@ -262,6 +262,11 @@ def test_ensemble_modes():
     post = jax.nn.softmax(jnp.stack([lp_a, lp_b]), axis=0)[..., None]
     np.testing.assert_allclose(jnp.concatenate(mix.score(w), -1),
                                post[0] * s_a + post[1] * s_b, rtol=1e-4, atol=1e-5)
+    for ens in (mean_lp, mix):  # the one-pass path combines the members the same way
+        lp, dx, dv = ens.log_prob_and_score(w)
+        np.testing.assert_allclose(lp, ens.log_prob(w), rtol=1e-5)
+        np.testing.assert_allclose(jnp.concatenate([dx, dv], -1),
+                                   jnp.concatenate(ens.score(w), -1), rtol=1e-4, atol=1e-5)
     assert mix.sample(jax.random.key(15), 5).shape == (5, 6)
     with pytest.raises(ValueError):
         Ensemble([a], average="median")
@@ -303,7 +308,7 @@ def test_ode_first_step_and_step_count(x64):
     y0_dt, n_dt = ode.solve(field, y1, 1.0, 0.0, dt0=1.0 / n_auto, return_steps=True)
     np.testing.assert_allclose(y0, y1 * math.e, rtol=1e-7)
     np.testing.assert_allclose(y0_dt, y1 * math.e, rtol=1e-7)
-    assert int(n_dt) <= int(n_auto)
+    assert int(n_dt) < int(n_auto)  # 9 vs 10 steps: the controller's first step is small
     back = ode.solve(field, y0_dt, 0.0, 1.0, dt0=1.0 / n_auto)
     np.testing.assert_allclose(back, y1, rtol=1e-7)
     fixed = ODESettings(solver=diffrax.Heun(), n_steps=5)
