@@ -240,7 +240,8 @@ def main(argv=None):
                 f"{IDEAL_NLL}).\n\n{table}\n\n")
         f.write(f"FFJORD at the TF reference size/tolerances, 1024 points: score "
                 f"{tf['score_only_s']:.2f} s, log-prob + score (`log_prob_and_score`) "
-                f"{tf['log_prob_plus_score_s']:.2f} s, reference 4.1 s → {tf['speedup_vs_tf']:.2f}x (score by the score ODE; "
+                f"{tf['log_prob_plus_score_s']:.2f} s, reference 4.1 s → "
+                f"{tf['speedup_vs_tf']:.2f}x (score by the score ODE; "
                 f"by autodiff through the solver {tf.get('score_autodiff_s', float('nan')):.2f}"
                 f" s; log-prob alone {tf.get('log_prob_only_s', float('nan')):.2f} s).\n")
     return result

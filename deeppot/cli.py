@@ -349,8 +349,9 @@ def _add_demo(subparsers) -> None:
         "demo",
         help="run the Plummer demo (≤ 10 minutes on 2 CPU cores) and print its accuracy",
         description="Run deeppot/configs/demo.toml: a Plummer mock, an FFJORD DF trained by "
-        "flow matching, 2^16 scores and a spherical network potential, then print the accuracy table (median, "
-        "p16 and p84 of the force, density and potential errors for r in [0.1, 3]). "
+        "flow matching, 2^16 scores and a spherical network potential, then print the "
+        "accuracy table (median, p16 and p84 of the force, density and potential errors for "
+        "r in [0.1, 3]). "
         "Rerunning resumes from the run directory.",
     )
     p.add_argument("--quick", action="store_true",

@@ -33,6 +33,8 @@ import equinox as eqx
 import jax
 import numpy as np
 
+from .train import LR_SCHEDULES
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -150,7 +152,7 @@ class DFConfig:
     warmup_steps: int = _opt(200, "int", "linear warm-up steps", lo=0,
                              only=("spline", "ffjord"))
     schedule: str = _opt("plateau", "str", _SCHEDULE_DOC,
-                         choices=("plateau", "cosine"), only=("spline", "ffjord"))
+                         choices=LR_SCHEDULES, only=("spline", "ffjord"))
     patience: int = _opt(1000, "int", "steps without improvement before halving the rate",
                          lo=1, only=("spline", "ffjord"))
     validate_every: int = _opt(10, "int", "steps between validation batches", lo=1,
@@ -227,7 +229,7 @@ class FitConfig:
     learning_rate: float = _opt(1e-3, "float", "peak learning rate", lo=0, lo_open=True)
     warmup_steps: int = _opt(200, "int", "linear warm-up steps", lo=0)
     schedule: str = _opt("plateau", "str", _SCHEDULE_DOC,
-                         choices=("plateau", "cosine"))
+                         choices=LR_SCHEDULES)
     patience: int = _opt(1000, "int", "steps without improvement before halving the rate",
                          lo=1)
     validate_every: int = _opt(10, "int", "steps between validation batches", lo=1)

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 __all__ = ["TrainHistory", "fit", "fit_df"]
 
+LR_SCHEDULES = ("plateau", "cosine")  # the values of fit's `lr_schedule`
 _CHECKPOINT_VERSION = 2  # 2: the settings fingerprint records the learning-rate schedule
 
 
@@ -259,7 +260,7 @@ def fit(
     _check_key(key)
     if optimizer not in ("radam", "adam"):
         raise ValueError(f"optimizer must be 'radam' or 'adam'; got {optimizer!r}")
-    if lr_schedule not in ("plateau", "cosine"):
+    if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be 'plateau' or 'cosine'; got {lr_schedule!r}")
     if not 0 <= validation_fraction < 1:
         raise ValueError("validation_fraction must be in [0, 1)")

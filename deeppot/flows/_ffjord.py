@@ -258,12 +258,16 @@ class FFJORDBlock(AbstractBijection):
     def _hand_differentiated(self) -> bool:
         return isinstance(self.field, TimeMLP) and self.field.has_fast_trace_gradient
 
+    def _jacobian(self, t, z):
+        """`(f, J)` by forward mode, for any field (the rows of `jac` are `J e_i`)."""
+        dz, jvp = jax.linearize(lambda q: self.field(t, q), z)
+        return dz, jax.vmap(jvp)(jnp.eye(z.shape[0], dtype=z.dtype))
+
     def _exact_dynamics(self, t, state):
         z, _ = state
         if self._hand_differentiated:
             return self.field.with_trace(t, z)
-        dz, jvp = jax.linearize(lambda q: self.field(t, q), z)
-        jac = jax.vmap(jvp)(jnp.eye(z.shape[0], dtype=z.dtype))  # rows: J e_i
+        dz, jac = self._jacobian(t, z)
         return dz, jnp.trace(jac)
 
     def _score_dynamics(self, t, state):
@@ -340,8 +344,7 @@ class FFJORDBlock(AbstractBijection):
         def dynamics(t, state):
             z = state[0]
             if eps is None:
-                dz, jvp = jax.linearize(lambda q: self.field(t, q), z)
-                jac = jax.vmap(jvp)(jnp.eye(z.shape[0], dtype=z.dtype))
+                dz, jac = self._jacobian(t, z)
                 tr, frob = jnp.trace(jac), jnp.sum(jac**2)
             else:
                 dz, vjp = jax.vjp(lambda q: self.field(t, q), z)
