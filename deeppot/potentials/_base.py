@@ -35,6 +35,14 @@ class AbstractPotential(eqx.Module):
 
     G: eqx.AbstractVar[float]
 
+    def __check_init__(self):
+        try:
+            G = float(self.G)
+        except (TypeError, jax.errors.ConcretizationTypeError):
+            return  # traced: checked where it was made
+        if not (math.isfinite(G) and G > 0):
+            raise ValueError(f"G must be positive and finite, got {self.G!r}")
+
     @abc.abstractmethod
     def _potential(self, x: Position) -> Scalar:
         """Φ at one position."""

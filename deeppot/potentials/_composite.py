@@ -1,6 +1,5 @@
 """Sums of potentials that behave as a mapping of named components."""
 
-import re
 from collections.abc import Iterator, Mapping
 from typing import final
 
@@ -8,11 +7,12 @@ import jax
 import jax.numpy as jnp
 
 from .._custom_types import Position, Scalar
+from ..registry import snake_case
 from ._base import AbstractPotential
 
 
 def _default_name(pot: AbstractPotential) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(pot).__name__).lower()
+    return snake_case(type(pot).__name__)
 
 
 def component_items(pot: AbstractPotential) -> list[tuple[str | None, AbstractPotential]]:

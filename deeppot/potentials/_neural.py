@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .. import registry
 from .._custom_types import Position, Scalar
 from .._params import vector3
 from ._base import AbstractPotential
@@ -216,3 +217,9 @@ class Axisymmetric(AbstractPotential):
 
     def _value_grad_laplacian(self, x: Position):
         return self.net.forward_laplacian(*self._features(x))
+
+
+# `[potential] model = ...` names of the learned families (each takes a key).
+registry.potentials.register("neural")(NeuralPotential)
+registry.potentials.register("spherical")(Spherical.mlp)
+registry.potentials.register("axisymmetric")(Axisymmetric.mlp)
