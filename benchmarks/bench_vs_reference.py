@@ -31,7 +31,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ANCHORS = HERE.parent.parent / "shared" / "anchors" / "bench_tf_reference.py"
+# the anchors sit in shared/ beside the checkout (../shared from main, ../../shared from a
+# worktree under wt/); DEEPPOT_ANCHORS overrides
+_CANDIDATES = [Path(os.environ["DEEPPOT_ANCHORS"])] if "DEEPPOT_ANCHORS" in os.environ else []
+_CANDIDATES += [p / "shared" / "anchors" for p in HERE.parents[1:3]]
+ANCHORS = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[-1]) / "bench_tf_reference.py"
 
 
 def uptime() -> str:
