@@ -103,6 +103,41 @@ def run_deeppot(log2: int, reps: int, warmup: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def write(rounds, args):
+    """Summarise the rounds so far and write JSON + markdown (after every round)."""
+    summary = {
+        "median_ratio": statistics.median(r["ratio"] for r in rounds),
+        "median_deeppot_over_floor": statistics.median(r["deeppot_over_floor"] for r in rounds),
+        "quietest_reference_s": min(r["reference"]["pot_step"]["median_s"] for r in rounds),
+        "quietest_deeppot_s": min(r["deeppot"]["step_median_s"] for r in rounds),
+        "min_floor_s": min(r["deeppot"]["floor_s"] for r in rounds),
+        "step_gflop": rounds[0]["deeppot"]["step_gflop"],
+    }
+    print(f"median of ratios (reference / deeppot): {summary['median_ratio']:.2f}; "
+          f"median deeppot / floor: {summary['median_deeppot_over_floor']:.2f}", flush=True)
+    lines = [
+        f"Potential training step vs the TF reference, batch 2^{args.batch_log2}, interleaved "
+        f"({len(rounds)} of {args.rounds} rounds, nice {os.nice(0)})", "",
+        "    " + " ".join(["python"] + sys.argv), "",
+        "| round | load (1, 5, 15 min) | reference step s | deeppot step s | reference / deeppot "
+        "| floor s | deeppot / floor |", "|---|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(rounds):
+        lines.append(
+            f"| {i} | {r['uptime'].split('load average:')[-1].strip()} "
+            f"| {r['reference']['pot_step']['median_s']:.3f} | {r['deeppot']['step_median_s']:.3f} "
+            f"| {r['ratio']:.2f} | {r['deeppot']['floor_s']:.3f} | {r['deeppot_over_floor']:.2f} |"
+        )
+    lines += ["", f"median of ratios: **{summary['median_ratio']:.2f}**; median deeppot / floor: "
+              f"**{summary['median_deeppot_over_floor']:.2f}**"]
+    results = HERE / "results"
+    results.mkdir(exist_ok=True)
+    payload = {"argv": sys.argv, "rounds": rounds, "summary": summary}
+    (results / f"{args.name}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (results / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {results / args.name}.md", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tf-python",
@@ -137,37 +172,7 @@ def main():
         print(f"| {r} | {load.split('load average:')[-1].strip()} "
               f"| {ref['pot_step']['median_s']:.3f} | {ours['step_median_s']:.3f} "
               f"| {ratio:.2f} | {ours['floor_s']:.3f} | {over_floor:.2f} |", flush=True)
-    summary = {
-        "median_ratio": statistics.median(r["ratio"] for r in rounds),
-        "median_deeppot_over_floor": statistics.median(r["deeppot_over_floor"] for r in rounds),
-        "quietest_reference_s": min(r["reference"]["pot_step"]["median_s"] for r in rounds),
-        "quietest_deeppot_s": min(r["deeppot"]["step_median_s"] for r in rounds),
-        "min_floor_s": min(r["deeppot"]["floor_s"] for r in rounds),
-        "step_gflop": rounds[0]["deeppot"]["step_gflop"],
-    }
-    print(f"\nmedian of ratios (reference / deeppot): {summary['median_ratio']:.2f}; "
-          f"median deeppot / floor: {summary['median_deeppot_over_floor']:.2f}", flush=True)
-    lines = [
-        f"Potential training step vs the TF reference, batch 2^{args.batch_log2}, interleaved "
-        f"({args.rounds} rounds, nice {os.nice(0)})", "",
-        "    " + " ".join(["python"] + sys.argv), "",
-        "| round | load (1, 5, 15 min) | reference step s | deeppot step s | reference / deeppot "
-        "| floor s | deeppot / floor |", "|---|---|---|---|---|---|---|",
-    ]
-    for i, r in enumerate(rounds):
-        lines.append(
-            f"| {i} | {r['uptime'].split('load average:')[-1].strip()} "
-            f"| {r['reference']['pot_step']['median_s']:.3f} | {r['deeppot']['step_median_s']:.3f} "
-            f"| {r['ratio']:.2f} | {r['deeppot']['floor_s']:.3f} | {r['deeppot_over_floor']:.2f} |"
-        )
-    lines += ["", f"median of ratios: **{summary['median_ratio']:.2f}**; median deeppot / floor: "
-              f"**{summary['median_deeppot_over_floor']:.2f}**"]
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
-    payload = {"argv": sys.argv, "rounds": rounds, "summary": summary}
-    (results / f"{args.name}.json").write_text(json.dumps(payload, indent=1) + "\n")
-    (results / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {results / args.name}.md", flush=True)
+        write(rounds, args)
 
 
 if __name__ == "__main__":
