@@ -13,7 +13,8 @@ parameter-sized work (optimiser, clipping, L2, finite checks). Two paths:
 
 On XLA:CPU, products that XLA hands to Eigen (the weight gradients of the batched path) run
 asynchronously: their events are short and their time shows up in the products that run
-beside them. Wall times on a shared machine are inflated; the shares are what to read.
+beside them; thunks on the two threads overlap, so op times can add up to more than the
+wall time. Wall times on a shared machine are inflated; the shares are what to read.
 
     python benchmarks/profile_step.py --batch-log2 14 --calls 1
 """
@@ -93,7 +94,7 @@ def profile(path: str, log2: int, calls: int) -> dict:
             for ev in line.events:
                 if ev.name in instructions:
                     per_op[ev.name] += ev.duration_ns / calls / 1e6
-                elif ev.name.startswith("$_jit.py") and "_call" in ev.name:
+                elif ev.name.startswith("$_jit.py") and ev.name.endswith(" _call"):
                     wall += ev.duration_ns / calls / 1e6
     by_kind = collections.Counter()
     count = collections.Counter()
