@@ -17,6 +17,10 @@ beside them; thunks on the two threads overlap, so op times can add up to more t
 wall time. Wall times on a shared machine are inflated; the shares are what to read.
 
     python benchmarks/profile_step.py --batch-log2 14 --calls 1
+    python benchmarks/profile_step.py --batch-log2 12 --times 4   # before/after, no profile
+
+`--times N` instead times both paths' steps and fields and the matmul floor's products
+interleaved in one process, N rounds, wall and process CPU time.
 """
 
 import argparse
@@ -34,7 +38,7 @@ from jax.profiler import ProfileData
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, write_results  # noqa: E402
-from bench_laplacian import fit_potential_step, scores  # noqa: E402
+from bench_laplacian import fit_potential_step, matmul_floor_fns, scores, timed  # noqa: E402
 
 import deeppot as dp  # noqa: E402
 
@@ -118,14 +122,57 @@ def profile(path: str, log2: int, calls: int) -> dict:
     }
 
 
+def times(log2: int, rounds: int) -> list[str]:
+    """Both paths' steps and fields and the floor's products, interleaved, min over rounds."""
+    n = 2**log2
+    pot = dp.NeuralPotential(key=jax.random.key(0), width=512, depth=4)
+    data = scores(jax.random.key(0), 4 * n)
+    fields = eqx.filter_jit(dp.value_grad_laplacian)
+    calls = {
+        "step, per-point (before)": fit_potential_step(dp.PotentialModel(PerPoint(pot)), data, n),
+        "step, batched (now)": fit_potential_step(dp.PotentialModel(pot), data, n),
+        "fields, per-point (before)": (fields, (PerPoint(pot), data.x[:n])),
+        "fields, batched (now)": (fields, (pot, data.x[:n])),
+        **matmul_floor_fns(n),
+    }
+    for fn, a in calls.values():
+        jax.block_until_ready(fn(*a))
+    wall = {k: [] for k in calls}
+    cpu = {k: [] for k in calls}
+    for _ in range(rounds):
+        for k, (fn, a) in calls.items():
+            w, c = timed(fn, *a)
+            wall[k].append(w)
+            cpu[k].append(c)
+    floor_w = 3 * (2 * min(wall["matmul_fwd"]) + min(wall["matmul_wgrad"]))
+    floor_c = 3 * (2 * min(cpu["matmul_fwd"]) + min(cpu["matmul_wgrad"]))
+    lines = ["| | wall min ms | CPU min ms | step CPU / floor CPU |", "|---|---|---|---|"]
+    for k in calls:
+        if k.startswith("matmul"):
+            continue
+        ratio = f"{min(cpu[k]) / floor_c:.2f}" if k.startswith("step") else ""
+        lines.append(f"| {k} | {min(wall[k]):.0f} | {min(cpu[k]):.0f} | {ratio} |")
+    lines.append(f"| matmul floor (3 × (2 fwd + 1 wgrad)) | {floor_w:.0f} | {floor_c:.0f} | 1 |")
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-log2", type=int, default=14)
     parser.add_argument("--calls", type=int, default=1)
     parser.add_argument("--paths", nargs="+", default=["batched", "per-point"],
                         choices=["batched", "per-point"])
+    parser.add_argument("--times", type=int, default=0, help="time instead of profiling")
     args = parser.parse_args()
     info = machine()
+    if args.times:
+        lines = times(args.batch_log2, args.times)
+        print("\n".join(lines), flush=True)
+        head = [f"Step before/after, batch 2^{args.batch_log2}, {info['device']}", "",
+                "    " + " ".join(["python"] + sys.argv), ""]
+        write_results(f"step_times_2e{args.batch_log2}",
+                      {"machine": info, "argv": sys.argv, "table": lines}, "\n".join(head + lines))
+        return
     results = []
     lines = [
         f"Per-op profile of the `fit_potential` step, 4x512 tanh, batch 2^{args.batch_log2}, "
