@@ -92,7 +92,8 @@ def matmul_floor_fns(batch):
 
 def temp_bytes(fn, *args):
     try:
-        compiled = fn.lower(*args).compile()
+        kwargs = getattr(fn, "keywords", {})  # make_train_step's step is a partial
+        compiled = getattr(fn, "func", fn).lower(*args, **kwargs).compile()
         compiled = getattr(compiled, "compiled", compiled)  # equinox wraps jax's Compiled
         return int(compiled.memory_analysis().temp_size_in_bytes)
     except Exception:  # memory analysis is not available on every backend
