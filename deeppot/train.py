@@ -10,6 +10,7 @@ DF models of `deeppot.flows`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ._errors import CheckpointError, TrainingError
 
-__all__ = ["TrainHistory", "fit", "fit_df"]
+__all__ = ["TrainHistory", "fit", "fit_df", "make_train_step", "potential_loss_fn"]
 
 LR_SCHEDULES = ("plateau", "cosine")  # the values of fit's `lr_schedule`
 _CHECKPOINT_VERSION = 3  # 3: a checksum of the arrays, health and keep-best state
@@ -201,6 +202,42 @@ def _train_step(
         loss_ok,
         grads_ok,
     )
+
+
+def make_train_step(
+    loss_fn: Callable[[PyTree, PyTree, PRNGKeyArray], Float[Array, ""]],
+    *,
+    batch_size: int,
+    optimizer: str = "radam",
+    clip_norm: float | None = 1.0,
+    ema_decay: float | None = None,
+) -> tuple[Callable, optax.GradientTransformation]:
+    """The jitted training step that `fit` runs, and the optax transformation it applies.
+
+    For benchmarks and custom loops that must run exactly `fit`'s step.
+
+    **Arguments:**
+
+    - `loss_fn`, `batch_size`, `optimizer`, `clip_norm`, `ema_decay`: as for `fit`.
+
+    **Returns:**
+
+    `(step, tx)`. `step(params, static, opt_state, ema, data, step, lr, keys)` draws
+    `batch_size` rows of `data` with replacement (from `keys[0]` folded with `step`),
+    evaluates `loss_fn(eqx.combine(params, static), batch, key)` and its gradient, applies
+    `tx` (global-norm clipping, then RAdam or Adam) scaled by `-lr` and the EMA, and returns
+    `(params, opt_state, ema, loss, loss_ok, grads_ok)`, keeping the old state wherever the
+    loss or a gradient is not finite. `params, static = eqx.partition(model, spec)` and
+    `opt_state = tx.init(params)` as in `fit`; `ema` is `None` or a copy of `params`.
+    """
+    if optimizer not in ("radam", "adam"):
+        raise ValueError(f"optimizer must be 'radam' or 'adam'; got {optimizer!r}")
+    scale = optax.scale_by_radam() if optimizer == "radam" else optax.scale_by_adam()
+    tx = optax.chain(optax.clip_by_global_norm(clip_norm), scale) if clip_norm else scale
+    step = functools.partial(
+        _train_step, loss_fn=loss_fn, tx=tx, batch_size=batch_size, ema_decay=ema_decay
+    )
+    return step, tx
 
 
 @eqx.filter_jit
@@ -381,8 +418,10 @@ def fit(
 
     spec = _filter_spec(model, trainable)
     params, static = eqx.partition(model, spec)
-    scale = optax.scale_by_radam() if optimizer == "radam" else optax.scale_by_adam()
-    tx = optax.chain(optax.clip_by_global_norm(clip_norm), scale) if clip_norm else scale
+    train_step, tx = make_train_step(
+        loss_fn, batch_size=batch_size, optimizer=optimizer, clip_norm=clip_norm,
+        ema_decay=ema_decay,
+    )
     opt_state = tx.init(params)
     ema = params if ema_decay is not None else None
     best = params if keep_best else None
@@ -436,7 +475,6 @@ def fit(
         return _val_loss(params, static, val_data, step_arr, k_val, loss_fn=loss_fn,
                          batch_size=batch_size)
 
-    step_kwargs = dict(loss_fn=loss_fn, tx=tx, batch_size=batch_size, ema_decay=ema_decay)
     dtype = jnp.result_type(float)
     t_start = time.perf_counter()
     bar = tqdm(total=max_steps, initial=start, disable=not progress, dynamic_ncols=True)
@@ -463,9 +501,9 @@ def fit(
                     history.best_step, history.best_val_loss = step, v
             else:
                 v = None
-            params, opt_state, ema, loss, loss_ok, grads_ok = _train_step(
+            params, opt_state, ema, loss, loss_ok, grads_ok = train_step(
                 params, static, opt_state, ema, train_data, step_arr,
-                jnp.asarray(lr, dtype), (k_batch, k_loss), **step_kwargs,
+                jnp.asarray(lr, dtype), (k_batch, k_loss),
             )
             loss = float(loss)
             if not (bool(loss_ok) and bool(grads_ok)):
@@ -615,6 +653,23 @@ def fit_df(
     return (out, history) if return_history else out
 
 
+def potential_loss_fn(loss=None) -> Callable:
+    """The `loss_fn(model, batch, key)` that `fit_potential` gives `fit`.
+
+    **Arguments:**
+
+    - `loss`: a loss term, `loss(model, batch) -> scalar`; default
+      `Log(Stationarity() + PositiveDensity())`, the paper's Eq. 13 without its ℓ2 penalty.
+    """
+    from .terms import AbstractTerm, Log, PositiveDensity, Stationarity
+
+    if loss is None:
+        loss = Log(Stationarity() + PositiveDensity())
+    if not isinstance(loss, AbstractTerm):
+        raise TypeError(f"loss must be a deeppot loss term; got {type(loss).__name__}")
+    return lambda model, batch, key: loss(model, batch)
+
+
 def fit_potential(
     model,
     scores,
@@ -659,7 +714,6 @@ def fit_potential(
     from .model import PotentialModel
     from .potentials import AbstractPotential
     from .scores import ScoreSample
-    from .terms import AbstractTerm, Log, PositiveDensity, Stationarity
 
     if isinstance(model, AbstractPotential):
         model = PotentialModel(model)
@@ -667,12 +721,8 @@ def fit_potential(
         raise TypeError(f"fit_potential trains a PotentialModel; got {type(model).__name__}")
     if not isinstance(scores, ScoreSample):
         raise TypeError(f"scores must be a ScoreSample; got {type(scores).__name__}")
-    if loss is None:
-        loss = Log(Stationarity() + PositiveDensity())
-    if not isinstance(loss, AbstractTerm):
-        raise TypeError(f"loss must be a deeppot loss term; got {type(loss).__name__}")
     out, history = fit(
-        model, lambda m, batch, k: loss(m, batch), scores, key=key, max_steps=max_steps,
+        model, potential_loss_fn(loss), scores, key=key, max_steps=max_steps,
         batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
         lr_schedule=lr_schedule, validate_every=validate_every, patience=patience,
         min_delta=min_delta, trainable=trainable, **kwargs,
