@@ -132,7 +132,8 @@ def _hernquist_s(q2):
     series = series * x * x * q_small
     y = jnp.where(small, 0.5, q2)
     q = jnp.sqrt(y)
-    closed = 3.0 * jnp.arcsin(q) + q * jnp.sqrt(1.0 - y) * (1.0 - 2.0 * y) * (8.0 * y * y - 8.0 * y - 3.0)
+    poly = (1.0 - 2.0 * y) * (8.0 * y * y - 8.0 * y - 3.0)
+    closed = 3.0 * jnp.arcsin(q) + q * jnp.sqrt(1.0 - y) * poly
     return jnp.where(small, series, closed)
 
 

@@ -9,6 +9,7 @@ from ._analytic import MiyamotoNagai as MiyamotoNagai
 from ._analytic import Plummer as Plummer
 from ._base import AbstractPotential as AbstractPotential
 from ._composite import CompositePotential as CompositePotential
+from ._neural import FEATURES as FEATURES
 from ._neural import Axisymmetric as Axisymmetric
 from ._neural import NeuralPotential as NeuralPotential
 from ._neural import Spherical as Spherical

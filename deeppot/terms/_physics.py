@@ -9,6 +9,8 @@ import jax.numpy as jnp
 from ..potentials import CompositePotential
 from ._base import AbstractTerm
 
+PENALTIES = ("asinh", "cauchy", "square")  # the values of Stationarity's `penalty`
+
 
 def _positive(name, value) -> float:
     value = float(value)
@@ -25,20 +27,31 @@ class Stationarity(AbstractTerm):
     (`AbstractFrame.residual`). Because the batch is drawn from f, the mean is the paper's
     f-weighted integral (Eq. 10).
 
+    The penalty of a residual ρ is the paper's asinh(α|ρ|) by default: linear near zero
+    (an ℓ1 loss) and logarithmic beyond 1/α, robust to outlying scores. `"cauchy"`,
+    ln(1 + (αρ)²), is as robust but smooth and quadratic near zero, which is what a
+    second-order finish (`refine_potential`) needs; `"square"`, (αρ)², is plain least
+    squares, for exact scores only.
+
     **Arguments:**
 
-    - `alpha`: the residual at which asinh turns from linear to logarithmic.
+    - `alpha`: the residual at which the penalty turns from linear (or quadratic) to
+      logarithmic.
     - `form`: `"ln_f"` uses ∂ln f/∂t (scale-free, the default); `"f"` uses the paper's
       ∂f/∂t = f ∂ln f/∂t, which needs `batch.ln_f`.
+    - `penalty`: `"asinh"` (the paper's), `"cauchy"` or `"square"`, as above.
     """
 
     alpha: float = 1.0
     form: Literal["ln_f", "f"] = "ln_f"
+    penalty: Literal["asinh", "cauchy", "square"] = "asinh"
 
     def __check_init__(self):
         _positive("alpha", self.alpha)
         if self.form not in ("ln_f", "f"):
             raise ValueError(f"form must be 'ln_f' or 'f', got {self.form!r}")
+        if self.penalty not in PENALTIES:
+            raise ValueError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
 
     def residual(self, model, batch, fields):
         """∂ln f/∂t (or ∂f/∂t for `form="f"`) at each point of the batch."""
@@ -46,7 +59,12 @@ class Stationarity(AbstractTerm):
         return r * jnp.exp(batch.ln_f) if self.form == "f" else r
 
     def evaluate(self, model, batch, fields):
-        return jnp.mean(jnp.arcsinh(self.alpha * jnp.abs(self.residual(model, batch, fields))))
+        a = self.alpha * self.residual(model, batch, fields)
+        if self.penalty == "asinh":
+            return jnp.mean(jnp.arcsinh(jnp.abs(a)))
+        if self.penalty == "cauchy":
+            return jnp.mean(jnp.log1p(a * a))
+        return jnp.mean(a * a)
 
 
 @final
