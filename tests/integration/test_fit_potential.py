@@ -3,7 +3,6 @@
 import typing
 
 import equinox as eqx
-
 import jax
 import jax.numpy as jnp
 import numpy as np
