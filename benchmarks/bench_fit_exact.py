@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,6 +48,7 @@ BASE = {
     "lbfgs_batch": 8192,
     "lbfgs_segment": 0,  # evaluate the accuracy every this many L-BFGS iterations
     "lbfgs_loss": "",  # loss for the L-BFGS finish ("" = the same as Adam's)
+    "lbfgs_x64": 0,  # 1: the L-BFGS finish in float64 (model and scores cast up)
     "x64": 0,
     "defaults": 0,  # 1: call fit_potential with nothing but max_steps (the default recipe)
     "seed": 0,
@@ -164,6 +166,12 @@ def run_row(row) -> dict:
             )
         t1, c1 = time.perf_counter(), _cpu_seconds()
         lbfgs_info = None
+        x64_finish = row["lbfgs_x64"] and not x64
+        if row["lbfgs_steps"] and x64_finish:
+            jax.config.update("jax_enable_x64", True)
+            scores = _scores(row | {"x64": 1})
+            model = jax.tree.map(
+                lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a, model)
         if row["lbfgs_steps"]:
             # in segments (each restarts L-BFGS's memory on the same fixed batch), with the
             # accuracy before and after each, so one row shows the whole trajectory
@@ -189,6 +197,8 @@ def run_row(row) -> dict:
                     break
         t2, c2 = time.perf_counter(), _cpu_seconds()
         acc = accuracy(model, row)
+        if x64_finish:
+            jax.config.update("jax_enable_x64", False)
         if lbfgs_info:
             lbfgs_info["trajectory"].append((done, _main_errors(acc)))
             lbfgs_info["eval_wall_s"] = round(eval_s, 1)
