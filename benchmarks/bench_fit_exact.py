@@ -91,6 +91,8 @@ def _loss(name):
         "cauchy": t.Stationarity(penalty="cauchy") + t.PositiveDensity(),
         "log_cauchy": t.Log(t.Stationarity(penalty="cauchy") + t.PositiveDensity()),
         "square": t.Stationarity(penalty="square") + t.PositiveDensity(),
+        "relative": t.Log(t.Stationarity(relative=True) + t.PositiveDensity()),
+        "relative_cauchy": t.Stationarity(relative=True, penalty="cauchy") + t.PositiveDensity(),
         "default": None,
     }[name]
 

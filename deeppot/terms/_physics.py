@@ -40,11 +40,18 @@ class Stationarity(AbstractTerm):
     - `form`: `"ln_f"` uses ∂ln f/∂t (scale-free, the default); `"f"` uses the paper's
       ∂f/∂t = f ∂ln f/∂t, which needs `batch.ln_f`.
     - `penalty`: `"asinh"` (the paper's), `"cauchy"` or `"square"`, as above.
+    - `relative`: divide each point's ∂ln f/∂t by |∂ln f/∂x| |v| (floored at 1% of its
+      batch mean), the size of its v · ∇ln f term. For f(E) this residual is
+      v̂ · ΔF / |F|, the relative force error along the velocity, so every star counts by
+      its relative error rather than by |∂ln f/∂E| (which makes the loosely bound outskirts
+      dominate). A per-point weight from the data alone: the truth still makes it vanish.
+      Needs `form="ln_f"`.
     """
 
     alpha: float = 1.0
     form: Literal["ln_f", "f"] = "ln_f"
     penalty: Literal["asinh", "cauchy", "square"] = "asinh"
+    relative: bool = False
 
     def __check_init__(self):
         _positive("alpha", self.alpha)
@@ -52,10 +59,15 @@ class Stationarity(AbstractTerm):
             raise ValueError(f"form must be 'ln_f' or 'f', got {self.form!r}")
         if self.penalty not in PENALTIES:
             raise ValueError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
+        if self.relative and self.form != "ln_f":
+            raise ValueError("relative=True needs form='ln_f'")
 
     def residual(self, model, batch, fields):
-        """∂ln f/∂t (or ∂f/∂t for `form="f"`) at each point of the batch."""
+        """∂ln f/∂t (∂f/∂t for `form="f"`, scaled for `relative`) at each point."""
         r = model.frame.residual(fields.grad, batch.x, batch.v, batch.dlnf_dx, batch.dlnf_dv)
+        if self.relative:
+            scale = jnp.linalg.norm(batch.dlnf_dx, axis=-1) * jnp.linalg.norm(batch.v, axis=-1)
+            return r / (scale + 0.01 * jnp.mean(scale))
         return r * jnp.exp(batch.ln_f) if self.form == "f" else r
 
     def evaluate(self, model, batch, fields):

@@ -137,3 +137,20 @@ def test_stationarity_penalties(plummer_scores):
         assert float(term(truth, plummer_scores)) < 1e-13
     with pytest.raises(ValueError, match="penalty"):
         dp.terms.Stationarity(penalty="huber")
+
+
+def test_relative_stationarity_is_the_relative_force_error_along_v(plummer_scores):
+    """For f(E), ∂ln f/∂t / (|∂ln f/∂x| |v|) = -v̂ · (∇Φ - ∇Φ_true) / |∇Φ_true| (f' < 0)."""
+    b = plummer_scores
+    wrong = dp.PotentialModel(dp.Plummer(1.2, 0.9))
+    fields = dp.terms.Fields(*wrong.value_grad_laplacian(b.x))
+    rel = dp.terms.Stationarity(relative=True).residual(wrong, b, fields)
+    scale = np.linalg.norm(b.dlnf_dx, axis=-1) * np.linalg.norm(b.v, axis=-1)
+    rel = np.asarray(rel) * (scale + 0.01 * scale.mean()) / scale  # undo the floor
+    true_grad = np.asarray(dp.Plummer(1.0, 1.0).gradient(b.x))
+    v_hat = b.v / np.linalg.norm(b.v, axis=-1, keepdims=True)
+    expected = -np.sum(v_hat * (np.asarray(fields.grad) - true_grad), -1)
+    expected /= np.linalg.norm(true_grad, axis=-1)
+    np.testing.assert_allclose(rel, expected, rtol=1e-8, atol=1e-10)
+    with pytest.raises(ValueError, match="relative"):
+        dp.terms.Stationarity(relative=True, form="f")
