@@ -39,5 +39,6 @@ from .train import TrainHistory as TrainHistory
 from .train import fit as fit
 from .train import fit_df as fit_df
 from .train import fit_potential as fit_potential
+from .train import refine_potential as refine_potential
 
 __version__ = "0.1.0.dev0"

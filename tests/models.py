@@ -25,6 +25,13 @@ NEURAL = {
     "axisymmetric_tilted": lambda: dp.Axisymmetric.mlp(
         key=jax.random.key(3), width=32, depth=2, axis=jnp.array([0.3, -0.2, 1.0])
     ),
+    # every radial input feature of the free-form and spherical networks (cusps)
+    "neural_radial": lambda: dp.NeuralPotential(
+        key=jax.random.key(6), width=16, depth=2, input_scale=1.5, features=("x", "r", "log_r")
+    ),
+    "spherical_radial": lambda: dp.Spherical.mlp(
+        key=jax.random.key(7), width=16, depth=2, features=("r2", "r", "log_r")
+    ),
     "composite": lambda: dp.Axisymmetric.mlp(key=jax.random.key(4), width=16, depth=2)
     + dp.NeuralPotential(key=jax.random.key(5), width=8, depth=2)
     + dp.Plummer(0.3, 0.4),
