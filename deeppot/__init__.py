@@ -7,6 +7,7 @@ from . import orbits as orbits
 from . import pipeline as pipeline
 from . import potentials as potentials
 from . import terms as terms
+from . import units as units
 from .catalog import PhaseSpaceCatalog as PhaseSpaceCatalog
 from .frames import AbstractFrame as AbstractFrame
 from .frames import InertialFrame as InertialFrame
@@ -32,5 +33,6 @@ from .train import TrainHistory as TrainHistory
 from .train import fit as fit
 from .train import fit_df as fit_df
 from .train import fit_potential as fit_potential
+from .units import UnitSystem as UnitSystem
 
 __version__ = "0.1.0.dev0"

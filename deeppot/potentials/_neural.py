@@ -17,7 +17,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import Position, Scalar
-from .._params import vector3
+from .._params import to_model_units, vector3
+from ..units import UnitSystem, resolve_units
 from ._base import AbstractPotential
 
 
@@ -71,6 +72,14 @@ class TanhMLP(eqx.Module):
         return (W @ h + b)[0], (J @ W.T)[:, 0], (W @ L)[0]
 
 
+def _scale(input_scale, units: UnitSystem) -> float:
+    """A positive input length in the model's units, as a Python float."""
+    input_scale = to_model_units("input_scale", input_scale, "length", units)
+    if not input_scale > 0:
+        raise ValueError(f"input_scale must be positive, got {input_scale}")
+    return float(input_scale)
+
+
 def _unit(v: Float[Array, "3"]) -> Float[Array, "3"]:
     return v / jnp.sqrt(jnp.sum(v * v))
 
@@ -86,13 +95,15 @@ class NeuralPotential(AbstractPotential):
 
     - `key`: a typed PRNG key (`jax.random.key`).
     - `width`, `depth`: hidden-layer size and number of hidden layers.
-    - `input_scale`: length by which positions are divided before the network.
-    - `G`: gravitational constant used by `density`.
+    - `input_scale`: length by which positions are divided before the network (a number
+      in the model's units or a length `Quantity`).
+    - `G`: gravitational constant of a dimensionless model (used by `density`).
+    - `units`: the unit system (`deeppot.units`), instead of `G`.
     """
 
     net: TanhMLP
     input_scale: float
-    G: float
+    units: UnitSystem = eqx.field(static=True)
 
     def __init__(
         self,
@@ -101,13 +112,13 @@ class NeuralPotential(AbstractPotential):
         width: int = 512,
         depth: int = 4,
         input_scale: float = 1.0,
-        G: float = 1.0,
+        G: float | None = None,
+        units=None,
     ):
-        if not input_scale > 0:
-            raise ValueError(f"input_scale must be positive, got {input_scale}")
+        self.units = resolve_units(units, G, input_scale)
+        input_scale = _scale(input_scale, self.units)
         self.net = TanhMLP(3, width, depth, key=key)
-        self.input_scale = float(input_scale)
-        self.G = G
+        self.input_scale = input_scale
 
     def _potential(self, x: Position) -> Scalar:
         return self.net(x / self.input_scale)
@@ -128,20 +139,28 @@ class Spherical(AbstractPotential):
 
     net: TanhMLP
     input_scale: float
-    G: float
+    units: UnitSystem = eqx.field(static=True)
 
-    def __init__(self, net: TanhMLP, *, input_scale: float = 1.0, G: float = 1.0):
-        if not input_scale > 0:
-            raise ValueError(f"input_scale must be positive, got {input_scale}")
+    def __init__(
+        self,
+        net: TanhMLP,
+        *,
+        input_scale: float = 1.0,
+        G: float | None = None,
+        units=None,
+    ):
+        self.units = resolve_units(units, G, input_scale)
+        input_scale = _scale(input_scale, self.units)
         if net.weights[0].shape[1] != 1:
             raise ValueError(f"Spherical needs a network of 1 input, got {net.weights[0].shape[1]}")
         self.net = net
-        self.input_scale = float(input_scale)
-        self.G = G
+        self.input_scale = input_scale
 
     @classmethod
-    def mlp(cls, *, key, width=128, depth=3, input_scale=1.0, G=1.0) -> "Spherical":
-        return cls(TanhMLP(1, width, depth, key=key), input_scale=input_scale, G=G)
+    def mlp(
+        cls, *, key, width=128, depth=3, input_scale=1.0, G=None, units=None
+    ) -> "Spherical":
+        return cls(TanhMLP(1, width, depth, key=key), input_scale=input_scale, G=G, units=units)
 
     def _potential(self, x: Position) -> Scalar:
         return self.net(jnp.sum(x * x, keepdims=True) / self.input_scale**2)
@@ -164,7 +183,7 @@ class Axisymmetric(AbstractPotential):
     net: TanhMLP
     axis: Float[Array, "3"] | None
     input_scale: float
-    G: float
+    units: UnitSystem = eqx.field(static=True)
 
     def __init__(
         self,
@@ -172,10 +191,11 @@ class Axisymmetric(AbstractPotential):
         *,
         axis: Float[Array, "3"] | None = None,
         input_scale: float = 1.0,
-        G: float = 1.0,
+        G: float | None = None,
+        units=None,
     ):
-        if not input_scale > 0:
-            raise ValueError(f"input_scale must be positive, got {input_scale}")
+        self.units = resolve_units(units, G, input_scale)
+        input_scale = _scale(input_scale, self.units)
         if net.weights[0].shape[1] != 2:
             raise ValueError(
                 f"Axisymmetric needs a network of 2 inputs, got {net.weights[0].shape[1]}"
@@ -186,14 +206,14 @@ class Axisymmetric(AbstractPotential):
                 raise ValueError("parameter 'axis' must be a non-zero vector")
         self.net = net
         self.axis = axis
-        self.input_scale = float(input_scale)
-        self.G = G
+        self.input_scale = input_scale
 
     @classmethod
     def mlp(
-        cls, *, key, width=128, depth=3, axis=None, input_scale=1.0, G=1.0
+        cls, *, key, width=128, depth=3, axis=None, input_scale=1.0, G=None, units=None
     ) -> "Axisymmetric":
-        return cls(TanhMLP(2, width, depth, key=key), axis=axis, input_scale=input_scale, G=G)
+        return cls(TanhMLP(2, width, depth, key=key), axis=axis, input_scale=input_scale, G=G,
+                   units=units)
 
     @property
     def unit_axis(self) -> Float[Array, "3"]:
