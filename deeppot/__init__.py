@@ -6,6 +6,7 @@ from . import mocks as mocks
 from . import orbits as orbits
 from . import pipeline as pipeline
 from . import potentials as potentials
+from . import selection as selection
 from . import terms as terms
 from . import units as units
 from .catalog import PhaseSpaceCatalog as PhaseSpaceCatalog
@@ -28,7 +29,10 @@ from .potentials import NeuralPotential as NeuralPotential
 from .potentials import Plummer as Plummer
 from .potentials import Spherical as Spherical
 from .scores import ScoreSample as ScoreSample
+from .scores import correct_selection as correct_selection
 from .scores import sample_scores as sample_scores
+from .selection import DistanceSelection as DistanceSelection
+from .selection import GridSelection as GridSelection
 from .train import TrainHistory as TrainHistory
 from .train import fit as fit
 from .train import fit_df as fit_df
