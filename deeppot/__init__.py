@@ -7,6 +7,7 @@ from . import orbits as orbits
 from . import pipeline as pipeline
 from . import potentials as potentials
 from . import selection as selection
+from . import survey as survey
 from . import terms as terms
 from . import units as units
 from .catalog import PhaseSpaceCatalog as PhaseSpaceCatalog
