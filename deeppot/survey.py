@@ -47,6 +47,8 @@ __all__ = [
     "GaiaLikeErrors",
     "Sun",
     "from_observables",
+    "galactocentric_rotation",
+    "icrs_jacobian",
     "read_table",
     "to_observables",
     "write_table",
@@ -374,13 +376,33 @@ def _icrs_cartesian(obs: jax.Array) -> jax.Array:
 
 @jax.jit
 def _jacobians(obs: jax.Array) -> jax.Array:
-    """∂(x, v)_ICRS / ∂(α*, δ, ϖ, μ_α*, μ_δ, v_r) per star, α* = α cos δ: shape (n, 6, 6)."""
     jac = jax.vmap(jax.jacfwd(_icrs_cartesian))(obs)
     return jac.at[:, :, 0].divide(jnp.cos(obs[:, 1])[:, None])
 
 
-def _rotation(frame: coord.Galactocentric) -> np.ndarray:
-    """The rotation R with x_gc = R x_icrs + x_sun (and v_gc = R v_icrs + v_sun)."""
+def icrs_jacobian(obs) -> np.ndarray:
+    """∂(x, v)_ICRS / ∂(α*, δ, ϖ, μ_α*, μ_δ, v_r) per star (α* = α cos δ), in float64.
+
+    **Arguments:**
+
+    - `obs`: (α, δ) in radians, ϖ in mas, (μ_α*, μ_δ) in mas/yr, v_r in km/s; shape (n, 6).
+
+    **Returns:** the Jacobians, shape (n, 6, 6), of ICRS Cartesian (x [kpc], v [km/s]) with
+    respect to (α* [rad], δ [rad], ϖ [mas], μ_α* [mas/yr], μ_δ [mas/yr], v_r [km/s]).
+    """
+    with jax.enable_x64(True):
+        return np.asarray(_jacobians(jnp.asarray(obs, jnp.float64)))
+
+
+def galactocentric_rotation(frame: coord.Galactocentric) -> np.ndarray:
+    """The rotation R with x_gc = R x_icrs + x_sun (and v_gc = R v_icrs + v_sun).
+
+    **Arguments:**
+
+    - `frame`: an astropy `Galactocentric` frame (e.g. `Sun().frame()`).
+
+    **Returns:** R, shape (3, 3), read off astropy's transformation of the ICRS axes.
+    """
     basis = np.concatenate([np.zeros((1, 3)), np.eye(3)]) * u.kpc
     pts = coord.SkyCoord(coord.CartesianRepresentation(basis.T), frame=coord.ICRS())
     xyz = pts.transform_to(frame).cartesian.xyz.to_value(u.kpc).T
@@ -393,9 +415,8 @@ def _covariances(obs: np.ndarray, sig: np.ndarray, corr: dict[tuple[int, int], n
     cov_obs = np.einsum("ni,ij->nij", sig**2, np.eye(6))
     for (i, j), rho in corr.items():
         cov_obs[:, i, j] = cov_obs[:, j, i] = rho * sig[:, i] * sig[:, j]
-    with jax.enable_x64(True):
-        jac = np.asarray(_jacobians(jnp.asarray(obs, jnp.float64)))
-    R = _rotation(frame)
+    jac = icrs_jacobian(obs)
+    R = galactocentric_rotation(frame)
     rot = np.zeros((6, 6))
     rot[:3, :3] = rot[3:, 3:] = R
     full = np.einsum("ij,njk->nik", rot, jac)

@@ -10,31 +10,39 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import deeppot as dp
-from deeppot.potentials import _analytic
 from deeppot.units import DIMENSIONS, UnitSystem, galactic
 
 # The physical dimension of every analytic family's parameters (a new family must add its
-# parameters here: `test_every_analytic_family_is_covered` fails until it does).
+# parameters here: `test_every_family_is_covered` fails until it does).
 PARAM_DIMENSIONS = {"m_tot": "mass", "m_s": "mass", "r_s": "length", "a": "length",
                     "b": "length", "v_c": "velocity", "r_c": "length", "q": "dimensionless"}
 # A galactic value range and an alternative unit to state it in, per dimension.
 RANGES = {"mass": (1e8, 1e12, u.kg), "length": (0.1, 20.0, u.pc),
           "velocity": (10.0, 400.0, u.m / u.s), "dimensionless": (0.3, 1.0, u.percent)}
-FAMILIES = sorted(
-    name for name, cls in vars(_analytic).items()
-    if isinstance(cls, type) and issubclass(cls, dp.AbstractPotential) and cls.__module__ ==
-    _analytic.__name__
-)
+# Potentials built from networks or other potentials, not from physical parameters.
+NOT_PARAMETRIC = {"NeuralPotential", "Spherical", "Axisymmetric", "CompositePotential"}
+
+
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+CLASSES = {c.__name__: c for c in _subclasses(dp.AbstractPotential)
+           if c.__module__.startswith("deeppot") and getattr(c, "__final__", False)
+           and c.__name__ not in NOT_PARAMETRIC}
+FAMILIES = sorted(CLASSES)
 
 
 def _parameters(cls):
     return [p for p in inspect.signature(cls).parameters if p not in ("G", "units")]
 
 
-def test_every_analytic_family_is_covered():
+def test_every_family_is_covered():
     assert len(FAMILIES) >= 7
     for name in FAMILIES:
-        for p in _parameters(getattr(_analytic, name)):
+        for p in _parameters(CLASSES[name]):
             assert p in PARAM_DIMENSIONS, f"{name}.{p} has no dimension in PARAM_DIMENSIONS"
 
 
@@ -43,7 +51,7 @@ def test_every_analytic_family_is_covered():
        x=st.lists(st.floats(-10.0, 10.0), min_size=3, max_size=3).filter(
            lambda x: np.linalg.norm(x) > 0.5))
 def test_quantity_construction_equals_plain_galactic(family, fractions, x, x64):
-    cls = getattr(_analytic, family)
+    cls = CLASSES[family]
     plain, quantities = {}, {}
     for p, f in zip(_parameters(cls), fractions):
         lo, hi, alt = RANGES[PARAM_DIMENSIONS[p]]
@@ -64,7 +72,7 @@ def test_quantity_construction_equals_plain_galactic(family, fractions, x, x64):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_wrong_dimensions_are_refused_for_every_family(family):
-    cls = getattr(_analytic, family)
+    cls = CLASSES[family]
     for p in _parameters(cls):
         wrong = 1.0 * (u.s if PARAM_DIMENSIONS[p] != "dimensionless" else u.kpc)
         with pytest.raises(ValueError, match=f"parameter '{p}' must be a"):
