@@ -5,7 +5,7 @@ import astropy.units as u
 import jax
 import numpy as np
 import pytest
-from astropy.table import MaskedColumn, Table
+from astropy.table import MaskedColumn, QTable, Table
 
 import deeppot as dp
 from deeppot import survey
@@ -264,9 +264,10 @@ def test_bad_values_are_named_and_cuts_are_counted():
         survey.from_observables(_table(3), weight_column="w")
 
 
-def test_from_observables_accepts_plain_numbers():
+def test_from_observables_accepts_plain_numbers_and_quantity_tables():
     t = _table(5)
     plain = Table({k: np.asarray(t[k]) for k in t.colnames})
     cat = survey.from_observables(plain)
     np.testing.assert_allclose(cat.w, survey.from_observables(t).w, rtol=1e-14)
     assert set(cat.meta["survey"]["assumed_units"]) >= set(survey.OBSERVABLES)
+    np.testing.assert_allclose(survey.from_observables(QTable(t)).w, cat.w, rtol=1e-14)
