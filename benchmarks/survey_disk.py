@@ -70,6 +70,7 @@ CONFIG = {
     "fit_learning_rate": 2e-2,
     "fit_warmup": 500,
 }
+VARIANTS = ("reference", "survey", "selected")
 QUICK = {"n_stars": 2048, "n_parent": 60000, "df_width": 32, "df_steps": 200,
          "df_batch_size": 512, "df_warmup": 20, "n_scores": 4096, "fit_steps": 100,
          "fit_batch_size": 1024, "fit_warmup": 20}
@@ -214,11 +215,53 @@ def fit_mn(cfg, scores, key, weights=None):
     return out
 
 
+def compare(rows):
+    """Relative differences of a and b from the reference run, per mass setting."""
+    by = {(r["variant"], r["scores"], r["mass"]): r for r in rows}
+    comparisons = []
+    for mass in ("free_mass", "fixed_mass"):
+        for ref_scores in ("all", "weighted by S(x)"):
+            ref = by.get(("reference", ref_scores, mass))
+            for variant in ("survey", "selected"):
+                for sc in ("corrected for S", "not corrected"):
+                    r = by.get((variant, sc, mass))
+                    if ref is None or r is None:
+                        continue
+                    comparisons.append({
+                        "mass": mass, "reference": ref_scores, "variant": variant, "scores": sc,
+                        "da_rel": r["a_kpc"] / ref["a_kpc"] - 1,
+                        "db_rel": r["b_kpc"] / ref["b_kpc"] - 1})
+    lines = []
+    if comparisons:
+        lines += ["", "Relative to the reference run:", "",
+                  "| mass | reference scores | variant | scores | Δa/a | Δb/b | within 2% |",
+                  "|---|---|---|---|---|---|---|"]
+        for c in comparisons:
+            ok = abs(c["da_rel"]) <= 0.02 and abs(c["db_rel"]) <= 0.02
+            lines.append(f"| {c['mass'].replace('_', ' ')} | {c['reference']} | {c['variant']} "
+                         f"| {c['scores']} | {c['da_rel']:+.2%} | {c['db_rel']:+.2%} | "
+                         f"{'yes' if ok else 'no'} |")
+    return comparisons, lines
+
+
+def write(out, lines, quick):
+    """Write the JSON and markdown results (called after every variant)."""
+    comparisons, comp_lines = compare(out["rows"])
+    out["comparisons"] = comparisons
+    RESULTS.mkdir(exist_ok=True)
+    tag = "survey_disk_cpu" + ("_quick" if quick else "")
+    cmd = "python benchmarks/survey_disk.py " + " ".join(sys.argv[1:])
+    (RESULTS / f"{tag}.json").write_text(json.dumps(out | {"command": cmd}, indent=2) + "\n")
+    md = [f"Command: `{cmd}`", "", out["machine"], "", f"Data: {json.dumps(out['data'])}", "",
+          f"Truth: {json.dumps(out['truth'])}", "", *lines, *comp_lines]
+    (RESULTS / f"{tag}.md").write_text("\n".join(md) + "\n")
+    return comp_lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
-    parser.add_argument("--variants", nargs="+", default=["reference", "survey", "selected"],
-                        choices=["reference", "survey", "selected"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     cfg = CONFIG | (QUICK if args.quick else {})
@@ -253,8 +296,8 @@ def main():
             print(line, flush=True)
             lines.append(line)
 
-    for i, variant in enumerate(args.variants):
-        k = jax.random.fold_in(key, 10 + i)
+    for variant in args.variants:
+        k = jax.random.fold_in(key, 10 + VARIANTS.index(variant))
         df, df_info = train_df(cfg, cats[variant], jax.random.fold_in(k, 0),
                                cache / f"df_{variant}.eqx")
         with Stage() as st:
@@ -270,40 +313,8 @@ def main():
             corrected = dp.correct_selection(scores, sel)
             row(variant, "corrected for S", fit_mn(cfg, corrected, k_fit), extra)
             row(variant, "not corrected", fit_mn(cfg, scores, k_fit), extra)
-
-    by = {(r["variant"], r["scores"], r["mass"]): r for r in out["rows"]}
-    comparisons = []
-    for mass in ("free_mass", "fixed_mass"):
-        for ref_scores in ("all", "weighted by S(x)"):
-            ref = by.get(("reference", ref_scores, mass))
-            for variant in ("survey", "selected"):
-                for sc in ("corrected for S", "not corrected"):
-                    r = by.get((variant, sc, mass))
-                    if ref is None or r is None:
-                        continue
-                    comparisons.append({
-                        "mass": mass, "reference": ref_scores, "variant": variant, "scores": sc,
-                        "da_rel": r["a_kpc"] / ref["a_kpc"] - 1,
-                        "db_rel": r["b_kpc"] / ref["b_kpc"] - 1})
-    out["comparisons"] = comparisons
-    if comparisons:
-        lines += ["", "Relative to the reference run:", "",
-                  "| mass | reference scores | variant | scores | Δa/a | Δb/b | within 2% |",
-                  "|---|---|---|---|---|---|---|"]
-        for c in comparisons:
-            ok = abs(c["da_rel"]) <= 0.02 and abs(c["db_rel"]) <= 0.02
-            lines.append(f"| {c['mass'].replace('_', ' ')} | {c['reference']} | {c['variant']} "
-                         f"| {c['scores']} | {c['da_rel']:+.2%} | {c['db_rel']:+.2%} | "
-                         f"{'yes' if ok else 'no'} |")
-        print("\n".join(lines[-len(comparisons) - 4:]), flush=True)
-
-    RESULTS.mkdir(exist_ok=True)
-    tag = "survey_disk_cpu" + ("_quick" if args.quick else "")
-    cmd = "python benchmarks/survey_disk.py " + " ".join(sys.argv[1:])
-    (RESULTS / f"{tag}.json").write_text(json.dumps(out | {"command": cmd}, indent=2) + "\n")
-    md = [f"Command: `{cmd}`", "", f"Data: {json.dumps(out['data'])}", "",
-          f"Truth: {json.dumps(out['truth'])}", "", *lines]
-    (RESULTS / f"{tag}.md").write_text("\n".join(md) + "\n")
+        comp_lines = write(out, lines, args.quick)
+    print("\n".join(comp_lines), flush=True)
 
 
 if __name__ == "__main__":
