@@ -172,13 +172,37 @@ def _gather(data, idx):
     return jax.tree.map(lambda a: jnp.asarray(a)[idx], data)
 
 
+def _weights_cdf(weights, n: int):
+    """Normalised cumulative weights (for drawing rows ∝ weight), or None."""
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"weights must have shape ({n},) like the data, got {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("weights must be finite and non-negative")
+    total = w.sum()
+    if not total > 0:
+        raise ValueError("weights must not all be zero")
+    return np.cumsum(w) / total
+
+
+def _batch_indices(key, n: int, batch_size: int, cdf):
+    """Rows of a batch: uniform with replacement, or ∝ weight when `cdf` is given."""
+    if cdf is None:
+        return jax.random.randint(key, (batch_size,), 0, n)
+    u = jax.random.uniform(key, (batch_size,), cdf.dtype) * cdf[-1]
+    return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), n - 1)
+
+
 @eqx.filter_jit
 def _train_step(
-    params, static, opt_state, ema, data, step, lr, keys, *, loss_fn, tx, batch_size, ema_decay
+    params, static, opt_state, ema, data, step, lr, keys, cdf=None, *, loss_fn, tx, batch_size,
+    ema_decay
 ):
     k_batch, k_loss = keys
     n = _leading_size(data)
-    idx = jax.random.randint(jax.random.fold_in(k_batch, step), (batch_size,), 0, n)
+    idx = _batch_indices(jax.random.fold_in(k_batch, step), n, batch_size, cdf)
     batch = _gather(data, idx)
 
     def loss_of(p):
@@ -230,8 +254,9 @@ def make_train_step(
 
     **Returns:**
 
-    `(step, tx)`. `step(params, static, opt_state, ema, data, step, lr, keys)` draws
-    `batch_size` rows of `data` with replacement (from `keys[0]` folded with `step`),
+    `(step, tx)`. `step(params, static, opt_state, ema, data, step, lr, keys, cdf=None)`
+    draws `batch_size` rows of `data` with replacement (from `keys[0]` folded with `step`;
+    ∝ weight when `cdf`, the cumulative sum of the rows' weights, is given),
     evaluates `loss_fn(eqx.combine(params, static), batch, key)` and its gradient, applies
     `tx` (global-norm clipping, then RAdam or Adam) scaled by `-lr` and the EMA, and returns
     `(params, opt_state, ema, loss, loss_ok, grads_ok)`, keeping the old state wherever the
@@ -249,13 +274,13 @@ def make_train_step(
 
 
 @eqx.filter_jit
-def _val_loss(params, static, data, step, key, *, loss_fn, batch_size):
+def _val_loss(params, static, data, step, key, cdf=None, *, loss_fn, batch_size):
     k_batch, k_loss = jax.random.split(key)
     n = _leading_size(data)
-    if n <= batch_size:
+    if n <= batch_size and cdf is None:
         batch = data
     else:
-        idx = jax.random.randint(jax.random.fold_in(k_batch, step), (batch_size,), 0, n)
+        idx = _batch_indices(jax.random.fold_in(k_batch, step), n, batch_size, cdf)
         batch = _gather(data, idx)
     return loss_fn(eqx.combine(params, static), batch, jax.random.fold_in(k_loss, step))
 
@@ -330,6 +355,7 @@ def fit(
     checkpoint_path: str | os.PathLike | None = None,
     checkpoint_every: int = 1000,
     progress: bool = True,
+    weights: Float[Any, " n"] | None = None,
 ) -> tuple[PyTree, TrainHistory]:
     """Train `model` by minimising `loss_fn` over random batches of `data`.
 
@@ -385,6 +411,9 @@ def fit(
     - `checkpoint_path`: file for atomic checkpoints (resumed from if it exists).
     - `checkpoint_every`: steps between checkpoints (one is always written at the end).
     - `progress`: show a tqdm progress bar with the training and validation losses.
+    - `weights`: optional non-negative per-row weights, shape (n,): training and validation
+      batches then draw rows with probability ∝ weight (so every loss is the weighted mean
+      in expectation: a row of weight 2 counts as that row twice).
 
     **Returns:**
 
@@ -423,6 +452,16 @@ def fit(
     perm = jax.random.permutation(k_split, n)
     val_data = _gather(data, perm[:n_val]) if n_val else None
     train_data = _gather(data, perm[n_val:])
+    train_cdf = val_cdf = None
+    if weights is not None:
+        _weights_cdf(weights, n)  # validate all rows
+        w_perm = np.asarray(weights, np.float64)[np.asarray(perm)]
+        dtype_w = jnp.result_type(float)
+        train_cdf = jnp.asarray(_weights_cdf(w_perm[n_val:], n - n_val), dtype_w)
+        if n_val:
+            if not w_perm[:n_val].sum() > 0:
+                raise ValueError("the validation split has zero total weight")
+            val_cdf = jnp.asarray(_weights_cdf(w_perm[:n_val], n_val), dtype_w)
 
     spec = _filter_spec(model, trainable)
     params, static = eqx.partition(model, spec)
@@ -443,6 +482,8 @@ def fit(
               "lr_schedule": lr_schedule, "keep_best": keep_best}
     if lr_schedule == "cosine":  # the rate at every step depends on the run's length
         config["max_steps"] = max_steps
+    if weights is not None:
+        config["weights_sha1"] = hashlib.sha1(np.asarray(weights, np.float64).tobytes()).hexdigest()
     key_data = np.asarray(jax.random.key_data(key)).tolist()
 
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
@@ -479,8 +520,8 @@ def fit(
         if keep_best:  # the returned weights, one fixed batch and key
             weights = ema if ema is not None else params
             return _val_loss(weights, static, val_data, jnp.asarray(0, jnp.int32), k_val,
-                             loss_fn=loss_fn, batch_size=batch_size)
-        return _val_loss(params, static, val_data, step_arr, k_val, loss_fn=loss_fn,
+                             val_cdf, loss_fn=loss_fn, batch_size=batch_size)
+        return _val_loss(params, static, val_data, step_arr, k_val, val_cdf, loss_fn=loss_fn,
                          batch_size=batch_size)
 
     dtype = jnp.result_type(float)
@@ -511,7 +552,7 @@ def fit(
                 v = None
             params, opt_state, ema, loss, loss_ok, grads_ok = train_step(
                 params, static, opt_state, ema, train_data, step_arr,
-                jnp.asarray(lr, dtype), (k_batch, k_loss),
+                jnp.asarray(lr, dtype), (k_batch, k_loss), train_cdf,
             )
             loss = float(loss)
             if not (bool(loss_ok) and bool(grads_ok)):
@@ -615,12 +656,16 @@ def fit_df(
     `docs/results.md` (RAdam, 20000 steps of 2048, a 500-step warm-up to 2e-3 and a cosine
     decay, an average of the weights with decay 0.998, 25% validation split). The paper's
     (§2.4) was batches of 8192, a warm-up over 2048 steps to 5e-3 and halving after 2048
-    steps without a 0.01 improvement (`lr_schedule="plateau"`, `ema_decay=None`).
+    steps without a 0.01 improvement (`lr_schedule="plateau"`, `ema_decay=None`). A
+    weighted catalogue (or `weights=`) is fitted as if each star were repeated in
+    proportion to its weight: the standardisation uses weighted moments and batches draw
+    stars ∝ weight, for every objective.
 
     **Arguments:**
 
     - `df`: an `AbstractFlowDF` (`FFJORD`, `SplineFlow`).
-    - `catalog`: a `PhaseSpaceCatalog` (anything with `.w`) or an `(n, 6)` array.
+    - `catalog`: a `PhaseSpaceCatalog` (anything with `.w`; its `.weights` are used) or an
+      `(n, 6)` array.
     - `key`: a typed key.
     - `max_steps`, `batch_size`, `learning_rate`, `warmup_steps`, `lr_schedule`,
       `ema_decay`, `validate_every`, `patience`, `min_delta`: see `fit`.
@@ -629,7 +674,7 @@ def fit_df(
     - `standardise`: set `loc`/`scale` from the data (turn off to keep the DF's own).
     - `return_history`: also return the `TrainHistory`.
     - `**kwargs`: passed to `fit` (e.g. `optimizer`, `clip_norm`, `checkpoint_path`,
-      `ema_decay`, `progress`, `trainable`).
+      `ema_decay`, `progress`, `trainable`, `weights` to override the catalogue's).
 
     **Returns:**
 
@@ -643,8 +688,10 @@ def fit_df(
     if objective not in df.objectives:
         raise ValueError(f"{type(df).__name__} has objectives {df.objectives}; got {objective!r}")
     w = _as_points(catalog)
+    if kwargs.get("weights") is None:
+        kwargs["weights"] = getattr(catalog, "weights", None)
     if standardise:
-        df = df.standardise(w)
+        df = df.standardise(w, kwargs["weights"])
     if kwargs.get("trainable") is None:
         spec = _default_spec(df)
         kwargs["trainable"] = eqx.tree_at(lambda d: (d.loc, d.scale), spec, (False, False))

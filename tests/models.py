@@ -8,14 +8,15 @@ import jax.numpy as jnp
 
 import deeppot as dp
 
+# Factories take keyword arguments passed on to the constructor (e.g. `G=`, `units=`).
 ANALYTIC = {
-    "plummer": lambda: dp.Plummer(m_tot=1.3, r_s=0.7),
-    "miyamoto_nagai": lambda: dp.MiyamotoNagai(m_tot=1.1, a=0.9, b=0.15),
-    "hernquist": lambda: dp.Hernquist(m_tot=2.0, r_s=0.5),
-    "nfw": lambda: dp.NFW(m_s=3.0, r_s=1.7),
-    "logarithmic": lambda: dp.Logarithmic(v_c=0.8, r_c=0.4, q=0.7),
-    "isochrone": lambda: dp.Isochrone(m_tot=1.5, b=0.6),
-    "kepler": lambda: dp.Kepler(m_tot=0.9),
+    "plummer": lambda **kw: dp.Plummer(m_tot=1.3, r_s=0.7, **kw),
+    "miyamoto_nagai": lambda **kw: dp.MiyamotoNagai(m_tot=1.1, a=0.9, b=0.15, **kw),
+    "hernquist": lambda **kw: dp.Hernquist(m_tot=2.0, r_s=0.5, **kw),
+    "nfw": lambda **kw: dp.NFW(m_s=3.0, r_s=1.7, **kw),
+    "logarithmic": lambda **kw: dp.Logarithmic(v_c=0.8, r_c=0.4, q=0.7, **kw),
+    "isochrone": lambda **kw: dp.Isochrone(m_tot=1.5, b=0.6, **kw),
+    "kepler": lambda **kw: dp.Kepler(m_tot=0.9, **kw),
 }
 
 NEURAL = {

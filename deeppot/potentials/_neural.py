@@ -24,7 +24,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .. import registry
 from .._custom_types import Position, Scalar
-from .._params import vector3
+from .._params import to_model_units, vector3
+from ..units import UnitSystem, resolve_units
 from ._base import AbstractPotential
 from ._mlp_laplacian import mlp_forward_laplacian
 
@@ -88,6 +89,14 @@ class TanhMLP(eqx.Module):
         **Returns:** (values, gradients, Laplacians) with shapes (n,), (n, 3), (n,).
         """
         return mlp_forward_laplacian(self.weights, self.biases, u, Ju, Lu, jnp.tanh)
+
+
+def _scale(input_scale, units: UnitSystem) -> float:
+    """A positive input length in the model's units, as a Python float."""
+    input_scale = to_model_units("input_scale", input_scale, "length", units)
+    if not input_scale > 0:
+        raise ValueError(f"input_scale must be positive, got {input_scale}")
+    return float(input_scale)
 
 
 def _unit(v: Float[Array, "3"]) -> Float[Array, "3"]:
@@ -213,15 +222,17 @@ class NeuralPotential(AbstractNeuralPotential):
 
     - `key`: a typed PRNG key (`jax.random.key`).
     - `width`, `depth`: hidden-layer size and number of hidden layers.
-    - `input_scale`: length by which positions are divided before the network.
+    - `input_scale`: length by which positions are divided before the network (a number
+      in the model's units or a length `Quantity`).
     - `features`: names from `("x", "r2", "r", "log_r")`, including `"x"`.
-    - `G`: gravitational constant used by `density`.
+    - `G`: gravitational constant of a dimensionless model (used by `density`).
+    - `units`: the unit system (`deeppot.units`), instead of `G`.
     """
 
     net: TanhMLP
     input_scale: float
     features: tuple[str, ...] = eqx.field(static=True)
-    G: float
+    units: UnitSystem = eqx.field(static=True)
 
     def __init__(
         self,
@@ -231,16 +242,15 @@ class NeuralPotential(AbstractNeuralPotential):
         depth: int = 4,
         input_scale: float = 1.0,
         features: tuple[str, ...] = ("x",),
-        G: float = 1.0,
+        G: float | None = None,
+        units=None,
     ):
-        if not input_scale > 0:
-            raise ValueError(f"input_scale must be positive, got {input_scale}")
+        self.units = resolve_units(units, G, input_scale)
+        self.input_scale = _scale(input_scale, self.units)
         self.features = _check_features(
             "NeuralPotential", features, ("x", "r2", "r", "log_r"), "x"
         )
         self.net = TanhMLP(sum(FEATURE_SIZES[f] for f in self.features), width, depth, key=key)
-        self.input_scale = float(input_scale)
-        self.G = G
 
     def _features(self, x: Position):
         return _stack_features(self.features, x, self.input_scale)
@@ -265,7 +275,7 @@ class Spherical(AbstractNeuralPotential):
     net: TanhMLP
     input_scale: float
     features: tuple[str, ...] = eqx.field(static=True)
-    G: float
+    units: UnitSystem = eqx.field(static=True)
 
     def __init__(
         self,
@@ -273,23 +283,23 @@ class Spherical(AbstractNeuralPotential):
         *,
         input_scale: float = 1.0,
         features: tuple[str, ...] = ("r2",),
-        G: float = 1.0,
+        G: float | None = None,
+        units=None,
     ):
-        if not input_scale > 0:
-            raise ValueError(f"input_scale must be positive, got {input_scale}")
+        self.units = resolve_units(units, G, input_scale)
+        input_scale = _scale(input_scale, self.units)
         self.features = _check_features("Spherical", features, ("r2", "r", "log_r"), None)
         _check_net("Spherical", net, self.features)
         self.net = net
-        self.input_scale = float(input_scale)
-        self.G = G
+        self.input_scale = input_scale
 
     @classmethod
     def mlp(
-        cls, *, key, width=128, depth=3, input_scale=1.0, features=("r2",), G=1.0
+        cls, *, key, width=128, depth=3, input_scale=1.0, features=("r2",), G=None, units=None
     ) -> "Spherical":
         n_in = sum(FEATURE_SIZES.get(f, 0) for f in features)
         return cls(TanhMLP(max(n_in, 1), width, depth, key=key), input_scale=input_scale,
-                   features=features, G=G)
+                   features=features, G=G, units=units)
 
     def _features(self, x: Position):
         return _stack_features(self.features, x, self.input_scale)
@@ -318,7 +328,7 @@ class Axisymmetric(AbstractNeuralPotential):
     axis: Float[Array, "3"] | None
     input_scale: float
     features: tuple[str, ...] = eqx.field(static=True)
-    G: float
+    units: UnitSystem = eqx.field(static=True)
 
     def __init__(
         self,
@@ -327,10 +337,11 @@ class Axisymmetric(AbstractNeuralPotential):
         axis: Float[Array, "3"] | None = None,
         input_scale: float = 1.0,
         features: tuple[str, ...] = ("R2z",),
-        G: float = 1.0,
+        G: float | None = None,
+        units=None,
     ):
-        if not input_scale > 0:
-            raise ValueError(f"input_scale must be positive, got {input_scale}")
+        self.units = resolve_units(units, G, input_scale)
+        input_scale = _scale(input_scale, self.units)
         self.features = _check_features(
             "Axisymmetric", features, ("R2z", "r2", "r", "log_r"), "R2z"
         )
@@ -341,16 +352,16 @@ class Axisymmetric(AbstractNeuralPotential):
                 raise ValueError("parameter 'axis' must be a non-zero vector")
         self.net = net
         self.axis = axis
-        self.input_scale = float(input_scale)
-        self.G = G
+        self.input_scale = input_scale
 
     @classmethod
     def mlp(
-        cls, *, key, width=128, depth=3, axis=None, input_scale=1.0, features=("R2z",), G=1.0
+        cls, *, key, width=128, depth=3, axis=None, input_scale=1.0, features=("R2z",),
+        G=None, units=None,
     ) -> "Axisymmetric":
         n_in = sum(FEATURE_SIZES.get(f, 0) for f in features)
         return cls(TanhMLP(max(n_in, 1), width, depth, key=key), axis=axis,
-                   input_scale=input_scale, features=features, G=G)
+                   input_scale=input_scale, features=features, G=G, units=units)
 
     @property
     def unit_axis(self) -> Float[Array, "3"]:

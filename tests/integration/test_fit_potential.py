@@ -10,6 +10,7 @@ import pytest
 
 import deeppot as dp
 from deeppot.potentials import AbstractPotential
+from deeppot.units import UnitSystem, dimensionless
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def test_trainable_freezes_everything_else(plummer_scores):
 class _TriaxialLog(AbstractPotential):
     """Φ = ½ ln(0.09 + x² + y²/0.64 + z²/0.36): a bar-like, non-axisymmetric potential."""
 
-    G: float = 1.0
+    units: UnitSystem = eqx.field(default=dimensionless, static=True)
 
     def _potential(self, x):
         return 0.5 * jnp.log(0.09 + x[0] ** 2 + x[1] ** 2 / 0.64 + x[2] ** 2 / 0.36)

@@ -10,6 +10,7 @@ import pytest
 
 import deeppot as dp
 from deeppot.potentials import AbstractPotential
+from deeppot.units import UnitSystem, dimensionless
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def test_f_and_ln_f_forms_agree_at_the_truth(plummer_scores):
 class _Inverted(AbstractPotential):
     """Φ = −|x|², whose Laplacian is −6 everywhere (a negative density)."""
 
-    G: float = 1.0
+    units: UnitSystem = eqx.field(default=dimensionless, static=True)
 
     def _potential(self, x):
         return -jnp.sum(x * x)
