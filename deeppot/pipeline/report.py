@@ -171,6 +171,11 @@ def write_report(path: Path, cfg: Config, catalog, metrics: Mapping[str, Any]) -
              f"Catalogue: {len(catalog)} stars ({catalog.meta.get('generator', 'from file')}). "
              f"DF: {cfg.df.kind}. Potential: {cfg.potential.model}, frame: "
              f"{ev['frame']['type']}.", ""]
+    if cfg.run.units != "dimensionless":
+        from ..units import get_units
+
+        lines += [f"Numbers are in the {get_units(cfg.run.units)!r} units (lengths, "
+                  "velocities, masses; G as stated).", ""]
     lines += [table if table else "No truth potential is known for this catalogue, so there "
               "is no accuracy table.", ""]
     se = ev.get("df_score_error")
