@@ -7,6 +7,7 @@ from . import orbits as orbits
 from . import pipeline as pipeline
 from . import potentials as potentials
 from . import registry as registry
+from . import sharding as sharding
 from . import terms as terms
 from ._errors import CheckpointError as CheckpointError
 from ._errors import ConfigError as ConfigError
@@ -33,7 +34,9 @@ from .potentials import MiyamotoNagai as MiyamotoNagai
 from .potentials import NeuralPotential as NeuralPotential
 from .potentials import Plummer as Plummer
 from .potentials import Spherical as Spherical
+from .scores import ScoreFile as ScoreFile
 from .scores import ScoreSample as ScoreSample
+from .scores import load_scores as load_scores
 from .scores import sample_scores as sample_scores
 from .train import TrainHistory as TrainHistory
 from .train import fit as fit

@@ -10,6 +10,7 @@ DF models of `deeppot.flows`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -30,6 +31,15 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
 from ._errors import CheckpointError, TrainingError
+from .hostdata import AbstractHostData, HostBatches, batch_indices
+from .sharding import (
+    Devices,
+    batch_sharding,
+    data_mesh,
+    is_main_process,
+    replicate,
+    same_on_all_processes,
+)
 
 __all__ = ["TrainHistory", "fit", "fit_df"]
 
@@ -163,14 +173,27 @@ def _gather(data, idx):
     return jax.tree.map(lambda a: jnp.asarray(a)[idx], data)
 
 
+def _shard(tree, sharding):
+    """Split `tree`'s leading axis over the devices (inside jit; `None`: leave it)."""
+    if sharding is None:
+        return tree
+    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, sharding), tree)
+
+
 @eqx.filter_jit
 def _train_step(
-    params, static, opt_state, ema, data, step, lr, keys, *, loss_fn, tx, batch_size, ema_decay
+    params, static, opt_state, ema, data, step, lr, keys, *, loss_fn, tx, batch_size, ema_decay,
+    batch_sharding=None, gathered=False,
 ):
+    # `batch_sharding`: split the batch over devices (params stay replicated); `gathered`:
+    # `data` is already this step's batch (gathered on the host)
     k_batch, k_loss = keys
-    n = _leading_size(data)
-    idx = jax.random.randint(jax.random.fold_in(k_batch, step), (batch_size,), 0, n)
-    batch = _gather(data, idx)
+    if gathered:
+        batch = _shard(data, batch_sharding)
+    else:
+        idx = _shard(batch_indices(k_batch, step, batch_size, _leading_size(data)),
+                     batch_sharding)
+        batch = _shard(_gather(data, idx), batch_sharding)
 
     def loss_of(p):
         return loss_fn(eqx.combine(p, static), batch, jax.random.fold_in(k_loss, step))
@@ -204,14 +227,15 @@ def _train_step(
 
 
 @eqx.filter_jit
-def _val_loss(params, static, data, step, key, *, loss_fn, batch_size):
+def _val_loss(params, static, data, step, key, *, loss_fn, batch_size, batch_sharding=None):
     k_batch, k_loss = jax.random.split(key)
     n = _leading_size(data)
     if n <= batch_size:
         batch = data
     else:
-        idx = jax.random.randint(jax.random.fold_in(k_batch, step), (batch_size,), 0, n)
+        idx = _shard(batch_indices(k_batch, step, batch_size, n), batch_sharding)
         batch = _gather(data, idx)
+    batch = _shard(batch, batch_sharding)
     return loss_fn(eqx.combine(params, static), batch, jax.random.fold_in(k_loss, step))
 
 
@@ -285,6 +309,7 @@ def fit(
     checkpoint_path: str | os.PathLike | None = None,
     checkpoint_every: int = 1000,
     progress: bool = True,
+    devices: Devices = None,
 ) -> tuple[PyTree, TrainHistory]:
     """Train `model` by minimising `loss_fn` over random batches of `data`.
 
@@ -311,7 +336,9 @@ def fit(
     - `model`: any pytree (usually an `eqx.Module`).
     - `loss_fn`: `loss_fn(model, batch, key) -> scalar`.
     - `data`: a pytree of arrays sharing their leading axis (e.g. an `(n, 6)` array, or a
-      tuple/NamedTuple/Module of arrays); batches are drawn along that axis.
+      tuple/NamedTuple/Module of arrays); batches are drawn along that axis. Or an
+      `AbstractHostData` (e.g. a `ScoreFile`) for data that do not fit in memory: the same
+      rows are then read on the host a batch at a time, so the run is the same.
     - `key`: a typed key (`jax.random.key`).
     - `max_steps`: total number of optimisation steps (including resumed ones).
     - `batch_size`: points per batch (drawn with replacement).
@@ -340,6 +367,15 @@ def fit(
     - `checkpoint_path`: file for atomic checkpoints (resumed from if it exists).
     - `checkpoint_every`: steps between checkpoints (one is always written at the end).
     - `progress`: show a tqdm progress bar with the training and validation losses.
+    - `devices`: data parallelism (`deeppot.sharding.data_mesh`): `None` shards each batch
+      over every device JAX sees (all processes' after `jax.distributed.initialize()`),
+      an int `k` over the first `k`, or a sequence of devices or a `Mesh`; `1` (or a
+      single visible device) trains on one device. Parameters and in-memory data are
+      replicated, batches split along their leading axis (any batch size; a multiple of
+      the device count splits evenly). The result equals one device's up to the order of
+      floating-point sums, and checkpoints resume bit-for-bit with the same devices.
+      With several processes only process 0 writes the checkpoint, so `checkpoint_path`
+      must be on a file system every process reads.
 
     **Returns:**
 
@@ -368,7 +404,10 @@ def fit(
     if keep_best and validation_fraction == 0:
         raise ValueError("keep_best needs a validation split (validation_fraction > 0)")
 
-    n = _leading_size(data)
+    mesh = data_mesh(devices)
+    shard = None if mesh is None else batch_sharding(mesh)
+    host = isinstance(data, AbstractHostData)
+    n = len(data) if host else _leading_size(data)
     k_split, k_batch, k_loss, k_val = jax.random.split(key, 4)
     n_val = int(round(n * validation_fraction)) if validation_fraction > 0 else 0
     if validation_fraction > 0:
@@ -376,8 +415,12 @@ def fit(
             raise ValueError(f"a validation split needs at least 2 points; data has {n}")
         n_val = min(max(n_val, 1), n - 1)
     perm = jax.random.permutation(k_split, n)
-    val_data = _gather(data, perm[:n_val]) if n_val else None
-    train_data = _gather(data, perm[n_val:])
+    if host:  # row numbers now; HostBatches below read the rows
+        perm = np.asarray(perm)
+        val_data, train_data = perm[:n_val] if n_val else None, perm[n_val:]
+    else:
+        val_data = _gather(data, perm[:n_val]) if n_val else None
+        train_data = _gather(data, perm[n_val:])
 
     spec = _filter_spec(model, trainable)
     params, static = eqx.partition(model, spec)
@@ -413,9 +456,23 @@ def fit(
         health = _Health(**header["health"])
         history = TrainHistory(**header["history"])
         history.wall_time = 0.0
+    same_on_all_processes(start, "the step resumed from (checkpoint_path must be on a file "
+                          "system every process shares)")
+
+    if mesh is not None:  # parameters and in-memory data on every device
+        params, static, opt_state, ema, best = replicate((params, static, opt_state, ema,
+                                                          best), mesh)
+        if not host:
+            train_data, val_data = replicate((train_data, val_data), mesh)
+    if host:  # batches read on the host, the next while this step runs
+        place = jax.device_put if mesh is None else functools.partial(replicate, mesh=mesh)
+        train_data = HostBatches(data, train_data, k_batch, batch_size, place)
+        if val_data is not None:
+            val_data = HostBatches(data, val_data, jax.random.split(k_val)[0], batch_size,
+                                   place, whole=True, stride=validate_every)
 
     def checkpoint(step_done: int):
-        if checkpoint_path is None:
+        if checkpoint_path is None or not is_main_process():
             return
         header = {
             "version": _CHECKPOINT_VERSION,
@@ -431,12 +488,15 @@ def fit(
     def validation_loss(step_arr):
         if keep_best:  # the returned weights, one fixed batch and key
             weights = ema if ema is not None else params
-            return _val_loss(weights, static, val_data, jnp.asarray(0, jnp.int32), k_val,
-                             loss_fn=loss_fn, batch_size=batch_size)
-        return _val_loss(params, static, val_data, step_arr, k_val, loss_fn=loss_fn,
-                         batch_size=batch_size)
+            step_arr = jnp.asarray(0, jnp.int32)
+        else:
+            weights = params
+        batch = val_data(int(step_arr)) if host else val_data
+        return _val_loss(weights, static, batch, step_arr, k_val, loss_fn=loss_fn,
+                         batch_size=batch_size, batch_sharding=shard)
 
-    step_kwargs = dict(loss_fn=loss_fn, tx=tx, batch_size=batch_size, ema_decay=ema_decay)
+    step_kwargs = dict(loss_fn=loss_fn, tx=tx, batch_size=batch_size, ema_decay=ema_decay,
+                       batch_sharding=shard, gathered=host)
     dtype = jnp.result_type(float)
     t_start = time.perf_counter()
     bar = tqdm(total=max_steps, initial=start, disable=not progress, dynamic_ncols=True)
@@ -464,7 +524,7 @@ def fit(
             else:
                 v = None
             params, opt_state, ema, loss, loss_ok, grads_ok = _train_step(
-                params, static, opt_state, ema, train_data, step_arr,
+                params, static, opt_state, ema, train_data(step) if host else train_data, step_arr,
                 jnp.asarray(lr, dtype), (k_batch, k_loss), **step_kwargs,
             )
             loss = float(loss)
@@ -524,6 +584,10 @@ def fit(
                 checkpoint(max_steps)
     finally:
         bar.close()
+        if host:
+            train_data.close()
+            if val_data is not None:
+                val_data.close()
     if keep_best:  # the last steps' weights were not validated yet
         v = float(validation_loss(jnp.asarray(max_steps, jnp.int32)))
         if math.isfinite(v) and (history.best_val_loss is None or v < history.best_val_loss):
@@ -644,7 +708,8 @@ def fit_potential(
     **Arguments:**
 
     - `model`: a `PotentialModel` (a bare potential is wrapped in an inertial frame).
-    - `scores`: a `ScoreSample` (from `sample_scores`).
+    - `scores`: a `ScoreSample` (from `sample_scores`), or a `ScoreFile` to read batches
+      from an HDF5 file that does not fit in memory (`load_scores` picks).
     - `loss`: a loss term, `loss(model, batch) -> scalar`; default
       `Log(Stationarity() + PositiveDensity())`, the paper's Eq. 13 without its ℓ2
       penalty (`+ L2Weights(0.1)`), which biases fits from accurate scores.
@@ -652,21 +717,23 @@ def fit_potential(
     - `trainable`: `None` trains every inexact array of the model; otherwise a function
       `model -> subtree or tuple of subtrees`, e.g. `lambda m: m.frame.omega`.
     - `return_history`: also return the `TrainHistory`.
-    - `**kwargs`: passed to `fit` (e.g. `checkpoint_path`, `clip_norm`, `progress`).
+    - `**kwargs`: passed to `fit` (e.g. `checkpoint_path`, `clip_norm`, `progress`,
+      `devices`).
 
     **Returns:** the trained `PotentialModel` (and the history if `return_history`).
     """
     from .model import PotentialModel
     from .potentials import AbstractPotential
-    from .scores import ScoreSample
+    from .scores import ScoreFile, ScoreSample
     from .terms import AbstractTerm, Log, PositiveDensity, Stationarity
 
     if isinstance(model, AbstractPotential):
         model = PotentialModel(model)
     if not isinstance(model, PotentialModel):
         raise TypeError(f"fit_potential trains a PotentialModel; got {type(model).__name__}")
-    if not isinstance(scores, ScoreSample):
-        raise TypeError(f"scores must be a ScoreSample; got {type(scores).__name__}")
+    if not isinstance(scores, (ScoreSample, ScoreFile)):
+        raise TypeError(f"scores must be a ScoreSample or ScoreFile; got "
+                        f"{type(scores).__name__}")
     if loss is None:
         loss = Log(Stationarity() + PositiveDensity())
     if not isinstance(loss, AbstractTerm):
