@@ -41,7 +41,7 @@ from .sharding import (
     same_on_all_processes,
 )
 
-__all__ = ["TrainHistory", "fit", "fit_df"]
+__all__ = ["TrainHistory", "fit", "fit_df", "make_train_step", "potential_loss_fn"]
 
 LR_SCHEDULES = ("plateau", "cosine")  # the values of fit's `lr_schedule`
 _CHECKPOINT_VERSION = 3  # 3: a checksum of the arrays, health and keep-best state
@@ -224,6 +224,50 @@ def _train_step(
         loss_ok,
         grads_ok,
     )
+
+
+def make_train_step(
+    loss_fn: Callable[[PyTree, PyTree, PRNGKeyArray], Float[Array, ""]],
+    *,
+    batch_size: int,
+    optimizer: str = "radam",
+    clip_norm: float | None = 1.0,
+    ema_decay: float | None = None,
+    batch_sharding: jax.sharding.NamedSharding | None = None,
+    gathered: bool = False,
+) -> tuple[Callable, optax.GradientTransformation]:
+    """The jitted training step that `fit` runs, and the optax transformation it applies.
+
+    For benchmarks and custom loops that must run exactly `fit`'s step.
+
+    **Arguments:**
+
+    - `loss_fn`, `batch_size`, `optimizer`, `clip_norm`, `ema_decay`: as for `fit`.
+    - `batch_sharding`: split each batch over devices along its leading axis
+      (`deeppot.sharding.batch_sharding(mesh)`; parameters and data are then expected
+      replicated on the mesh); `None` for one device.
+    - `gathered`: `data` is already the step's batch (gathered on the host, as `fit` does
+      for an `AbstractHostData`) rather than the rows to draw it from.
+
+    **Returns:**
+
+    `(step, tx)`. `step(params, static, opt_state, ema, data, step, lr, keys)` draws
+    `batch_size` rows of `data` with replacement (from `keys[0]` folded with `step`),
+    evaluates `loss_fn(eqx.combine(params, static), batch, key)` and its gradient, applies
+    `tx` (global-norm clipping, then RAdam or Adam) scaled by `-lr` and the EMA, and returns
+    `(params, opt_state, ema, loss, loss_ok, grads_ok)`, keeping the old state wherever the
+    loss or a gradient is not finite. `params, static = eqx.partition(model, spec)` and
+    `opt_state = tx.init(params)` as in `fit`; `ema` is `None` or a copy of `params`.
+    """
+    if optimizer not in ("radam", "adam"):
+        raise ValueError(f"optimizer must be 'radam' or 'adam'; got {optimizer!r}")
+    scale = optax.scale_by_radam() if optimizer == "radam" else optax.scale_by_adam()
+    tx = optax.chain(optax.clip_by_global_norm(clip_norm), scale) if clip_norm else scale
+    step = functools.partial(
+        _train_step, loss_fn=loss_fn, tx=tx, batch_size=batch_size, ema_decay=ema_decay,
+        batch_sharding=batch_sharding, gathered=gathered,
+    )
+    return step, tx
 
 
 @eqx.filter_jit
@@ -424,8 +468,10 @@ def fit(
 
     spec = _filter_spec(model, trainable)
     params, static = eqx.partition(model, spec)
-    scale = optax.scale_by_radam() if optimizer == "radam" else optax.scale_by_adam()
-    tx = optax.chain(optax.clip_by_global_norm(clip_norm), scale) if clip_norm else scale
+    train_step, tx = make_train_step(
+        loss_fn, batch_size=batch_size, optimizer=optimizer, clip_norm=clip_norm,
+        ema_decay=ema_decay, batch_sharding=shard, gathered=host,
+    )
     opt_state = tx.init(params)
     ema = params if ema_decay is not None else None
     best = params if keep_best else None
@@ -495,8 +541,6 @@ def fit(
         return _val_loss(weights, static, batch, step_arr, k_val, loss_fn=loss_fn,
                          batch_size=batch_size, batch_sharding=shard)
 
-    step_kwargs = dict(loss_fn=loss_fn, tx=tx, batch_size=batch_size, ema_decay=ema_decay,
-                       batch_sharding=shard, gathered=host)
     dtype = jnp.result_type(float)
     t_start = time.perf_counter()
     bar = tqdm(total=max_steps, initial=start, disable=not progress, dynamic_ncols=True)
@@ -523,9 +567,9 @@ def fit(
                     history.best_step, history.best_val_loss = step, v
             else:
                 v = None
-            params, opt_state, ema, loss, loss_ok, grads_ok = _train_step(
-                params, static, opt_state, ema, train_data(step) if host else train_data, step_arr,
-                jnp.asarray(lr, dtype), (k_batch, k_loss), **step_kwargs,
+            params, opt_state, ema, loss, loss_ok, grads_ok = train_step(
+                params, static, opt_state, ema, train_data(step) if host else train_data,
+                step_arr, jnp.asarray(lr, dtype), (k_batch, k_loss),
             )
             loss = float(loss)
             if not (bool(loss_ok) and bool(grads_ok)):
@@ -679,6 +723,23 @@ def fit_df(
     return (out, history) if return_history else out
 
 
+def potential_loss_fn(loss=None) -> Callable:
+    """The `loss_fn(model, batch, key)` that `fit_potential` gives `fit`.
+
+    **Arguments:**
+
+    - `loss`: a loss term, `loss(model, batch) -> scalar`; default
+      `Log(Stationarity() + PositiveDensity())`, the paper's Eq. 13 without its ℓ2 penalty.
+    """
+    from .terms import AbstractTerm, Log, PositiveDensity, Stationarity
+
+    if loss is None:
+        loss = Log(Stationarity() + PositiveDensity())
+    if not isinstance(loss, AbstractTerm):
+        raise TypeError(f"loss must be a deeppot loss term; got {type(loss).__name__}")
+    return lambda model, batch, key: loss(model, batch)
+
+
 def fit_potential(
     model,
     scores,
@@ -725,7 +786,6 @@ def fit_potential(
     from .model import PotentialModel
     from .potentials import AbstractPotential
     from .scores import ScoreFile, ScoreSample
-    from .terms import AbstractTerm, Log, PositiveDensity, Stationarity
 
     if isinstance(model, AbstractPotential):
         model = PotentialModel(model)
@@ -734,12 +794,8 @@ def fit_potential(
     if not isinstance(scores, (ScoreSample, ScoreFile)):
         raise TypeError(f"scores must be a ScoreSample or ScoreFile; got "
                         f"{type(scores).__name__}")
-    if loss is None:
-        loss = Log(Stationarity() + PositiveDensity())
-    if not isinstance(loss, AbstractTerm):
-        raise TypeError(f"loss must be a deeppot loss term; got {type(loss).__name__}")
     out, history = fit(
-        model, lambda m, batch, k: loss(m, batch), scores, key=key, max_steps=max_steps,
+        model, potential_loss_fn(loss), scores, key=key, max_steps=max_steps,
         batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
         lr_schedule=lr_schedule, validate_every=validate_every, patience=patience,
         min_delta=min_delta, trainable=trainable, **kwargs,

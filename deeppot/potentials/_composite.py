@@ -5,10 +5,11 @@ from typing import final
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from .._custom_types import Position, Scalar
 from ..registry import snake_case
-from ._base import AbstractPotential
+from ._base import AbstractPotential, batched_value_grad_laplacian
 
 
 def _default_name(pot: AbstractPotential) -> str:
@@ -96,3 +97,8 @@ class CompositePotential(AbstractPotential):
     def _value_grad_laplacian(self, x: Position):
         parts = [pot._value_grad_laplacian(x) for pot in self.components.values()]
         return jax.tree.map(lambda *a: jnp.sum(jnp.stack(a), axis=0), *parts)
+
+    def _value_grad_laplacian_batch(self, x: Float[Array, "n 3"]):
+        """Each component's batched rule (`batched_value_grad_laplacian`), summed."""
+        parts = [batched_value_grad_laplacian(pot, x) for pot in self.components.values()]
+        return jax.tree.map(lambda *a: sum(a[1:], a[0]), *parts)
