@@ -16,15 +16,20 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Int, PRNGKeyArray, PyTree
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 __all__ = ["AbstractHostData", "HostBatches", "available_memory", "batch_indices",
            "fits_in_memory"]
 
 
 def batch_indices(
-    key: PRNGKeyArray, step: Int[Array, ""], batch_size: int, n: int
+    key: PRNGKeyArray,
+    step: Int[Array, ""],
+    batch_size: int,
+    n: int,
+    cdf: Float[Array, " n"] | None = None,
 ) -> Int[Array, " batch_size"]:
     """The rows (drawn with replacement) of training step `step`'s batch out of `n`.
 
@@ -37,12 +42,18 @@ def batch_indices(
     - `step`: the step number (a traced or concrete int32 scalar).
     - `batch_size`: rows per batch.
     - `n`: rows to draw from.
+    - `cdf`: `None` draws rows uniformly; else the normalised cumulative sum of the rows'
+      weights, and rows are drawn with probability ∝ weight.
 
     **Returns:**
 
     `batch_size` row indices in `[0, n)`.
     """
-    return jax.random.randint(jax.random.fold_in(key, step), (batch_size,), 0, n)
+    key = jax.random.fold_in(key, step)
+    if cdf is None:
+        return jax.random.randint(key, (batch_size,), 0, n)
+    u = jax.random.uniform(key, (batch_size,), cdf.dtype) * cdf[-1]
+    return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), n - 1)
 
 
 _batch_indices_jit = jax.jit(batch_indices, static_argnums=(2, 3))
@@ -131,16 +142,18 @@ class HostBatches:
     - `place`: moves a host pytree to the devices (`jax.device_put` or a replication).
     - `whole`: use all rows when they are no more than `batch_size` (validation batches).
     - `stride`: the step that usually follows (for reading ahead).
+    - `cdf`: draw rows ∝ weight (`batch_indices`' `cdf`, over `rows`); never `whole` then.
     """
 
     def __init__(self, source: AbstractHostData, rows, key: PRNGKeyArray, batch_size: int,
-                 place: Callable, *, whole: bool = False, stride: int = 1):
+                 place: Callable, *, whole: bool = False, stride: int = 1, cdf=None):
         self.source = source
         self.rows = np.asarray(rows)
         self.key = key
         self.batch_size = batch_size
         self.place = place
-        self.whole = whole and len(self.rows) <= batch_size
+        self.cdf = cdf
+        self.whole = whole and len(self.rows) <= batch_size and cdf is None
         self.stride = stride
         self._pool = ThreadPoolExecutor(max_workers=1)
         self._ahead: dict[int, object] = {}
@@ -151,7 +164,7 @@ class HostBatches:
             return self.source.take(self.rows)
         step_arr = np.asarray(step, np.int32)
         idx = np.asarray(_batch_indices_jit(self.key, step_arr, self.batch_size,
-                                            len(self.rows)))
+                                            len(self.rows), self.cdf))
         return self.source.take(self.rows[idx])
 
     def __call__(self, step: int) -> PyTree:

@@ -234,6 +234,32 @@ def load_scores(path: str | os.PathLike, in_memory: bool | None = None):
     return scores.load() if in_memory else scores
 
 
+def correct_selection(scores: ScoreSample, selection) -> ScoreSample:
+    """Scores of the underlying DF f from those of the observed DF f_obs ∝ S(x) f.
+
+    For a selection S(x) that depends on position only:
+    ∂ln f/∂x = ∂ln f_obs/∂x − ∂ln S/∂x, ∂ln f/∂v = ∂ln f_obs/∂v, ln f = ln f_obs − ln S
+    (up to a constant). The points themselves are unchanged (they follow f_obs, which is
+    where the data constrain f).
+
+    **Arguments:**
+
+    - `scores`: a `ScoreSample` drawn from a DF trained on the selected stars.
+    - `selection`: the selection function (`deeppot.selection.AbstractSelection`), in the
+      same units as the scores' positions.
+
+    **Returns:** a new `ScoreSample` with corrected `dlnf_dx` and `ln_f`.
+    """
+    from .selection import AbstractSelection
+
+    if not isinstance(selection, AbstractSelection):
+        raise TypeError(f"selection must be an AbstractSelection, got {type(selection).__name__}")
+    log_s, grad = selection.log_selection_and_gradient(jnp.asarray(scores.x))
+    dtype = scores.dlnf_dx.dtype
+    return ScoreSample(scores.x, scores.v, scores.dlnf_dx - grad.astype(dtype), scores.dlnf_dv,
+                       scores.ln_f - log_s.astype(scores.ln_f.dtype))
+
+
 @eqx.filter_jit
 def _sample_score_sharded(df, keys, m: int, mesh):
     """One chunk of `m` points per device: device i draws with `keys[i]` exactly what
@@ -255,6 +281,7 @@ def sample_scores(
     n: int,
     chunk_size: int = 2**14,
     progress: bool = False,
+    selection=None,
     *,
     devices: Devices = None,
     path: str | os.PathLike | None = None,
@@ -271,6 +298,9 @@ def sample_scores(
     - `n`: number of points.
     - `chunk_size`: points drawn and differentiated at a time (per device).
     - `progress`: show a progress bar.
+    - `selection`: the known selection function S(x) of the stars the DF was trained on
+      (`deeppot.selection.AbstractSelection`); the scores are then those of the
+      underlying DF (see `correct_selection`).
     - `devices`: data parallelism as in `fit` (`deeppot.sharding.data_mesh`): by default
       every device draws its own chunks (a device count's worth at a time); `1` draws on
       one device.
@@ -307,7 +337,11 @@ def sample_scores(
             idx = np.minimum(np.arange(first, first + per), first + count - 1)
             out = _sample_score_sharded(df, keys[idx], m, mesh)
         w, ln_f, dx, dv = (to_host(a)[: count * m] for a in out)
-        return w[:, :3], w[:, 3:], dx, dv, ln_f
+        parts = w[:, :3], w[:, 3:], dx, dv, ln_f
+        if selection is not None:  # chunk by chunk, so that streaming stays bounded
+            corrected = correct_selection(ScoreSample(*parts), selection)
+            parts = tuple(np.asarray(getattr(corrected, k)) for k in _FIELDS)
+        return parts
 
     if path is None:
         chunks = [draw(*g) for g in iterator]
