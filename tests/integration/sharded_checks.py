@@ -79,9 +79,10 @@ KW = dict(key=jax.random.key(2), batch_size=64, learning_rate=0.02, warmup_steps
 def check_fit():
     """Sharded (4 devices) against one device, an even and an uneven batch."""
     out = {"n_devices": jax.device_count()}
-    for label, batch in (("even", 64), ("uneven", 30)):
+    weights = 1.0 + np.arange(512) % 3  # rows drawn ∝ weight: the cdf is replicated too
+    for label, batch, w in (("even", 64, None), ("uneven", 30, weights)):
         # no validation here (the resume check has it): half the compilations
-        kw = {**KW, "batch_size": batch, "validation_fraction": 0.0}
+        kw = {**KW, "batch_size": batch, "validation_fraction": 0.0, "weights": w}
         SPLITS.clear()
         one, h1 = fit(_Net(jax.random.key(3)), _mse, _data(), max_steps=20, devices=1, **kw)
         one_splits = [len(s.device_set) for s in SPLITS]

@@ -57,7 +57,7 @@ def test_importing_deeppot_leaves_jax_distributed_possible(sharded):
 def test_sharded_training_equals_one_device(sharded, batch):
     fit = sharded["fit"]
     assert fit["n_devices"] == 4
-    r = fit[batch]  # "uneven": 30 rows on 4 devices (XLA pads the last shard)
+    r = fit[batch]  # "uneven": 30 rows on 4 devices (XLA pads the last shard), weighted
     # the loss saw its batch split over the 4 devices, along the batch axis
     assert set(r["devices_sharded"]) == {4} and r["specs_sharded"] == ["P('data',)"]
     assert set(r["devices_unsharded"]) == {1}

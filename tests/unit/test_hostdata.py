@@ -141,12 +141,14 @@ def _mse(model, batch, key):
     return jnp.mean((model(x) - y) ** 2)
 
 
-@pytest.mark.parametrize("keep_best", [False, True])
-def test_fit_from_host_data_equals_in_memory(keep_best):
+@pytest.mark.parametrize(("keep_best", "weighted"), [(False, False), (True, True)])
+def test_fit_from_host_data_equals_in_memory(keep_best, weighted):
     x = np.asarray(jax.random.normal(jax.random.key(0), (300,)))
     y = 2.0 * x - 1.0
+    weights = 0.5 + np.arange(300) % 4 if weighted else None  # rows drawn ∝ weight
     kw = dict(key=jax.random.key(1), max_steps=24, batch_size=32, learning_rate=0.05,
-              validate_every=3, ema_decay=0.9, keep_best=keep_best, progress=False)
+              validate_every=3, ema_decay=0.9, keep_best=keep_best, weights=weights,
+              progress=False)
     source = _Arrays(x, y)
     streamed, h_host = fit(_Line(jnp.array(0.0), jnp.array(0.0)), _mse, source, **kw)
     in_memory, h_mem = fit(_Line(jnp.array(0.0), jnp.array(0.0)), _mse, (x, y), **kw)
