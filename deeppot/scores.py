@@ -148,6 +148,17 @@ class _ScoreWriter:
         return False
 
 
+def _memmap(path: Path, dataset) -> np.ndarray | None:
+    """A read-only memory map of an HDF5 dataset stored contiguous and unfiltered (what
+    `_ScoreWriter` writes), or `None` for any other layout. h5py reads random rows one
+    selection at a time (~1 s for 2^11 rows of a 2^24-row file); the map reads them as
+    NumPy indexing of the page cache."""
+    offset = dataset.id.get_offset()
+    if offset is None or dataset.chunks is not None or dataset.compression is not None:
+        return None
+    return np.memmap(path, dtype=dataset.dtype, mode="r", offset=offset, shape=dataset.shape)
+
+
 class ScoreFile(AbstractHostData):
     """A `ScoreSample` in an HDF5 file, read on the host a batch at a time.
 
@@ -175,6 +186,7 @@ class ScoreFile(AbstractHostData):
         except OSError as err:
             raise ValueError(f"cannot read score file {self.path}: {err}") from None
         self._file = None
+        self._maps: dict[str, np.ndarray | None] = {}
 
     def __len__(self) -> int:
         return self._n
@@ -188,13 +200,17 @@ class ScoreFile(AbstractHostData):
 
         if self._file is None:
             self._file = h5py.File(self.path, "r")
+            self._maps = {name: _memmap(self.path, self._file[name]) for name in _FIELDS}
         return self._file
 
     def take(self, rows) -> ScoreSample:
         """Rows of the file as a `ScoreSample` of NumPy arrays (order of `rows` kept)."""
         rows = np.asarray(rows)
-        unique, inverse = np.unique(rows, return_inverse=True)  # HDF5 reads sorted rows
         f = self._handle()
+        if all(m is not None for m in self._maps.values()):
+            # contiguous datasets (as written here): random rows straight from the page cache
+            return _host_sample(self._maps[name][rows] for name in _FIELDS)
+        unique, inverse = np.unique(rows, return_inverse=True)  # HDF5 reads sorted rows
         return _host_sample(f[name][unique][inverse] for name in _FIELDS)
 
     def load(self) -> ScoreSample:
@@ -207,6 +223,7 @@ class ScoreFile(AbstractHostData):
         if self._file is not None:
             self._file.close()
             self._file = None
+            self._maps = {}
 
     def __repr__(self) -> str:
         return f"ScoreFile({str(self.path)!r}, n={self._n}, dtype={self._dtype})"
