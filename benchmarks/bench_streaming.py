@@ -131,8 +131,10 @@ def main():
     tmp = tempfile.TemporaryDirectory(prefix="deeppot-stream-", dir=args.dir)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])
-    base = [sys.executable, __file__, "--dir", tmp.name] + [
-        a for a in sys.argv[1:] if not a.startswith("--dir")]
+    base = [sys.executable, __file__, "--dir", tmp.name, "--log2-n", str(args.log2_n),
+            "--chunk", str(args.chunk), "--batch", str(args.batch), "--reads",
+            str(args.reads), "--steps", str(args.steps), "--width", str(args.width),
+            "--depth", str(args.depth)]
     rows = []
     for extra in (["--phase", "write"], ["--phase", "read"], ["--phase", "fit"],
                   ["--phase", "fit", "--in-memory"]):
@@ -142,6 +144,8 @@ def main():
             continue
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
+    if not rows:
+        raise SystemExit("every phase failed")
     sys.path.insert(0, str(HERE))
     from _common import machine
 
