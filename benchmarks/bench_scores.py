@@ -8,13 +8,19 @@ points at the TensorFlow reference size and tolerances (chain of 3, 3×128 tanh,
 rtol 1e-7, atol 1e-5, untrained; reference 4.1 s).
 
     python benchmarks/bench_scores.py            # full run (long)
-    python benchmarks/bench_scores.py --quick    # smoke run
+    python benchmarks/bench_scores.py --quick    # GPU preset (< 60 s there): TF-size timing
+                                                 # and the CFM flow on 2^12 stars, 60 steps
+
+Rows are printed as they are measured; the device, the matmul precision (float32
+"highest" by default, `--precision tensorfloat32` for TF32 on a GPU) and the dtype are
+recorded.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -28,7 +34,7 @@ from deeppot.flows import FFJORD, Ensemble, ODESettings, PlummerDF, SplineFlow
 from deeppot.train import fit_df
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import time_call  # noqa: E402
+from _common import machine, time_call  # noqa: E402
 
 IDEAL_NLL = 5.0785
 TF_REFERENCE_S = 4.1
@@ -69,12 +75,12 @@ def _metrics(df, truth, w_test):
     }
 
 
-def _tf_reference_timing(n_repeat: int):
+def _tf_reference_timing(n_repeat: int, autodiff: bool = True):
     df = FFJORD(jax.random.key(0), n_blocks=3, width=128, depth=3, chunk_size=1024,
                 ode=ODESettings(solver=diffrax.Dopri5(), rtol=1e-7, atol=1e-5))
     w = jax.random.normal(jax.random.key(1), (1024, 6))
 
-    autodiff = df.with_score_method("autodiff")
+    with_autodiff, autodiff = autodiff, df.with_score_method("autodiff")
 
     def both():  # what the reference timed: log-density and its input gradient
         return df.log_prob_and_score(w)
@@ -88,7 +94,7 @@ def _tf_reference_timing(n_repeat: int):
     best = best_s(lambda: df.score(w))
     return {
         "log_prob_only_s": best_s(lambda: df.log_prob(w)),
-        "score_autodiff_s": best_s(lambda: autodiff.score(w)),
+        "score_autodiff_s": best_s(lambda: autodiff.score(w)) if with_autodiff else math.nan,
         "config": "chain of 3 FFJORD blocks, 3x128 tanh, Dopri5 rtol=1e-7 atol=1e-5, float32, "
                   "untrained, 1024 points",
         "first_call_s_incl_compile": compile_s,
@@ -132,7 +138,11 @@ def _cases(quick: bool, scale: float, cfm_steps: int, cfm_width: int = 128,
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="tiny smoke run")
+    p.add_argument("--quick", action="store_true",
+                   help="GPU preset: the TF-size timing and the CFM flow, small (< 60 s)")
+    p.add_argument("--precision", default="highest",
+                   choices=("highest", "tensorfloat32", "default"),
+                   help="float32 matmul precision (TF32 is tensorfloat32)")
     p.add_argument("--n-train", type=int, default=2**16)
     p.add_argument("--n-test", type=int, default=2**14)
     p.add_argument("--ensemble", type=int, default=3, help="CFM flows in the ensemble")
@@ -146,18 +156,25 @@ def main(argv=None):
     p.add_argument("--only", nargs="*", default=None,
                    help="run only the cases whose name starts with one of these")
     p.add_argument("--skip-reference", action="store_true", help="skip the TF-size timing")
-    p.add_argument("--tag", default="cpu")
+    p.add_argument("--tag", default=None, help="results file tag (default: the platform)")
     p.add_argument("--note", default="")
     args = p.parse_args(argv)
     if args.quick:
-        args.n_train, args.n_test, args.ensemble = 2**12, 2**12, 2
+        args.n_train, args.n_test, args.ensemble = 2**12, 2**14, 1
+        args.only = args.only or ["ffjord-cfm"]
+    jax.config.update("jax_default_matmul_precision", args.precision)
+    info = machine() | {"precision": args.precision, "dtype": str(jnp.zeros(()).dtype)}
+    args.tag = args.tag or info["device"].split(":")[0]
+    print(f"score benchmark on {info['device']} ({info['n_devices']} device(s)), "
+          f"{info['dtype']}, matmul precision {args.precision}", flush=True)
 
     truth = PlummerDF(r_max=10.0)
     w_train = truth.sample(jax.random.key(2024), args.n_train)
     w_test = truth.sample(jax.random.key(7), args.n_test)
     ideal = float(-truth.log_prob(w_test).mean())
     rows = []
-    tf = _tf_reference_timing(1 if args.quick else 2) if not args.skip_reference else None
+    tf = (_tf_reference_timing(1 if args.quick else 2, autodiff=not args.quick)
+          if not args.skip_reference else None)
     if tf is None:
         tf = {"score_only_s": float("nan"), "log_prob_plus_score_s": float("nan"),
               "speedup_vs_tf": float("nan"), "skipped": True}
@@ -207,6 +224,7 @@ def main(argv=None):
         "note": args.note,
         "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
+        "machine": info,
         "n_train": args.n_train, "n_test": args.n_test,
         "ideal_nll_quoted": IDEAL_NLL, "ideal_nll_on_test_points": ideal,
         "tf_reference": tf, "rows": rows, "minutes_for_2^20_scores": t_2_20,
@@ -232,7 +250,8 @@ def main(argv=None):
     with open(stem + ".json", "w") as f:
         json.dump(result, f, indent=2)
     with open(stem + ".md", "w") as f:
-        f.write(f"# Score benchmark ({args.tag})\n\nCommand: `{result['command']}`\n\n")
+        f.write(f"# Score benchmark ({args.tag})\n\nCommand: `{result['command']}`\n\n"
+                f"{info['device']}, {info['dtype']}, matmul precision {args.precision}.\n\n")
         if args.note:
             f.write(f"Note: {args.note}\n\n")
         f.write(f"Trained on {args.n_train} exact Plummer stars (r_max = 10); metrics on "
