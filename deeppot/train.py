@@ -436,14 +436,15 @@ def fit_df(
 ):
     """Fit a trainable distribution function to phase-space points.
 
-    Sets the DF's standardisation (`loc`, `scale`) from the points, then trains everything
-    except the standardisation with `fit`. Defaults follow the paper (§2.4): RAdam, batches
-    of 8192, warm-up over 2048 steps to 5e-3, halving after 2048 steps without a 0.01
-    improvement, 25% validation split.
+    Sets the DF's standardisation (`df.standardisation`: `loc` and `scale` of a flow) from
+    the points, then trains everything except the standardisation with `fit`. Defaults
+    follow the paper (§2.4): RAdam, batches of 8192, warm-up over 2048 steps to 5e-3,
+    halving after 2048 steps without a 0.01 improvement, 25% validation split.
 
     **Arguments:**
 
-    - `df`: an `AbstractFlowDF` (`FFJORD`, `SplineFlow`).
+    - `df`: an `AbstractTrainableDF` (`FFJORD`, `SplineFlow`, or a symmetry wrapper such as
+      `SphericalDF` around one).
     - `catalog`: a `PhaseSpaceCatalog` (anything with `.w`) or an `(n, 6)` array.
     - `key`: a typed key.
     - `max_steps`, `batch_size`, `learning_rate`, `warmup_steps`, `patience`, `min_delta`:
@@ -458,10 +459,10 @@ def fit_df(
 
     The trained DF (and the history if `return_history`).
     """
-    from .flows._base import AbstractFlowDF
+    from .flows import AbstractTrainableDF
 
-    if not isinstance(df, AbstractFlowDF):
-        raise TypeError(f"fit_df trains AbstractFlowDF models; got {type(df).__name__}")
+    if not isinstance(df, AbstractTrainableDF):
+        raise TypeError(f"fit_df trains AbstractTrainableDF models; got {type(df).__name__}")
     objective = df.objectives[0] if objective is None else objective
     if objective not in df.objectives:
         raise ValueError(f"{type(df).__name__} has objectives {df.objectives}; got {objective!r}")
@@ -470,13 +471,14 @@ def fit_df(
         df = df.standardise(w)
     if kwargs.get("trainable") is None:
         spec = _default_spec(df)
-        kwargs["trainable"] = eqx.tree_at(lambda d: (d.loc, d.scale), spec, (False, False))
+        kwargs["trainable"] = eqx.tree_at(lambda d: d.standardisation, spec,
+                                          replace_fn=lambda _: False)
 
     def loss_fn(model, batch, k):
         return model.train_loss(batch, k, objective)
 
     out, history = fit(
-        df, loss_fn, w.astype(df.loc.dtype), key=key, max_steps=max_steps,
+        df, loss_fn, w.astype(df.standardisation[0].dtype), key=key, max_steps=max_steps,
         batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
         patience=patience, min_delta=min_delta, **kwargs,
     )
