@@ -18,8 +18,9 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# everything, slow end-to-end runs included, with 10x the fuzz examples
 test-all: $(STAMP)
-	$(PY) -m pytest
+	DEEPPOT_HYPOTHESIS_EXAMPLES=200 $(PY) -m pytest -n 2
 
 # The Plummer demo (deeppot/configs/demo.toml): <= 10 minutes on 2 cores; resumes from runs/demo.
 demo: $(STAMP)

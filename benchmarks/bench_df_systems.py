@@ -23,7 +23,7 @@ Variants (the DF trained by conditional flow matching, FFJORD 1 × (depth × wid
 Metrics per row: training wall and CPU seconds; the stationarity residual of the flow's
 scores in the true potential (median of |∇Φ·∂ln f/∂v − v·∂ln f/∂x| / (|∇Φ||∂ln f/∂v| +
 |v||∂ln f/∂x|); 0 for exact scores; the vertical part alone for the disk); for the disk,
-the analytic Miyamoto–Nagai fits of `benchmarks/reproduce.py` (mass free and fixed) and
+the analytic Miyamoto–Nagai fits of `benchmarks/configs/case-c-mn*.toml` (mass free and fixed) and
 optionally (`--neural`) its neural-potential force/density errors; for the halo, median
 score errors against the exact scores, an analytic NFW fit (m_s, r_s free) and a
 `Spherical` neural potential's median force error at fresh stars (with the exact scores
@@ -38,6 +38,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import diffrax
 import equinox as eqx
@@ -49,9 +50,38 @@ import deeppot as dp
 from deeppot.flows import FFJORD, Augmented, AxisymmetricDF, ODESettings, SphericalDF
 
 sys.path.insert(0, os.path.dirname(__file__))
-import reproduce  # noqa: E402
 from _common import machine  # noqa: E402
 from bench_scores import cpu_seconds, map_ffjords  # noqa: E402
+
+from deeppot import pipeline  # noqa: E402
+
+HERE = Path(__file__).parent
+CONFIGS = HERE / "configs"
+RESULTS = HERE / "results"
+# the potential fits of benchmarks/reproduce.py's case (c), and its smoke-run sizes
+QUICK_FIT = ["fit.steps=100", "fit.warmup_steps=10", "fit.batch_size=512"]
+
+
+def case_config(name: str, quick: bool):
+    """The `[potential]` and `[fit]` settings of `benchmarks/configs/<name>.toml`."""
+    return pipeline.load_config(CONFIGS / f"{name}.toml", QUICK_FIT if quick else ())
+
+
+def fit_miyamoto_nagai(scores, key, quick):
+    """Case (c)'s analytic fits: (m_tot, a, b) free, and (a, b) with the mass fixed."""
+    out = {}
+    for label, name in (("free_mass", "case-c-mn"), ("fixed_mass", "case-c-mn-fixed")):
+        cfg = case_config(name, quick)
+        fitted, info = pipeline.train_potential(cfg.potential, cfg.fit, scores, key)
+        out[label] = {p: float(getattr(fitted.potential, p)) for p in ("m_tot", "a", "b")}
+        out[label]["fit"] = info
+    return out
+
+
+def disk_accuracy(model, x):
+    """Errors at disk tracers where the true density exceeds 10% of its maximum."""
+    res = dp.evaluate.residuals(model, dp.MiyamotoNagai(1.0, 1.0, 0.1), x)
+    return dp.evaluate.summarise(res, dp.evaluate.density_region(res, 0.1))
 
 CACHE = os.environ.get("DEEPPOT_BENCH_CACHE", "/tmp/deeppot_bench_cache")
 HEUN4 = ODESettings(solver=diffrax.Heun(), n_steps=4)
@@ -151,10 +181,12 @@ def halo_evaluation(df, scores, test, cfg, key, exact):
 def fit_halo_potentials(scores, test, cfg, key):
     """Analytic NFW (m_s, r_s free, started at (1.5, 2)) and Spherical MLP fits."""
     model = dp.PotentialModel(dp.NFW(m_s=1.5, r_s=2.0))
+    fit = case_config("case-c-mn", cfg["quick"]).fit  # the disk's analytic-fit settings
     fitted = dp.fit_potential(model, scores, dp.terms.Log(dp.terms.Stationarity()),
-                              key=key, progress=False,
-                              **{k: v for k, v in reproduce._fit_kwargs(cfg, "analytic_").items()
-                                 if k != "return_history"})
+                              key=key, progress=False, max_steps=fit.steps,
+                              batch_size=fit.batch_size, learning_rate=fit.learning_rate,
+                              warmup_steps=fit.warmup_steps, lr_schedule=fit.schedule,
+                              patience=fit.patience, validate_every=fit.validate_every)
     out = {"nfw_m_s": float(fitted.potential.m_s), "nfw_r_s": float(fitted.potential.r_s)}
     pot = dp.Spherical.mlp(key=jax.random.fold_in(key, 1), width=cfg["sph_width"], depth=3,
                            input_scale=cfg["sph_input_scale"])
@@ -196,11 +228,8 @@ def main(argv=None):
     if args.quick:
         args.n_stars, args.n_scores, args.steps, args.width = 2**12, 2**12, 50, 16
         args.sph_steps = 50
-    cfg = dict(reproduce.PRESETS["cpu"])
-    cfg |= {"n_scores": args.n_scores, "sph_width": 64, "sph_input_scale": 3.0,
-            "sph_steps": args.sph_steps}
-    if args.quick:
-        cfg |= reproduce.QUICK
+    cfg = {"quick": args.quick, "sph_width": 64, "sph_input_scale": 3.0,
+           "sph_steps": args.sph_steps}
     activation = {"tanh": jnp.tanh, "silu": jax.nn.silu}[args.activation]
     train, truth, test = load_system(args.system, args.n_stars)
     exact = None
@@ -245,11 +274,12 @@ def main(argv=None):
         if args.system == "halo":
             row |= halo_evaluation(df, scores, test, cfg, jax.random.fold_in(k, 4), exact)
         else:
-            row["mn_fit"] = reproduce.fit_miyamoto_nagai(scores, cfg, jax.random.fold_in(k, 4))
+            row["mn_fit"] = fit_miyamoto_nagai(scores, jax.random.fold_in(k, 4), args.quick)
             if args.neural:
-                fitted, info = reproduce.fit_neural(scores, cfg, jax.random.fold_in(k, 5),
-                                                    input_scale=1.0)
-                row["neural"] = {"fit": info, "accuracy": reproduce.disk_accuracy(
+                neural = case_config("case-c", args.quick)
+                fitted, info = pipeline.train_potential(neural.potential, neural.fit, scores,
+                                                        jax.random.fold_in(k, 5))
+                row["neural"] = {"fit": info, "accuracy": disk_accuracy(
                     fitted, jnp.asarray(test.x))}
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -299,8 +329,8 @@ def _md(args, rows):
 
 
 def write(args, rows):
-    os.makedirs(reproduce.RESULTS, exist_ok=True)
-    stem = reproduce.RESULTS / f"df_{args.system}_{args.tag}{'_quick' if args.quick else ''}"
+    os.makedirs(RESULTS, exist_ok=True)
+    stem = RESULTS / f"df_{args.system}_{args.tag}{'_quick' if args.quick else ''}"
     command = "python benchmarks/bench_df_systems.py " + " ".join(sys.argv[1:])
     payload = {"command": command, "note": args.note, "machine": machine(), "rows": rows}
     stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")

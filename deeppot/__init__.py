@@ -6,7 +6,12 @@ from . import mocks as mocks
 from . import orbits as orbits
 from . import pipeline as pipeline
 from . import potentials as potentials
+from . import registry as registry
 from . import terms as terms
+from ._errors import CheckpointError as CheckpointError
+from ._errors import ConfigError as ConfigError
+from ._errors import DeeppotError as DeeppotError
+from ._errors import TrainingError as TrainingError
 from .catalog import PhaseSpaceCatalog as PhaseSpaceCatalog
 from .frames import AbstractFrame as AbstractFrame
 from .frames import InertialFrame as InertialFrame
@@ -14,6 +19,8 @@ from .frames import MovingFrame as MovingFrame
 from .frames import RotatingFrame as RotatingFrame
 from .laplacian import value_grad_laplacian as value_grad_laplacian
 from .model import PotentialModel as PotentialModel
+from .modelfile import load_model as load_model
+from .modelfile import save_model as save_model
 from .potentials import NFW as NFW
 from .potentials import AbstractPotential as AbstractPotential
 from .potentials import Axisymmetric as Axisymmetric

@@ -37,6 +37,12 @@ def positive_log(name: str, value) -> Float[Array, ""]:
             raise ValueError(f"parameter {name!r} must be finite, got {float(arr)}")
         if arr <= 0:
             raise ValueError(f"parameter {name!r} must be positive, got {float(arr)}")
+        dtype = jnp.result_type(float)
+        with np.errstate(over="ignore", under="ignore"):
+            stored = np.asarray(arr, dtype=dtype)
+        if not (np.isfinite(stored) and stored > 0):
+            raise ValueError(f"parameter {name!r} = {float(arr)!r} is outside the range of "
+                             f"{np.dtype(dtype).name}; use other units or jax.enable_x64")
     return jnp.log(jnp.asarray(value, dtype=float))
 
 

@@ -26,6 +26,7 @@ __all__ = ["PhaseSpaceCatalog"]
 _COLUMNS = ("x", "y", "z", "vx", "vy", "vz")
 _WEIGHT_COLUMNS = ("weight", "weights", "w")
 _META_PREFIX = "# deeppot-meta:"
+_ROWS_PREFIX = "# deeppot-rows:"
 _FORMATS = {".npz": "npz", ".h5": "h5", ".hdf5": "h5", ".csv": "csv"}
 _MAX_LISTED = 10
 
@@ -369,6 +370,7 @@ def _write_csv(f, cat: PhaseSpaceCatalog, meta_json: str) -> None:
         cols.append("weight")
         data.append(cat.weights[:, None])
     f.write(f"{_META_PREFIX} {meta_json}\n".encode())
+    f.write(f"{_ROWS_PREFIX} {len(cat)}\n".encode())
     np.savetxt(
         f,
         np.concatenate(data, axis=1),
@@ -381,12 +383,15 @@ def _write_csv(f, cat: PhaseSpaceCatalog, meta_json: str) -> None:
 
 def _read_csv(path: Path):
     meta: dict[str, Any] = {}
+    declared = None
     try:
         with open(path, encoding="utf-8") as f:
             header = None
             for line in f:
                 if line.startswith(_META_PREFIX):
                     meta = _parse_meta(path, line[len(_META_PREFIX) :])
+                elif line.startswith(_ROWS_PREFIX):
+                    declared = line[len(_ROWS_PREFIX) :].strip()
                 elif line.startswith("#") or not line.strip():
                     continue
                 else:
@@ -412,6 +417,9 @@ def _read_csv(path: Path):
         raise ValueError(f"could not parse '{path}' as CSV: {err}") from None
     if table.size == 0:
         raise ValueError(f"'{path}': catalogue is empty: it needs at least one star")
+    if declared is not None and declared != str(len(table)):
+        raise ValueError(f"'{path}' is truncated or damaged: it declares {declared} rows but "
+                         f"has {len(table)}")
     if table.shape[1] != len(names):
         raise ValueError(
             f"'{path}': header has {len(names)} columns but rows have {table.shape[1]}"

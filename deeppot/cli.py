@@ -1,128 +1,30 @@
 """The `deeppot` command line.
 
 Each subcommand is a pair of functions: `_add_<name>(subparsers)` registers its parser and
-sets `func=_run_<name>`; `_run_<name>(args) -> int` does the work. To add a subcommand
-(`run`, `fit-df`, `scores`, `fit-potential`, `evaluate`, `demo`, …), write the pair and append
-the registrar to `COMMANDS`.
+sets `func=_run_<name>`; `_run_<name>(args) -> int` does the work. Every subcommand takes
+its settings from a config (`--config FILE` or the defaults) with `--set` overrides, and
+runs the pipeline's stages (`deeppot.pipeline.run_stage`) on files: there is one
+orchestration path. Errors reach the user as one line (`deeppot: …`) and a non-zero exit
+status; `--traceback` shows the Python traceback instead.
 """
 
 import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 
 def _positive_int(text: str) -> int:
-    value = int(float(text)) if "e" in text.lower() else int(text)
+    try:
+        value = int(float(text)) if "e" in text.lower() else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
-
-
-def _add_mock(subparsers) -> None:
-    p = subparsers.add_parser(
-        "mock",
-        help="generate a mock catalogue (Plummer sphere or Miyamoto–Nagai disk)",
-        description="Generate a mock phase-space catalogue with known truth and save it "
-        "(.npz, .h5 or .csv). With --select, enough parent stars are drawn that --n remain.",
-    )
-    p.add_argument("kind", choices=["plummer", "disk"], help="which mock")
-    p.add_argument("--n", type=_positive_int, default=2**19, help="number of stars (2^19)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (jax.random.key)")
-    p.add_argument("--out", required=True, help="output file: .npz, .h5/.hdf5 or .csv")
-    g = p.add_argument_group("plummer")
-    g.add_argument("--r-max", type=float, default=10.0, help="truncation radius (10)")
-    g = p.add_argument_group("disk")
-    g.add_argument("--a", type=float, default=1.0, help="Miyamoto–Nagai a (1.0)")
-    g.add_argument("--b", type=float, default=0.1, help="Miyamoto–Nagai b (0.1)")
-    g.add_argument("--h-R", dest="h_R", type=float, default=1.0, help="radial scale (1.0)")
-    g.add_argument("--h-z", dest="h_z", type=float, default=0.1, help="vertical scale (0.1)")
-    g.add_argument(
-        "--n-dyn",
-        type=float,
-        default=128,
-        help="dynamical times (128; 8 = the paper's non-stationary disk)",
-    )
-    g.add_argument("--method", choices=["yoshida6", "leapfrog"], default="yoshida6")
-    g.add_argument(
-        "--batch-size", type=_positive_int, default=2048, help="orbits integrated together (2048)"
-    )
-    g.add_argument(
-        "--workers",
-        type=_positive_int,
-        default=1,
-        help="threads integrating blocks concurrently (set to the CPU cores)",
-    )
-    g = p.add_argument_group("observation")
-    g.add_argument("--observe", action="store_true", help="add the paper's Gaia-like errors")
-    g.add_argument(
-        "--observer",
-        type=float,
-        nargs=3,
-        default=(1.0, 0.0, 0.0),
-        metavar=("X", "Y", "Z"),
-        help="observer position (1 0 0)",
-    )
-    g.add_argument(
-        "--select",
-        action="store_true",
-        help="keep only stars within --select-radius of --select-center",
-    )
-    g.add_argument(
-        "--select-center",
-        type=float,
-        nargs=3,
-        default=(1.0, 0.0, 0.0),
-        metavar=("X", "Y", "Z"),
-        help="selection sphere centre (1 0 0)",
-    )
-    g.add_argument("--select-radius", type=float, default=1.0, help="selection radius (1)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=_run_mock)
-
-
-def _run_mock(args: argparse.Namespace) -> int:
-    import jax
-
-    from . import mocks
-
-    progress = not args.no_progress
-    key = jax.random.key(args.seed)
-    k_draw, k_noise = jax.random.split(key)
-
-    def sampler(k, m):
-        if args.kind == "plummer":
-            return mocks.plummer(k, m, r_max=args.r_max)
-        return mocks.miyamoto_nagai_disk(
-            k,
-            m,
-            a=args.a,
-            b=args.b,
-            h_R=args.h_R,
-            h_z=args.h_z,
-            n_dyn=args.n_dyn,
-            method=args.method,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            progress=progress,
-        )
-
-    def select(c):
-        return mocks.select_sphere(c, args.select_center, args.select_radius)
-
-    t0 = time.perf_counter()
-    if args.select:
-        cat = mocks.sample_selected(sampler, k_draw, args.n, select)
-    else:
-        cat = sampler(k_draw, args.n)
-    if args.observe:
-        cat = mocks.observe(cat, k_noise, args.observer)
-    cat = cat.with_meta(seed=args.seed, command=" ".join(["deeppot", *sys.argv[1:]]))
-    path = cat.save(args.out)
-    print(f"wrote {len(cat)} stars to {path} in {time.perf_counter() - t0:.1f} s")
-    return 0
 
 
 def _add_config_options(p, *, config_required: bool = False) -> None:
@@ -146,10 +48,10 @@ def _add_config_options(p, *, config_required: bool = False) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace, extra: Sequence[str] = ()):
     from . import pipeline
 
-    overrides = list(args.overrides)
+    overrides = list(extra) + list(args.overrides)
     if getattr(args, "no_progress", False):
         overrides.append("run.progress=false")
     path = getattr(args, "config", None)
@@ -158,17 +60,95 @@ def _config(args: argparse.Namespace):
     return pipeline.load_config(path, overrides)
 
 
-def _config_error(err: Exception) -> int:
-    print(f"deeppot: {err}", file=sys.stderr)
-    return 2
+def _load(kind: str, path: str):
+    """(object, metadata) of an artefact file, e.g. a catalogue or a DF model file."""
+    from .pipeline import ARTEFACTS
+
+    return ARTEFACTS[kind].load(Path(path))
 
 
-def _x64(cfg):
-    import contextlib
+def _check_output(path: str, *inputs: str) -> Path:
+    out = Path(path)
+    for i in inputs:
+        if Path(i).resolve() == out.resolve():
+            raise ValueError(f"the output {path} is also an input: choose another file")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"the output's directory '{out.parent}' does not exist")
+    return out
 
-    import jax
 
-    return jax.enable_x64(True) if cfg.run.x64 else contextlib.nullcontext()
+def _stage(name: str, cfg, inputs, *, checkpoint_dir=None, plot_dir=None):
+    from . import pipeline
+
+    return pipeline.run_stage(name, cfg, inputs, checkpoint_dir=checkpoint_dir,
+                              plot_dir=plot_dir, progress=cfg.run.progress)
+
+
+def _add_mock(subparsers) -> None:
+    p = subparsers.add_parser(
+        "mock",
+        help="generate a mock catalogue (Plummer sphere, Miyamoto–Nagai disk, …)",
+        description="Generate a mock phase-space catalogue with known truth and save it "
+        "(.npz, .h5 or .csv): the data stage of a run with [data] source = KIND. With "
+        "--select, enough parent stars are drawn that --n remain.",
+    )
+    p.add_argument("kind", help="a registered mock source: plummer, disk, …")
+    p.add_argument("--n", type=_positive_int, default=None, help="number of stars")
+    p.add_argument("--seed", type=int, default=None, help="random seed ([run] seed)")
+    p.add_argument("--out", required=True, help="output file: .npz, .h5/.hdf5 or .csv")
+    g = p.add_argument_group("plummer")
+    g.add_argument("--r-max", type=float, help="truncation radius (10)")
+    g = p.add_argument_group("disk")
+    g.add_argument("--a", type=float, help="Miyamoto–Nagai a (1.0)")
+    g.add_argument("--b", type=float, help="Miyamoto–Nagai b (0.1)")
+    g.add_argument("--h-R", dest="h_R", type=float, help="radial scale (1.0)")
+    g.add_argument("--h-z", dest="h_z", type=float, help="vertical scale (0.1)")
+    g.add_argument("--n-dyn", type=float,
+                   help="dynamical times (128; 8 = the paper's non-stationary disk)")
+    g.add_argument("--workers", type=_positive_int,
+                   help="threads integrating orbits (set to the CPU cores)")
+    g = p.add_argument_group("observation")
+    g.add_argument("--observe", action="store_true", help="add the paper's Gaia-like errors")
+    g.add_argument("--observer", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                   help="observer position (1 0 0)")
+    g.add_argument("--select", action="store_true",
+                   help="keep only stars within --select-radius of --select-center")
+    g.add_argument("--select-center", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                   help="selection sphere centre (1 0 0)")
+    g.add_argument("--select-radius", type=float, default=1.0, help="selection radius (1)")
+    _add_config_options(p)
+    p.set_defaults(func=_run_mock)
+
+
+def _run_mock(args: argparse.Namespace) -> int:
+    flags = {"n": args.n, "r_max": args.r_max, "a": args.a, "b": args.b, "h_R": args.h_R,
+             "h_z": args.h_z, "n_dyn": args.n_dyn, "workers": args.workers,
+             "observer": None if args.observer is None else list(args.observer),
+             "select_center": None if args.select_center is None else list(args.select_center)}
+    extra = [f"data.source={args.kind}"]
+    extra += [f"data.{k}={_toml(v)}" for k, v in flags.items() if v is not None]
+    if args.observe:
+        extra.append("data.observe=true")
+    if args.select:
+        if not args.select_radius > 0:
+            raise ValueError(f"--select-radius must be positive, got {args.select_radius}")
+        extra.append(f"data.select_radius={args.select_radius!r}")
+    if args.seed is not None:
+        extra.append(f"run.seed={args.seed}")
+    cfg = _config(args, extra)
+    out = _check_output(args.out)
+    t0 = time.perf_counter()
+    cat, _ = _stage("data", cfg, {})["catalog"]
+    cat = cat.with_meta(seed=cfg.run.seed, command=" ".join(["deeppot", *sys.argv[1:]]))
+    cat.save(out)
+    print(f"wrote {len(cat)} stars to {out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _toml(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(repr(float(v)) for v in value) + "]"
+    return repr(value)
 
 
 def _add_run(subparsers) -> None:
@@ -184,17 +164,23 @@ def _add_run(subparsers) -> None:
     p.set_defaults(func=_run_run)
 
 
-def _run_run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _print_run(metrics, run_dir) -> None:
+    from . import pipeline
 
+    table = pipeline.accuracy_table(metrics)
+    print(table if table else "no truth potential: no accuracy table")
+    for warning in metrics.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"report: {Path(run_dir) / 'report.md'}")
+
+
+def _run_run(args: argparse.Namespace) -> int:
     from . import pipeline
 
     cfg = _config(args)
     run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
     metrics = pipeline.run(cfg, run_dir)
-    table = pipeline.accuracy_table(metrics)
-    print(table if table else "no truth potential: no accuracy table")
-    print(f"report: {Path(run_dir) / 'report.md'}")
+    _print_run(metrics, run_dir)
     return 0
 
 
@@ -203,44 +189,26 @@ def _add_fit_df(subparsers) -> None:
         "fit-df",
         help="train the [df] distribution function on a catalogue",
         description="Train the DF described by the config's [df] section on a catalogue and "
-        "write it as OUT (.eqx) with its JSON description next to it.",
+        "write it to OUT, one self-describing model file.",
     )
     p.add_argument("catalog", help="catalogue file (.npz, .h5, .csv)")
     p.add_argument("--out", "-o", required=True, help="output model file (.eqx)")
-    p.add_argument("--checkpoint", default=None, help="checkpoint file (resumed if present)")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="directory for training checkpoints (resumed from if present)")
     _add_config_options(p)
     p.set_defaults(func=_run_fit_df)
 
 
 def _run_fit_df(args: argparse.Namespace) -> int:
-    from . import pipeline
-    from .catalog import PhaseSpaceCatalog
+    from .pipeline import ARTEFACTS
 
     cfg = _config(args)
-    cat = PhaseSpaceCatalog.load(args.catalog)
-    with _x64(cfg):
-        ckpt_dir = None
-        if args.checkpoint:
-            ckpt_dir = _checkpoint_dir(args.checkpoint, "df.ckpt")
-        r_max = float(cat.meta.get("params", {}).get("r_max", 10.0))
-        df, summary = pipeline.train_df(
-            cfg.df, cat, pipeline._stage_key(cfg.run.seed, "df"), checkpoint_dir=ckpt_dir,
-            progress=cfg.run.progress, r_max=r_max,
-        )
-        pipeline.save_model(args.out, df, {
-            "kind": "df", "config": pipeline._section_dict("df", cfg.df), "r_max": r_max,
-            "x64": cfg.run.x64, "training": summary, "catalog": str(args.catalog),
-        })
-    print(f"wrote {args.out}")
+    out = _check_output(args.out, args.catalog)
+    df, meta = _stage("df", cfg, {"catalog": _load("catalog", args.catalog)},
+                      checkpoint_dir=args.checkpoint_dir)["df"]
+    ARTEFACTS["df"].save(df, out, {**meta, "catalog": str(args.catalog)})
+    print(f"wrote {out}")
     return 0
-
-
-def _checkpoint_dir(path: str, expected: str) -> str:
-    import os
-
-    if os.path.basename(path) != expected:
-        raise SystemExit(f"deeppot: --checkpoint must be a file named {expected}")
-    return os.path.dirname(path) or "."
 
 
 def _add_scores(subparsers) -> None:
@@ -256,17 +224,16 @@ def _add_scores(subparsers) -> None:
 
 
 def _run_scores(args: argparse.Namespace) -> int:
-    from . import pipeline
+    from .pipeline import ARTEFACTS
 
     cfg = _config(args)
-    df, desc = pipeline.load_model(args.df)
-    if desc["kind"] != "df":
-        return _config_error(ValueError(f"{args.df} is a {desc['kind']} model, not a DF"))
-    with _x64(cfg):
-        scores = pipeline.draw_scores(cfg.scores, df, pipeline._stage_key(cfg.run.seed, "scores"),
-                                      progress=cfg.run.progress)
-    scores.save(args.out)
-    print(f"wrote {len(scores)} scores to {args.out}")
+    out = _check_output(args.out, args.df)
+    df = _load("df", args.df)
+    if df[1].get("stage", "df") != "df":
+        raise ValueError(f"{args.df} is a {df[1]['stage']} model, not a DF")
+    scores, meta = _stage("scores", cfg, {"df": df})["scores"]
+    ARTEFACTS["scores"].save(scores, out, {**meta, "df": str(args.df)})
+    print(f"wrote {len(scores)} scores to {out}")
     return 0
 
 
@@ -275,32 +242,32 @@ def _add_fit_potential(subparsers) -> None:
         "fit-potential",
         help="fit the [potential] model to a score sample with the [fit] loss",
         description="Fit the potential model of [potential] to a ScoreSample file with the "
-        "loss of [fit]; write OUT (.eqx) and its JSON description.",
+        "loss of [fit]; write OUT, one self-describing model file.",
     )
     p.add_argument("scores", help="ScoreSample file (.npz)")
     p.add_argument("--out", "-o", required=True, help="output model file (.eqx)")
-    p.add_argument("--checkpoint", default=None, help="checkpoint file (resumed if present)")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="directory for training checkpoints (resumed from if present)")
     _add_config_options(p)
     p.set_defaults(func=_run_fit_potential)
 
 
 def _run_fit_potential(args: argparse.Namespace) -> int:
-    from . import pipeline
-    from .scores import ScoreSample
+    from . import evaluate
+    from .pipeline import ARTEFACTS
+    from .pipeline.report import quality_warnings
 
     cfg = _config(args)
-    with _x64(cfg):
-        scores = ScoreSample.load(args.scores)
-        model, summary = pipeline.train_potential(
-            cfg.potential, cfg.fit, scores, pipeline._stage_key(cfg.run.seed, "potential"),
-            checkpoint_path=args.checkpoint, progress=cfg.run.progress,
-        )
-        pipeline.save_model(args.out, model, {
-            "kind": "potential", "config": pipeline._section_dict("potential", cfg.potential),
-            "fit": pipeline._section_dict("fit", cfg.fit), "x64": cfg.run.x64,
-            "training": summary, "scores": str(args.scores),
-        })
-    print(f"wrote {args.out}")
+    out = _check_output(args.out, args.scores)
+    scores = _load("scores", args.scores)
+    model, meta = _stage("potential", cfg, {"scores": scores},
+                         checkpoint_dir=args.checkpoint_dir)["potential"]
+    quality = evaluate.fit_quality(model, scores[0])
+    ARTEFACTS["potential"].save(model, out, {**meta, "scores": str(args.scores),
+                                             "fit_quality": quality})
+    for warning in quality_warnings({"fit_quality": quality}):
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"wrote {out}")
     return 0
 
 
@@ -321,18 +288,15 @@ def _add_evaluate(subparsers) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     from . import pipeline
-    from .catalog import PhaseSpaceCatalog
 
     cfg = _config(args)
-    model, desc = pipeline.load_model(args.potential)
-    if desc["kind"] != "potential":
-        return _config_error(ValueError(f"{args.potential} is a {desc['kind']} model"))
-    cat = PhaseSpaceCatalog.load(args.catalog)
-    with _x64(cfg):
-        ev = pipeline.evaluate_model(cfg.evaluate, model, cat, out_dir=args.out_dir)
+    model, meta = _load("potential", args.potential)
+    if meta.get("stage", "potential") != "potential":
+        raise ValueError(f"{args.potential} is a {meta['stage']} model, not a potential")
+    cat, _ = _load("catalog", args.catalog)
+    ev = pipeline.evaluate_model(cfg.evaluate, model, cat, out_dir=args.out_dir)
     if ev["accuracy"] is None:
         print(f"{args.catalog} records no truth potential; nothing to compare with")
         return 1
@@ -348,14 +312,13 @@ def _add_demo(subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
         help="run the Plummer demo (≤ 10 minutes on 2 CPU cores) and print its accuracy",
-        description="Run deeppot/configs/demo.toml: a Plummer mock, an FFJORD DF trained by "
-        "flow matching, 2^16 scores and a spherical network potential, then print the "
-        "accuracy table (median, p16 and p84 of the force, density and potential errors for "
-        "r in [0.1, 3]). "
+        description="Run deeppot/configs/demo.toml: a Plummer mock, a flow-matching DF, "
+        "2^16 scores and a spherical network potential, then print the accuracy table "
+        "(median, p16 and p84 of the force, density and potential errors for r in [0.1, 3]). "
         "Rerunning resumes from the run directory.",
     )
     p.add_argument("--quick", action="store_true",
-                   help="short settings (about a minute): what CI runs")
+                   help="short settings (deeppot/configs/demo-quick.toml): what CI runs")
     p.add_argument("--run-dir", default=None,
                    help="run directory (default: runs/demo or runs/demo-quick)")
     p.add_argument(
@@ -373,17 +336,14 @@ def _add_demo(subparsers) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     from . import pipeline
 
-    overrides = [f"{k}={v}" for k, v in pipeline.DEMO_QUICK_OVERRIDES.items()] if args.quick \
-        else []
-    overrides += list(args.overrides)
-    if args.no_progress:
-        overrides.append("run.progress=false")
-    cfg = pipeline.load_config(pipeline.default_config_path("demo"), overrides)
-    run_dir = args.run_dir or ("runs/demo-quick" if args.quick else "runs/demo")
+    name = "demo-quick" if args.quick else "demo"
+    args.config = pipeline.default_config_path(name)
+    cfg = _config(args)
+    run_dir = args.run_dir or f"runs/{name}"
     t0 = time.perf_counter()
     metrics = pipeline.run(cfg, run_dir)
     print()
-    print(pipeline.accuracy_table(metrics))
+    _print_run(metrics, run_dir)
     force = metrics["accuracy"]["force"]["median"]
     print()
     print(f"Plummer median force error at {metrics['region']}: {100 * force:.2f}%")
@@ -402,6 +362,12 @@ COMMANDS: list[Callable] = [
 ]
 
 
+def _version() -> str:
+    from . import __version__
+
+    return f"deeppot {__version__}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `deeppot` argument parser with every registered subcommand.
 
@@ -411,11 +377,26 @@ def build_parser() -> argparse.ArgumentParser:
         prog="deeppot",
         description="Recover gravitational potentials from phase-space snapshots.",
     )
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the Python traceback of an error (for developers)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in COMMANDS:
         add(sub)
     return parser
+
+
+def _one_line(err: BaseException) -> str:
+    from ._errors import DeeppotError
+
+    text = str(err).strip() or type(err).__name__
+    if not isinstance(err, DeeppotError) and "\n" in text:  # keep the first line
+        text = text.splitlines()[0]
+    if isinstance(err, DeeppotError | ValueError | TypeError | OSError | FloatingPointError
+                  | KeyError | RuntimeError):
+        return text
+    return f"internal error ({type(err).__name__}: {text}); rerun with --traceback and report it"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -425,15 +406,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     - `argv`: arguments without the program name (default: `sys.argv[1:]`).
 
-    **Returns:** the exit status.
+    **Returns:** the exit status: 0 on success, 2 for a configuration error, 1 for any other
+    error (printed as one line on standard error).
     """
-    from .pipeline import ConfigError
+    from ._errors import ConfigError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as err:  # every subcommand's config is validated before any work
-        return _config_error(err)
+    except KeyboardInterrupt:
+        print("deeppot: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.traceback:
+            raise
+        print(f"deeppot: {_one_line(err)}", file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
 
 
 if __name__ == "__main__":

@@ -14,11 +14,13 @@ from flowjax.distributions import AbstractDistribution, StandardNormal
 from flowjax.flows import coupling_flow, masked_autoregressive_flow
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .. import registry
 from ._base import AbstractFlowDF
 
 __all__ = ["SplineFlow"]
 
 
+@registry.distribution_functions.register("spline")
 @typing.final
 class SplineFlow(AbstractFlowDF):
     """A flowjax rational-quadratic spline flow on standardised phase-space coordinates.
@@ -45,6 +47,7 @@ class SplineFlow(AbstractFlowDF):
     scale: Float[Array, " d"]
     kind: str = eqx.field(static=True)
     chunk_size: int = eqx.field(static=True)
+    architecture: tuple[tuple[str, typing.Any], ...] = eqx.field(static=True)
     objectives: typing.ClassVar[tuple[str, ...]] = ("nll",)
 
     def __init__(
@@ -78,10 +81,20 @@ class SplineFlow(AbstractFlowDF):
         self.scale = jnp.ones(dim, dtype)
         self.kind = kind
         self.chunk_size = int(chunk_size)
+        self.architecture = (("kind", kind), ("dim", dim), ("flow_layers", flow_layers),
+                             ("knots", knots), ("interval", float(interval)),
+                             ("nn_width", nn_width), ("nn_depth", nn_depth),
+                             ("nn_activation", nn_activation))
 
     def __check_init__(self):
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
+
+    @property
+    def constructor_arguments(self) -> dict[str, typing.Any]:
+        """The arguments that rebuild this flow's structure (used by model files, since
+        flowjax's internals hold closures that a file cannot name)."""
+        return {**dict(self.architecture), "chunk_size": self.chunk_size}
 
     @property
     def distribution(self) -> AbstractDistribution:

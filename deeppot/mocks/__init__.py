@@ -1,6 +1,7 @@
 """Mock catalogues with known truth: Plummer sphere, Miyamoto–Nagai disk, noise, selection."""
 
 from ._common import describe_potential as describe_potential
+from ._common import truth_df as truth_df
 from ._common import truth_potential as truth_potential
 from ._disk import disk_initial_conditions as disk_initial_conditions
 from ._disk import midplane_periods as midplane_periods
@@ -21,5 +22,6 @@ __all__ = [
     "sample_selected",
     "select_sphere",
     "sphere_mask",
+    "truth_df",
     "truth_potential",
 ]

@@ -58,6 +58,28 @@ def describe_potential(potential: AbstractPotential) -> dict[str, Any]:
     return desc
 
 
+def truth_df(meta: dict[str, Any]):
+    """The exact distribution function a mock generator recorded in `meta["truth_df"]`.
+
+    **Arguments:**
+
+    - `meta`: a catalogue's `meta`.
+
+    **Returns:** the analytic DF (e.g. `PlummerDF(r_max=10.0)`).
+
+    **Raises:** `ValueError` if the catalogue records none (files, observed or selected
+    mocks).
+    """
+    from .. import flows
+
+    desc = meta.get("truth_df")
+    if not isinstance(desc, dict) or not hasattr(flows, str(desc.get("class"))):
+        raise ValueError(f"this catalogue records no exact distribution function "
+                         f"(generator {meta.get('generator', 'unknown')!r})")
+    params = {k: v for k, v in desc.items() if k != "class"}
+    return getattr(flows, desc["class"])(**params)
+
+
 def truth_potential(meta_or_desc: dict[str, Any]) -> AbstractPotential:
     """Rebuild the true potential recorded in a catalogue's `meta` (or its `"truth"` entry).
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .. import registry
 from ..catalog import PhaseSpaceCatalog
 from ..orbits import integrate_orbits, steps_for_duration
 from ..potentials import MiyamotoNagai
@@ -97,6 +98,7 @@ def disk_initial_conditions(
     return pot, x0, v0, dt, n_steps, phi
 
 
+@registry.sources.register("disk")
 def miyamoto_nagai_disk(
     key: jax.Array,
     n: int,

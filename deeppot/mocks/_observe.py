@@ -62,6 +62,7 @@ def observe(
     x[at_observer] = catalog.x[at_observer]
     v[at_observer] = catalog.v[at_observer]
     meta = catalog.meta
+    meta.pop("truth_df", None)  # the noisy catalogue is no longer drawn from it
     meta["observe"] = {
         "observer": obs.tolist(),
         "distance_frac": float(distance_frac),
@@ -119,7 +120,10 @@ def select_sphere(
         "radius": float(radius),
         "n_parent": len(catalog),
     }
-    return catalog.subset(mask, selection=selection)
+    meta = catalog.meta
+    meta.pop("truth_df", None)  # the selected stars are no longer drawn from it
+    return PhaseSpaceCatalog(catalog.x[mask], catalog.v[mask], None if catalog.weights is None
+                             else catalog.weights[mask], {**meta, "selection": selection})
 
 
 def sample_selected(
@@ -164,8 +168,11 @@ def sample_selected(
         n_parent += len(parent)
         try:
             part = select(parent)
-        except ValueError:
-            part = None
+        except ValueError as err:
+            if n_sel == 0:  # bad parameters, or a region the mock does not reach
+                raise ValueError(f"the selection keeps none of the {n_parent} stars drawn: "
+                                 f"{err}") from None
+            part = None  # an unlucky small round
         if part is not None:
             parts.append(part)
             n_sel += len(part)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import registry
 from ..catalog import PhaseSpaceCatalog
 from ..potentials import Plummer
 from ._common import check_key, describe_potential, key_meta
@@ -34,6 +35,7 @@ def _unit(g: jax.Array) -> jax.Array:
     return g / jnp.linalg.norm(g, axis=1, keepdims=True)
 
 
+@registry.sources.register
 def plummer(key: jax.Array, n: int, r_max: float = 10.0) -> PhaseSpaceCatalog:
     """Draw n stars from the isotropic Plummer distribution function, truncated at r_max.
 
@@ -68,5 +70,9 @@ def plummer(key: jax.Array, n: int, r_max: float = 10.0) -> PhaseSpaceCatalog:
         "params": {"n": n, "r_max": float(r_max)},
         "key": key_meta(key),
         "truth": truth,
+        "truth_df": {"class": "PlummerDF", "r_max": float(r_max)},
     }
     return PhaseSpaceCatalog(x, v, meta=meta)
+
+
+plummer.exact_df = True  # its catalogues record their exact DF (meta["truth_df"])

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .. import registry
 from .._custom_types import Position, Scalar, ScalarLike
 from .._params import positive_log
 from ._base import AbstractPotential
@@ -30,23 +31,40 @@ def plummer_vgl(G, m, b, x: Position) -> VGL:
     return _radial(x, -gm * inv_s, gm * inv_s**3, 3 * gm * b * b * inv_s**5)
 
 
+def _radius(x: Position) -> Scalar:
+    """|x| without overflow for huge coordinates (float32 squares overflow past ~1e19)."""
+    big = jnp.max(jnp.abs(x))
+    return big * jnp.sqrt(jnp.sum((x / jnp.where(big > 0, big, 1)) ** 2))
+
+
 def kepler_vgl(G, m, x: Position) -> VGL:
-    r = jnp.sqrt(jnp.sum(x * x))
+    r = _radius(x)
     gm = G * m
     return _radial(x, -gm / r, gm / r**3, jnp.zeros_like(r))
 
 
 def hernquist_vgl(G, m, a, x: Position) -> VGL:
-    r = jnp.sqrt(jnp.sum(x * x))
+    r = _radius(x)
     gm = G * m
-    return _radial(x, -gm / (r + a), gm / (r * (r + a) ** 2), 2 * gm * a / (r * (r + a) ** 3))
+    safe = jnp.where(r > 0, r, 1)  # at the cusp the force's direction is undefined: ∇Φ = 0
+    dphi_over_r = jnp.where(r > 0, gm / (safe * (r + a) ** 2), 0)
+    return _radial(x, -gm / (r + a), dphi_over_r, 2 * gm * a / (r * (r + a) ** 3))
 
 
 def nfw_vgl(G, m_s, r_s, x: Position) -> VGL:
-    r = jnp.sqrt(jnp.sum(x * x))
-    log_term = jnp.log1p(r / r_s)
-    enclosed = m_s * (log_term - r / (r + r_s))
-    return _radial(x, -G * m_s * log_term / r, G * enclosed / r**3, G * m_s / (r * (r + r_s) ** 2))
+    r = _radius(x)
+    s = r / r_s
+    small = s < 1e-3  # series of ln(1 + s)/s and of the enclosed mass, exact to ~1e-13
+    safe = jnp.where(small, 1.0, s)
+    ln_over_s = jnp.where(small, 1 - s / 2 + s**2 / 3 - s**3 / 4 + s**4 / 5,
+                          jnp.log1p(safe) / safe)
+    # M(<r)/(m_s s³) = (ln(1 + s) − s/(1 + s)) / s³ = 1/(2s) − 2/3 + 3s/4 − 4s²/5 + 5s³/6
+    series = 0.5 / jnp.where(s > 0, s, 1) - 2 / 3 + 0.75 * s - 0.8 * s**2 + 5 / 6 * s**3
+    mass_over_s3 = jnp.where(small, series,
+                             (jnp.log1p(safe) - safe / (1 + safe)) / safe**3)
+    dphi_over_r = jnp.where(r > 0, G * m_s * mass_over_s3 / r_s**3, 0)
+    return _radial(x, -G * m_s * ln_over_s / r_s, dphi_over_r,
+                   G * m_s / (r * (r + r_s) ** 2))
 
 
 def isochrone_vgl(G, m, b, x: Position) -> VGL:
@@ -80,6 +98,7 @@ def logarithmic_vgl(G, v_c, r_c, q, x: Position) -> VGL:
     return 0.5 * v2 * jnp.log(S), v2 * c * x / S, lap
 
 
+@registry.potentials.register
 @final
 class Kepler(AbstractPotential):
     """Point mass: Φ = −G m_tot / r."""
@@ -102,6 +121,7 @@ class Kepler(AbstractPotential):
         return kepler_vgl(self.G, self.m_tot, x)
 
 
+@registry.potentials.register
 @final
 class Plummer(AbstractPotential):
     """Plummer sphere: Φ = −G m_tot / sqrt(r² + r_s²)."""
@@ -130,6 +150,7 @@ class Plummer(AbstractPotential):
         return plummer_vgl(self.G, self.m_tot, self.r_s, x)
 
 
+@registry.potentials.register
 @final
 class Hernquist(AbstractPotential):
     """Hernquist sphere: Φ = −G m_tot / (r + r_s)."""
@@ -158,6 +179,7 @@ class Hernquist(AbstractPotential):
         return hernquist_vgl(self.G, self.m_tot, self.r_s, x)
 
 
+@registry.potentials.register
 @final
 class NFW(AbstractPotential):
     """Navarro–Frenk–White halo: Φ = −G m_s ln(1 + r/r_s) / r, with m_s = 4π ρ_0 r_s³."""
@@ -186,6 +208,7 @@ class NFW(AbstractPotential):
         return nfw_vgl(self.G, self.m_s, self.r_s, x)
 
 
+@registry.potentials.register
 @final
 class Isochrone(AbstractPotential):
     """Hénon's isochrone: Φ = −G m_tot / (b + sqrt(r² + b²))."""
@@ -214,6 +237,7 @@ class Isochrone(AbstractPotential):
         return isochrone_vgl(self.G, self.m_tot, self.b, x)
 
 
+@registry.potentials.register
 @final
 class MiyamotoNagai(AbstractPotential):
     """Miyamoto–Nagai disk: Φ = −G m_tot / sqrt(R² + (a + sqrt(z² + b²))²)."""
@@ -255,6 +279,7 @@ class MiyamotoNagai(AbstractPotential):
         return miyamoto_nagai_vgl(self.G, self.m_tot, self.a, self.b, x)
 
 
+@registry.potentials.register
 @final
 class Logarithmic(AbstractPotential):
     """Flattened logarithmic potential: Φ = ½ v_c² ln(r_c² + R² + z²/q²).

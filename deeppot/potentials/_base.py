@@ -21,6 +21,19 @@ def _broadcast(fn: Callable, x: Positions) -> Array:
     return jax.tree.map(lambda o: o.reshape(batch + o.shape[1:]), out)
 
 
+def batched_value_grad_laplacian(
+    pot: "AbstractPotential", x: Float[Array, "n 3"]
+) -> tuple[Float[Array, " n"], Float[Array, "n 3"], Float[Array, " n"]]:
+    """(Φ, ∇Φ, ∇²Φ) of a potential at n positions, by its batched rule if it has one.
+
+    Networks (and sums containing them) define `_value_grad_laplacian_batch`, one pass
+    over the whole batch with a hand-derived backward pass; every other potential maps its
+    per-point `_value_grad_laplacian` over the batch. Reverse-mode differentiable.
+    """
+    rule = getattr(pot, "_value_grad_laplacian_batch", None)
+    return rule(x) if rule is not None else jax.vmap(pot._value_grad_laplacian)(x)
+
+
 class AbstractPotential(eqx.Module):
     """A gravitational potential Φ(x).
 
@@ -34,6 +47,14 @@ class AbstractPotential(eqx.Module):
     """
 
     G: eqx.AbstractVar[float]
+
+    def __check_init__(self):
+        try:
+            G = float(self.G)
+        except (TypeError, jax.errors.ConcretizationTypeError):
+            return  # traced: checked where it was made
+        if not (math.isfinite(G) and G > 0):
+            raise ValueError(f"G must be positive and finite, got {self.G!r}")
 
     @abc.abstractmethod
     def _potential(self, x: Position) -> Scalar:

@@ -1,18 +1,19 @@
 """Sums of potentials that behave as a mapping of named components."""
 
-import re
 from collections.abc import Iterator, Mapping
 from typing import final
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from .._custom_types import Position, Scalar
-from ._base import AbstractPotential
+from ..registry import snake_case
+from ._base import AbstractPotential, batched_value_grad_laplacian
 
 
 def _default_name(pot: AbstractPotential) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(pot).__name__).lower()
+    return snake_case(type(pot).__name__)
 
 
 def component_items(pot: AbstractPotential) -> list[tuple[str | None, AbstractPotential]]:
@@ -96,3 +97,8 @@ class CompositePotential(AbstractPotential):
     def _value_grad_laplacian(self, x: Position):
         parts = [pot._value_grad_laplacian(x) for pot in self.components.values()]
         return jax.tree.map(lambda *a: jnp.sum(jnp.stack(a), axis=0), *parts)
+
+    def _value_grad_laplacian_batch(self, x: Float[Array, "n 3"]):
+        """Each component's batched rule (`batched_value_grad_laplacian`), summed."""
+        parts = [batched_value_grad_laplacian(pot, x) for pot in self.components.values()]
+        return jax.tree.map(lambda *a: sum(a[1:], a[0]), *parts)

@@ -6,8 +6,14 @@ Jacobian with respect to x and the Laplacian through the network in one pass, wh
 exact for an MLP: for a layer `h ↦ W h + b` the Jacobian maps as `J ↦ J Wᵀ` and the
 Laplacian as `L ↦ W L`; for an elementwise `σ` it is `J ↦ σ'(h) J` and
 `L ↦ σ'(h) L + σ''(h) Σ_k J_k²`.
+
+`TanhMLP.forward_laplacian` is that rule for one point (differentiable in forward and
+reverse mode); `TanhMLP.forward_laplacian_batch` is the same pass over a whole batch as
+one matrix product per layer, with a hand-derived backward pass (`mlp_forward_laplacian`),
+which is what `value_grad_laplacian` and the training step use.
 """
 
+import abc
 import math
 from typing import final
 
@@ -16,9 +22,11 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .. import registry
 from .._custom_types import Position, Scalar
 from .._params import vector3
 from ._base import AbstractPotential
+from ._mlp_laplacian import mlp_forward_laplacian
 
 
 @final
@@ -70,13 +78,52 @@ class TanhMLP(eqx.Module):
         W, b = self.weights[-1], self.biases[-1]
         return (W @ h + b)[0], (J @ W.T)[:, 0], (W @ L)[0]
 
+    def forward_laplacian_batch(
+        self, u: Float[Array, "n k"], Ju: Float[Array, "n 3 k"], Lu: Float[Array, "n k"]
+    ) -> tuple[Float[Array, " n"], Float[Array, "n 3"], Float[Array, " n"]]:
+        """`forward_laplacian` at n points at once: one matrix product per layer over all
+        points, value, Jacobian rows and Laplacian together, and a hand-derived backward
+        pass (`mlp_forward_laplacian`). Reverse-mode differentiable only.
+
+        **Returns:** (values, gradients, Laplacians) with shapes (n,), (n, 3), (n,).
+        """
+        return mlp_forward_laplacian(self.weights, self.biases, u, Ju, Lu, jnp.tanh)
+
 
 def _unit(v: Float[Array, "3"]) -> Float[Array, "3"]:
     return v / jnp.sqrt(jnp.sum(v * v))
 
 
+class AbstractNeuralPotential(AbstractPotential):
+    """Φ(x) = MLP(u(x)) for input features `u` with known Jacobian and Laplacian.
+
+    Subclasses give the network and `_features(x) -> (u, ∂u/∂x, ∇²u)` for one position;
+    the value, gradient and Laplacian then come from the network's forward Laplacian, one
+    point at a time or (`_value_grad_laplacian_batch`) over a whole batch at once.
+    """
+
+    net: eqx.AbstractVar[TanhMLP]
+
+    @abc.abstractmethod
+    def _features(
+        self, x: Position
+    ) -> tuple[Float[Array, " k"], Float[Array, "3 k"], Float[Array, " k"]]:
+        """The network's input features u at x, their Jacobian ∂u/∂x (rows: x, y, z) and
+        their Laplacian ∇²u."""
+
+    def _potential(self, x: Position) -> Scalar:
+        return self.net(self._features(x)[0])
+
+    def _value_grad_laplacian(self, x: Position):
+        return self.net.forward_laplacian(*self._features(x))
+
+    def _value_grad_laplacian_batch(self, x: Float[Array, "n 3"]):
+        """(Φ, ∇Φ, ∇²Φ) at n positions through `TanhMLP.forward_laplacian_batch`."""
+        return self.net.forward_laplacian_batch(*jax.vmap(self._features)(x))
+
+
 @final
-class NeuralPotential(AbstractPotential):
+class NeuralPotential(AbstractNeuralPotential):
     """Free-form potential Φ(x) = MLP(x / input_scale), the paper's 4×512 tanh network.
 
     `input_scale` is a fixed length (a Python float, so it never trains) that brings the
@@ -109,17 +156,13 @@ class NeuralPotential(AbstractPotential):
         self.input_scale = float(input_scale)
         self.G = G
 
-    def _potential(self, x: Position) -> Scalar:
-        return self.net(x / self.input_scale)
-
-    def _value_grad_laplacian(self, x: Position):
+    def _features(self, x: Position):
         s = self.input_scale
-        eye = jnp.eye(3, dtype=x.dtype)
-        return self.net.forward_laplacian(x / s, eye / s, jnp.zeros(3, x.dtype))
+        return x / s, jnp.eye(3, dtype=x.dtype) / s, jnp.zeros(3, x.dtype)
 
 
 @final
-class Spherical(AbstractPotential):
+class Spherical(AbstractNeuralPotential):
     """Spherically symmetric potential Φ(r), a network of r²/input_scale².
 
     The network sees r² rather than r so that Φ is smooth at the centre.
@@ -143,17 +186,14 @@ class Spherical(AbstractPotential):
     def mlp(cls, *, key, width=128, depth=3, input_scale=1.0, G=1.0) -> "Spherical":
         return cls(TanhMLP(1, width, depth, key=key), input_scale=input_scale, G=G)
 
-    def _potential(self, x: Position) -> Scalar:
-        return self.net(jnp.sum(x * x, keepdims=True) / self.input_scale**2)
-
-    def _value_grad_laplacian(self, x: Position):
+    def _features(self, x: Position):
         s2 = self.input_scale**2
         u = jnp.sum(x * x, keepdims=True) / s2
-        return self.net.forward_laplacian(u, 2 * x[:, None] / s2, jnp.full((1,), 6 / s2, x.dtype))
+        return u, 2 * x[:, None] / s2, jnp.full((1,), 6 / s2, x.dtype)
 
 
 @final
-class Axisymmetric(AbstractPotential):
+class Axisymmetric(AbstractNeuralPotential):
     """Axisymmetric potential Φ(R, z), a network of (R²/s², z/s) about a symmetry axis.
 
     Without `axis` the axis is ẑ and fixed. With `axis` (any non-zero 3-vector) it is a
@@ -211,8 +251,8 @@ class Axisymmetric(AbstractPotential):
         Lu = jnp.stack([jnp.asarray(4 / s**2, x.dtype), jnp.zeros((), x.dtype)])
         return u, Ju, Lu
 
-    def _potential(self, x: Position) -> Scalar:
-        return self.net(self._features(x)[0])
 
-    def _value_grad_laplacian(self, x: Position):
-        return self.net.forward_laplacian(*self._features(x))
+# `[potential] model = ...` names of the learned families (each takes a key).
+registry.potentials.register("neural")(NeuralPotential)
+registry.potentials.register("spherical")(Spherical.mlp)
+registry.potentials.register("axisymmetric")(Axisymmetric.mlp)

@@ -6,6 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .. import registry
 from ..potentials import CompositePotential
 from ._base import AbstractTerm
 
@@ -17,6 +18,7 @@ def _positive(name, value) -> float:
     return value
 
 
+@registry.terms.register
 @final
 class Stationarity(AbstractTerm):
     """Non-stationarity, mean over the batch of asinh(α |∂f/∂t|) (paper Eq. 9).
@@ -49,6 +51,7 @@ class Stationarity(AbstractTerm):
         return jnp.mean(jnp.arcsinh(self.alpha * jnp.abs(self.residual(model, batch, fields))))
 
 
+@registry.terms.register
 @final
 class PositiveDensity(AbstractTerm):
     """Negative-density penalty, mean of asinh(β max(−∇²Φ, 0)) (paper Eq. 9)."""
@@ -62,6 +65,7 @@ class PositiveDensity(AbstractTerm):
         return jnp.mean(jnp.arcsinh(self.beta * jnp.maximum(-fields.lap, 0.0)))
 
 
+@registry.terms.register
 @final
 class L2Weights(AbstractTerm):
     """ℓ2 times the mean of the squared network weights of the potential (paper Eq. 13).
@@ -87,6 +91,7 @@ class L2Weights(AbstractTerm):
         return self.l2 * total / sum(w.size for w in weights)
 
 
+@registry.terms.register
 @final
 class SymmetryPenalty(AbstractTerm):
     """Size of the free-form part of a "symmetric + free-form" composite potential.

@@ -2,6 +2,7 @@
 
 import tomllib
 
+import jax
 import pytest
 
 from deeppot import cli, pipeline
@@ -14,9 +15,29 @@ def _error(raw, base_dir="."):
     return str(info.value)
 
 
-def test_defaults_are_valid():
+def test_defaults_are_valid_and_are_the_api_defaults():
+    """An empty config gets the recommended recipe, defined once: in the API's signatures."""
+    import inspect
+
+    from deeppot.flows import FFJORD
+    from deeppot.train import fit_df, fit_potential
+
+    def default(fn, name):
+        return inspect.signature(fn).parameters[name].default
+
     cfg = parse_config({})
-    assert cfg.data.source == "plummer" and cfg.df.kind == "spline"
+    assert cfg.data.source == "plummer" and cfg.df.kind == "ffjord"
+    assert FFJORD.objectives[0] == "cfm"  # the DF trains by flow matching unless told
+    for key, name in [("steps", "max_steps"), ("batch_size", "batch_size"),
+                      ("learning_rate", "learning_rate"), ("warmup_steps", "warmup_steps"),
+                      ("schedule", "lr_schedule"), ("validate_every", "validate_every")]:
+        assert getattr(cfg.df, key) == default(fit_df, name), key
+        assert getattr(cfg.fit, key) == default(fit_potential, name), key
+    assert cfg.df.ema_decay == default(fit_df, "ema_decay")
+    for key in ("width", "depth", "n_blocks"):
+        assert getattr(cfg.df, key) == default(FFJORD, key), key
+    assert pipeline.build_df(cfg.df, jax.random.key(0)).blocks[0].field.mlp.activation \
+        is default(FFJORD, "activation")
 
 
 def test_unknown_key_names_key_section_and_valid_keys():
@@ -40,7 +61,7 @@ def test_unknown_section_is_named():
         ({"fit": {"learning_rate": 0.0}}, "key 'learning_rate' in [fit] must be > 0, got 0.0"),
         ({"scores": {"n": -5}}, "key 'n' in [scores] must be ≥ 1, got -5"),
         ({"evaluate": {"density_fraction": 2}}, "key 'density_fraction' in [evaluate] must be ≤ 1"),
-        ({"df": {"kind": "maf"}}, "key 'kind' in [df] must be one of 'spline', 'ffjord', 'exact'"),
+        ({"df": {"kind": "maf"}}, "key 'kind' in [df] must be one of 'exact', 'ffjord', 'spline'"),
         ({"run": {"x64": "yes"}}, "key 'x64' in [run] must be true or false"),
         ({"potential": {"omega": [0, 0]}}, "key 'omega' in [potential] must be an array of 3"),
         ({"fit": 3}, "[fit] must be a table"),
@@ -54,7 +75,7 @@ def test_key_for_another_kind_is_rejected():
     msg = _error({"data": {"source": "plummer", "h_z": 0.2}})
     assert "key 'h_z' in [data] applies only when source = 'disk'" in msg
     msg = _error({"potential": {"model": "plummer", "width": 64}})
-    assert "key 'width' in [potential] applies only when model" in msg
+    assert "key 'width' in [potential] applies only when model = a learned model" in msg
 
 
 def test_missing_catalogue_file_names_path(tmp_path):
@@ -72,6 +93,7 @@ def test_relative_catalogue_path_is_resolved_against_the_config(tmp_path):
 
 def test_cross_section_checks():
     assert "kind = 'exact' in [df]" in _error({"data": {"source": "disk"}, "df": {"kind": "exact"}})
+    assert "kind = 'exact' in [df]" in _error({"data": {"observe": True}, "df": {"kind": "exact"}})
     msg = _error({"potential": {"model": "miyamoto_nagai", "params": {"a": 1.0, "c": 2.0}}})
     assert "miyamoto_nagai has no parameter 'c'" in msg
     assert "key 'objective' in [df]" in _error({"df": {"kind": "spline", "objective": "cfm"}})
@@ -106,11 +128,26 @@ def test_file_errors(tmp_path):
         load_config(bad)
 
 
-@pytest.mark.parametrize("name", ["demo", "disk"])
+@pytest.mark.parametrize("name", ["demo", "demo-quick", "disk"])
 def test_shipped_configs_validate_and_round_trip(name):
     cfg = load_config(pipeline.default_config_path(name))
-    again = parse_config(tomllib.loads(pipeline._dumps_toml(cfg.to_dict())))
+    again = parse_config(tomllib.loads(pipeline.dumps_toml(cfg.to_dict())))
     assert again == cfg
+
+
+def test_extends_merges_key_by_key_and_refuses_cycles(tmp_path):
+    base = tmp_path / "base.toml"
+    base.write_text("[fit]\nsteps = 7\nbatch_size = 64\n[df]\nkind = 'exact'\n")
+    child = tmp_path / "child.toml"
+    child.write_text("extends = 'base.toml'\n[fit]\nsteps = 9\n")
+    cfg = load_config(child)
+    assert (cfg.fit.steps, cfg.fit.batch_size, cfg.df.kind) == (9, 64, "exact")
+    quick = load_config(pipeline.default_config_path("demo-quick"))
+    demo = load_config(pipeline.default_config_path("demo"))
+    assert quick.df.width == demo.df.width and quick.df.steps < demo.df.steps
+    base.write_text("extends = 'child.toml'\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(child)
 
 
 def test_cli_reports_config_errors_before_any_work(tmp_path, capsys):
@@ -134,12 +171,12 @@ def test_cli_parses_every_subcommand():
         assert callable(args.func)
 
 
-def test_every_key_is_documented():
-    import dataclasses
+def test_docs_list_every_key_as_the_schema_does():
+    """docs/pipeline.md's key tables are the schema's (regenerate them with
+    `python -c "import deeppot.pipeline.config as c; print(c.reference_markdown())"`)."""
     from pathlib import Path
 
+    from deeppot.pipeline.config import reference_markdown
+
     doc = (Path(__file__).parents[2] / "docs" / "pipeline.md").read_text()
-    for name, cls in pipeline._SECTIONS.items():
-        assert f"### `[{name}]`" in doc
-        for f in dataclasses.fields(cls):
-            assert f"| `{f.name}` |" in doc, f"[{name}] {f.name} is not in docs/pipeline.md"
+    assert reference_markdown() in doc

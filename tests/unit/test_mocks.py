@@ -174,7 +174,7 @@ def test_sample_selected_draws_enough_parents():
     assert np.all(np.linalg.norm(cat.x - [1.0, 0.0, 0.0], axis=1) <= 0.5)
     sel = cat.meta["selection"]
     assert sel["n_parent"] > 300 and sel["rounds"] >= 2
-    with pytest.raises(RuntimeError, match="selected"):
+    with pytest.raises(ValueError, match="keeps none of the 50 stars drawn"):
         mocks.sample_selected(
             sampler,
             jax.random.key(6),
@@ -213,8 +213,8 @@ def test_cli_mock(tmp_path, capsys):
     cat = PhaseSpaceCatalog.load(out)
     assert len(cat) == 500
     assert cat.meta["seed"] == 3 and "observe" in cat.meta and "selection" in cat.meta
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["mock", "cube", "--out", "x.npz"])
+    assert main(["mock", "cube", "--out", str(tmp_path / "x.npz")]) == 2  # no such source
+    assert "key 'source' in [data] must be one of" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         build_parser().parse_args(["mock", "plummer", "--n", "0", "--out", "x.npz"])
 

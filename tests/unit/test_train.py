@@ -162,7 +162,7 @@ def test_non_finite_gradient_is_reported():
     def loss(model, batch, key):
         return jnp.mean(jnp.sqrt(jnp.abs(model.a)) * batch[0] ** 2)  # grad inf at a = 0
 
-    with pytest.raises(FloatingPointError, match="gradient at step 0"):
+    with pytest.raises(FloatingPointError, match="gradient or update at step 0"):
         fit(_line(), loss, _regression_data(), key=jax.random.key(8), max_steps=5,
             batch_size=8, progress=False)
 

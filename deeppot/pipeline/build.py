@@ -1,0 +1,150 @@
+"""Models from configuration sections: catalogues, DFs, potentials and losses.
+
+Each builder reads one validated section and the registries; nothing here trains or writes.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from .. import registry
+from .config import ACTIVATIONS, DataConfig, DFConfig, FitConfig, PotentialConfig, learned_model
+
+__all__ = ["build_catalog", "build_df", "build_loss", "build_model"]
+
+
+def _source_arguments(cfg: DataConfig) -> dict:
+    if cfg.source == "plummer":
+        return {"r_max": cfg.r_max}
+    if cfg.source == "disk":
+        return {"a": cfg.a, "b": cfg.b, "h_R": cfg.h_R, "h_z": cfg.h_z, "n_dyn": cfg.n_dyn,
+                "workers": cfg.workers}
+    return dict(cfg.params)
+
+
+def build_catalog(cfg: DataConfig, key, *, progress: bool = False):
+    """The catalogue described by `[data]`: a registered mock (with noise and selection)
+    or a file.
+
+    **Arguments:**
+
+    - `cfg`: the `[data]` settings.
+    - `key`: a typed key (mocks only).
+    - `progress`: show the mock generator's progress bar where it has one.
+
+    **Returns:** a `PhaseSpaceCatalog`; mocks record their truth in `meta`.
+    """
+    from .. import mocks
+    from ..catalog import PhaseSpaceCatalog
+
+    if cfg.source == "file":
+        return PhaseSpaceCatalog.load(cfg.path)
+    k_draw, k_noise = jax.random.split(key)
+    generate = registry.sources[cfg.source]
+    arguments = _source_arguments(cfg)
+
+    def sampler(k, m):
+        return generate(k, m, **arguments)
+
+    if cfg.select_radius > 0:
+        cat = mocks.sample_selected(
+            sampler, k_draw, cfg.n,
+            lambda c: mocks.select_sphere(c, cfg.select_center, cfg.select_radius))
+    else:
+        cat = sampler(k_draw, cfg.n)
+    if cfg.observe:
+        cat = mocks.observe(cat, k_noise, cfg.observer)
+    return cat
+
+
+def _df_arguments(cfg: DFConfig) -> dict:
+    if cfg.kind == "spline":
+        return {"kind": cfg.spline_kind, "flow_layers": cfg.flow_layers, "knots": cfg.knots,
+                "interval": cfg.interval, "nn_width": cfg.nn_width, "nn_depth": cfg.nn_depth}
+    if cfg.kind == "ffjord":
+        import diffrax
+
+        from ..flows import ODESettings
+
+        ode = (ODESettings() if cfg.ode_steps == 0
+               else ODESettings(solver=diffrax.Tsit5(), n_steps=cfg.ode_steps))
+        return {"n_blocks": cfg.n_blocks, "width": cfg.width, "depth": cfg.depth,
+                "activation": ACTIVATIONS[cfg.activation], "ode": ode}
+    return dict(cfg.params)
+
+
+def build_df(cfg: DFConfig, key, *, catalog=None):
+    """An untrained DF as described by `[df]`.
+
+    **Arguments:**
+
+    - `cfg`: the `[df]` settings.
+    - `key`: a typed key for the initial weights.
+    - `catalog`: the catalogue; needed for `kind = "exact"`, which returns the analytic DF
+      its mock generator recorded (`deeppot.mocks.truth_df`).
+
+    **Returns:** a `deeppot.flows` DF (an `Ensemble` if `cfg.ensemble > 1`).
+    """
+    from .. import flows, mocks
+
+    if cfg.kind == "exact":
+        if catalog is None:
+            raise ValueError("kind = 'exact' needs the catalogue whose DF it is")
+        return mocks.truth_df(catalog.meta)
+    make = registry.distribution_functions[cfg.kind]
+    arguments = _df_arguments(cfg)
+    if cfg.ensemble == 1:
+        return make(key, **arguments)
+    return flows.Ensemble([make(k, **arguments) for k in jax.random.split(key, cfg.ensemble)])
+
+
+def build_model(cfg: PotentialConfig, key):
+    """An untrained `PotentialModel` as described by `[potential]`.
+
+    **Arguments:**
+
+    - `cfg`: the `[potential]` settings.
+    - `key`: a typed key for the initial weights.
+
+    **Returns:** a `PotentialModel`.
+    """
+    from .. import frames
+    from ..model import PotentialModel
+
+    make = registry.potentials[cfg.model]
+    if learned_model(cfg.model):
+        pot = make(key=key, width=cfg.width, depth=cfg.depth, input_scale=cfg.input_scale,
+                   **cfg.params)
+    else:
+        pot = make(**cfg.params)
+    if cfg.frame == "inertial":
+        frame = None
+    elif cfg.frame == "moving":
+        frame = frames.MovingFrame(u0=cfg.u0)
+    else:
+        frame = frames.RotatingFrame(omega=cfg.omega, center=cfg.center, u0=cfg.u0)
+    return PotentialModel(pot, frame, laplacian_method=cfg.laplacian_method)
+
+
+def build_loss(cfg: FitConfig):
+    """The loss term described by `[fit]`.
+
+    `Stationarity(alpha, form) + density_weight · PositiveDensity(beta)`, wrapped in `Log`
+    when `log = true`, plus `L2Weights(l2)` when `l2 > 0`.
+
+    **Arguments:**
+
+    - `cfg`: the `[fit]` settings.
+
+    **Returns:** a `deeppot.terms` term.
+    """
+    from .. import terms
+
+    loss = terms.Stationarity(alpha=cfg.alpha, form=cfg.form)
+    if cfg.density_weight > 0:
+        loss = loss + cfg.density_weight * terms.PositiveDensity(beta=cfg.beta)
+    if cfg.log:
+        loss = terms.Log(loss)
+    if cfg.l2 > 0:
+        loss = loss + terms.L2Weights(l2=cfg.l2)
+    return loss

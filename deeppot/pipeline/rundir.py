@@ -1,0 +1,197 @@
+"""The run directory: stages run in order, skipped when done, resumed when interrupted.
+
+Each stage's fingerprint hashes the settings it depends on, cumulatively (and the content
+of a catalogue file). A stage is skipped when it finished with the same fingerprint and its
+outputs exist; resumed from its checkpoints when it started with the same fingerprint;
+otherwise its outputs and checkpoints are deleted and it runs from scratch, as does every
+later stage. A lock keeps a second process out of a directory in use; a corrupt checkpoint
+is set aside (renamed `*.corrupt-<time>`) and its stage starts over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .._errors import CheckpointError, RunDirectoryBusy
+from .config import Config, dumps_toml, load_config
+from .stages import ARTEFACTS, STAGE_NAMES, STAGES, run_stage
+
+__all__ = ["run"]
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprints(cfg: Config) -> dict[str, str]:
+    """Per stage, a hash of every setting (and input file) it and the stages before it
+    depend on."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"seed": cfg.run.seed, "x64": cfg.run.x64}, sort_keys=True).encode())
+    out = {}
+    for stage in STAGES:
+        for section in stage.sections:
+            d = dataclasses.asdict(getattr(cfg, section))
+            if section == "data" and cfg.data.source == "file":
+                d["file_sha256"] = _file_digest(cfg.data.path)
+            h.update(json.dumps({section: d}, sort_keys=True).encode())
+        out[stage.name] = h.copy().hexdigest()[:16]
+    return out
+
+
+@contextlib.contextmanager
+def _locked(run_dir: Path):
+    """Hold `run_dir/lock` for the duration, or raise `RunDirectoryBusy`."""
+    path = run_dir / "lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise RunDirectoryBusy(f"run directory '{run_dir}' is in use by another deeppot "
+                               f"process (pid {holder}); wait for it to finish") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def run(config: Config | str | os.PathLike, run_dir: str | os.PathLike, *,
+        progress: bool | None = None, log: Callable[[str], None] | None = print,
+        stop_after: str | None = None) -> dict[str, Any]:
+    """Run the pipeline (catalogue → DF → scores → potential → report) in a directory.
+
+    Each stage writes its outputs into `run_dir` and records a fingerprint of the settings
+    it depends on in `state.json`. On a rerun a stage is skipped when it finished with the
+    same fingerprint and its outputs are present; a stage that was interrupted resumes from
+    its checkpoint; a stage whose settings changed (or that follows a stage that reran) is
+    redone from scratch. A stage that fails (a diverged training, bad data) is never marked
+    done. Every event is appended to `run.log`.
+
+    **Arguments:**
+
+    - `config`: a `Config` or the path of a TOML file.
+    - `run_dir`: the run directory (created if missing).
+    - `progress`: show progress bars (default: `[run] progress`).
+    - `log`: called with one line per stage event (`None`: silent; `run.log` is always
+      written).
+    - `stop_after`: run the stages up to and including this one (`"data"`, `"df"`,
+      `"scores"`, `"potential"`); default all.
+
+    **Returns:** the metrics dictionary (also in `metrics.json`; only the stages' states
+    when `stop_after` ends the run early).
+
+    **Raises:** `RunDirectoryBusy` if another process is running in `run_dir`; the error of
+    a failed stage (`TrainingError`, `ValueError`, …).
+    """
+    cfg = config if isinstance(config, Config) else load_config(config)
+    if stop_after is not None and stop_after not in STAGE_NAMES:
+        raise ValueError(f"stop_after must be one of {STAGE_NAMES}; got {stop_after!r}")
+    progress = cfg.run.progress if progress is None else progress
+    run_dir = Path(run_dir)
+    ckpt_dir, plot_dir = run_dir / "checkpoints", run_dir / "plots"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(run_dir):
+        return _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after)
+
+
+def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after):
+    log_file = run_dir / "run.log"
+
+    def note(msg: str) -> None:
+        with open(log_file, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+        if log is not None:
+            log(msg)
+
+    state_path = run_dir / "state.json"
+    try:
+        state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    except (ValueError, OSError):
+        note("state.json is unreadable: every stage runs again")
+        state = {}
+    (run_dir / "config.toml").write_text(dumps_toml(cfg.to_dict()))
+    fps = fingerprints(cfg)
+    loaded: dict[str, tuple[Any, dict]] = {}
+
+    def artefact(name: str):
+        if name not in loaded:
+            loaded[name] = ARTEFACTS[name].load(run_dir / ARTEFACTS[name].filename)
+        return loaded[name]
+
+    upstream_reran = False
+    t_run = time.perf_counter()
+    for stage in STAGES:
+        rec = state.get(stage.name, {})
+        outputs = [run_dir / ARTEFACTS[o].filename for o in stage.outputs]
+        checkpoints = [p for pattern in stage.checkpoints for p in ckpt_dir.glob(pattern)]
+        same = rec.get("fingerprint") == fps[stage.name] and not upstream_reran
+        if same and rec.get("done") and all(p.exists() for p in outputs):
+            note(f"{stage.name}: skipped (done, outputs present)")
+        else:
+            if not same:
+                for p in outputs + checkpoints:
+                    p.unlink(missing_ok=True)
+                if stage.name == "report" and plot_dir.exists():
+                    shutil.rmtree(plot_dir)
+            resuming = same and bool(checkpoints)
+            state[stage.name] = {"fingerprint": fps[stage.name], "done": False}
+            _write_json(state_path, state)
+            note(f"{stage.name}: {'resuming from checkpoint' if resuming else 'running'}")
+            t0 = time.perf_counter()
+            inputs = {name: artefact(name) for name in stage.inputs}
+            kwargs = dict(checkpoint_dir=ckpt_dir, plot_dir=plot_dir, progress=progress)
+            try:
+                produced = run_stage(stage.name, cfg, inputs, **kwargs)
+            except CheckpointError as err:
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                for p in checkpoints:
+                    p.rename(p.with_name(f"{p.name}.corrupt-{stamp}"))
+                note(f"{stage.name}: {err}; set it aside and starting the stage over")
+                produced = run_stage(stage.name, cfg, inputs, **kwargs)
+            for name, (obj, meta) in produced.items():
+                ARTEFACTS[name].save(obj, run_dir / ARTEFACTS[name].filename,
+                                     {**meta, "fingerprint": fps[stage.name]})
+                loaded[name] = (obj, meta)
+            dt = time.perf_counter() - t0
+            state[stage.name] = {"fingerprint": fps[stage.name], "done": True, "seconds": dt}
+            _write_json(state_path, state)
+            note(f"{stage.name}: done in {dt:.1f} s")
+            if stage.name == "report":
+                for warning in produced["metrics"][0].get("warnings", []):
+                    note(f"warning: {warning}")
+            upstream_reran = True
+        if stage.name == stop_after:
+            break
+    note(f"run finished in {time.perf_counter() - t_run:.1f} s")
+    metrics_path = run_dir / ARTEFACTS["metrics"].filename
+    if metrics_path.exists() and stop_after in (None, "report"):
+        return json.loads(metrics_path.read_text())
+    return {s: state.get(s) for s in STAGE_NAMES}

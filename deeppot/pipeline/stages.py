@@ -1,0 +1,456 @@
+"""The stages of a run, each one record: name, config sections, inputs, outputs, function.
+
+```
+data (catalog) → df (df) → scores (scores) → potential (potential) → report (metrics, report)
+```
+
+A stage's function takes a `StageContext` (the config, its key, its loaded inputs, where to
+checkpoint) and returns its outputs; it never reads or writes files of other stages. The
+run directory (`deeppot.pipeline.run`) and every `deeppot` subcommand run stages through
+`run_stage`, and read and write their artefacts through `ARTEFACTS`, so there is one
+orchestration path for all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from .._errors import TrainingError
+from .build import build_catalog, build_df, build_loss, build_model
+from .config import Config, DFConfig, FitConfig, PotentialConfig, ScoresConfig, section_dict
+from .report import evaluate_model, plot_losses, quality_warnings, write_report
+
+__all__ = [
+    "ARTEFACTS",
+    "STAGES",
+    "Artefact",
+    "Stage",
+    "StageContext",
+    "draw_scores",
+    "run_stage",
+    "stage_key",
+    "train_df",
+    "train_potential",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Artefacts: what stages exchange, and how each is stored
+
+
+@dataclasses.dataclass(frozen=True)
+class Artefact:
+    """A stage output kind: its file name in a run directory, and how it is stored."""
+
+    filename: str
+    save: Callable[[Any, Path, dict], None]
+    load: Callable[[Path], tuple[Any, dict]]
+
+
+def _save_catalog(cat, path, meta):
+    cat.save(path)
+
+
+def _load_catalog(path):
+    from ..catalog import PhaseSpaceCatalog
+
+    return PhaseSpaceCatalog.load(path), {}
+
+
+def _save_scores(scores, path, meta):
+    scores.save(path, meta=meta)
+
+
+def _load_scores(path):
+    from ..scores import ScoreSample
+
+    return ScoreSample.load(path), {}
+
+
+def _save_model(model, path, meta):
+    from ..modelfile import save_model
+
+    save_model(path, model, meta)
+
+
+def _load_model(path):
+    from ..modelfile import load_model
+
+    return load_model(path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _save_metrics(metrics, path, meta):
+    _write_text(path, json.dumps(metrics, indent=2, default=_json_default) + "\n")
+
+
+def _load_metrics(path):
+    return json.loads(Path(path).read_text()), {}
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if hasattr(obj, "__array__"):
+        return np.asarray(obj).tolist()
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+ARTEFACTS: dict[str, Artefact] = {
+    "catalog": Artefact("catalog.npz", _save_catalog, _load_catalog),
+    "df": Artefact("df.eqx", _save_model, _load_model),
+    "scores": Artefact("scores.npz", _save_scores, _load_scores),
+    "potential": Artefact("potential.eqx", _save_model, _load_model),
+    "metrics": Artefact("metrics.json", _save_metrics, _load_metrics),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage functions (also usable on their own from Python)
+
+
+def stage_key(seed: int, stage: str):
+    """The key of one stage: fixed by the seed and the stage, whatever else ran."""
+    return jax.random.fold_in(jax.random.key(seed), [s.name for s in STAGES].index(stage))
+
+
+def _history_summary(history) -> dict[str, Any]:
+    every = max(1, len(history.step) // 200)
+    return {
+        "steps": len(history.step),
+        "final_train_loss": history.train_loss[-1] if history.train_loss else None,
+        "best_val_loss": min(history.val_loss) if history.val_loss else None,
+        "lr_drops": list(history.lr_drops),
+        "stop_reason": history.stop_reason,
+        "wall_time_s": history.wall_time,
+        "curve": {"step": history.step[::every], "train_loss": history.train_loss[::every]},
+    }
+
+
+def check_df(df, catalog, *, n: int = 4096) -> dict[str, float]:
+    """Sanity check of a trained DF: finite, and a better fit to the stars than a Gaussian.
+
+    Compares the mean log-density of up to `n` catalogue stars under the DF with that under
+    the Gaussian of the stars' mean and covariance; a DF that does worse, or gives
+    non-finite values, is broken (a diverged or far too short training).
+
+    **Returns:** `{"mean_log_prob", "gaussian_mean_log_prob"}`.
+
+    **Raises:** `TrainingError` naming the problem.
+    """
+    w = np.asarray(catalog.w[:n], dtype=float)
+    try:
+        lp = np.asarray(df.log_prob(w))
+    except Exception as err:  # e.g. an ODE solver that cannot finish (equinox's runtime error)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrainingError(f"the trained DF cannot be evaluated ({first}); its training "
+                            "failed: lower the learning rate or train longer") from None
+    mean = w.mean(axis=0)
+    cov = np.cov(w, rowvar=False)
+    sign, logdet = np.linalg.slogdet(cov)
+    d = w - mean
+    maha = np.einsum("ni,ij,nj->n", d, np.linalg.pinv(cov), d)
+    gauss = -0.5 * (maha + logdet + w.shape[1] * math.log(2 * math.pi))
+    out = {"mean_log_prob": float(np.mean(lp)), "gaussian_mean_log_prob": float(np.mean(gauss))}
+    bad = int(np.sum(~np.isfinite(lp)))
+    if bad:
+        raise TrainingError(f"the trained DF gives a non-finite log-density for {bad} of "
+                            f"{len(lp)} stars; retrain it (a lower learning rate?)")
+    if sign > 0 and out["mean_log_prob"] < out["gaussian_mean_log_prob"]:
+        raise TrainingError(
+            f"the trained DF fits the stars worse than a Gaussian (mean ln p "
+            f"{out['mean_log_prob']:.3f} < {out['gaussian_mean_log_prob']:.3f}): its training "
+            "failed; lower the learning rate or train longer")
+    return out
+
+
+def train_df(cfg: DFConfig, catalog, key, *, checkpoint_dir=None, progress: bool = False):
+    """Build and train the DF of `[df]` on a catalogue, then check it (`check_df`).
+
+    **Arguments:**
+
+    - `cfg`: the `[df]` settings.
+    - `catalog`: a `PhaseSpaceCatalog`.
+    - `key`: a typed key.
+    - `checkpoint_dir`: directory for `df.ckpt` (`df_<i>.ckpt` per ensemble member); an
+      existing checkpoint is resumed.
+    - `progress`: show progress bars.
+
+    **Returns:** `(df, summary)` with a JSON-able training summary per member.
+    """
+    from ..flows import Ensemble
+    from ..train import fit_df
+
+    k_init, k_fit = jax.random.split(key)
+    df = build_df(cfg, k_init, catalog=catalog)
+    if cfg.kind == "exact":
+        return df, {"members": []}
+    members = df.members if isinstance(df, Ensemble) else (df,)
+    trained, summaries = [], []
+    for i, member in enumerate(members):
+        ckpt = None
+        if checkpoint_dir is not None:
+            name = "df.ckpt" if len(members) == 1 else f"df_{i}.ckpt"
+            ckpt = Path(checkpoint_dir) / name
+        kwargs = dict(key=jax.random.fold_in(k_fit, i), max_steps=cfg.steps,
+                      batch_size=min(cfg.batch_size, len(catalog)),
+                      learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
+                      lr_schedule=cfg.schedule, patience=cfg.patience,
+                      validate_every=cfg.validate_every,
+                      ema_decay=cfg.ema_decay or None, checkpoint_path=ckpt,
+                      checkpoint_every=cfg.checkpoint_every, progress=progress,
+                      return_history=True)
+        if cfg.objective:
+            kwargs["objective"] = cfg.objective
+        out, history = fit_df(member, catalog, **kwargs)
+        trained.append(out)
+        summaries.append(_history_summary(history))
+    df = Ensemble(trained) if isinstance(df, Ensemble) else trained[0]
+    return df, {"members": summaries, "check": check_df(df, catalog)}
+
+
+def draw_scores(cfg: ScoresConfig, df, key, *, progress: bool = False):
+    """Draw the `[scores]` sample from a DF (`sample_scores`), and check it is finite.
+
+    **Arguments:**
+
+    - `cfg`: the `[scores]` settings.
+    - `df`: a distribution function.
+    - `key`: a typed key.
+    - `progress`: show a progress bar.
+
+    **Returns:** a `ScoreSample`.
+
+    **Raises:** `TrainingError` if any score or log-density is not finite (a broken DF).
+    """
+    from ..scores import sample_scores
+
+    scores = sample_scores(df, key, cfg.n, chunk_size=min(cfg.chunk_size, cfg.n),
+                           progress=progress)
+    arrays = [np.asarray(a) for a in (scores.x, scores.v, scores.dlnf_dx, scores.dlnf_dv)]
+    bad = ~np.all(np.concatenate([np.isfinite(a) for a in arrays], axis=1), axis=1)
+    bad |= ~np.isfinite(np.asarray(scores.ln_f))
+    if bad.any():
+        raise TrainingError(f"{int(bad.sum())} of {len(bad)} drawn points have non-finite "
+                            "scores or log-densities: the DF is broken; retrain it")
+    return scores
+
+
+def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *,
+                    checkpoint_path=None, progress: bool = False):
+    """Build the `[potential]` model and fit it to a score sample with the `[fit]` loss.
+
+    **Arguments:**
+
+    - `pot_cfg`, `fit_cfg`: the `[potential]` and `[fit]` settings.
+    - `scores`: a `ScoreSample`.
+    - `key`: a typed key.
+    - `checkpoint_path`: checkpoint file (resumed if it exists).
+    - `progress`: show a progress bar.
+
+    **Returns:** `(model, summary)`.
+    """
+    from .. import train
+
+    k_init, k_fit = jax.random.split(key)
+    model = build_model(pot_cfg, k_init)
+    trainable = None
+    if not pot_cfg.train_frame or pot_cfg.fixed:
+        trainable = _trainable(model, pot_cfg)
+    model, history = train.fit_potential(
+        model, scores, build_loss(fit_cfg), key=k_fit, max_steps=fit_cfg.steps,
+        batch_size=min(fit_cfg.batch_size, len(scores)), learning_rate=fit_cfg.learning_rate,
+        warmup_steps=fit_cfg.warmup_steps, lr_schedule=fit_cfg.schedule,
+        patience=fit_cfg.patience, trainable=trainable,
+        validate_every=fit_cfg.validate_every, checkpoint_path=checkpoint_path,
+        checkpoint_every=fit_cfg.checkpoint_every, progress=progress, return_history=True,
+    )
+    return model, _history_summary(history)
+
+
+def _trainable(model, pot_cfg: PotentialConfig):
+    """Filter spec: every inexact array, less the frame (unless trained) and the fixed
+    parameters (`log_<name>` fields of an analytic family)."""
+    import equinox as eqx
+
+    spec = jax.tree.map(eqx.is_inexact_array, model)
+    if not pot_cfg.train_frame:
+        spec = eqx.tree_at(lambda m: m.frame, spec,
+                           replace=jax.tree.map(lambda _: False, spec.frame))
+    for name in pot_cfg.fixed:
+        spec = eqx.tree_at(lambda m: getattr(m.potential, f"log_{name}"), spec, replace=False)
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage records and the one way to run them
+
+
+@dataclasses.dataclass
+class StageContext:
+    """What a stage function gets: the config, its key, its inputs and its places."""
+
+    config: Config
+    key: Any
+    inputs: dict[str, Any]
+    input_meta: dict[str, dict]
+    checkpoint_dir: Path | None
+    plot_dir: Path | None
+    progress: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage: the config sections it depends on, its inputs and outputs (names of
+    `ARTEFACTS`), the checkpoint files it resumes from, and its function."""
+
+    name: str
+    sections: tuple[str, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    checkpoints: tuple[str, ...]
+    run: Callable[[StageContext], dict[str, tuple[Any, dict]]]
+
+
+def _data(ctx: StageContext):
+    cat = build_catalog(ctx.config.data, ctx.key, progress=ctx.progress)
+    return {"catalog": (cat, {})}
+
+
+def _df(ctx: StageContext):
+    df, summary = train_df(ctx.config.df, ctx.inputs["catalog"], ctx.key,
+                           checkpoint_dir=ctx.checkpoint_dir, progress=ctx.progress)
+    return {"df": (df, {"stage": "df", "config": section_dict("df", ctx.config.df),
+                        "training": summary})}
+
+
+def _scores(ctx: StageContext):
+    scores = draw_scores(ctx.config.scores, ctx.inputs["df"], ctx.key, progress=ctx.progress)
+    return {"scores": (scores, {"stage": "scores"})}
+
+
+def _potential(ctx: StageContext):
+    ckpt = None if ctx.checkpoint_dir is None else ctx.checkpoint_dir / "potential.ckpt"
+    model, summary = train_potential(ctx.config.potential, ctx.config.fit,
+                                     ctx.inputs["scores"], ctx.key, checkpoint_path=ckpt,
+                                     progress=ctx.progress)
+    return {"potential": (model, {"stage": "potential",
+                                  "config": section_dict("potential", ctx.config.potential),
+                                  "fit": section_dict("fit", ctx.config.fit),
+                                  "training": summary})}
+
+
+def _report(ctx: StageContext):
+    cfg = ctx.config
+    cat, model = ctx.inputs["catalog"], ctx.inputs["potential"]
+    ev = evaluate_model(cfg.evaluate, model, cat, out_dir=ctx.plot_dir,
+                        scores=ctx.inputs["scores"])
+    df_train = ctx.input_meta["df"].get("training", {})
+    pot_train = ctx.input_meta["potential"].get("training", {})
+    if ctx.plot_dir is not None and cfg.evaluate.plots:
+        ctx.plot_dir.mkdir(parents=True, exist_ok=True)
+        curves = {"potential fit": pot_train}
+        for i, m in enumerate(df_train.get("members", [])):
+            curves[f"DF fit {i}" if len(df_train["members"]) > 1 else "DF fit"] = m
+        if plot_losses(curves, ctx.plot_dir / "training.png"):
+            ev["plots"].append("training.png")
+
+    def strip(s):
+        return {k: v for k, v in s.items() if k != "curve"}
+
+    score_error = None
+    if cfg.df.kind != "exact" and "truth_df" in cat.meta:
+        from .. import evaluate, mocks
+
+        w = np.asarray(cat.w[: cfg.evaluate.n_points])
+        score_error = evaluate.score_errors(ctx.inputs["df"], mocks.truth_df(cat.meta), w)
+    metrics = {
+        "config": cfg.to_dict(),
+        "catalog": {"n": len(cat), "generator": cat.meta.get("generator")},
+        "df_training": [strip(m) for m in df_train.get("members", [])],
+        "df_check": df_train.get("check"),
+        "df_score_error": score_error,
+        "potential_training": strip(pot_train),
+        **ev,
+        "warnings": quality_warnings(ev),
+    }
+    return {"metrics": (metrics, {}), "report": ((cfg, cat, metrics), {})}
+
+
+def _save_report(value, path, meta):
+    cfg, cat, metrics = value
+    write_report(Path(path), cfg, cat, metrics)
+
+
+ARTEFACTS["report"] = Artefact("report.md", _save_report,
+                               lambda path: (Path(path).read_text(), {}))
+
+STAGES: tuple[Stage, ...] = (
+    Stage("data", ("data",), (), ("catalog",), (), _data),
+    Stage("df", ("df",), ("catalog",), ("df",), ("df.ckpt", "df_*.ckpt"), _df),
+    Stage("scores", ("scores",), ("df",), ("scores",), (), _scores),
+    Stage("potential", ("potential", "fit"), ("scores",), ("potential",),
+          ("potential.ckpt",), _potential),
+    Stage("report", ("evaluate",), ("catalog", "scores", "df", "potential"),
+          ("metrics", "report"), (), _report),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def get_stage(name: str) -> Stage:
+    """The stage record called `name`."""
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
+
+
+def run_stage(name: str, config: Config, inputs: Mapping[str, tuple[Any, dict]], *,
+              checkpoint_dir=None, plot_dir=None, progress: bool = False
+              ) -> dict[str, tuple[Any, dict]]:
+    """Run one stage on in-memory inputs and return its outputs (nothing is saved).
+
+    **Arguments:**
+
+    - `name`: the stage (`"data"`, `"df"`, `"scores"`, `"potential"`, `"report"`).
+    - `config`: the validated `Config`.
+    - `inputs`: `{artefact name: (object, metadata)}` for each of the stage's inputs.
+    - `checkpoint_dir`: where training checkpoints go and are resumed from (`None`: none).
+    - `plot_dir`: where the report's plots go (`None`: no plots).
+    - `progress`: show progress bars.
+
+    **Returns:** `{artefact name: (object, metadata)}`; save each with
+    `ARTEFACTS[name].save(object, path, metadata)`.
+    """
+    stage = get_stage(name)
+    missing = [i for i in stage.inputs if i not in inputs]
+    if missing:
+        raise ValueError(f"stage {name!r} needs {', '.join(missing)}")
+    ctx = StageContext(
+        config=config, key=stage_key(config.run.seed, name),
+        inputs={k: inputs[k][0] for k in stage.inputs},
+        input_meta={k: inputs[k][1] for k in stage.inputs},
+        checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
+        plot_dir=None if plot_dir is None else Path(plot_dir), progress=progress)
+    with _x64(config.run.x64):
+        return stage.run(ctx)
+
+
+def _x64(x64: bool):
+    import contextlib
+
+    return jax.enable_x64(True) if x64 else contextlib.nullcontext()

@@ -1,0 +1,285 @@
+"""Runs a scientist can trust: each failure a careless or hostile user met, reproduced.
+
+Every test here reproduces one failure that passed silently, lost data or printed a
+traceback before (issue 11), and asserts the behaviour that replaced it.
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import deeppot as dp
+from deeppot import cli, pipeline, train
+
+TINY = {
+    "run": {"seed": 5, "progress": False},
+    "data": {"source": "plummer", "n": 1024},
+    "df": {"kind": "exact"},
+    "scores": {"n": 1024, "chunk_size": 1024},
+    "potential": {"model": "spherical", "width": 8, "depth": 1, "input_scale": 2.0},
+    "fit": {"steps": 30, "batch_size": 256, "warmup_steps": 5, "checkpoint_every": 10},
+    "evaluate": {"n_points": 512, "plots": False},
+}
+
+
+def _cli(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_clean_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith("deeppot: "), err
+    return lines[0]
+
+
+# --- 1, 2: diverged training stops, is never marked done --------------------------------------
+
+
+def test_a_diverging_loss_stops_training_and_writes_no_checkpoint_after_it(tmp_path):
+    """A loss that rises steadily after the warm-up (as the DF loss did from 6.5 to 105 at
+    learning rate 1e3) stops the fit with a TrainingError naming the step."""
+    data = jnp.linspace(-1.0, 1.0, 256)
+
+    def loss(params, batch, key):
+        """Value a², gradient −2a: each step the optimiser takes raises the loss."""
+        a2 = params["a"] ** 2 + 0.0 * jnp.mean(batch)
+        return jax.lax.stop_gradient(2 * a2) - a2
+
+    path = tmp_path / "ckpt"
+    with pytest.raises(dp.TrainingError, match=r"diverged.*at step (\d+).*lower the learn") \
+            as info:
+        train.fit({"a": jnp.array(0.01)}, loss, data, key=jax.random.key(0), max_steps=5000,
+                  batch_size=16, learning_rate=0.01, optimizer="adam",
+                  validation_fraction=0.0, checkpoint_path=path, checkpoint_every=10,
+                  progress=False)
+    import re
+
+    stopped = int(re.search(r"at step (\d+)", str(info.value)).group(1))
+    written = json.loads(path.read_bytes().split(b"\n", 1)[0])["step"]
+    assert 20 < stopped < 500 and written <= stopped
+
+
+def test_noisy_but_healthy_training_is_not_called_diverged():
+    data = jax.random.normal(jax.random.key(1), (4096,))
+
+    def loss(params, batch, key):  # a noisy quadratic: the loss fluctuates, then settles
+        return jnp.mean((batch - params["m"]) ** 2)
+
+    _, history = train.fit({"m": jnp.array(3.0)}, loss, data, key=jax.random.key(2),
+                           max_steps=600, batch_size=4, learning_rate=0.05,
+                           validation_fraction=0.0, progress=False)
+    assert len(history.step) == 600
+
+
+def test_a_failed_stage_is_not_marked_done_and_its_outputs_not_written(tmp_path, monkeypatch):
+    def diverge(*args, **kwargs):
+        raise dp.TrainingError("the training loss diverged at step 7")
+
+    monkeypatch.setattr(train, "fit_potential", diverge)
+    with pytest.raises(dp.TrainingError):
+        pipeline.run(pipeline.parse_config(TINY), tmp_path, log=None)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["scores"]["done"] and not state["potential"]["done"]
+    assert not (tmp_path / "potential.eqx").exists() and not (tmp_path / "metrics.json").exists()
+
+
+def test_a_broken_df_is_refused_before_its_scores_are_cached():
+    """A DF that fits the stars worse than a Gaussian (a diverged flow) is an error."""
+    import diffrax
+
+    cat = dp.mocks.plummer(jax.random.key(0), 2048)
+    fixed = dp.flows.ODESettings(solver=diffrax.Tsit5(), n_steps=2)
+    df = dp.flows.FFJORD(jax.random.key(1), width=4, depth=1, ode=fixed).standardise(cat.w)
+    import equinox as eqx
+
+    broken = eqx.tree_at(lambda d: [b.field for b in d.blocks], df,
+                         [jax.tree.map(lambda a: 30.0 * a if eqx.is_inexact_array(a) else a,
+                                       b.field) for b in df.blocks])
+    with pytest.raises(dp.TrainingError, match="worse than a Gaussian"):
+        pipeline.check_df(broken, cat)
+    nan = eqx.tree_at(lambda d: [b.field for b in d.blocks], df,
+                      [jax.tree.map(lambda a: jnp.nan * a if eqx.is_inexact_array(a) else a,
+                                    b.field) for b in df.blocks])
+    with pytest.raises(dp.TrainingError, match="non-finite"):
+        pipeline.check_df(nan, cat)
+    adaptive = nan.with_ode(dp.flows.ODESettings(max_steps=16))  # the solver cannot finish
+    with pytest.raises(dp.TrainingError, match="cannot be evaluated"):
+        pipeline.check_df(adaptive, cat, n=64)
+
+
+def test_a_poor_fit_is_reported_with_a_warning(tmp_path, capsys):
+    raw = {**TINY, "fit": {**TINY["fit"], "steps": 1},
+           "potential": {"model": "neural", "width": 8, "depth": 1}}
+    metrics = pipeline.run(pipeline.parse_config(raw), tmp_path, log=None)
+    assert metrics["fit_quality"]["median_relative_residual"] > 0.5
+    assert any("the fit is poor" in w for w in metrics["warnings"])
+    assert "**Warning:** the fit is poor" in (tmp_path / "report.md").read_text()
+
+
+# --- 3: a command never destroys its own input ------------------------------------------------
+
+
+def test_fit_df_writes_one_file_and_refuses_to_overwrite_its_input(tmp_path, capsys):
+    cat = tmp_path / "cat.npz"
+    dp.mocks.plummer(jax.random.key(0), 512).save(cat)
+    before = cat.read_bytes()
+    code, _, err = _cli(capsys, "fit-df", str(cat), "-o", str(cat), "--no-progress",
+                        "--set", "df.kind=spline", "--set", "df.steps=1")
+    assert code == 1 and "is also an input" in _one_clean_line(err)
+    assert cat.read_bytes() == before
+    out = tmp_path / "model.json"  # the name once written twice, destroying the model
+    code, _, _ = _cli(capsys, "fit-df", str(cat), "-o", str(out), "--set", "df.kind=exact")
+    assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["cat.npz", "model.json"]
+    df, meta = dp.load_model(out)
+    assert meta["stage"] == "df" and isinstance(df, dp.flows.PlummerDF)
+
+
+# --- 4: a selection that keeps nothing -------------------------------------------------------
+
+
+def test_a_selection_that_keeps_no_star_is_a_clean_error(tmp_path, capsys):
+    code, _, err = _cli(capsys, "mock", "plummer", "--n", "1000", "--select",
+                        "--select-radius", "0", "--out", str(tmp_path / "s.npz"))
+    assert code == 1 and "--select-radius must be positive" in _one_clean_line(err)
+    far = ["--select-center", "1e6", "0", "0", "--select-radius", "1"]
+    code, _, err = _cli(capsys, "mock", "plummer", "--n", "1000", "--select", *far,
+                        "--out", str(tmp_path / "s.npz"), "--no-progress")
+    assert code == 1 and "keeps none of the" in _one_clean_line(err)
+
+
+# --- 5: checkpoints with integrity -----------------------------------------------------------
+
+
+def _checkpointed_fit(path, steps=40):
+    data = jax.random.normal(jax.random.key(3), (256,))
+
+    def loss(params, batch, key):
+        return jnp.mean((batch - params["m"]) ** 2)
+
+    return train.fit({"m": jnp.array(1.0)}, loss, data, key=jax.random.key(4),
+                     max_steps=steps, batch_size=16, checkpoint_path=path,
+                     checkpoint_every=10, progress=False)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "foreign"])
+def test_damaged_checkpoints_are_named_and_never_resumed(tmp_path, damage):
+    path = tmp_path / "fit.ckpt"
+    _checkpointed_fit(path, steps=20)
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) - 7])
+    elif damage == "flip":
+        path.write_bytes(data[:-2] + bytes([data[-2] ^ 4]) + data[-1:])
+    else:
+        path.write_bytes(b"PK\x03\x04 not a checkpoint at all")
+    with pytest.raises(dp.CheckpointError, match="fit.ckpt") as info:
+        _checkpointed_fit(path)
+    assert "delete it" in str(info.value)
+
+
+def test_a_run_sets_a_corrupt_checkpoint_aside_and_starts_the_stage_over(tmp_path):
+    cfg = pipeline.parse_config(TINY)
+    pipeline.run(cfg, tmp_path, log=None, stop_after="scores")
+    ckpt = tmp_path / "checkpoints" / "potential.ckpt"
+    ckpt.write_bytes(b"garbage\n")
+    state = json.loads((tmp_path / "state.json").read_text())
+    state["potential"] = {"fingerprint": pipeline.rundir.fingerprints(cfg)["potential"],
+                          "done": False}  # as if interrupted mid-fit
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    lines = []
+    metrics = pipeline.run(cfg, tmp_path, log=lines.append)
+    assert any("not a deeppot checkpoint" in line and "set it aside" in line for line in lines)
+    assert list((tmp_path / "checkpoints").glob("potential.ckpt.corrupt-*"))
+    fresh = tmp_path / "fresh"
+    assert metrics["accuracy"] == pipeline.run(cfg, fresh, log=None)["accuracy"]
+
+
+# --- 6: one clean line per error -------------------------------------------------------------
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((3, 3)))  # no velocities
+    code, _, err = _cli(capsys, "fit-df", str(bad), "-o", str(tmp_path / "df.eqx"))
+    assert code == 1 and "missing arrays ['v']" in _one_clean_line(err)
+    shapes = tmp_path / "shapes.npz"
+    np.savez(shapes, x=np.zeros((3, 2)), v=np.zeros((3, 3)))
+    code, _, err = _cli(capsys, "fit-df", str(shapes), "-o", str(tmp_path / "df.eqx"))
+    assert code == 1 and "shape (n, 3)" in _one_clean_line(err)
+    code, _, err = _cli(capsys, "scores", str(tmp_path / "missing.eqx"), "-o",
+                        str(tmp_path / "s.npz"))
+    assert code == 1 and "no such model file" in _one_clean_line(err)
+    with pytest.raises(FileNotFoundError):  # developers get the traceback on request
+        cli.main(["--traceback", "scores", str(tmp_path / "missing.eqx"), "-o", "s.npz"])
+
+
+def test_an_unwritable_run_directory_is_one_clean_line(tmp_path, capsys):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the run directory's parent should be")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(pipeline.dumps_toml(pipeline.parse_config(TINY).to_dict()))
+    code, _, err = _cli(capsys, "run", str(cfg), "--run-dir", str(blocker / "run"))
+    assert code == 1 and "Not a directory" in _one_clean_line(err)
+
+
+# --- 7: inputs that changed, runs that overlap -----------------------------------------------
+
+
+def test_a_replaced_catalogue_of_the_same_size_and_mtime_is_noticed(tmp_path):
+    cat = tmp_path / "cat.npz"
+    dp.mocks.plummer(jax.random.key(0), 512).save(cat)
+    raw = {**TINY, "data": {"source": "file", "path": str(cat)}, "df": {"kind": "spline"}}
+    fp = pipeline.rundir.fingerprints(pipeline.parse_config(raw))
+    stat = cat.stat()
+    dp.mocks.plummer(jax.random.key(1), 512).save(cat)
+    os.utime(cat, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert cat.stat().st_size == stat.st_size and cat.stat().st_mtime_ns == stat.st_mtime_ns
+    again = pipeline.rundir.fingerprints(pipeline.parse_config(raw))
+    assert again["data"] != fp["data"]
+
+
+def test_a_second_run_in_the_same_directory_is_refused(tmp_path):
+    import fcntl
+
+    tmp_path.joinpath("lock").write_text("")
+    with open(tmp_path / "lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("4242")
+        held.flush()
+        with pytest.raises(dp.DeeppotError, match="in use by another deeppot process"):
+            pipeline.run(pipeline.parse_config(TINY), tmp_path, log=None)
+
+
+# --- 8: files and parameters -----------------------------------------------------------------
+
+
+def test_a_truncated_csv_is_an_error_not_half_a_catalogue(tmp_path):
+    path = tmp_path / "cat.csv"
+    dp.mocks.plummer(jax.random.key(0), 100).save(path)
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[: len(lines) // 2]))
+    with pytest.raises(ValueError, match="truncated or damaged: it declares 100 rows"):
+        dp.PhaseSpaceCatalog.load(path)
+
+
+def test_nfw_is_finite_at_the_centre_and_far_away():
+    nfw = dp.NFW(m_s=2.0, r_s=1.5)
+    assert float(nfw.potential(jnp.zeros(3))) == pytest.approx(-2.0 / 1.5, rel=1e-6)
+    assert np.all(np.asarray(nfw.gradient(jnp.zeros(3))) == 0)
+    far = jnp.array([3e20, 0.0, 0.0], jnp.float32)
+    assert np.isfinite(float(nfw.potential(far))) and np.all(np.isfinite(nfw.gradient(far)))
+
+
+@pytest.mark.parametrize("G", [0.0, -1.0, float("nan"), float("inf")])
+def test_the_gravitational_constant_is_validated(G):
+    with pytest.raises(ValueError, match="G must be positive and finite"):
+        dp.Plummer(G=G)
+    with pytest.raises(ValueError, match="G must be positive and finite"):
+        dp.NeuralPotential(key=jax.random.key(0), width=2, depth=1, G=G)

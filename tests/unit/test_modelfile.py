@@ -1,0 +1,96 @@
+"""Model files: every model the API builds is saved and read back exactly, from the file alone."""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import deeppot as dp
+from deeppot.modelfile import load_model, save_model
+from tests import models
+
+DFS = {
+    "ffjord": lambda: dp.flows.FFJORD(jax.random.key(0), width=8, depth=2),
+    "ffjord_heun_tanh_2blocks": lambda: dp.flows.FFJORD(
+        jax.random.key(1), n_blocks=2, width=8, depth=1, activation=jnp.tanh,
+        ode=dp.flows.ODESettings(solver=diffrax.Heun(), n_steps=3)),
+    "spline_coupling": lambda: dp.flows.SplineFlow(jax.random.key(2), flow_layers=2,
+                                                   nn_width=8),
+    "spline_maf": lambda: dp.flows.SplineFlow(jax.random.key(3), kind="autoregressive",
+                                              flow_layers=2, nn_width=8, knots=5),
+    "ensemble": lambda: dp.flows.Ensemble(
+        [dp.flows.FFJORD(jax.random.key(i), width=8, depth=1) for i in range(2)],
+        average="prob"),
+    "plummer_df": lambda: dp.flows.PlummerDF(r_max=5.0),
+}
+FRAMES = {
+    "rotating": lambda: dp.RotatingFrame(omega=[0.0, 0.1, 0.3], center=[0.1, 0.0, 0.0]),
+    "moving": lambda: dp.MovingFrame(u0=[0.2, 0.0, -0.1]),
+}
+
+
+def _same(a, b):
+    la = jax.tree.leaves(eqx.filter(a, eqx.is_array))
+    lb = jax.tree.leaves(eqx.filter(b, eqx.is_array))
+    return (jax.tree.structure(a) == jax.tree.structure(b)
+            and all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(la, lb)))
+
+
+@pytest.mark.parametrize("name", sorted(models.ALL))
+def test_every_potential_round_trips(tmp_path, name):
+    pot = models.build(name)
+    model = dp.PotentialModel(pot, FRAMES["rotating"]())
+    path = save_model(tmp_path / "m.eqx", model, {"note": name})
+    loaded, meta = load_model(path)
+    assert meta == {"note": name} and _same(model, loaded)
+    x = jax.random.normal(jax.random.key(4), (8, 3))
+    np.testing.assert_array_equal(loaded.potential.acceleration(x), pot.acceleration(x))
+
+
+@pytest.mark.parametrize("name", sorted(DFS))
+def test_every_df_round_trips(tmp_path, name):
+    df = DFS[name]()
+    loaded, _ = load_model(save_model(tmp_path / "df.eqx", df))
+    assert _same(df, loaded)
+    w = dp.flows.PlummerDF().sample(jax.random.key(5), 16)
+    np.testing.assert_array_equal(loaded.log_prob(w), df.log_prob(w))
+
+
+def test_float64_models_come_back_in_float64(tmp_path):
+    with jax.enable_x64(True):
+        pot = dp.NeuralPotential(key=jax.random.key(0), width=4, depth=1)
+        path = save_model(tmp_path / "x64.eqx", pot)
+    loaded, _ = load_model(path)
+    assert loaded.net.weights[0].dtype == jnp.float64
+
+
+def test_broken_files_name_the_file(tmp_path):
+    path = save_model(tmp_path / "m.eqx", dp.Plummer())
+    data = path.read_bytes()
+    (tmp_path / "cut.eqx").write_bytes(data[:-3])
+    (tmp_path / "flip.eqx").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    (tmp_path / "text.eqx").write_text("hello\n")
+    for name, match in [("cut", "corrupt or truncated"), ("flip", "corrupt or truncated"),
+                        ("text", "not a deeppot model file")]:
+        with pytest.raises(dp.CheckpointError, match=match) as info:
+            load_model(tmp_path / f"{name}.eqx")
+        assert f"{name}.eqx" in str(info.value)
+    with pytest.raises(FileNotFoundError, match="no such model file"):
+        load_model(tmp_path / "missing.eqx")
+
+
+def test_only_trusted_code_is_named(tmp_path):
+    path = save_model(tmp_path / "m.eqx", dp.Plummer())
+    text = path.read_bytes().replace(b"deeppot.potentials._analytic:Plummer", b"os:system", 1)
+    head, body = text.split(b"\n", 1)
+    (tmp_path / "evil.eqx").write_bytes(head + b"\n" + body)
+    with pytest.raises(dp.CheckpointError, match="may only name deeppot"):
+        load_model(tmp_path / "evil.eqx")
+
+
+def test_unnameable_functions_are_refused_at_save(tmp_path):
+    df = dp.flows.FFJORD(jax.random.key(0), width=4, depth=1, activation=lambda x: x)
+    with pytest.raises(TypeError, match="lambda"):
+        save_model(tmp_path / "df.eqx", df)
