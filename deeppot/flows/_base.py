@@ -270,8 +270,12 @@ class AbstractTrainableDF(AbstractDF):
     flow they wrap.
     """
 
-    # names of the objectives `train_loss` accepts; the first is the default
-    objectives: eqx.AbstractClassVar[tuple[str, ...]]
+    @property
+    @abc.abstractmethod
+    def objectives(self) -> tuple[str, ...]:
+        """Names of the objectives `train_loss` accepts; the first is the default. (A class
+        attribute on a flow, so a config can read it from the class; a property on a
+        wrapper, which forwards its inner flow's. Not a field either way.)"""
 
     @property
     @abc.abstractmethod

@@ -260,7 +260,7 @@ class AbstractSymmetricDF(AbstractTrainableDF):
         return isinstance(self.inner, AbstractTrainableDF)
 
     @property
-    def objectives(self) -> tuple[str, ...]:  # pyright: ignore[reportIncompatibleVariableOverride]
+    def objectives(self) -> tuple[str, ...]:
         """The inner flow's objectives (none if it is not trainable)."""
         return self.inner.objectives if self._trainable_inner else ()
 
@@ -535,7 +535,7 @@ class Augmented(AbstractTrainableDF):
         return self.inner._sample_score_chunk(key, m)
 
     @property
-    def objectives(self) -> tuple[str, ...]:  # pyright: ignore[reportIncompatibleVariableOverride]
+    def objectives(self) -> tuple[str, ...]:
         """The inner DF's objectives."""
         return self.inner.objectives if isinstance(self.inner, AbstractTrainableDF) else ()
 
