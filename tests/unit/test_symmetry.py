@@ -219,22 +219,25 @@ def test_fit_df_trains_a_wrapper_and_keeps_its_standardisation(x64):
     """fit_df sets the precondition scale and the inner standardisation from the reduced
     coordinates of the data and trains only the flow; NLL objectives are in physical units."""
     stars = TRUTH.sample(jax.random.key(3), 2048)
-    df = AxisymmetricDF(FFJORD(jax.random.key(4), dim=5, n_blocks=1, width=8, depth=1))
+    # no regularisation, so the nll_exact loss is the plain negative log-likelihood
+    df = AxisymmetricDF(FFJORD(jax.random.key(4), dim=5, n_blocks=1, width=8, depth=1,
+                               reg_kinetic=0.0, reg_jacobian=0.0))
     ready = df.standardise(stars)
     q = ready.reduced_coordinates(stars)
     np.testing.assert_allclose(ready.precondition.scale[1],
                                jnp.quantile(jnp.abs(q[:, 1]), 0.2), rtol=1e-12)
     u = jax.vmap(ready.precondition.transform)(q)
     np.testing.assert_allclose(ready.inner.loc, u.mean(0), rtol=1e-10, atol=1e-12)
+    # no weight averaging: with fit_df's default EMA (0.998) 60 steps barely move the weights
     trained = fit_df(df, stars, key=jax.random.key(5), max_steps=60, batch_size=512,
-                     objective="cfm", learning_rate=1e-2, warmup_steps=5, progress=False)
-    assert float(trained.log_prob(stars).mean()) > float(ready.log_prob(stars).mean()) + 0.1
+                     objective="cfm", learning_rate=1e-2, warmup_steps=5, ema_decay=None,
+                     progress=False)
+    # the same points before and after: deterministic, so any clear gain is training
+    assert float(trained.log_prob(stars).mean()) > float(ready.log_prob(stars).mean()) + 0.05
     for a, b in zip(trained.standardisation, ready.standardisation):
         np.testing.assert_array_equal(a, b)
-    plain = eqx.tree_at(lambda d: (d.inner.reg_kinetic, d.inner.reg_jacobian), trained,
-                        replace_fn=lambda _: 0.0)
-    loss = plain.train_loss(stars[:64], jax.random.key(6), "nll_exact")
-    np.testing.assert_allclose(loss, -plain.log_prob(stars[:64]).mean(), rtol=1e-6)
+    loss = trained.train_loss(stars[:64], jax.random.key(6), "nll_exact")
+    np.testing.assert_allclose(loss, -trained.log_prob(stars[:64]).mean(), rtol=1e-6)
 
 
 def test_augmented_trains_on_transformed_batches(x64):
@@ -281,3 +284,27 @@ def test_ensemble_of_wrappers_and_wrapper_of_ensemble_agree(x64):
     np.testing.assert_allclose(b.log_prob(w), TRUTH.log_prob(w), rtol=1e-12)
     np.testing.assert_allclose(jnp.concatenate(b.score(w), -1),
                                jnp.concatenate(TRUTH.score(w), -1), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["spherical", "axisymmetric", "augmented"])
+def test_wrappers_round_trip_through_model_files(kind, tmp_path):
+    """`save_model` / `load_model` rebuild a wrapper (its precondition scales, its inner
+    flow's weights and standardisation) exactly; `objectives` is not a stored field."""
+    import deeppot as dp
+
+    stars = TRUTH.sample(jax.random.key(13), 512)
+    make = {
+        "spherical": lambda: SphericalDF(FFJORD(jax.random.key(14), dim=3, width=8, depth=1)),
+        "axisymmetric": lambda: AxisymmetricDF(SplineFlow(
+            jax.random.key(15), dim=5, flow_layers=1, knots=4, nn_width=8, nn_depth=1)),
+        "augmented": lambda: Augmented(FFJORD(jax.random.key(16), width=8, depth=1),
+                                       "spherical"),
+    }
+    df = make[kind]().standardise(stars)
+    path = tmp_path / "df.eqx"
+    dp.save_model(path, df)
+    back, _ = dp.load_model(path)
+    assert type(back) is type(df) and back.objectives == df.objectives
+    for a, b in zip(back.standardisation, df.standardisation):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(back.log_prob(stars[:32]), df.log_prob(stars[:32]))
