@@ -1,6 +1,7 @@
 """Distribution-function models: continuous (FFJORD) and spline flows, ensembles, analytic,
 symmetry-reduced wrappers."""
 
+from ._analytic import HernquistDF as HernquistDF
 from ._analytic import PlummerDF as PlummerDF
 from ._base import AbstractDF as AbstractDF
 from ._base import AbstractFlowDF as AbstractFlowDF

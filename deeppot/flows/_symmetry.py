@@ -106,12 +106,15 @@ class Precondition(AbstractBijection):
         log_det = jnp.where(is_log, y, jnp.where(is_asinh, jnp.log(s * jnp.cosh(y)), 0.0))
         return x, jnp.sum(log_det)
 
-    def fit(self, q: Float[Array, "n d"]) -> Precondition:
+    def fit(self, q: Float[Array, "n d"], weights: Float[Array, " n"] | None = None
+            ) -> Precondition:
         """Copy whose asinh scales are the `quantile` of |q| per coordinate.
 
         **Arguments:**
 
         - `q`: training coordinates, shape `(n, d)`.
+        - `weights`: optional non-negative per-point weights, shape `(n,)` (weighted
+          quantile: a weighted point counts like that many copies of it).
 
         **Returns:**
 
@@ -120,7 +123,16 @@ class Precondition(AbstractBijection):
         q = jnp.asarray(q)
         if q.ndim != 2 or q.shape[1:] != self.shape:
             raise ValueError(f"expected coordinates of shape (n, {self.shape[0]}); got {q.shape}")
-        s = jnp.quantile(jnp.abs(q), self.quantile, axis=0)
+        if weights is None:
+            s = jnp.quantile(jnp.abs(q), self.quantile, axis=0)
+        else:
+            p = jnp.asarray(weights, q.dtype)
+            if p.shape != q.shape[:1]:
+                raise ValueError(f"weights must have shape ({q.shape[0]},), got {p.shape}")
+            order = jnp.argsort(jnp.abs(q), axis=0)
+            cdf = jnp.cumsum(p[order], axis=0) / jnp.sum(p)
+            below = jax.vmap(lambda c: jnp.searchsorted(c, self.quantile), 1)(cdf)
+            s = jnp.abs(q)[order[below, jnp.arange(q.shape[1])], jnp.arange(q.shape[1])]
         is_asinh = jnp.array([k == "asinh" for k in self.kinds])
         if not bool(jnp.all(jnp.where(is_asinh, s > 0, True))):
             raise ValueError("an asinh coordinate of the training data is mostly zero")
@@ -270,12 +282,13 @@ class AbstractSymmetricDF(AbstractTrainableDF):
         inner = self.inner.standardisation if self._trainable_inner else ()
         return (self.precondition.scale, *inner)
 
-    def standardise(self, w: Float[Array, "n 6"]):
+    def standardise(self, w: Float[Array, "n 6"], weights: Float[Array, " n"] | None = None):
         """Copy whose precondition scales and inner standardisation match the points `w`.
 
         **Arguments:**
 
         - `w`: training points, shape `(n, 6)`.
+        - `weights`: optional non-negative per-point weights, shape `(n,)`.
 
         **Returns:**
 
@@ -283,12 +296,12 @@ class AbstractSymmetricDF(AbstractTrainableDF):
         the inner flow standardised on the preconditioned ones.
         """
         q = self.reduced_coordinates(w).reshape(-1, len(self.coordinates))
-        pre = self.precondition.fit(q)
+        pre = self.precondition.fit(q, weights)
         new = eqx.tree_at(lambda d: d.precondition, self, pre)
         if not self._trainable_inner:
             return new
         u = jax.vmap(pre.transform)(q)
-        return eqx.tree_at(lambda d: d.inner, new, self.inner.standardise(u))
+        return eqx.tree_at(lambda d: d.inner, new, self.inner.standardise(u, weights))
 
     def train_loss(self, w, key, objective):
         """The inner flow's objective on the preconditioned reduced coordinates of `w`.
@@ -544,19 +557,20 @@ class Augmented(AbstractTrainableDF):
         """The inner DF's standardisation."""
         return self.inner.standardisation
 
-    def standardise(self, w: Float[Array, "n 6"]):
+    def standardise(self, w: Float[Array, "n 6"], weights: Float[Array, " n"] | None = None):
         """Standardise the inner DF on `w` with one random group element per point.
 
         **Arguments:**
 
         - `w`: training points, shape `(n, 6)`.
+        - `weights`: optional non-negative per-point weights, shape `(n,)`.
 
         **Returns:**
 
         The same wrapper around the standardised inner DF.
         """
         w = symmetry_transform(jax.random.key(0), jnp.asarray(w), self.group)
-        return eqx.tree_at(lambda d: d.inner, self, self.inner.standardise(w))
+        return eqx.tree_at(lambda d: d.inner, self, self.inner.standardise(w, weights))
 
     def train_loss(self, w, key, objective):
         """The inner objective on `w` transformed by random group elements."""

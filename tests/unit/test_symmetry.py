@@ -308,3 +308,22 @@ def test_wrappers_round_trip_through_model_files(kind, tmp_path):
     for a, b in zip(back.standardisation, df.standardisation):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(back.log_prob(stars[:32]), df.log_prob(stars[:32]))
+
+
+def test_weighted_standardisation(x64):
+    """Weights count like copies: integer weights standardise as the repeated points do,
+    for the precondition's quantile and the inner flow's moments alike."""
+    stars = TRUTH.sample(jax.random.key(17), 301)
+    counts = jax.random.randint(jax.random.key(18), (301,), 1, 4)
+    df = AxisymmetricDF(SplineFlow(jax.random.key(19), dim=5, flow_layers=1, knots=4,
+                                   nn_width=4, nn_depth=1))
+    weighted = df.standardise(stars, counts.astype(stars.dtype))
+    repeated = df.standardise(jnp.repeat(stars, counts, axis=0))
+    np.testing.assert_allclose(weighted.inner.loc, repeated.inner.loc, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(weighted.inner.scale, repeated.inner.scale, rtol=1e-10)
+    # the lower weighted quantile against numpy's on the repeated points
+    z = np.abs(np.repeat(np.asarray(stars[:, 2]), np.asarray(counts)))
+    np.testing.assert_allclose(weighted.precondition.scale[1],
+                               np.quantile(z, 0.2, method="inverted_cdf"), rtol=1e-12)
+    with pytest.raises(ValueError, match="weights must have shape"):
+        df.standardise(stars, jnp.ones(3))
