@@ -14,6 +14,13 @@ rtol 1e-7, atol 1e-5, untrained; reference 4.1 s).
 Rows are printed as they are measured; the device, the matmul precision (float32
 "highest" by default, `--precision tensorfloat32` for TF32 on a GPU) and the dtype are
 recorded.
+
+Options for the flow-matching case: `--symmetry spherical` models the DF as
+`SphericalDF(FFJORD(dim=3))` on (ln r, v_r, ln v_t); `--augment` trains the general 6-D flow
+on randomly rotated batches (`Augmented(..., "spherical")`); `--nll-finetune N` continues
+with N steps of exact-trace maximum likelihood (the evaluation solver's discretisation).
+Rows report wall and CPU seconds of training (the machine is shared: CPU time is the
+fairer figure).
 """
 
 from __future__ import annotations
@@ -23,14 +30,24 @@ import json
 import math
 import os
 import platform
+import resource
 import sys
 import time
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from deeppot.flows import FFJORD, Ensemble, ODESettings, PlummerDF, SplineFlow
+from deeppot.flows import (
+    FFJORD,
+    Augmented,
+    Ensemble,
+    ODESettings,
+    PlummerDF,
+    SphericalDF,
+    SplineFlow,
+)
 from deeppot.train import fit_df
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -39,6 +56,20 @@ from _common import machine, time_call  # noqa: E402
 IDEAL_NLL = 5.0785
 TF_REFERENCE_S = 4.1
 EVAL_CHUNK = 2048
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads) so far."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def map_ffjords(df, fn):
+    """Apply `fn` to every `FFJORD` inside `df` (wrappers, ensembles)."""
+    def is_ffjord(x):
+        return isinstance(x, FFJORD)
+
+    return jax.tree.map(lambda x: fn(x) if is_ffjord(x) else x, df, is_leaf=is_ffjord)
 
 
 def _score_eval(df, w):
@@ -105,8 +136,19 @@ def _tf_reference_timing(n_repeat: int, autodiff: bool = True):
     }
 
 
+def _wrapper(symmetry: str, augment: bool, precondition):
+    """(dimension of the flow, function wrapping it) for the CFM case."""
+    if symmetry == "spherical":
+        kinds = precondition or ("log", "identity", "log")
+        return 3, lambda f: SphericalDF(f, precondition=kinds)
+    if augment:
+        return 6, lambda f: Augmented(f, "spherical")
+    return 6, lambda f: f
+
+
 def _cases(quick: bool, scale: float, cfm_steps: int, cfm_width: int = 128,
-           cfm_activation: str = "tanh", schedule: str = "plateau"):
+           cfm_activation: str = "tanh", schedule: str = "plateau", cfm_depth: int = 3,
+           symmetry: str = "none", augment: bool = False, precondition=None):
     s = 0.02 if quick else scale  # step scale
     fast_ode = ODESettings(solver=diffrax.Tsit5(), n_steps=4)
     train_ode = ODESettings(solver=diffrax.Tsit5(), n_steps=4)
@@ -114,6 +156,8 @@ def _cases(quick: bool, scale: float, cfm_steps: int, cfm_width: int = 128,
     common = dict(batch_size=2048, warmup_steps=max(1, int(500 * s)), patience=2000,
                   min_delta=0.005, smoothing=0.98, lr_schedule=schedule)
     act = {"tanh": jnp.tanh, "silu": jax.nn.silu}[cfm_activation]
+    dim, wrap = _wrapper(symmetry, augment, precondition)
+    label = {"spherical": "spherical ", "none": "augmented " if augment else ""}[symmetry]
     return [
         dict(name="spline-coupling", mode="nll",
              make=lambda k: SplineFlow(k, kind="coupling"),
@@ -121,13 +165,14 @@ def _cases(quick: bool, scale: float, cfm_steps: int, cfm_width: int = 128,
         dict(name="spline-maf", mode="nll",
              make=lambda k: SplineFlow(k, kind="autoregressive"),
              fit=dict(max_steps=int(500 * s), learning_rate=1e-3, **common)),
-        dict(name=f"ffjord-cfm-1x(3x{cfm_width} {cfm_activation})", mode="cfm", eval_ode=fast_ode,
-             make=lambda k: FFJORD(k, n_blocks=1, width=cfm_width, depth=3, activation=act,
-                                   chunk_size=EVAL_CHUNK),
+        dict(name=f"{label}ffjord-cfm-1x({cfm_depth}x{cfm_width} {cfm_activation})", mode="cfm",
+             eval_ode=fast_ode,
+             make=lambda k: wrap(FFJORD(k, dim=dim, n_blocks=1, width=cfm_width,
+                                        depth=cfm_depth, activation=act, chunk_size=EVAL_CHUNK)),
              fit=dict(max_steps=int(cfm_steps * s), learning_rate=2e-3, ema_decay=0.998, **common),
-             alts={"Heun x4": lambda d: d.with_ode(heun),
-                   "Heun x4, autodiff score":
-                       lambda d: d.with_ode(heun).with_score_method("autodiff")}),
+             alts={"Heun x4": lambda d: map_ffjords(d, lambda f: f.with_ode(heun)),
+                   "adaptive Dopri5": lambda d: map_ffjords(d, lambda f: f.with_ode(
+                       ODESettings()))}),
         dict(name="ffjord-nll-hutchinson-1x(3x64 tanh)", mode="nll", eval_ode=fast_ode,
              make=lambda k: FFJORD(k, n_blocks=1, width=64, depth=3, ode=train_ode,
                                    chunk_size=EVAL_CHUNK),
@@ -151,6 +196,20 @@ def main(argv=None):
     p.add_argument("--cfm-steps", type=int, default=3000, help="CFM training steps")
     p.add_argument("--cfm-width", type=int, default=128, help="CFM vector-field width")
     p.add_argument("--cfm-activation", choices=("tanh", "silu"), default="tanh")
+    p.add_argument("--cfm-depth", type=int, default=3, help="CFM vector-field hidden layers")
+    p.add_argument("--symmetry", choices=("none", "spherical"), default="none",
+                   help="model the CFM flow's DF as SphericalDF(FFJORD(dim=3))")
+    p.add_argument("--precondition", default=None,
+                   help="SphericalDF precondition kinds, comma-separated "
+                        "(default log,identity,log)")
+    p.add_argument("--augment", action="store_true",
+                   help="train the 6-D CFM flow on randomly rotated batches")
+    p.add_argument("--nll-finetune", type=int, default=0,
+                   help="steps of exact-trace maximum likelihood after flow matching")
+    p.add_argument("--nll-batch", type=int, default=512)
+    p.add_argument("--save-dir", default=None,
+                   help="write each trained DF to <dir>/<tag>_<case>_<seed>.eqx")
+    p.add_argument("--nll-lr", type=float, default=2e-4)
     p.add_argument("--schedule", choices=("plateau", "cosine"), default="plateau",
                    help="learning-rate schedule of every fit")
     p.add_argument("--only", nargs="*", default=None,
@@ -184,36 +243,55 @@ def main(argv=None):
     rows.append({"model": "PlummerDF (exact)", "mode": "-", "train_s": 0.0,
                  **_metrics(truth, truth, w_test)})
     cfm_members = []
+    precondition = tuple(args.precondition.split(",")) if args.precondition else None
     for i, case in enumerate(_cases(args.quick, args.steps_scale, args.cfm_steps, args.cfm_width,
-                                      args.cfm_activation, args.schedule)):
+                                      args.cfm_activation, args.schedule, args.cfm_depth,
+                                      args.symmetry, args.augment, precondition)):
         if args.only and not any(case["name"].startswith(o) for o in args.only):
             continue
         n_seeds = args.ensemble if case["mode"] == "cfm" else 1
         for seed in range(n_seeds):
             df = case["make"](jax.random.key(100 + 10 * i + seed))
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), cpu_seconds()
             df, hist = fit_df(df, w_train, key=jax.random.key(200 + 10 * i + seed),
                               objective=case["mode"], progress=False, return_history=True,
                               **case["fit"])
-            train_s = time.perf_counter() - t
             if "eval_ode" in case:
-                df = df.with_ode(case["eval_ode"])
+                df = map_ffjords(df, lambda f: f.with_ode(case["eval_ode"]))
+            name = case["name"]
+            if case["mode"] == "cfm" and args.nll_finetune > 0:
+                # exact-trace maximum likelihood of the flow as the evaluation solver
+                # discretises it, starting from the flow-matching weights
+                df = fit_df(df, w_train, key=jax.random.key(300 + 10 * i + seed),
+                            objective="nll_exact", standardise=False, progress=False,
+                            max_steps=int(args.nll_finetune * (0.02 if args.quick else 1)),
+                            batch_size=args.nll_batch, learning_rate=args.nll_lr,
+                            warmup_steps=50, lr_schedule="cosine", ema_decay=0.99,
+                            validate_every=50)
+                name += f" + {args.nll_finetune} nll_exact"
+            train_s, train_cpu_s = time.perf_counter() - t, cpu_seconds() - cpu
+            if args.save_dir:
+                os.makedirs(args.save_dir, exist_ok=True)
+                eqx.tree_serialise_leaves(
+                    os.path.join(args.save_dir, f"{args.tag}_{i}_{seed}.eqx"), df)
             if case["mode"] == "cfm":
                 cfm_members.append((df, train_s))
+                cfm_name = name
                 if seed > 0:
                     continue
-            row = {"model": case["name"], "mode": case["mode"], "train_s": train_s,
-                   "steps": len(hist.step), "stop": hist.stop_reason, **_metrics(df, truth, w_test)}
+            row = {"model": name, "mode": case["mode"], "train_s": train_s,
+                   "train_cpu_s": train_cpu_s, "steps": len(hist.step),
+                   "stop": hist.stop_reason, **_metrics(df, truth, w_test)}
             rows.append(row)
             print(json.dumps(row), flush=True)
             for label, variant in case.get("alts", {}).items():
-                alt = {**row, "model": f"{case['name']} eval {label}",
+                alt = {**row, "model": f"{name} eval {label}",
                        **_metrics(variant(df), truth, w_test)}
                 rows.append(alt)
                 print(json.dumps(alt), flush=True)
     if len(cfm_members) > 1:
         ens = Ensemble([m for m, _ in cfm_members], chunk_size=EVAL_CHUNK)
-        row = {"model": f"ensemble of {len(cfm_members)} ffjord-cfm", "mode": "cfm",
+        row = {"model": f"ensemble of {len(cfm_members)} {cfm_name}", "mode": "cfm",
                "train_s": sum(t for _, t in cfm_members), **_metrics(ens, truth, w_test)}
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -229,12 +307,13 @@ def main(argv=None):
         "ideal_nll_quoted": IDEAL_NLL, "ideal_nll_on_test_points": ideal,
         "tf_reference": tf, "rows": rows, "minutes_for_2^20_scores": t_2_20,
     }
-    header = ("| model | mode | train s | held-out NLL | NLL − ideal | med err ∂x | med err ∂v "
-              "| p90 ∂x | p90 ∂v | scores/s | 2^20 scores (min) |")
+    header = ("| model | mode | train s (CPU s) | held-out NLL | NLL − ideal | med err ∂x "
+              "| med err ∂v | p90 ∂x | p90 ∂v | scores/s | 2^20 scores (min) |")
     lines = [header, "|" + "---|" * 11]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['mode']} | {r['train_s']:.0f} | {r['heldout_nll']:.4f} | "
+            f"| {r['model']} | {r['mode']} | {r['train_s']:.0f} ({r.get('train_cpu_s', 0):.0f}) | "
+            f"{r['heldout_nll']:.4f} | "
             f"{r['nll_minus_ideal']:+.4f} | {r['median_err_dlnf_dx']:.3f} | "
             f"{r['median_err_dlnf_dv']:.3f} | {r['p90_err_dlnf_dx']:.3f} | "
             f"{r['p90_err_dlnf_dv']:.3f} | {r['score_points_per_s']:.0f} | "

@@ -718,19 +718,20 @@ def fit_df(
 ):
     """Fit a trainable distribution function to phase-space points.
 
-    Sets the DF's standardisation (`loc`, `scale`) from the points, then trains everything
-    except the standardisation with `fit`. The defaults are the recommended recipe of
-    `docs/results.md` (RAdam, 20000 steps of 2048, a 500-step warm-up to 2e-3 and a cosine
-    decay, an average of the weights with decay 0.998, 25% validation split). The paper's
-    (§2.4) was batches of 8192, a warm-up over 2048 steps to 5e-3 and halving after 2048
-    steps without a 0.01 improvement (`lr_schedule="plateau"`, `ema_decay=None`). A
-    weighted catalogue (or `weights=`) is fitted as if each star were repeated in
-    proportion to its weight: the standardisation uses weighted moments and batches draw
-    stars ∝ weight, for every objective.
+    Sets the DF's standardisation (`df.standardisation`: `loc` and `scale` of a flow) from
+    the points, then trains everything except the standardisation with `fit`. The defaults
+    are the recommended recipe of `docs/results.md` (RAdam, 20000 steps of 2048, a 500-step
+    warm-up to 2e-3 and a cosine decay, an average of the weights with decay 0.998, 25%
+    validation split). The paper's (§2.4) was batches of 8192, a warm-up over 2048 steps to
+    5e-3 and halving after 2048 steps without a 0.01 improvement
+    (`lr_schedule="plateau"`, `ema_decay=None`). A weighted catalogue (or `weights=`) is
+    fitted as if each star were repeated in proportion to its weight: the standardisation
+    uses weighted moments and batches draw stars ∝ weight, for every objective.
 
     **Arguments:**
 
-    - `df`: an `AbstractFlowDF` (`FFJORD`, `SplineFlow`).
+    - `df`: an `AbstractTrainableDF` (`FFJORD`, `SplineFlow`, or a symmetry wrapper such as
+      `SphericalDF` around one).
     - `catalog`: a `PhaseSpaceCatalog` (anything with `.w`; its `.weights` are used) or an
       `(n, 6)` array.
     - `key`: a typed key.
@@ -738,7 +739,7 @@ def fit_df(
       `ema_decay`, `validate_every`, `patience`, `min_delta`: see `fit`.
     - `objective`: one of `df.objectives` (default: the first, the model's recommended
       one; flow matching for `FFJORD`).
-    - `standardise`: set `loc`/`scale` from the data (turn off to keep the DF's own).
+    - `standardise`: set the standardisation from the data (turn off to keep the DF's own).
     - `return_history`: also return the `TrainHistory`.
     - `**kwargs`: passed to `fit` (e.g. `optimizer`, `clip_norm`, `checkpoint_path`,
       `ema_decay`, `progress`, `trainable`, `weights` to override the catalogue's).
@@ -747,10 +748,10 @@ def fit_df(
 
     The trained DF (and the history if `return_history`).
     """
-    from .flows._base import AbstractFlowDF
+    from .flows import AbstractTrainableDF
 
-    if not isinstance(df, AbstractFlowDF):
-        raise TypeError(f"fit_df trains AbstractFlowDF models; got {type(df).__name__}")
+    if not isinstance(df, AbstractTrainableDF):
+        raise TypeError(f"fit_df trains AbstractTrainableDF models; got {type(df).__name__}")
     objective = df.objectives[0] if objective is None else objective
     if objective not in df.objectives:
         raise ValueError(f"{type(df).__name__} has objectives {df.objectives}; got {objective!r}")
@@ -761,13 +762,14 @@ def fit_df(
         df = df.standardise(w, kwargs["weights"])
     if kwargs.get("trainable") is None:
         spec = _default_spec(df)
-        kwargs["trainable"] = eqx.tree_at(lambda d: (d.loc, d.scale), spec, (False, False))
+        kwargs["trainable"] = eqx.tree_at(lambda d: d.standardisation, spec,
+                                          replace_fn=lambda _: False)
 
     def loss_fn(model, batch, k):
         return model.train_loss(batch, k, objective)
 
     out, history = fit(
-        df, loss_fn, w.astype(df.loc.dtype), key=key, max_steps=max_steps,
+        df, loss_fn, w.astype(df.standardisation[0].dtype), key=key, max_steps=max_steps,
         batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
         lr_schedule=lr_schedule, ema_decay=ema_decay, validate_every=validate_every,
         patience=patience, min_delta=min_delta, **kwargs,
