@@ -149,7 +149,8 @@ class DataConfig:
     params: dict = _opt({}, "table", "parameters of a registered source's generator; for "
                         "survey, of deeppot.survey.from_observables (min_parallax_over_error, "
                         "cuts, weight_column, drop_invalid, sun = {distance, z, velocity, …})",
-                        only=_Only(_other_source, "a source other than plummer, disk, file"))
+                        only=_Only(lambda s: s not in ("file", *_MOCKS),
+                                   "a source other than plummer, disk, file"))
     r_max: float = _opt(10.0, "float", "Plummer truncation radius", lo=0, lo_open=True,
                         only=("plummer",))
     a: float = _opt(1.0, "float", "Miyamoto–Nagai a", lo=0, lo_open=True, only=("disk",))

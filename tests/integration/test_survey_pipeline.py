@@ -7,7 +7,7 @@ import pytest
 
 import deeppot as dp
 from deeppot import pipeline, survey
-from deeppot.mocks import PlummerDF
+from deeppot.flows import PlummerDF
 from deeppot.pipeline.config import ScoresConfig
 from deeppot.pipeline.stages import draw_scores
 
@@ -28,8 +28,8 @@ def _config(table, **sections):
            "data": {"source": "survey", "path": str(table),
                     "params": {"min_parallax_over_error": 5.0,
                                "sun": {"distance": 8.122, "z": 20.8}}},
-           "df": {"kind": "spline", "steps": 40, "batch_size": 256, "warmup_steps": 5,
-                  "flow_layers": 2, "nn_width": 16, "nn_depth": 1},
+           "df": {"kind": "ffjord", "width": 32, "depth": 2, "ode_steps": 4, "steps": 400,
+                  "batch_size": 256, "warmup_steps": 20},
            "scores": {"n": 512, "chunk_size": 512, "selection": SELECTION},
            "potential": {"model": "miyamoto_nagai",
                          "params": {"m_tot": 1e11, "a": 3.0, "b": 0.3}},
@@ -62,7 +62,7 @@ def test_survey_table_becomes_the_runs_catalogue(table, tmp_path):
 
 def test_scores_are_corrected_for_the_configured_selection():
     """[scores] selection subtracts ∂ln S/∂x (in [run] units) and leaves ∂ln f/∂v alone."""
-    df = PlummerDF(1.0, 1.0)
+    df = PlummerDF()
     sel = {**SELECTION, "observer": [1.0, 0.0, 0.0], "d_half": 1.0}
     key = jax.random.key(0)
     plain = draw_scores(ScoresConfig(n=256, chunk_size=256), df, key)
