@@ -32,6 +32,7 @@ from .potentials import Logarithmic as Logarithmic
 from .potentials import MiyamotoNagai as MiyamotoNagai
 from .potentials import NeuralPotential as NeuralPotential
 from .potentials import Plummer as Plummer
+from .potentials import PowerLawCutoff as PowerLawCutoff
 from .potentials import Spherical as Spherical
 from .scores import ScoreSample as ScoreSample
 from .scores import sample_scores as sample_scores

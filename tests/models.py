@@ -16,6 +16,7 @@ ANALYTIC = {
     "logarithmic": lambda: dp.Logarithmic(v_c=0.8, r_c=0.4, q=0.7),
     "isochrone": lambda: dp.Isochrone(m_tot=1.5, b=0.6),
     "kepler": lambda: dp.Kepler(m_tot=0.9),
+    "power_law_cutoff": lambda: dp.PowerLawCutoff(m_tot=1.3, alpha=1.8, r_c=1.9),
 }
 
 NEURAL = {
