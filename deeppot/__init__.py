@@ -1,6 +1,7 @@
 """deeppot: gravitational potentials from phase-space snapshots (Deep Potential) in JAX."""
 
 from . import evaluate as evaluate
+from . import export as export
 from . import flows as flows
 from . import mocks as mocks
 from . import orbits as orbits
