@@ -45,7 +45,8 @@ def describe_potential(potential: AbstractPotential) -> dict[str, Any]:
     - `potential`: a `Plummer` or `MiyamotoNagai`.
 
     **Returns:** e.g. `{"class": "MiyamotoNagai", "m_tot": 1.0, "a": 1.0, "b": 0.1, "G": 1.0}`
-    (parameters rounded to 15 significant digits); `truth_potential` inverts it.
+    (parameters rounded to 15 significant digits, in the model's units; a model in physical
+    units adds `"units": UnitSystem.to_dict()`); `truth_potential` inverts it.
     """
     name = type(potential).__name__
     if name not in _TRUTH_PARAMS:
@@ -55,6 +56,8 @@ def describe_potential(potential: AbstractPotential) -> dict[str, Any]:
         # 15 significant digits undo the exp(log(·)) round trip of the stored parameters.
         desc[p] = float(f"{float(getattr(potential, p)):.15g}")
     desc["G"] = float(potential.G)
+    if potential.units.is_physical:
+        desc["units"] = potential.units.to_dict()
     return desc
 
 
@@ -94,4 +97,6 @@ def truth_potential(meta_or_desc: dict[str, Any]) -> AbstractPotential:
         raise ValueError(f"no known truth potential in {desc!r}")
     name = desc["class"]
     params = {p: desc[p] for p in _TRUTH_PARAMS[name]}
+    if "units" in desc:
+        return _TRUTH_CLASSES[name](**params, units=desc["units"])
     return _TRUTH_CLASSES[name](**params, G=desc.get("G", 1.0))
