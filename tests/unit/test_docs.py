@@ -43,7 +43,8 @@ def code_blocks(text: str) -> list[tuple[int, str, str | None]]:
     return out
 
 
-RUNNABLE = [p for p in PAGES if code_blocks(p.read_text())]
+# the tutorials run in tests/unit/test_tutorials.py (slow: they train models)
+RUNNABLE = [p for p in PAGES if code_blocks(p.read_text()) and "tutorials" not in p.parts]
 
 
 def test_marker_parsing():

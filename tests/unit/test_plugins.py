@@ -27,24 +27,24 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "toy_plugin"
 @pytest.fixture
 def toy_plugin(tmp_path, monkeypatch):
     """The toy plugin installed on a temporary sys.path entry; registries restored after."""
-    shutil.copy(FIXTURE / "deeppot_toy_plugin.py", tmp_path)
-    info = tmp_path / "deeppot_toy_plugin-0.1.dist-info"
+    shutil.copy(FIXTURE / "toy_deeppot_plugin.py", tmp_path)
+    info = tmp_path / "toy_deeppot_plugin-0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: deeppot-toy-plugin\n"
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-deeppot-plugin\n"
                                    "Version: 0.1\n")
     (info / "entry_points.txt").write_text("[deeppot.plugins]\n"
-                                           "toy = deeppot_toy_plugin:register\n")
+                                           "toy = toy_deeppot_plugin:register\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     for reg in (registry.potentials, registry.exporters):
         monkeypatch.setattr(reg, "_entries", dict(reg._entries))
     monkeypatch.setattr(registry, "_plugins_loaded", False)
     yield
-    sys.modules.pop("deeppot_toy_plugin", None)
+    sys.modules.pop("toy_deeppot_plugin", None)
 
 
 def test_plugin_is_found_through_its_entry_point(toy_plugin):
     assert "toy_sphere" in registry.potentials
-    assert registry.potentials["toy_sphere"].__module__ == "deeppot_toy_plugin"
+    assert registry.potentials["toy_sphere"].__module__ == "toy_deeppot_plugin"
     assert registry.exporters["toy"](registry.potentials["toy_sphere"](k=2.0)) == 0.0
 
 
