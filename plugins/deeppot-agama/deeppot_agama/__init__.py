@@ -27,7 +27,7 @@ INSTALL_HINT = (
     "agama is not installed. It is not installable from the package registries offline; build "
     "it from its source archive: `make agama` in the deeppot repository, or by hand "
     "(apt-get install libgsl-dev libeigen3-dev; tar -xzf agama-src.tar.gz; cd agama; "
-    "yes n | CFLAGS=-I/usr/include/eigen3 python setup.py bdist_wheel; "
+    "CFLAGS=-I/usr/include/eigen3 python setup.py bdist_wheel --yes; "
     "pip install dist/agama-*.whl). See plugins/deeppot-agama/README.md."
 )
 

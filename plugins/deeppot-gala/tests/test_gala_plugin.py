@@ -152,3 +152,18 @@ def test_from_gala_refuses_what_deeppot_cannot_represent(bad, error, match):
     with pytest.raises(error, match=match):
         from_gala(bad())
 
+
+
+def test_physical_unit_system_converts_to_gala_units(x64):
+    import astropy.units as u
+
+    pot = dp.MiyamotoNagai(m_tot=6.8e10 * u.Msun, a=3.0 * u.kpc, b=0.28 * u.kpc)  # galactic
+    g = to_gala(pot)  # gala's galactic: kpc, Myr, Msun
+    q = np.array([[8.0, 1.0, -3.0], [0.0, 2.0, 0.5], [0.1, -0.5, 1.0]])
+    x = q.T * u.kpc
+    np.testing.assert_allclose(g.energy(q).to_value(u.km**2 / u.s**2),
+                               pot.potential(x).to_value(u.km**2 / u.s**2), rtol=1e-12)
+    np.testing.assert_allclose(g.acceleration(q).to_value(u.km / u.s**2),
+                               pot.acceleration(x).to_value(u.km / u.s**2).T, rtol=1e-12)
+    np.testing.assert_allclose(g.density(q).to_value(u.Msun / u.kpc**3),
+                               pot.density(x).to_value(u.Msun / u.kpc**3), rtol=1e-10)

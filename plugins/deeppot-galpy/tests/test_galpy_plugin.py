@@ -198,3 +198,19 @@ def test_from_galpy_refuses_what_deeppot_cannot_represent(bad, error, match):
 def test_to_galpy_refuses_non_potentials():
     with pytest.raises(TypeError, match="deeppot potential"):
         to_galpy(gp.PlummerPotential())
+
+
+def test_physical_unit_system_maps_to_ro_vo(x64):
+    import astropy.units as u
+
+    pot = dp.MiyamotoNagai(m_tot=6.8e10 * u.Msun, a=3.0 * u.kpc, b=0.28 * u.kpc)  # galactic
+    g = to_galpy(pot, ro=8.0, vo=220.0)
+    R = np.array([0.5, 1.0, 1.5])  # galpy's natural units: R · 8 kpc
+    x = np.stack([R * 8.0, 0 * R, 0 * R + 0.1], -1) * u.kpc
+    want_vc = pot.circular_velocity(x * np.array([1.0, 1.0, 0.0])).to_value(u.km / u.s)
+    np.testing.assert_allclose(220.0 * g.vcirc(R, use_physical=False), want_vc, rtol=1e-12)
+    want_fz = -pot.gradient(x)[:, 2].to_value(u.km**2 / u.s**2 / u.kpc) * 8.0 / 220.0**2
+    np.testing.assert_allclose(g.zforce(R, 0.1 / 8.0, use_physical=False), want_fz, rtol=1e-12)
+    # galpy converts its density with its own G (astropy's to ~1e-5)
+    np.testing.assert_allclose(g.dens(R, 0.1 / 8.0, use_physical=True),
+                               pot.density(x).to_value(u.Msun / u.pc**3), rtol=1e-4)
