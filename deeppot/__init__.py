@@ -1,6 +1,7 @@
 """deeppot: gravitational potentials from phase-space snapshots (Deep Potential) in JAX."""
 
 from . import evaluate as evaluate
+from . import export as export
 from . import flows as flows
 from . import mocks as mocks
 from . import orbits as orbits
@@ -36,6 +37,7 @@ from .potentials import Logarithmic as Logarithmic
 from .potentials import MiyamotoNagai as MiyamotoNagai
 from .potentials import NeuralPotential as NeuralPotential
 from .potentials import Plummer as Plummer
+from .potentials import PowerLawCutoff as PowerLawCutoff
 from .potentials import Spherical as Spherical
 from .scores import ScoreFile as ScoreFile
 from .scores import ScoreSample as ScoreSample

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import CheckpointError
+from .units import UnitSystem
 
 __all__ = ["load_model", "save_model"]
 
@@ -93,6 +94,8 @@ def _describe(obj, arrays: list) -> Any:
             raise TypeError("cannot store random keys in a model file")
         arrays.append(obj)
         return {"array": len(arrays) - 1, "dtype": str(obj.dtype), "shape": list(obj.shape)}
+    if isinstance(obj, UnitSystem):
+        return {"units": obj.to_dict()}
     if isinstance(obj, eqx.Module) and getattr(obj, "constructor_arguments", None) is not None:
         # modules whose internals hold closures (flowjax's) are rebuilt by their constructor
         leaves = jax.tree.leaves(eqx.filter(obj, eqx.is_array))
@@ -144,6 +147,8 @@ def _rebuild(desc: Any, arrays: list) -> Any:
         for leaf in desc["leaves"]:
             _rebuild(leaf, arrays)
         return obj
+    if "units" in desc:
+        return UnitSystem.from_dict(desc["units"])
     if "value" in desc:
         return desc["value"]
     if "tuple" in desc:

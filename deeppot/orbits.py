@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from .export import as_float64
 from .potentials import AbstractPotential
 
 __all__ = ["LEAPFROG", "YOSHIDA6", "integrate_orbits", "steps_for_duration"]
@@ -122,10 +123,6 @@ def _integrate_block(potential, scheme, x, v, dt, n_steps, batch_size):
     return jax.lax.map(one, (x, v, dt, n_steps), batch_size=batch_size)
 
 
-def _as_float64_tree(tree):
-    return jax.tree.map(lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a, tree)
-
-
 def integrate_orbits(
     potential: AbstractPotential,
     x: Float[Any, "n 3"],
@@ -217,7 +214,7 @@ def integrate_orbits(
 
     scheme = _SCHEMES[method]
     with jax.enable_x64(float64):
-        pot = _as_float64_tree(potential) if float64 else potential
+        pot = as_float64(potential) if float64 else potential
         int_dtype = jnp.int64 if float64 else jnp.int32
 
         def run_block(b: int) -> int:

@@ -109,6 +109,10 @@ def _density(name, pot, x):
         return v0**2 / (4 * math.pi * q**2) * num / (Rc**2 + R2 + z**2 / q**2) ** 2
     if name == "kepler":
         return np.zeros_like(r)
+    if name == "power_law_cutoff":
+        M, alpha, rc = float(pot.m_tot), float(pot.alpha), float(pot.r_c)
+        norm = M / (2 * math.pi * rc ** (3 - alpha) * math.gamma(1.5 - alpha / 2))
+        return norm * r**-alpha * np.exp(-((r / rc) ** 2))
     raise KeyError(name)
 
 

@@ -94,3 +94,16 @@ def test_unnameable_functions_are_refused_at_save(tmp_path):
     df = dp.flows.FFJORD(jax.random.key(0), width=4, depth=1, activation=lambda x: x)
     with pytest.raises(TypeError, match="lambda"):
         save_model(tmp_path / "df.eqx", df)
+
+
+def test_unit_systems_round_trip(tmp_path):
+    """A potential with a physical unit system (every potential carries one) saves and loads."""
+    import astropy.units as u
+
+    from deeppot.units import galactic
+
+    pot = dp.MiyamotoNagai(m_tot=6.8e10 * u.Msun, a=3.0 * u.kpc, b=0.28 * u.kpc)
+    back, _ = dp.load_model(dp.save_model(tmp_path / "mn.eqx", pot))
+    assert back.units == galactic
+    plain, _ = dp.load_model(dp.save_model(tmp_path / "p.eqx", dp.Plummer(G=4.3e-6)))
+    assert not plain.units.is_physical and plain.G == 4.3e-6

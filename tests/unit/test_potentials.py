@@ -17,6 +17,7 @@ PARAMS = {
     dp.Logarithmic: ("v_c", "r_c", "q"),
     dp.Isochrone: ("m_tot", "b"),
     dp.Kepler: ("m_tot",),
+    dp.PowerLawCutoff: ("m_tot", "alpha", "r_c"),
 }
 
 
