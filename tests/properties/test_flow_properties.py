@@ -53,6 +53,7 @@ def test_score_is_gradient_of_log_prob(name, data):
                                    atol=1e-11 * float(jnp.abs(auto).max()))
 
 
+@pytest.mark.slow  # chunking is also checked in tests/unit/test_flows.py
 @settings(max_examples=6)  # each new (n, chunk) pair compiles (HernquistDF: tests/unit)
 @given(st.sampled_from([1, 5, 33]), st.sampled_from([1, 4, 64]))
 def test_chunked_evaluation_matches_unchunked(n, chunk):

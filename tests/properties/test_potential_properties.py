@@ -46,8 +46,16 @@ def test_gradient_and_hessian_equal_autodiff(name, x, x64):
     np.testing.assert_allclose(pot.potential(x), auto_phi, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("method", ["forward", "hessian", "hvp"])
-@pytest.mark.parametrize("name", sorted(ALL))
+# The generic rules ("hessian", "hvp") do not depend on the family: `make test` checks them
+# on two models and the module rule ("forward") on every model; `make test-all` on all.
+LAPLACIAN_CASES = [
+    pytest.param(name, method, marks=() if method == "forward" or name in ("plummer", "neural")
+                 else pytest.mark.slow)
+    for name in sorted(ALL) for method in ("forward", "hessian", "hvp")
+]
+
+
+@pytest.mark.parametrize("name, method", LAPLACIAN_CASES)
 @given(x=positions)
 def test_laplacian_methods_equal_reference_float64(name, method, x, x64):
     """Module rules and the generic function rules all match the reference to 1e-9."""
@@ -132,7 +140,10 @@ def test_density_equals_closed_form(name, x, G, x64):
         np.testing.assert_allclose(other.density(x), pot.density(x), rtol=1e-10, atol=1e-14)
 
 
-PAIRS = [(a, "plummer") for a in sorted(ALL)] + [("neural", "axisymmetric_tilted")]
+# Addition does not depend on the family: `make test` checks three pairs, test-all all.
+PAIRS = [pytest.param(a, "plummer", marks=() if a in ("miyamoto_nagai", "neural")
+                      else pytest.mark.slow) for a in sorted(ALL)]
+PAIRS.append(("neural", "axisymmetric_tilted"))
 
 
 @pytest.mark.parametrize("a,b", PAIRS)

@@ -128,7 +128,8 @@ def _bijections():
     return {"ffjord_block": block, "ffjord_chain": ffjord, "coupling": coupling, "maf": maf}
 
 
-@pytest.mark.parametrize("name", ["ffjord_block", "ffjord_chain", "coupling", "maf"])
+@pytest.mark.parametrize("name", ["ffjord_block", "coupling", "maf",
+                                  pytest.param("ffjord_chain", marks=pytest.mark.slow)])
 def test_bijection_round_trip_and_log_det(name, x64):
     bij = _bijections()[name]
     bij = jax.tree.map(lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a, bij)
@@ -187,6 +188,7 @@ def test_score_matches_finite_differences(name, x64):
     np.testing.assert_allclose(jnp.concatenate([dx, dv], -1), fd, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # test_sample_and_score_in_several_chunks covers chunked evaluation
 @pytest.mark.parametrize("name", ["ffjord", "spline"])
 def test_chunking_and_shapes(name):
     df = _dfs()[name]
@@ -215,6 +217,7 @@ def test_sample_and_log_prob_consistent(name):
     np.testing.assert_array_equal(df.sample(jax.random.key(9), 7), w)
 
 
+@pytest.mark.slow
 def test_ffjord_with_ode_and_flowjax_distribution():
     df = _dfs()["ffjord"]
     fixed = df.with_ode(ODESettings(solver=diffrax.Tsit5(), n_steps=20))
@@ -226,6 +229,7 @@ def test_ffjord_with_ode_and_flowjax_distribution():
     np.testing.assert_allclose(fixed._log_prob_std(u), df._log_prob_std(u), rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow  # the objectives also train in test_train and the pipeline tests
 def test_ffjord_training_objectives_finite():
     df = _dfs()["ffjord"].with_ode(ODESettings(solver=diffrax.Tsit5(), n_steps=3))
     w = df.sample(jax.random.key(11), 16)
@@ -238,6 +242,7 @@ def test_ffjord_training_objectives_finite():
         df.train_loss(w, jax.random.key(0), "nope")
 
 
+@pytest.mark.slow
 def test_nll_exact_equals_log_prob_without_regularisation():
     key = jax.random.key(6)
     df = _random_standardisation(_tiny_ffjord(key, reg_kinetic=0.0, reg_jacobian=0.0), key)
@@ -246,6 +251,7 @@ def test_nll_exact_equals_log_prob_without_regularisation():
     np.testing.assert_allclose(loss, -df.log_prob(w).mean(), rtol=1e-5)
 
 
+@pytest.mark.slow  # the mean mode is also checked by test_ensemble_of_ffjords_sample_and_score
 def test_ensemble_modes():
     key = jax.random.key(13)
     a, b = (_random_standardisation(_tiny_spline(k), k) for k in jax.random.split(key))
@@ -315,6 +321,7 @@ def test_ode_first_step_and_step_count(x64):
     assert int(fixed.solve(field, y1, 1.0, 0.0, dt0=0.9, return_steps=True)[1]) == 5
 
 
+@pytest.mark.slow  # test_sample_and_score_in_several_chunks[ffjord] checks it to 1e-3
 def test_ffjord_score_ode_equals_autodiff(x64):
     key = jax.random.key(22)
     df = FFJORD(key, n_blocks=2, width=16, depth=2, ode=TIGHT, dtype=jnp.float64)
@@ -368,6 +375,7 @@ def test_ensemble_of_ffjords_sample_and_score():
     np.testing.assert_allclose(dv, mean[1], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_score_ode_with_fixed_steps_is_as_accurate_as_autodiff(x64):
     df = jax.tree.map(lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a,
                       _dfs()["ffjord"])
@@ -383,6 +391,7 @@ def test_score_ode_with_fixed_steps_is_as_accurate_as_autodiff(x64):
     assert 0 < e_ode < 2 * e_auto and e_ode < 1e-2  # measured 1.36e-3 vs 1.32e-3
 
 
+@pytest.mark.slow
 def test_depth_zero_field_falls_back_to_autodiff(x64):
     key = jax.random.key(34)
     df = FFJORD(key, n_blocks=1, width=8, depth=0, ode=TIGHT, dtype=jnp.float64)
@@ -406,6 +415,7 @@ class _CustomField(eqx.Module):
         return jnp.tanh(self.a @ z) * (1.0 + t) + 0.1 * z**2
 
 
+@pytest.mark.slow
 def test_score_ode_generic_field_matches_autodiff(x64):
     a = 0.5 * jax.random.normal(jax.random.key(26), (6, 6), jnp.float64)
     block = FFJORDBlock(_CustomField(a), TIGHT)

@@ -49,7 +49,9 @@ def test_every_potential_round_trips(tmp_path, name):
     np.testing.assert_array_equal(loaded.potential.acceleration(x), pot.acceleration(x))
 
 
-@pytest.mark.parametrize("name", sorted(DFS))
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow if n.startswith("spline") else ()) for n in sorted(DFS)
+])
 def test_every_df_round_trips(tmp_path, name):
     df = DFS[name]()
     loaded, _ = load_model(save_model(tmp_path / "df.eqx", df))

@@ -45,7 +45,10 @@ def test_bad_positions_raise():
         pot.gradient(jnp.float32(1.0))
 
 
-@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=() if n in ("plummer", "neural", "composite") else pytest.mark.slow)
+    for n in sorted(ALL)
+])
 def test_verbs_broadcast_over_leading_axes(name):
     pot = ALL[name]()
     x = jax.random.normal(jax.random.key(0), (2, 5, 3)) + 0.5

@@ -117,7 +117,8 @@ def test_wrapped_reduced_plummer_is_plummer(kind, x64):
                                atol=1e-9 * float(jnp.abs(exact).max()))
 
 
-@pytest.mark.parametrize("kind", ["spherical", "axisymmetric"])
+@pytest.mark.parametrize("kind", ["spherical",
+                                  pytest.param("axisymmetric", marks=pytest.mark.slow)])
 def test_wrapped_reduced_plummer_samples_are_plummer(kind, x64):
     """Samples (inner draw + uniform angles) follow the Plummer DF: consistent log-density
     and scores, the enclosed-mass profile, isotropic positions and velocities."""
@@ -240,6 +241,7 @@ def test_fit_df_trains_a_wrapper_and_keeps_its_standardisation(x64):
     np.testing.assert_allclose(loss, -trained.log_prob(stars[:64]).mean(), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_augmented_trains_on_transformed_batches(x64):
     flow = SplineFlow(jax.random.key(7), flow_layers=2, knots=4, nn_width=8, nn_depth=1)
     stars = TRUTH.sample(jax.random.key(8), 512)
@@ -286,7 +288,8 @@ def test_ensemble_of_wrappers_and_wrapper_of_ensemble_agree(x64):
                                jnp.concatenate(TRUTH.score(w), -1), rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("kind", ["spherical", "axisymmetric", "augmented"])
+@pytest.mark.parametrize("kind", ["spherical", pytest.param("axisymmetric", marks=pytest.mark.slow),
+                                  pytest.param("augmented", marks=pytest.mark.slow)])
 def test_wrappers_round_trip_through_model_files(kind, tmp_path):
     """`save_model` / `load_model` rebuild a wrapper (its precondition scales, its inner
     flow's weights and standardisation) exactly; `objectives` is not a stored field."""
@@ -310,6 +313,7 @@ def test_wrappers_round_trip_through_model_files(kind, tmp_path):
     np.testing.assert_array_equal(back.log_prob(stars[:32]), df.log_prob(stars[:32]))
 
 
+@pytest.mark.slow
 def test_weighted_standardisation(x64):
     """Weights count like copies: integer weights standardise as the repeated points do,
     for the precondition's quantile and the inner flow's moments alike."""

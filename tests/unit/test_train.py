@@ -199,6 +199,7 @@ def _median_rel_err(df, truth_score, w):
     return float(jnp.median(jnp.linalg.norm(s - t, axis=-1) / jnp.linalg.norm(t, axis=-1)))
 
 
+@pytest.mark.slow  # the pipeline tests train an FFJORD end to end
 def test_fit_df_gaussian_scores_quick():
     """A short maximum-likelihood fit of a correlated Gaussian recovers its scores.
 
@@ -233,6 +234,7 @@ def test_fit_df_gaussian_scores_slow():
     assert _median_rel_err(fitted, score, w[:1024]) < 0.1
 
 
+@pytest.mark.slow
 def test_fit_df_spline_and_catalog_duck_typing():
     w, _ = _gaussian(2048, jax.random.key(15))
 
