@@ -73,3 +73,24 @@ def check_positions(x) -> Float[Array, "*batch 3"]:
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(float)
     return x
+
+
+def finite_scalar(name: str, value) -> Float[Array, ""]:
+    """Validate a finite real scalar parameter (e.g. an angle) and return it as an array.
+
+    **Arguments:**
+
+    - `name`: the parameter's name, used in error messages.
+    - `value`: a real scalar.
+
+    **Returns:** the value as a 0-d floating array.
+    """
+    if _is_concrete(value):
+        arr = np.asarray(value)
+        if arr.shape != ():
+            raise ValueError(f"parameter {name!r} must be a scalar, got shape {arr.shape}")
+        if not np.isrealobj(arr) or not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(f"parameter {name!r} must be a real number, got {value!r}")
+        if not np.isfinite(arr):
+            raise ValueError(f"parameter {name!r} must be finite, got {float(arr)}")
+    return jnp.asarray(value, dtype=float)

@@ -16,6 +16,7 @@ ANALYTIC = {
     "logarithmic": lambda: dp.Logarithmic(v_c=0.8, r_c=0.4, q=0.7),
     "isochrone": lambda: dp.Isochrone(m_tot=1.5, b=0.6),
     "kepler": lambda: dp.Kepler(m_tot=0.9),
+    "long_murali_bar": lambda: dp.LongMuraliBar(m_tot=0.4, a=1.2, b=0.3, c=0.2, angle=0.7),
 }
 
 NEURAL = {

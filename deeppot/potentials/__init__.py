@@ -5,6 +5,7 @@ from ._analytic import Hernquist as Hernquist
 from ._analytic import Isochrone as Isochrone
 from ._analytic import Kepler as Kepler
 from ._analytic import Logarithmic as Logarithmic
+from ._analytic import LongMuraliBar as LongMuraliBar
 from ._analytic import MiyamotoNagai as MiyamotoNagai
 from ._analytic import Plummer as Plummer
 from ._base import AbstractPotential as AbstractPotential
