@@ -14,3 +14,4 @@ from ._neural import Axisymmetric as Axisymmetric
 from ._neural import NeuralPotential as NeuralPotential
 from ._neural import Spherical as Spherical
 from ._neural import TanhMLP as TanhMLP
+from ._neural import axisymmetric_plus_neural as axisymmetric_plus_neural

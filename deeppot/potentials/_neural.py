@@ -219,7 +219,46 @@ class Axisymmetric(AbstractPotential):
         return self.net.forward_laplacian(*self._features(x))
 
 
+def axisymmetric_plus_neural(
+    *,
+    key: PRNGKeyArray,
+    width: int = 128,
+    depth: int = 3,
+    input_scale: float = 1.0,
+    free_width: int | None = None,
+    free_depth: int | None = None,
+    G: float = 1.0,
+):
+    """An axisymmetric network plus a free-form one: a potential that can carry a bar.
+
+    `CompositePotential(axisymmetric=Axisymmetric.mlp(...), neural_potential=
+    NeuralPotential(...))`; the free part's name is the default of `SymmetryPenalty` and
+    `AzimuthalMeanPenalty`, which keep the split between the two identifiable.
+
+    **Arguments:**
+
+    - `key`: a typed PRNG key.
+    - `width`, `depth`: the axisymmetric network's size.
+    - `input_scale`: length dividing the positions in both networks.
+    - `free_width`, `free_depth`: the free-form network's size (default: `width`, `depth`).
+    - `G`: gravitational constant used by `density`.
+
+    **Returns:** the `CompositePotential`.
+    """
+    from ._composite import CompositePotential
+
+    k_axi, k_free = jax.random.split(key)
+    return CompositePotential(
+        axisymmetric=Axisymmetric.mlp(key=k_axi, width=width, depth=depth,
+                                      input_scale=input_scale, G=G),
+        neural_potential=NeuralPotential(key=k_free, width=free_width or width,
+                                         depth=free_depth or depth, input_scale=input_scale,
+                                         G=G),
+    )
+
+
 # `[potential] model = ...` names of the learned families (each takes a key).
 registry.potentials.register("neural")(NeuralPotential)
 registry.potentials.register("spherical")(Spherical.mlp)
 registry.potentials.register("axisymmetric")(Axisymmetric.mlp)
+registry.potentials.register("axisymmetric_plus_neural")(axisymmetric_plus_neural)
