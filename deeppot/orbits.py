@@ -103,9 +103,10 @@ def _rotate_z(a: Float[Array, "3"], angle) -> Float[Array, "3"]:
     return jnp.stack([c * a[0] - s * a[1], s * a[0] + c * a[1], a[2]])
 
 
-def _drift(x, v, h, omega: float):
-    """The exact free flow for a time h: inertial, or seen from a frame rotating at Ω."""
-    if omega == 0.0:
+def _drift(x, v, h, omega):
+    """The exact free flow for a time h: inertial (Ω None), or seen from a frame rotating
+    at Ω (a traced scalar, so that new pattern speeds do not recompile)."""
+    if omega is None:
         return x + h * v, v
     return _rotate_z(x + h * v, -omega * h), _rotate_z(v, -omega * h)
 
@@ -113,7 +114,7 @@ def _drift(x, v, h, omega: float):
 def _one_orbit(
     potential: AbstractPotential,
     scheme: tuple[tuple[float, ...], tuple[float, ...]],
-    omega: float,
+    omega: Float[Array, ""] | None,
     x: Float[Array, "3"],
     v: Float[Array, "3"],
     dt: Float[Array, ""],
@@ -263,7 +264,7 @@ def integrate_orbits(
                 xo, vo = _integrate_block(
                     pot,
                     scheme,
-                    pattern_speed,
+                    None if pattern_speed == 0.0 else jnp.asarray(pattern_speed, xs.dtype),
                     jnp.asarray(xs[sl]),
                     jnp.asarray(vs[sl]),
                     jnp.asarray(dts[sl]),
