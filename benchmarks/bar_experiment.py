@@ -21,6 +21,7 @@ come from `resource.getrusage` (the machine is shared, so wall times are upper b
 """
 
 import argparse
+import inspect
 import json
 import resource
 import sys
@@ -35,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import deeppot as dp  # noqa: E402
 from deeppot import evaluate, mocks  # noqa: E402
-from deeppot.mocks._bar import POTENTIAL_DEFAULTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "bar"
@@ -127,12 +127,41 @@ def cmd_scores(args):
     scores, t = _timed(lambda: dp.sample_scores(df, jax.random.key(args.seed), args.n,
                                                 chunk_size=8192))
     scores.save(run / name)
-    record = {"n": args.n, **t}
+    record = {"n": args.n, **t, **_omega_at_truth(cat, scores)}
     if not args.exact and "truth_df" in cat.meta:
         truth = mocks.truth_df(cat.meta)
         w = np.concatenate([np.asarray(scores.x[:8192]), np.asarray(scores.v[:8192])], 1)
         record["score_error_at_flow_samples"] = evaluate.score_errors(df, truth, w)
+        sx, sv = truth.score(w)
+        g_true = _rotation_generator(w, sx, sv)
+        g_flow = _rotation_generator(w, scores.dlnf_dx[:8192], scores.dlnf_dv[:8192])
+        rms = float(np.sqrt(np.mean(g_true**2)))
+        record["rotation_derivative_error"] = {
+            "median_abs_over_rms": float(np.median(np.abs(g_flow - g_true)) / rms),
+            "regression_slope": float(np.sum(g_flow * g_true) / np.sum(g_true**2)),
+            "correlation": float(np.corrcoef(g_flow, g_true)[0, 1])}
     _log(run, name.removesuffix(".npz"), record)
+
+
+def _rotation_generator(w, sx, sv):
+    """(x × ∂ln f/∂x + v × ∂ln f/∂v)_z = −∂ln f/∂φ under a rigid rotation of x and v: the
+    part of the scores that the pattern speed multiplies in the stationarity residual."""
+    w, sx, sv = (np.asarray(a, dtype=float) for a in (w, sx, sv))
+    return (w[:, 0] * sx[:, 1] - w[:, 1] * sx[:, 0]) + (w[:, 3] * sv[:, 1]
+                                                       - w[:, 4] * sv[:, 0])
+
+
+def _omega_at_truth(cat, scores):
+    """The pattern speed that the scores alone imply: the minimum of the stationarity loss
+    over Ω at the true potential (isolates the scores' effect from the potential fit's)."""
+    truth, omega_true = _truth(cat)
+    model = dp.PotentialModel(truth, dp.RotatingFrame(omega=[0, 0, omega_true]))
+    grid = omega_true * np.linspace(0.7, 1.3, 121)
+    land = evaluate.omega_landscape(model, scores, dp.terms.Log(dp.terms.Stationarity()),
+                                    grid, max_points=2**16)
+    best = float(grid[np.argmin(land["loss"])])
+    return {"omega_at_true_potential": best,
+            "omega_at_true_potential_error": best / omega_true - 1}
 
 
 def _truth(cat):
@@ -147,7 +176,8 @@ def _model(kind: str, omega0: float, key, input_scale: float):
     elif kind == "neural":
         pot = dp.NeuralPotential(key=key, width=128, depth=3, input_scale=input_scale)
     elif kind == "analytic":  # the truth's families, every parameter started off
-        p = dict(POTENTIAL_DEFAULTS)
+        p = {k: q.default for k, q in
+             inspect.signature(mocks.barred_potential).parameters.items()}
         start = {k: v * f for (k, v), f in zip(
             ((k, p[k]) for k in ("disk_mass", "disk_a", "disk_b", "halo_mass", "halo_r_s",
                                  "bar_mass", "bar_a", "bar_b", "bar_c")),
