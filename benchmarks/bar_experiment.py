@@ -270,7 +270,8 @@ def cmd_report(args):
         def fmt(q):
             return (f"{100 * acc[q]['median']:.2f}% ({100 * acc[q]['p16']:.2f}–"
                     f"{100 * acc[q]['p84']:.2f}%)")
-        lines.append(f"| {name} | {fmt('force_plane')} | {fmt('force')} | {fmt('density')} |"
+        cell = name.replace("|", "\\|")  # |z| in a markdown table cell
+        lines.append(f"| {cell} | {fmt('force_plane')} | {fmt('force')} | {fmt('density')} |"
                      f" {fmt('phi')} | {acc['force']['n']} |")
     lines += ["", f"Non-axisymmetric (bar) in-plane force at 0.2 ≤ R ≤ {r_bar:g}: median error "
               f"{100 * payload['bar_force_error_vs_total_median']:.2f}% of the total in-plane "
@@ -337,6 +338,16 @@ def cmd_moments(args):
         a, b = out["inertial"][g], out["rotating"][g]
         lines.append(f"| {g} | {a['rate']:+.2e} ({a['z']:+.1f}) | {b['rate']:+.2e} "
                      f"({b['z']:+.1f}) |")
+    header = [f"# Stationarity of the mock `{args.run}` ({cat.meta['generator']}, "
+              f"n = {len(cat)})", "",
+              f"Command: `python benchmarks/bar_experiment.py moments {args.run}`. "
+              "d⟨g⟩/dt from the true potential and the stars alone "
+              "(`evaluate.stationarity_moments`), with its z-score; inertial frame vs the "
+              f"frame rotating at the true Ω_p = {omega_true:g}.", ""]
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"bar_{args.run}_moments"
+    stem.with_suffix(".json").write_text(json.dumps(out, indent=2, default=float) + "\n")
+    stem.with_suffix(".md").write_text("\n".join(header + lines) + "\n")
     print("\n".join(lines))
 
 
