@@ -7,7 +7,10 @@ from . import orbits as orbits
 from . import pipeline as pipeline
 from . import potentials as potentials
 from . import registry as registry
+from . import selection as selection
+from . import survey as survey
 from . import terms as terms
+from . import units as units
 from ._errors import CheckpointError as CheckpointError
 from ._errors import ConfigError as ConfigError
 from ._errors import DeeppotError as DeeppotError
@@ -35,10 +38,15 @@ from .potentials import NeuralPotential as NeuralPotential
 from .potentials import Plummer as Plummer
 from .potentials import Spherical as Spherical
 from .scores import ScoreSample as ScoreSample
+from .scores import correct_selection as correct_selection
 from .scores import sample_scores as sample_scores
+from .selection import DistanceSelection as DistanceSelection
+from .selection import GridSelection as GridSelection
 from .train import TrainHistory as TrainHistory
 from .train import fit as fit
 from .train import fit_df as fit_df
 from .train import fit_potential as fit_potential
+from .train import refine_potential as refine_potential
+from .units import UnitSystem as UnitSystem
 
 __version__ = "0.1.0.dev0"

@@ -1,16 +1,47 @@
-"""Validation and parametrisation of physical model parameters."""
+"""Validation and parametrisation of physical model parameters.
+
+Every helper takes the parameter's physical dimension and the model's unit system: an
+astropy `Quantity` is converted to that system (or refused with an error naming the
+parameter); plain numbers are taken to be in the system's units already. A new model family
+gets quantity support by declaring each parameter's dimension here, e.g.
+`positive_log("r_s", r_s, "length", self.units)` after `self.units = resolve_units(...)`.
+"""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .units import UnitSystem, dimensionless, is_quantity
+
 
 def _is_concrete(value) -> bool:
     return not isinstance(value, jax.core.Tracer)
 
 
-def positive_log(name: str, value) -> Float[Array, ""]:
+def to_model_units(name: str, value, dimension: str | None, units: UnitSystem | None):
+    """Plain numbers for a parameter: a `Quantity` converted to `units`, else `value`.
+
+    **Arguments:**
+
+    - `name`: the parameter's name, used in error messages.
+    - `value`: a `Quantity` or plain numbers.
+    - `dimension`: its physical dimension (`deeppot.units.DIMENSIONS`); `None` for a
+      parameter that takes no quantity.
+    - `units`: the model's unit system (`None`: dimensionless).
+
+    **Returns:** `value` in the model's units, as plain numbers.
+    """
+    if not is_quantity(value):
+        return value
+    if dimension is None:
+        raise TypeError(f"parameter {name!r} has no physical dimension: pass a plain number")
+    return (units or dimensionless).to_value(value, dimension, f"parameter {name!r}")
+
+
+def positive_log(
+    name: str, value, dimension: str | None = None, units: UnitSystem | None = None
+) -> Float[Array, ""]:
     """Validate a positive scalar parameter and return its logarithm.
 
     Positive parameters (masses, scale lengths, flattenings) are stored as logarithms so
@@ -20,13 +51,16 @@ def positive_log(name: str, value) -> Float[Array, ""]:
     **Arguments:**
 
     - `name`: the parameter's name, used in error messages.
-    - `value`: a real scalar.
+    - `value`: a real scalar, or a scalar `Quantity` of the right dimension.
+    - `dimension`: the parameter's physical dimension (`"mass"`, `"length"`, ...).
+    - `units`: the model's unit system, to which a `Quantity` is converted.
 
-    **Returns:** `log(value)` as a 0-d floating array.
+    **Returns:** `log(value)` (in the model's units) as a 0-d floating array.
 
     **Raises:** `ValueError` naming the parameter for a non-scalar, NaN, infinite or
-    non-positive value.
+    non-positive value, or a quantity of the wrong dimension.
     """
+    value = to_model_units(name, value, dimension, units)
     if _is_concrete(value):
         arr = np.asarray(value)
         if arr.shape != ():
@@ -46,16 +80,20 @@ def positive_log(name: str, value) -> Float[Array, ""]:
     return jnp.log(jnp.asarray(value, dtype=float))
 
 
-def vector3(name: str, value) -> Float[Array, "3"]:
+def vector3(
+    name: str, value, dimension: str | None = None, units: UnitSystem | None = None
+) -> Float[Array, "3"]:
     """Validate a finite 3-vector parameter.
 
     **Arguments:**
 
     - `name`: the parameter's name, used in error messages.
-    - `value`: anything convertible to an array of shape (3,).
+    - `value`: anything convertible to an array of shape (3,), or a `Quantity`.
+    - `dimension`, `units`: as for `positive_log`.
 
-    **Returns:** the value as a floating array of shape (3,).
+    **Returns:** the value (in the model's units) as a floating array of shape (3,).
     """
+    value = to_model_units(name, value, dimension, units)
     if _is_concrete(value):
         arr = np.asarray(value)
         if arr.shape != (3,):
@@ -66,7 +104,16 @@ def vector3(name: str, value) -> Float[Array, "3"]:
 
 
 def check_positions(x) -> Float[Array, "*batch 3"]:
-    """Convert positions to a floating array and check the trailing axis has length 3."""
+    """Convert positions to a floating array and check the trailing axis has length 3.
+
+    A `Quantity` is refused (it would lose its unit here): a potential's public methods
+    convert quantities to its unit system before calling this.
+    """
+    if is_quantity(x):
+        raise TypeError(
+            "positions are an astropy Quantity: pass them to a potential's methods (which "
+            "convert them to its unit system) or convert them to plain numbers first"
+        )
     x = jnp.asarray(x)
     if x.ndim == 0 or x.shape[-1] != 3:
         raise ValueError(f"positions must have shape (..., 3), got {x.shape}")

@@ -1,13 +1,20 @@
 """`PhaseSpaceCatalog`: a validated snapshot of stellar positions and velocities.
 
 A catalogue holds n stars' positions `x` (n, 3), velocities `v` (n, 3), optional per-star
-weights (n,) and a JSON-serialisable `meta` dictionary with provenance (which generator made
-it, with which parameters and random key, and the true potential when it is known). Arrays are
-float64 NumPy arrays on the host and are read-only; a catalogue never changes after it is made.
+weights (n,), optional per-star covariances `cov` (n, 6, 6) of (x, v) (the propagated
+measurement uncertainties of a survey), and a JSON-serialisable `meta` dictionary with
+provenance (which generator made it, with which parameters and random key, the true potential
+when it is known, quality cuts and how many stars they dropped). Arrays are float64 NumPy
+arrays on the host and are read-only; a catalogue never changes after it is made.
 
-Files: `.npz`, `.h5`/`.hdf5` and `.csv` (columns `x,y,z,vx,vy,vz`, optionally `weight`; the
-metadata is stored as JSON, in a `# deeppot-meta:` comment line for CSV). Saves are atomic: the
-file is written next to its destination and then moved into place.
+Numbers are in the catalogue's unit system (`units`, kept in `meta["units"]`; dimensionless
+unless stated): `PhaseSpaceCatalog(x=pos * u.kpc, v=vel * u.km / u.s)` is in `galactic`
+units, and `quantity("x")` gives the positions back as an astropy `Quantity`.
+
+Files: `.npz`, `.h5`/`.hdf5` and `.csv` (columns `x,y,z,vx,vy,vz`, optionally `weight` and
+the 21 covariance columns `cov_x_x, cov_x_y, …, cov_vz_vz`; the metadata is stored as JSON, in
+a `# deeppot-meta:` comment line for CSV). Saves are atomic: the file is written next to its
+destination and then moved into place.
 """
 
 import json
@@ -21,9 +28,15 @@ from typing import Any, final
 import numpy as np
 from jaxtyping import Float
 
+from .units import UnitSystem, dimensionless, get_units, resolve_units
+
 __all__ = ["PhaseSpaceCatalog"]
 
 _COLUMNS = ("x", "y", "z", "vx", "vy", "vz")
+# the upper triangle of the (x, v) covariance, row by row, as CSV columns
+_COV_PAIRS = tuple((i, j) for i in range(6) for j in range(i, 6))
+_COV_COLUMNS = tuple(f"cov_{_COLUMNS[i]}_{_COLUMNS[j]}" for i, j in _COV_PAIRS)
+_COV_SYMMETRY_RTOL = 1e-8
 _WEIGHT_COLUMNS = ("weight", "weights", "w")
 _META_PREFIX = "# deeppot-meta:"
 _ROWS_PREFIX = "# deeppot-rows:"
@@ -79,15 +92,22 @@ class PhaseSpaceCatalog:
     - `meta`: JSON-serialisable provenance (generator, parameters, key/seed, truth potential
       as e.g. `{"class": "MiyamotoNagai", "m_tot": 1.0, "a": 1.0, "b": 0.1}`). NumPy/JAX values
       are converted to plain lists and numbers; tuples become lists.
-    - `drop_invalid`: if True, rows with NaN or inf in x, v or weights are dropped with a
-      `UserWarning` (instead of raising).
+    - `cov`: optional per-star covariance of (x, y, z, vx, vy, vz), shape (n, 6, 6),
+      symmetric with a non-negative diagonal, in the catalogue's units.
+    - `units`: the unit system of the numbers (`deeppot.units`: a `UnitSystem`, a name such
+      as `"galactic"` or its dict); recorded in `meta["units"]`. Positions and velocities
+      given as astropy quantities are converted to it (to `galactic` if `units` is not
+      given); plain numbers are taken as they are.
+    - `drop_invalid`: if True, rows with NaN or inf in x, v, weights or cov are dropped with
+      a `UserWarning` (instead of raising).
 
     **Raises:** `ValueError` naming the problem: wrong shapes, mismatched lengths, an empty
-    catalogue, NaN/inf values (with their count and first row indices), negative weights or
-    metadata that cannot be stored as JSON.
+    catalogue, NaN/inf values (with their count and first row indices), negative weights,
+    a covariance that is not symmetric or has a negative variance, metadata that cannot be
+    stored as JSON, or a unit system different from the one `meta` already records.
     """
 
-    __slots__ = ("_x", "_v", "_weights", "_meta")
+    __slots__ = ("_x", "_v", "_weights", "_cov", "_meta")
 
     def __init__(
         self,
@@ -96,10 +116,16 @@ class PhaseSpaceCatalog:
         weights: Float[Any, " n"] | None = None,
         meta: Mapping[str, Any] | None = None,
         *,
+        cov: Float[Any, "n 6 6"] | None = None,
+        units: UnitSystem | str | Mapping[str, Any] | None = None,
         drop_invalid: bool = False,
     ):
-        x = _as_float_array("x", x)
-        v = _as_float_array("v", v)
+        meta = _normalise_meta(meta)
+        system = _catalog_units(units, meta, x, v)
+        if system.is_physical or "units" in meta:
+            meta["units"] = system.to_dict()
+        x = _as_float_array("x", system.to_value(x, "length", "x"))
+        v = _as_float_array("v", system.to_value(v, "velocity", "v"))
         for name, arr in (("x", x), ("v", v)):
             if arr.ndim != 2 or arr.shape[1] != 3:
                 raise ValueError(f"{name} must have shape (n, 3), got {arr.shape}")
@@ -109,9 +135,15 @@ class PhaseSpaceCatalog:
             weights = _as_float_array("weights", weights)
             if weights.shape != (len(x),):
                 raise ValueError(f"weights must have shape ({len(x)},), got {weights.shape}")
+        if cov is not None:
+            cov = _as_float_array("cov", cov)
+            if cov.shape != (len(x), 6, 6):
+                raise ValueError(f"cov must have shape ({len(x)}, 6, 6), got {cov.shape}")
         bad = ~np.all(np.isfinite(x), axis=1) | ~np.all(np.isfinite(v), axis=1)
         if weights is not None:
             bad |= ~np.isfinite(weights)
+        if cov is not None:
+            bad |= ~np.all(np.isfinite(cov), axis=(1, 2))
         if bad.any():
             rows = np.flatnonzero(bad)
             what = f"{len(rows)} of {len(x)} rows contain NaN or inf (first rows: {_first(rows)})"
@@ -121,6 +153,7 @@ class PhaseSpaceCatalog:
             keep = ~bad
             x, v = x[keep], v[keep]
             weights = None if weights is None else weights[keep]
+            cov = None if cov is None else cov[keep]
         if len(x) == 0:
             raise ValueError("catalogue is empty: it needs at least one star")
         if weights is not None and (weights < 0).any():
@@ -129,13 +162,16 @@ class PhaseSpaceCatalog:
                 f"weights must be non-negative: {len(rows)} rows are negative "
                 f"(first rows: {_first(rows)})"
             )
-        for arr in (x, v, weights):
+        if cov is not None:
+            _check_cov(cov)
+        for arr in (x, v, weights, cov):
             if arr is not None:
                 arr.flags.writeable = False
         self._x = x
         self._v = v
         self._weights = weights
-        self._meta = _normalise_meta(meta)
+        self._cov = cov
+        self._meta = meta
 
     # -- accessors ---------------------------------------------------------------------------
 
@@ -160,6 +196,48 @@ class PhaseSpaceCatalog:
         return self._weights
 
     @property
+    def cov(self) -> Float[np.ndarray, "n 6 6"] | None:
+        """Per-star covariance of (x, v), shape (n, 6, 6), or None."""
+        return self._cov
+
+    @property
+    def errors(self) -> Float[np.ndarray, "n 6"] | None:
+        """Per-star standard deviations of (x, y, z, vx, vy, vz), shape (n, 6), or None."""
+        if self._cov is None:
+            return None
+        return np.sqrt(np.diagonal(self._cov, axis1=1, axis2=2))
+
+    @property
+    def units(self) -> UnitSystem:
+        """The unit system of the numbers (dimensionless unless `meta["units"]` says)."""
+        return get_units(self._meta["units"]) if "units" in self._meta else dimensionless
+
+    def quantity(self, name: str):
+        """Positions, velocities or their errors as an astropy `Quantity`.
+
+        **Arguments:**
+
+        - `name`: `"x"` (positions), `"v"` (velocities), `"x_err"` or `"v_err"` (the
+          square roots of the covariance's diagonal blocks' diagonals).
+
+        **Returns:** a `Quantity` of shape (n, 3) in the catalogue's units (raises for a
+        dimensionless catalogue, or for errors when there is no covariance).
+        """
+        getters = {"x": (lambda: self._x, "length"), "v": (lambda: self._v, "velocity"),
+                   "x_err": (lambda: self._err(slice(0, 3)), "length"),
+                   "v_err": (lambda: self._err(slice(3, 6)), "velocity")}
+        if name not in getters:
+            raise ValueError(f"unknown catalogue quantity {name!r}; known: {sorted(getters)}")
+        get, dimension = getters[name]
+        return self.units.quantity(get(), dimension)
+
+    def _err(self, axes: slice) -> np.ndarray:
+        errors = self.errors
+        if errors is None:
+            raise ValueError("this catalogue has no covariance, so no errors")
+        return errors[:, axes]
+
+    @property
     def meta(self) -> dict[str, Any]:
         """Provenance metadata (a copy: edit it with `with_meta`)."""
         return json.loads(json.dumps(self._meta))
@@ -170,7 +248,10 @@ class PhaseSpaceCatalog:
     def __repr__(self) -> str:
         gen = self._meta.get("generator", "?")
         w = ", weighted" if self._weights is not None else ""
-        return f"PhaseSpaceCatalog(n={len(self)}{w}, generator={gen!r})"
+        c = ", with covariances" if self._cov is not None else ""
+        units = self.units
+        un = f", units={units.name!r}" if units.is_physical else ""
+        return f"PhaseSpaceCatalog(n={len(self)}{w}{c}{un}, generator={gen!r})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PhaseSpaceCatalog):
@@ -180,10 +261,16 @@ class PhaseSpaceCatalog:
             and other._weights is not None
             and np.array_equal(self._weights, other._weights)
         )
+        same_cov = (self._cov is None and other._cov is None) or (
+            self._cov is not None
+            and other._cov is not None
+            and np.array_equal(self._cov, other._cov)
+        )
         return (
             np.array_equal(self._x, other._x)
             and np.array_equal(self._v, other._v)
             and same_w
+            and same_cov
             and self._meta == other._meta
         )
 
@@ -200,7 +287,19 @@ class PhaseSpaceCatalog:
 
         **Returns:** a new `PhaseSpaceCatalog` sharing the arrays.
         """
-        return PhaseSpaceCatalog(self._x, self._v, self._weights, {**self._meta, **updates})
+        return PhaseSpaceCatalog(self._x, self._v, self._weights, {**self._meta, **updates},
+                                 cov=self._cov)
+
+    def with_weights(self, weights: Float[Any, " n"] | None) -> "PhaseSpaceCatalog":
+        """A copy with per-star weights replaced (`None` removes them).
+
+        **Arguments:**
+
+        - `weights`: non-negative weights, shape (n,), or `None`.
+
+        **Returns:** a new `PhaseSpaceCatalog` sharing the other arrays.
+        """
+        return PhaseSpaceCatalog(self._x, self._v, weights, self._meta, cov=self._cov)
 
     def subset(self, rows: Any, **meta_updates: Any) -> "PhaseSpaceCatalog":
         """The stars picked by a boolean mask or an index array.
@@ -214,7 +313,9 @@ class PhaseSpaceCatalog:
         """
         rows = np.asarray(rows)
         w = None if self._weights is None else self._weights[rows]
-        return PhaseSpaceCatalog(self._x[rows], self._v[rows], w, {**self._meta, **meta_updates})
+        cov = None if self._cov is None else self._cov[rows]
+        return PhaseSpaceCatalog(self._x[rows], self._v[rows], w, {**self._meta, **meta_updates},
+                                 cov=cov)
 
     @staticmethod
     def concatenate(catalogs: Sequence["PhaseSpaceCatalog"]) -> "PhaseSpaceCatalog":
@@ -222,7 +323,8 @@ class PhaseSpaceCatalog:
 
         **Arguments:**
 
-        - `catalogs`: one or more catalogues, all weighted or all unweighted.
+        - `catalogs`: one or more catalogues in one unit system, all weighted or all
+          unweighted, all with covariances or all without.
 
         **Returns:** a new `PhaseSpaceCatalog` with the stars in order.
         """
@@ -231,18 +333,26 @@ class PhaseSpaceCatalog:
         weighted = {c.weights is not None for c in catalogs}
         if len(weighted) > 1:
             raise ValueError("cannot concatenate weighted and unweighted catalogues")
+        with_cov = {c.cov is not None for c in catalogs}
+        if len(with_cov) > 1:
+            raise ValueError("cannot concatenate catalogues with and without covariances")
+        if any(c.units != catalogs[0].units for c in catalogs):
+            raise ValueError("cannot concatenate catalogues in different unit systems")
         w = np.concatenate([c.weights for c in catalogs]) if weighted == {True} else None
+        cov = np.concatenate([c.cov for c in catalogs]) if with_cov == {True} else None
         return PhaseSpaceCatalog(
             np.concatenate([c.x for c in catalogs]),
             np.concatenate([c.v for c in catalogs]),
             w,
             catalogs[0]._meta,
+            cov=cov,
         )
 
     # -- files -------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the catalogue to `.npz`, `.h5`/`.hdf5` or `.csv`, atomically.
+        """Write the catalogue (with weights, covariances, units, meta) to `.npz`,
+        `.h5`/`.hdf5` or `.csv`, atomically.
 
         **Arguments:**
 
@@ -260,6 +370,8 @@ class PhaseSpaceCatalog:
                     arrays = {"x": self._x, "v": self._v, "meta": np.array(meta_json)}
                     if self._weights is not None:
                         arrays["weights"] = self._weights
+                    if self._cov is not None:
+                        arrays["cov"] = self._cov
                     np.savez(f, **arrays)
                 elif fmt == "csv":
                     _write_csv(f, self, meta_json)
@@ -271,6 +383,8 @@ class PhaseSpaceCatalog:
                     h5.create_dataset("v", data=self._v)
                     if self._weights is not None:
                         h5.create_dataset("weights", data=self._weights)
+                    if self._cov is not None:
+                        h5.create_dataset("cov", data=self._cov)
                     h5.attrs["meta"] = meta_json
             os.replace(tmp, path)
         except BaseException:
@@ -286,9 +400,10 @@ class PhaseSpaceCatalog:
         **Arguments:**
 
         - `path`: a `.npz`, `.h5`/`.hdf5` or `.csv` file. NPZ/HDF5 need arrays `x` and `v`
-          (n, 3), optionally `weights` and a JSON `meta` string (HDF5: attribute). CSV needs
-          a header with columns x,y,z,vx,vy,vz (any order), optionally `weight`; other
-          columns are ignored and their names recorded in `meta["ignored_columns"]`.
+          (n, 3), optionally `weights`, `cov` (n, 6, 6) and a JSON `meta` string (HDF5:
+          attribute). CSV needs a header with columns x,y,z,vx,vy,vz (any order), optionally
+          `weight` and all 21 `cov_…` columns; other columns are ignored and their names
+          recorded in `meta["ignored_columns"]`.
         - `drop_invalid`: drop rows with NaN/inf (with a warning) instead of raising.
 
         **Returns:** the `PhaseSpaceCatalog`.
@@ -301,11 +416,47 @@ class PhaseSpaceCatalog:
         if not path.exists():
             raise FileNotFoundError(f"no such catalogue file: '{path}'")
         reader = {"npz": _read_npz, "h5": _read_h5, "csv": _read_csv}[fmt]
-        x, v, weights, meta = reader(path)
+        x, v, weights, cov, meta = reader(path)
         try:
-            return cls(x, v, weights, meta, drop_invalid=drop_invalid)
+            return cls(x, v, weights, meta, cov=cov, drop_invalid=drop_invalid)
         except ValueError as err:
             raise ValueError(f"'{path}': {err}") from None
+
+
+def _catalog_units(units, meta: dict[str, Any], x, v) -> UnitSystem:
+    """The catalogue's unit system from `units=`, `meta["units"]` and quantity inputs."""
+    recorded = None
+    if "units" in meta:
+        try:
+            recorded = get_units(meta["units"])
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"meta['units'] is not a unit system: {err}") from None
+    if units is None:
+        if recorded is not None:
+            return recorded
+        return resolve_units(None, None, x, v)
+    system = get_units(units)
+    if recorded is not None and recorded != system:
+        raise ValueError(f"units={system!r} but meta records {recorded!r}")
+    return system
+
+
+def _check_cov(cov: np.ndarray) -> None:
+    """Symmetric (to round-off) with non-negative variances, or a ValueError."""
+    scale = np.sqrt(np.abs(np.diagonal(cov, axis1=1, axis2=2)))
+    tol = _COV_SYMMETRY_RTOL * scale[:, :, None] * scale[:, None, :]
+    asym = np.any(np.abs(cov - np.swapaxes(cov, 1, 2)) > tol, axis=(1, 2))
+    if asym.any():
+        rows = np.flatnonzero(asym)
+        raise ValueError(
+            f"cov must be symmetric: {len(rows)} rows are not (first rows: {_first(rows)})"
+        )
+    neg = np.any(np.diagonal(cov, axis1=1, axis2=2) < 0, axis=1)
+    if neg.any():
+        rows = np.flatnonzero(neg)
+        raise ValueError(
+            f"cov has negative variances in {len(rows)} rows (first rows: {_first(rows)})"
+        )
 
 
 def _format_of(path: Path) -> str:
@@ -338,7 +489,7 @@ def _read_npz(path: Path):
     if missing:
         raise ValueError(f"'{path}' is missing arrays {missing} (found: {sorted(arrays)})")
     meta = _parse_meta(path, str(arrays["meta"])) if "meta" in arrays else {}
-    return arrays["x"], arrays["v"], arrays.get("weights"), meta
+    return arrays["x"], arrays["v"], arrays.get("weights"), arrays.get("cov"), meta
 
 
 def _read_h5(path: Path):
@@ -353,6 +504,7 @@ def _read_h5(path: Path):
                 )
             x, v = h5["x"][()], h5["v"][()]
             weights = h5["weights"][()] if "weights" in h5 else None
+            cov = h5["cov"][()] if "cov" in h5 else None
             raw = h5.attrs.get("meta")
     except OSError as err:
         raise ValueError(f"could not read '{path}' as HDF5: {err}") from None
@@ -360,7 +512,7 @@ def _read_h5(path: Path):
         meta = {}
     else:
         meta = _parse_meta(path, raw.decode() if isinstance(raw, bytes) else str(raw))
-    return x, v, weights, meta
+    return x, v, weights, cov, meta
 
 
 def _write_csv(f, cat: PhaseSpaceCatalog, meta_json: str) -> None:
@@ -369,6 +521,9 @@ def _write_csv(f, cat: PhaseSpaceCatalog, meta_json: str) -> None:
     if cat.weights is not None:
         cols.append("weight")
         data.append(cat.weights[:, None])
+    if cat.cov is not None:
+        cols.extend(_COV_COLUMNS)
+        data.append(np.stack([cat.cov[:, i, j] for i, j in _COV_PAIRS], axis=1))
     f.write(f"{_META_PREFIX} {meta_json}\n".encode())
     f.write(f"{_ROWS_PREFIX} {len(cat)}\n".encode())
     np.savetxt(
@@ -429,7 +584,17 @@ def _read_csv(path: Path):
     v = table[:, [idx[c] for c in _COLUMNS[3:]]]
     wcol = next((c for c in _WEIGHT_COLUMNS if c in idx), None)
     weights = table[:, idx[wcol]] if wcol is not None else None
-    ignored = [c for c in names if c not in _COLUMNS and c != wcol]
+    cov = None
+    present = [c for c in _COV_COLUMNS if c in idx]
+    if present:
+        missing = [c for c in _COV_COLUMNS if c not in idx]
+        if missing:
+            raise ValueError(f"'{path}' has covariance columns but is missing {missing}")
+        cov = np.empty((len(table), 6, 6))
+        for (i, j), c in zip(_COV_PAIRS, _COV_COLUMNS):
+            cov[:, i, j] = cov[:, j, i] = table[:, idx[c]]
+    known = set(_COLUMNS) | set(present) | {wcol}
+    ignored = [c for c in names if c not in known]
     if ignored:
         meta = {**meta, "ignored_columns": ignored}
-    return x, v, weights, meta
+    return x, v, weights, cov, meta

@@ -8,6 +8,9 @@ velocity Ω about x0 satisfies (DESIGN.md; not the paper's Eq. 15)
 Each frame supplies the two pieces: `relative_velocity` (v − u0 − Ω × (x − x0)) and
 `fictitious_acceleration` (Ω × (v − u0), added to ∇Φ). Frame parameters are ordinary
 arrays: train or freeze them with a filter (`trainable=` in the fitting functions).
+Frames with parameters carry a unit system like potentials do (`units=`; quantities such as
+`omega=[0, 0, 30] * u.km / u.s / u.kpc` put the frame in `galactic` units), and
+`PotentialModel` refuses a frame whose units differ from its potential's.
 An axisymmetric system cannot identify Ω about its own axis: f(E, L_z) is stationary in
 every frame rotating about z.
 """
@@ -21,10 +24,17 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ._custom_types import Position
 from ._params import vector3
+from .units import UnitSystem, resolve_units
 
 
 class AbstractFrame(eqx.Module):
-    """A frame in which the distribution function is assumed stationary."""
+    """A frame in which the distribution function is assumed stationary.
+
+    `units` is the frame's unit system, or `None` for a frame without parameters (valid
+    in any units).
+    """
+
+    units: eqx.AbstractVar[UnitSystem | None]
 
     @abc.abstractmethod
     def relative_velocity(self, x: Position, v: Position) -> Position:
@@ -60,6 +70,8 @@ class AbstractFrame(eqx.Module):
 class InertialFrame(AbstractFrame):
     """The observer's inertial frame: no motion, no rotation."""
 
+    units: None = eqx.field(default=None, static=True)
+
     def relative_velocity(self, x, v):
         return v
 
@@ -69,12 +81,14 @@ class InertialFrame(AbstractFrame):
 
 @final
 class MovingFrame(AbstractFrame):
-    """A frame moving with constant velocity `u0`."""
+    """A frame moving with constant velocity `u0` (a velocity; `units=` as for potentials)."""
 
     u0: Float[Array, "3"]
+    units: UnitSystem = eqx.field(static=True)
 
-    def __init__(self, u0: Float[ArrayLike, "3"] = (0.0, 0.0, 0.0)):
-        self.u0 = vector3("u0", u0)
+    def __init__(self, u0: Float[ArrayLike, "3"] = (0.0, 0.0, 0.0), *, units=None):
+        self.units = resolve_units(units, None, u0)
+        self.u0 = vector3("u0", u0, "velocity", self.units)
 
     def relative_velocity(self, x, v):
         return v - self.u0
@@ -85,21 +99,29 @@ class MovingFrame(AbstractFrame):
 
 @final
 class RotatingFrame(AbstractFrame):
-    """A frame rotating with angular velocity `omega` about `center`, moving with `u0`."""
+    """A frame rotating with angular velocity `omega` about `center`, moving with `u0`.
+
+    `omega` is a frequency (e.g. km/s/kpc), `center` a length, `u0` a velocity; `units=` as
+    for potentials.
+    """
 
     omega: Float[Array, "3"]
     center: Float[Array, "3"]
     u0: Float[Array, "3"]
+    units: UnitSystem = eqx.field(static=True)
 
     def __init__(
         self,
         omega: Float[ArrayLike, "3"] = (0.0, 0.0, 0.0),
         center: Float[ArrayLike, "3"] = (0.0, 0.0, 0.0),
         u0: Float[ArrayLike, "3"] = (0.0, 0.0, 0.0),
+        *,
+        units=None,
     ):
-        self.omega = vector3("omega", omega)
-        self.center = vector3("center", center)
-        self.u0 = vector3("u0", u0)
+        self.units = resolve_units(units, None, omega, center, u0)
+        self.omega = vector3("omega", omega, "frequency", self.units)
+        self.center = vector3("center", center, "length", self.units)
+        self.u0 = vector3("u0", u0, "velocity", self.units)
 
     def relative_velocity(self, x, v):
         return v - self.u0 - jnp.cross(self.omega, x - self.center)

@@ -7,8 +7,11 @@ Methods:
 
 - `"forward"` (default): a forward Laplacian. Potential modules supply their own one-pass
   rule (closed forms for analytic families; Jacobian and Laplacian carried through the
-  network for MLPs, see `deeppot.potentials.TanhMLP.forward_laplacian`). For a plain
-  function it falls back to forward-over-forward derivatives along the three axes.
+  network for MLPs, over the whole batch at once with a hand-derived backward pass, see
+  `deeppot.potentials.mlp_forward_laplacian`). For a plain function it falls back to
+  forward-over-forward derivatives along the three axes. For networks this method is
+  reverse-mode differentiable only (what training needs); take forward-mode derivatives
+  through `"hessian"`/`"hvp"` or the per-point verbs (`potential.hessian`).
 - `"hessian"`: the trace of `jax.hessian` — the reference.
 - `"hvp"`: three forward-over-reverse Hessian-vector products.
 """
@@ -23,7 +26,7 @@ from jaxtyping import Array, Float
 
 from ._custom_types import Position, Positions, Scalar
 from ._params import check_positions
-from .potentials import AbstractPotential
+from .potentials import AbstractPotential, batched_value_grad_laplacian
 
 Method = Literal["forward", "hessian", "hvp"]
 METHODS: tuple[str, ...] = ("forward", "hessian", "hvp")
@@ -84,7 +87,9 @@ def value_grad_laplacian(
 
 @eqx.filter_jit
 def _value_grad_laplacian(fn, x, method):
-    per_point = pointwise_vgl(fn, method)
     batch = x.shape[:-1]
-    value, grad, lap = jax.vmap(per_point)(x.reshape(-1, 3))
+    if method == "forward" and isinstance(fn, AbstractPotential):
+        value, grad, lap = batched_value_grad_laplacian(fn, x.reshape(-1, 3))
+    else:
+        value, grad, lap = jax.vmap(pointwise_vgl(fn, method))(x.reshape(-1, 3))
     return value.reshape(batch), grad.reshape(batch + (3,)), lap.reshape(batch)

@@ -36,8 +36,14 @@ class PotentialModel(eqx.Module):
             raise TypeError(f"potential must be a deeppot potential, got {type(potential)}")
         if laplacian_method not in METHODS:
             raise ValueError(f"laplacian_method must be one of {METHODS}, got {laplacian_method!r}")
+        frame = InertialFrame() if frame is None else frame
+        if frame.units is not None and not frame.units.same_units(potential.units):
+            raise ValueError(
+                f"the frame is in {frame.units!r} but the potential in {potential.units!r}: "
+                "build both in one unit system (units=...)"
+            )
         self.potential = potential
-        self.frame = InertialFrame() if frame is None else frame
+        self.frame = frame
         self.laplacian_method = laplacian_method
 
     def value_grad_laplacian(

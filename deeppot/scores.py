@@ -75,8 +75,35 @@ class ScoreSample(eqx.Module):
             return cls(*(data[k] for k in _FIELDS))
 
 
+def correct_selection(scores: ScoreSample, selection) -> ScoreSample:
+    """Scores of the underlying DF f from those of the observed DF f_obs ∝ S(x) f.
+
+    For a selection S(x) that depends on position only:
+    ∂ln f/∂x = ∂ln f_obs/∂x − ∂ln S/∂x, ∂ln f/∂v = ∂ln f_obs/∂v, ln f = ln f_obs − ln S
+    (up to a constant). The points themselves are unchanged (they follow f_obs, which is
+    where the data constrain f).
+
+    **Arguments:**
+
+    - `scores`: a `ScoreSample` drawn from a DF trained on the selected stars.
+    - `selection`: the selection function (`deeppot.selection.AbstractSelection`), in the
+      same units as the scores' positions.
+
+    **Returns:** a new `ScoreSample` with corrected `dlnf_dx` and `ln_f`.
+    """
+    from .selection import AbstractSelection
+
+    if not isinstance(selection, AbstractSelection):
+        raise TypeError(f"selection must be an AbstractSelection, got {type(selection).__name__}")
+    log_s, grad = selection.log_selection_and_gradient(jnp.asarray(scores.x))
+    dtype = scores.dlnf_dx.dtype
+    return ScoreSample(scores.x, scores.v, scores.dlnf_dx - grad.astype(dtype), scores.dlnf_dv,
+                       scores.ln_f - log_s.astype(scores.ln_f.dtype))
+
+
 def sample_scores(
-    df, key: PRNGKeyArray, n: int, chunk_size: int = 2**14, progress: bool = False
+    df, key: PRNGKeyArray, n: int, chunk_size: int = 2**14, progress: bool = False,
+    selection=None,
 ) -> ScoreSample:
     """Draw `n` points from a distribution function and evaluate its scores there.
 
@@ -89,6 +116,9 @@ def sample_scores(
     - `n`: number of points.
     - `chunk_size`: points drawn and differentiated at a time.
     - `progress`: show a progress bar.
+    - `selection`: the known selection function S(x) of the stars the DF was trained on
+      (`deeppot.selection.AbstractSelection`); the scores are then those of the
+      underlying DF (see `correct_selection`).
 
     **Returns:** a `ScoreSample` of n rows.
     """
@@ -105,4 +135,5 @@ def sample_scores(
     for k, m in iterator:
         w, ln_f, dx, dv = df.sample_and_score(k, m)
         chunks.append(tuple(np.asarray(a) for a in (w[:, :3], w[:, 3:], dx, dv, ln_f)))
-    return ScoreSample(*(np.concatenate(parts) for parts in zip(*chunks)))
+    scores = ScoreSample(*(np.concatenate(parts) for parts in zip(*chunks)))
+    return scores if selection is None else correct_selection(scores, selection)

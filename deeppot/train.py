@@ -10,6 +10,7 @@ DF models of `deeppot.flows`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -31,7 +32,15 @@ from tqdm.auto import tqdm
 
 from ._errors import CheckpointError, TrainingError
 
-__all__ = ["TrainHistory", "fit", "fit_df"]
+__all__ = [
+    "TrainHistory",
+    "fit",
+    "fit_df",
+    "fit_potential",
+    "make_train_step",
+    "potential_loss_fn",
+    "refine_potential",
+]
 
 LR_SCHEDULES = ("plateau", "cosine")  # the values of fit's `lr_schedule`
 _CHECKPOINT_VERSION = 3  # 3: a checksum of the arrays, health and keep-best state
@@ -163,13 +172,37 @@ def _gather(data, idx):
     return jax.tree.map(lambda a: jnp.asarray(a)[idx], data)
 
 
+def _weights_cdf(weights, n: int):
+    """Normalised cumulative weights (for drawing rows ∝ weight), or None."""
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"weights must have shape ({n},) like the data, got {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("weights must be finite and non-negative")
+    total = w.sum()
+    if not total > 0:
+        raise ValueError("weights must not all be zero")
+    return np.cumsum(w) / total
+
+
+def _batch_indices(key, n: int, batch_size: int, cdf):
+    """Rows of a batch: uniform with replacement, or ∝ weight when `cdf` is given."""
+    if cdf is None:
+        return jax.random.randint(key, (batch_size,), 0, n)
+    u = jax.random.uniform(key, (batch_size,), cdf.dtype) * cdf[-1]
+    return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), n - 1)
+
+
 @eqx.filter_jit
 def _train_step(
-    params, static, opt_state, ema, data, step, lr, keys, *, loss_fn, tx, batch_size, ema_decay
+    params, static, opt_state, ema, data, step, lr, keys, cdf=None, *, loss_fn, tx, batch_size,
+    ema_decay
 ):
     k_batch, k_loss = keys
     n = _leading_size(data)
-    idx = jax.random.randint(jax.random.fold_in(k_batch, step), (batch_size,), 0, n)
+    idx = _batch_indices(jax.random.fold_in(k_batch, step), n, batch_size, cdf)
     batch = _gather(data, idx)
 
     def loss_of(p):
@@ -203,14 +236,51 @@ def _train_step(
     )
 
 
+def make_train_step(
+    loss_fn: Callable[[PyTree, PyTree, PRNGKeyArray], Float[Array, ""]],
+    *,
+    batch_size: int,
+    optimizer: str = "radam",
+    clip_norm: float | None = 1.0,
+    ema_decay: float | None = None,
+) -> tuple[Callable, optax.GradientTransformation]:
+    """The jitted training step that `fit` runs, and the optax transformation it applies.
+
+    For benchmarks and custom loops that must run exactly `fit`'s step.
+
+    **Arguments:**
+
+    - `loss_fn`, `batch_size`, `optimizer`, `clip_norm`, `ema_decay`: as for `fit`.
+
+    **Returns:**
+
+    `(step, tx)`. `step(params, static, opt_state, ema, data, step, lr, keys, cdf=None)`
+    draws `batch_size` rows of `data` with replacement (from `keys[0]` folded with `step`;
+    ∝ weight when `cdf`, the cumulative sum of the rows' weights, is given),
+    evaluates `loss_fn(eqx.combine(params, static), batch, key)` and its gradient, applies
+    `tx` (global-norm clipping, then RAdam or Adam) scaled by `-lr` and the EMA, and returns
+    `(params, opt_state, ema, loss, loss_ok, grads_ok)`, keeping the old state wherever the
+    loss or a gradient is not finite. `params, static = eqx.partition(model, spec)` and
+    `opt_state = tx.init(params)` as in `fit`; `ema` is `None` or a copy of `params`.
+    """
+    if optimizer not in ("radam", "adam"):
+        raise ValueError(f"optimizer must be 'radam' or 'adam'; got {optimizer!r}")
+    scale = optax.scale_by_radam() if optimizer == "radam" else optax.scale_by_adam()
+    tx = optax.chain(optax.clip_by_global_norm(clip_norm), scale) if clip_norm else scale
+    step = functools.partial(
+        _train_step, loss_fn=loss_fn, tx=tx, batch_size=batch_size, ema_decay=ema_decay
+    )
+    return step, tx
+
+
 @eqx.filter_jit
-def _val_loss(params, static, data, step, key, *, loss_fn, batch_size):
+def _val_loss(params, static, data, step, key, cdf=None, *, loss_fn, batch_size):
     k_batch, k_loss = jax.random.split(key)
     n = _leading_size(data)
-    if n <= batch_size:
+    if n <= batch_size and cdf is None:
         batch = data
     else:
-        idx = jax.random.randint(jax.random.fold_in(k_batch, step), (batch_size,), 0, n)
+        idx = _batch_indices(jax.random.fold_in(k_batch, step), n, batch_size, cdf)
         batch = _gather(data, idx)
     return loss_fn(eqx.combine(params, static), batch, jax.random.fold_in(k_loss, step))
 
@@ -285,6 +355,7 @@ def fit(
     checkpoint_path: str | os.PathLike | None = None,
     checkpoint_every: int = 1000,
     progress: bool = True,
+    weights: Float[Any, " n"] | None = None,
 ) -> tuple[PyTree, TrainHistory]:
     """Train `model` by minimising `loss_fn` over random batches of `data`.
 
@@ -340,6 +411,9 @@ def fit(
     - `checkpoint_path`: file for atomic checkpoints (resumed from if it exists).
     - `checkpoint_every`: steps between checkpoints (one is always written at the end).
     - `progress`: show a tqdm progress bar with the training and validation losses.
+    - `weights`: optional non-negative per-row weights, shape (n,): training and validation
+      batches then draw rows with probability ∝ weight (so every loss is the weighted mean
+      in expectation: a row of weight 2 counts as that row twice).
 
     **Returns:**
 
@@ -378,11 +452,23 @@ def fit(
     perm = jax.random.permutation(k_split, n)
     val_data = _gather(data, perm[:n_val]) if n_val else None
     train_data = _gather(data, perm[n_val:])
+    train_cdf = val_cdf = None
+    if weights is not None:
+        _weights_cdf(weights, n)  # validate all rows
+        w_perm = np.asarray(weights, np.float64)[np.asarray(perm)]
+        dtype_w = jnp.result_type(float)
+        train_cdf = jnp.asarray(_weights_cdf(w_perm[n_val:], n - n_val), dtype_w)
+        if n_val:
+            if not w_perm[:n_val].sum() > 0:
+                raise ValueError("the validation split has zero total weight")
+            val_cdf = jnp.asarray(_weights_cdf(w_perm[:n_val], n_val), dtype_w)
 
     spec = _filter_spec(model, trainable)
     params, static = eqx.partition(model, spec)
-    scale = optax.scale_by_radam() if optimizer == "radam" else optax.scale_by_adam()
-    tx = optax.chain(optax.clip_by_global_norm(clip_norm), scale) if clip_norm else scale
+    train_step, tx = make_train_step(
+        loss_fn, batch_size=batch_size, optimizer=optimizer, clip_norm=clip_norm,
+        ema_decay=ema_decay,
+    )
     opt_state = tx.init(params)
     ema = params if ema_decay is not None else None
     best = params if keep_best else None
@@ -396,6 +482,8 @@ def fit(
               "lr_schedule": lr_schedule, "keep_best": keep_best}
     if lr_schedule == "cosine":  # the rate at every step depends on the run's length
         config["max_steps"] = max_steps
+    if weights is not None:
+        config["weights_sha1"] = hashlib.sha1(np.asarray(weights, np.float64).tobytes()).hexdigest()
     key_data = np.asarray(jax.random.key_data(key)).tolist()
 
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
@@ -432,11 +520,10 @@ def fit(
         if keep_best:  # the returned weights, one fixed batch and key
             weights = ema if ema is not None else params
             return _val_loss(weights, static, val_data, jnp.asarray(0, jnp.int32), k_val,
-                             loss_fn=loss_fn, batch_size=batch_size)
-        return _val_loss(params, static, val_data, step_arr, k_val, loss_fn=loss_fn,
+                             val_cdf, loss_fn=loss_fn, batch_size=batch_size)
+        return _val_loss(params, static, val_data, step_arr, k_val, val_cdf, loss_fn=loss_fn,
                          batch_size=batch_size)
 
-    step_kwargs = dict(loss_fn=loss_fn, tx=tx, batch_size=batch_size, ema_decay=ema_decay)
     dtype = jnp.result_type(float)
     t_start = time.perf_counter()
     bar = tqdm(total=max_steps, initial=start, disable=not progress, dynamic_ncols=True)
@@ -463,9 +550,9 @@ def fit(
                     history.best_step, history.best_val_loss = step, v
             else:
                 v = None
-            params, opt_state, ema, loss, loss_ok, grads_ok = _train_step(
+            params, opt_state, ema, loss, loss_ok, grads_ok = train_step(
                 params, static, opt_state, ema, train_data, step_arr,
-                jnp.asarray(lr, dtype), (k_batch, k_loss), **step_kwargs,
+                jnp.asarray(lr, dtype), (k_batch, k_loss), train_cdf,
             )
             loss = float(loss)
             if not (bool(loss_ok) and bool(grads_ok)):
@@ -569,12 +656,16 @@ def fit_df(
     `docs/results.md` (RAdam, 20000 steps of 2048, a 500-step warm-up to 2e-3 and a cosine
     decay, an average of the weights with decay 0.998, 25% validation split). The paper's
     (§2.4) was batches of 8192, a warm-up over 2048 steps to 5e-3 and halving after 2048
-    steps without a 0.01 improvement (`lr_schedule="plateau"`, `ema_decay=None`).
+    steps without a 0.01 improvement (`lr_schedule="plateau"`, `ema_decay=None`). A
+    weighted catalogue (or `weights=`) is fitted as if each star were repeated in
+    proportion to its weight: the standardisation uses weighted moments and batches draw
+    stars ∝ weight, for every objective.
 
     **Arguments:**
 
     - `df`: an `AbstractFlowDF` (`FFJORD`, `SplineFlow`).
-    - `catalog`: a `PhaseSpaceCatalog` (anything with `.w`) or an `(n, 6)` array.
+    - `catalog`: a `PhaseSpaceCatalog` (anything with `.w`; its `.weights` are used) or an
+      `(n, 6)` array.
     - `key`: a typed key.
     - `max_steps`, `batch_size`, `learning_rate`, `warmup_steps`, `lr_schedule`,
       `ema_decay`, `validate_every`, `patience`, `min_delta`: see `fit`.
@@ -583,7 +674,7 @@ def fit_df(
     - `standardise`: set `loc`/`scale` from the data (turn off to keep the DF's own).
     - `return_history`: also return the `TrainHistory`.
     - `**kwargs`: passed to `fit` (e.g. `optimizer`, `clip_norm`, `checkpoint_path`,
-      `ema_decay`, `progress`, `trainable`).
+      `ema_decay`, `progress`, `trainable`, `weights` to override the catalogue's).
 
     **Returns:**
 
@@ -597,8 +688,10 @@ def fit_df(
     if objective not in df.objectives:
         raise ValueError(f"{type(df).__name__} has objectives {df.objectives}; got {objective!r}")
     w = _as_points(catalog)
+    if kwargs.get("weights") is None:
+        kwargs["weights"] = getattr(catalog, "weights", None)
     if standardise:
-        df = df.standardise(w)
+        df = df.standardise(w, kwargs["weights"])
     if kwargs.get("trainable") is None:
         spec = _default_spec(df)
         kwargs["trainable"] = eqx.tree_at(lambda d: (d.loc, d.scale), spec, (False, False))
@@ -613,6 +706,23 @@ def fit_df(
         patience=patience, min_delta=min_delta, **kwargs,
     )
     return (out, history) if return_history else out
+
+
+def potential_loss_fn(loss=None) -> Callable:
+    """The `loss_fn(model, batch, key)` that `fit_potential` gives `fit`.
+
+    **Arguments:**
+
+    - `loss`: a loss term, `loss(model, batch) -> scalar`; default
+      `Log(Stationarity() + PositiveDensity())`, the paper's Eq. 13 without its ℓ2 penalty.
+    """
+    from .terms import AbstractTerm, Log, PositiveDensity, Stationarity
+
+    if loss is None:
+        loss = Log(Stationarity() + PositiveDensity())
+    if not isinstance(loss, AbstractTerm):
+        raise TypeError(f"loss must be a deeppot loss term; got {type(loss).__name__}")
+    return lambda model, batch, key: loss(model, batch)
 
 
 def fit_potential(
@@ -659,7 +769,6 @@ def fit_potential(
     from .model import PotentialModel
     from .potentials import AbstractPotential
     from .scores import ScoreSample
-    from .terms import AbstractTerm, Log, PositiveDensity, Stationarity
 
     if isinstance(model, AbstractPotential):
         model = PotentialModel(model)
@@ -667,14 +776,124 @@ def fit_potential(
         raise TypeError(f"fit_potential trains a PotentialModel; got {type(model).__name__}")
     if not isinstance(scores, ScoreSample):
         raise TypeError(f"scores must be a ScoreSample; got {type(scores).__name__}")
-    if loss is None:
-        loss = Log(Stationarity() + PositiveDensity())
-    if not isinstance(loss, AbstractTerm):
-        raise TypeError(f"loss must be a deeppot loss term; got {type(loss).__name__}")
     out, history = fit(
-        model, lambda m, batch, k: loss(m, batch), scores, key=key, max_steps=max_steps,
+        model, potential_loss_fn(loss), scores, key=key, max_steps=max_steps,
         batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
         lr_schedule=lr_schedule, validate_every=validate_every, patience=patience,
         min_delta=min_delta, trainable=trainable, **kwargs,
     )
+    return (out, history) if return_history else out
+
+
+# --------------------------------------------------------------------------------------
+# Second-order finish for potential fits (L-BFGS on a fixed batch). Separate from `fit`.
+# --------------------------------------------------------------------------------------
+
+
+@eqx.filter_jit
+def _lbfgs_step(params, static, opt_state, batch, *, loss, tx):
+    def value_fn(p):
+        return loss(eqx.combine(p, static), batch)
+
+    value, grad = optax.value_and_grad_from_state(value_fn)(params, state=opt_state)
+    updates, new_state = tx.update(
+        grad, opt_state, params, value=value, grad=grad, value_fn=value_fn
+    )
+    new_params = eqx.apply_updates(params, updates)
+    ok = jnp.isfinite(value) & _all_finite(grad) & _all_finite(new_params)
+    return new_params, new_state, value, optax.tree.norm(grad), ok
+
+
+def refine_potential(
+    model,
+    scores,
+    loss=None,
+    *,
+    key: PRNGKeyArray,
+    max_steps: int = 200,
+    batch_size: int = 8192,
+    memory_size: int = 20,
+    tolerance: float = 0.0,
+    trainable=None,
+    return_history: bool = False,
+    progress: bool = False,
+):
+    """Finish a potential fit with L-BFGS on one fixed batch (a second-order polish).
+
+    First-order training (`fit_potential`) stalls at a floor set by its learning rate and
+    batch noise; on scores that a potential can match exactly (analytic DFs) L-BFGS with a
+    line search then goes much further, because the loss is deterministic on a fixed
+    batch. Use a smooth loss (e.g. `Stationarity(penalty="cauchy")`): the paper's asinh
+    penalty is not differentiable at zero residual, where L-BFGS's curvature model fails.
+
+    **Arguments:**
+
+    - `model`: a `PotentialModel` (a bare potential is wrapped in an inertial frame),
+      usually already fitted by `fit_potential`.
+    - `scores`: a `ScoreSample`.
+    - `loss`: a loss term; default `Stationarity(penalty="cauchy") + PositiveDensity()`.
+    - `key`: a typed key choosing the fixed batch.
+    - `max_steps`: L-BFGS iterations (each evaluates the loss and gradient once, plus the
+      line search's extra evaluations when the first step is rejected).
+    - `batch_size`: points in the fixed batch (all points if there are fewer).
+    - `memory_size`: number of past updates in L-BFGS's inverse-Hessian estimate.
+    - `tolerance`: stop when the gradient's global norm falls below this.
+    - `trainable`: as in `fit_potential`.
+    - `return_history`: also return a `TrainHistory` (loss per iteration).
+    - `progress`: show a progress bar.
+
+    **Returns:** the refined `PotentialModel` (and the history if `return_history`).
+
+    **Raises:** `FloatingPointError` naming the iteration if the loss or gradient is not
+    finite; the parameters are never updated with it.
+    """
+    from .model import PotentialModel
+    from .potentials import AbstractPotential
+    from .scores import ScoreSample
+    from .terms import AbstractTerm, PositiveDensity, Stationarity
+
+    _check_key(key)
+    if isinstance(model, AbstractPotential):
+        model = PotentialModel(model)
+    if not isinstance(model, PotentialModel):
+        raise TypeError(f"refine_potential trains a PotentialModel; got {type(model).__name__}")
+    if not isinstance(scores, ScoreSample):
+        raise TypeError(f"scores must be a ScoreSample; got {type(scores).__name__}")
+    if loss is None:
+        loss = Stationarity(penalty="cauchy") + PositiveDensity()
+    if not isinstance(loss, AbstractTerm):
+        raise TypeError(f"loss must be a deeppot loss term; got {type(loss).__name__}")
+    if max_steps < 0 or batch_size < 1 or memory_size < 1:
+        raise ValueError("max_steps must be >= 0 and batch_size, memory_size positive")
+    n = len(scores)
+    idx = jax.random.permutation(key, n)[: min(batch_size, n)]
+    batch = scores[idx]
+    params, static = eqx.partition(model, _filter_spec(model, trainable))
+    tx = optax.lbfgs(memory_size=memory_size)
+    opt_state = tx.init(params)
+    history = TrainHistory()
+    t_start = time.perf_counter()
+    bar = tqdm(total=max_steps, disable=not progress, dynamic_ncols=True)
+    try:
+        for step in range(max_steps):
+            new_params, new_state, value, gnorm, ok = _lbfgs_step(
+                params, static, opt_state, batch, loss=loss, tx=tx
+            )
+            if not bool(ok):
+                raise FloatingPointError(
+                    f"non-finite loss or gradient at L-BFGS iteration {step} (loss = "
+                    f"{float(value)}); the update was not applied"
+                )
+            params, opt_state = new_params, new_state
+            history.step.append(step)
+            history.train_loss.append(float(value))
+            history.learning_rate.append(math.nan)
+            bar.update(1)
+            if float(gnorm) <= tolerance:
+                history.stop_reason = "tolerance"
+                break
+    finally:
+        bar.close()
+    history.wall_time = time.perf_counter() - t_start
+    out = eqx.combine(params, static)
     return (out, history) if return_history else out

@@ -8,15 +8,17 @@ import jax.numpy as jnp
 
 import deeppot as dp
 
+# Factories take keyword arguments passed on to the constructor (e.g. `G=`, `units=`).
 ANALYTIC = {
-    "plummer": lambda: dp.Plummer(m_tot=1.3, r_s=0.7),
-    "miyamoto_nagai": lambda: dp.MiyamotoNagai(m_tot=1.1, a=0.9, b=0.15),
-    "hernquist": lambda: dp.Hernquist(m_tot=2.0, r_s=0.5),
-    "nfw": lambda: dp.NFW(m_s=3.0, r_s=1.7),
-    "logarithmic": lambda: dp.Logarithmic(v_c=0.8, r_c=0.4, q=0.7),
-    "isochrone": lambda: dp.Isochrone(m_tot=1.5, b=0.6),
-    "kepler": lambda: dp.Kepler(m_tot=0.9),
-    "long_murali_bar": lambda: dp.LongMuraliBar(m_tot=0.4, a=1.2, b=0.3, c=0.2, angle=0.7),
+    "plummer": lambda **kw: dp.Plummer(m_tot=1.3, r_s=0.7, **kw),
+    "miyamoto_nagai": lambda **kw: dp.MiyamotoNagai(m_tot=1.1, a=0.9, b=0.15, **kw),
+    "hernquist": lambda **kw: dp.Hernquist(m_tot=2.0, r_s=0.5, **kw),
+    "nfw": lambda **kw: dp.NFW(m_s=3.0, r_s=1.7, **kw),
+    "logarithmic": lambda **kw: dp.Logarithmic(v_c=0.8, r_c=0.4, q=0.7, **kw),
+    "isochrone": lambda **kw: dp.Isochrone(m_tot=1.5, b=0.6, **kw),
+    "kepler": lambda **kw: dp.Kepler(m_tot=0.9, **kw),
+    "long_murali_bar": lambda **kw: dp.LongMuraliBar(m_tot=0.4, a=1.2, b=0.3, c=0.2, angle=0.7,
+                                                     **kw),
 }
 
 NEURAL = {
@@ -25,6 +27,13 @@ NEURAL = {
     "axisymmetric": lambda: dp.Axisymmetric.mlp(key=jax.random.key(2), width=32, depth=2),
     "axisymmetric_tilted": lambda: dp.Axisymmetric.mlp(
         key=jax.random.key(3), width=32, depth=2, axis=jnp.array([0.3, -0.2, 1.0])
+    ),
+    # every radial input feature of the free-form and spherical networks (cusps)
+    "neural_radial": lambda: dp.NeuralPotential(
+        key=jax.random.key(6), width=16, depth=2, input_scale=1.5, features=("x", "r", "log_r")
+    ),
+    "spherical_radial": lambda: dp.Spherical.mlp(
+        key=jax.random.key(7), width=16, depth=2, features=("r2", "r", "log_r")
     ),
     "composite": lambda: dp.Axisymmetric.mlp(key=jax.random.key(4), width=16, depth=2)
     + dp.NeuralPotential(key=jax.random.key(5), width=8, depth=2)

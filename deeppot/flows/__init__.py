@@ -1,5 +1,6 @@
 """Distribution-function models: continuous (FFJORD) and spline flows, ensembles, analytic."""
 
+from ._analytic import HernquistDF as HernquistDF
 from ._analytic import PlummerDF as PlummerDF
 from ._base import AbstractDF as AbstractDF
 from ._base import AbstractFlowDF as AbstractFlowDF

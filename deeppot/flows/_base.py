@@ -330,20 +330,33 @@ class AbstractFlowDF(AbstractDF):
     def _sample_chunk(self, key, m):
         return self._from_std(*self._sample_std(key, m))
 
-    def standardise(self, w: Float[Array, "n 6"]):
+    def standardise(self, w: Float[Array, "n 6"], weights: Float[Array, " n"] | None = None):
         """Copy of this DF whose standardisation matches the points `w`.
 
         **Arguments:**
 
         - `w`: training points, shape `(n, 6)`.
+        - `weights`: optional non-negative per-point weights, shape `(n,)`.
 
         **Returns:**
 
-        The same DF with `loc` = mean and `scale` = standard deviation of `w` per axis.
+        The same DF with `loc` = mean and `scale` = standard deviation of `w` per axis
+        (weighted moments when `weights` is given, so that a weighted point counts like
+        that many copies of it).
         """
         w = jnp.asarray(w)
-        loc = jnp.mean(w, axis=0).astype(self.loc.dtype)
-        scale = jnp.std(w, axis=0).astype(self.scale.dtype)
+        if weights is None:
+            loc = jnp.mean(w, axis=0)
+            scale = jnp.std(w, axis=0)
+        else:
+            p = jnp.asarray(weights, w.dtype)
+            if p.shape != w.shape[:1]:
+                raise ValueError(f"weights must have shape ({w.shape[0]},), got {p.shape}")
+            p = p / jnp.sum(p)
+            loc = jnp.sum(p[:, None] * w, axis=0)
+            scale = jnp.sqrt(jnp.sum(p[:, None] * (w - loc) ** 2, axis=0))
+        loc = loc.astype(self.loc.dtype)
+        scale = scale.astype(self.scale.dtype)
         if not bool(jnp.all(scale > 0)):
             raise ValueError("every coordinate of the training data must vary")
         return eqx.tree_at(lambda d: (d.loc, d.scale), self, (loc, scale))

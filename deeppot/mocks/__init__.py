@@ -16,6 +16,7 @@ from ._disk import midplane_periods as midplane_periods
 from ._disk import miyamoto_nagai_disk as miyamoto_nagai_disk
 from ._observe import observe as observe
 from ._observe import sample_selected as sample_selected
+from ._observe import select as select
 from ._observe import select_sphere as select_sphere
 from ._observe import sphere_mask as sphere_mask
 from ._plummer import plummer as plummer
@@ -35,6 +36,7 @@ __all__ = [
     "observe",
     "plummer",
     "sample_selected",
+    "select",
     "select_sphere",
     "sphere_mask",
     "truth_df",

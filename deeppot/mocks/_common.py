@@ -18,8 +18,8 @@ def _analytic_families() -> dict[str, type]:
 
 
 def _family_parameters(cls: type) -> tuple[str, ...]:
-    """The physical parameters of an analytic family: its constructor's, less G."""
-    return tuple(p for p in inspect.signature(cls).parameters if p != "G")
+    """The physical parameters of an analytic family: its constructor's, less G and units."""
+    return tuple(p for p in inspect.signature(cls).parameters if p not in ("G", "units"))
 
 
 def check_key(key: Any) -> jax.Array:
@@ -57,7 +57,8 @@ def describe_potential(potential: AbstractPotential) -> dict[str, Any]:
       `LongMuraliBar`, …) or a `CompositePotential` of them.
 
     **Returns:** e.g. `{"class": "MiyamotoNagai", "m_tot": 1.0, "a": 1.0, "b": 0.1, "G": 1.0}`
-    (parameters rounded to 15 significant digits), or for a composite
+    (parameters rounded to 15 significant digits, in the model's units; a model in physical
+    units adds `"units": UnitSystem.to_dict()`), or for a composite
     `{"class": "CompositePotential", "components": {name: description, ...}}`;
     `truth_potential` inverts it.
     """
@@ -74,6 +75,8 @@ def describe_potential(potential: AbstractPotential) -> dict[str, Any]:
         # 15 significant digits undo the exp(log(·)) round trip of the stored parameters.
         desc[p] = float(f"{float(getattr(potential, p)):.15g}")
     desc["G"] = float(potential.G)
+    if potential.units.is_physical:
+        desc["units"] = potential.units.to_dict()
     return desc
 
 
@@ -121,4 +124,6 @@ def truth_potential(meta_or_desc: dict[str, Any]) -> AbstractPotential:
         raise ValueError(f"no known truth potential in {desc!r}")
     cls = families[desc["class"]]
     params = {p: desc[p] for p in _family_parameters(cls) if p in desc}
+    if "units" in desc:
+        return cls(**params, units=desc["units"])
     return cls(**params, G=desc.get("G", 1.0))

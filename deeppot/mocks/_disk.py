@@ -7,6 +7,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .. import registry
+from .._params import to_model_units
 from ..catalog import PhaseSpaceCatalog
 from ..orbits import integrate_orbits, steps_for_duration
 from ..potentials import MiyamotoNagai
@@ -61,6 +62,7 @@ def disk_initial_conditions(
     *,
     m_tot: float = 1.0,
     steps_per_period: int = 16,
+    units=None,
 ):
     """The disk's initial conditions and per-star steps (see `miyamoto_nagai_disk`).
 
@@ -74,13 +76,17 @@ def disk_initial_conditions(
     n = int(n)
     if n < 1:
         raise ValueError(f"n must be positive, got {n}")
+    with jax.enable_x64(True):
+        pot = MiyamotoNagai(m_tot, a, b, units=units)
+    h_R = to_model_units("h_R", h_R, "length", pot.units)
+    h_z = to_model_units("h_z", h_z, "length", pot.units)
+    n_dyn = to_model_units("n_dyn", n_dyn, "dimensionless", pot.units)
     for name, val in (("h_R", h_R), ("h_z", h_z), ("n_dyn", n_dyn)):
         if not (np.isfinite(val) and val > 0):
             raise ValueError(f"{name} must be positive and finite, got {val}")
     if steps_per_period < 1:
         raise ValueError(f"steps_per_period must be positive, got {steps_per_period}")
     with jax.enable_x64(True):
-        pot = MiyamotoNagai(m_tot, a, b)
         R, z, delta, phi, v_c, periods = (
             np.asarray(o) for o in _initial_conditions(pot, key, n, h_R, h_z)
         )
@@ -114,6 +120,7 @@ def miyamoto_nagai_disk(
     batch_size: int = 2048,
     workers: int = 1,
     progress: bool = False,
+    units=None,
 ) -> PhaseSpaceCatalog:
     """Phase-mixed tracers in a Miyamoto–Nagai disk, following the paper's §3.2 recipe.
 
@@ -123,7 +130,11 @@ def miyamoto_nagai_disk(
     dynamical times (the longest of its orbital, epicyclic and vertical periods at R) with a
     step of at most 1/`steps_per_period` of the shortest, then rotated to a uniform azimuth
     (exact, as the potential is axisymmetric). `n_dyn=8` is the paper's non-stationary
-    variant. G = 1.
+    variant. G = 1 unless the disk is built in physical units: `a`, `b`, `m_tot`, `h_R`,
+    `h_z` may be astropy quantities (then the catalogue is in `galactic` units, e.g.
+    `miyamoto_nagai_disk(key, n, a=3 * u.kpc, b=0.3 * u.kpc, m_tot=1e11 * u.Msun,
+    h_R=3 * u.kpc, h_z=0.3 * u.kpc)`), or `units=` names the system of plain numbers. The
+    disk rotates counter-clockwise seen from +z (L_z > 0).
 
     **Arguments:**
 
@@ -135,14 +146,20 @@ def miyamoto_nagai_disk(
     - `steps_per_period`: steps per shortest period (16 in the paper).
     - `method`, `batch_size`, `workers`, `progress`: passed to
       `deeppot.orbits.integrate_orbits`.
+    - `units`: the unit system (`deeppot.units`) of plain-number arguments and of the
+      catalogue.
 
     **Returns:** a `PhaseSpaceCatalog` whose `meta` records the generator, parameters, key,
     step statistics and the truth potential `{"class": "MiyamotoNagai", ...}`.
     """
     n = int(n)
     pot, x0, v0, dt, n_steps, phi = disk_initial_conditions(
-        key, n, a, b, h_R, h_z, n_dyn, m_tot=m_tot, steps_per_period=steps_per_period
+        key, n, a, b, h_R, h_z, n_dyn, m_tot=m_tot, steps_per_period=steps_per_period,
+        units=units,
     )
+    def length(name, value):
+        return float(to_model_units(name, value, "length", pot.units))
+
     x1, v1 = integrate_orbits(
         pot,
         x0,
@@ -161,12 +178,12 @@ def miyamoto_nagai_disk(
         "generator": "deeppot.mocks.miyamoto_nagai_disk",
         "params": {
             "n": n,
-            "a": float(a),
-            "b": float(b),
-            "m_tot": float(m_tot),
-            "h_R": float(h_R),
-            "h_z": float(h_z),
-            "n_dyn": float(n_dyn),
+            "a": length("a", a),
+            "b": length("b", b),
+            "m_tot": float(to_model_units("m_tot", m_tot, "mass", pot.units)),
+            "h_R": length("h_R", h_R),
+            "h_z": length("h_z", h_z),
+            "n_dyn": float(to_model_units("n_dyn", n_dyn, "dimensionless", pot.units)),
             "steps_per_period": int(steps_per_period),
             "method": method,
         },
@@ -178,4 +195,5 @@ def miyamoto_nagai_disk(
         },
         "truth": describe_potential(pot),
     }
-    return PhaseSpaceCatalog(x, v, meta=meta)
+    units = pot.units if pot.units.is_physical else None
+    return PhaseSpaceCatalog(x, v, meta=meta, units=units)

@@ -1,4 +1,5 @@
-"""Observational effects: Gaia-like noise (paper §4.1) and a spherical selection (§4.2)."""
+"""Observational effects: Gaia-like noise (paper §4.1), a spherical selection (§4.2) and
+selection by acceptance with a known selection function S(x)."""
 
 import math
 from collections.abc import Callable, Sequence
@@ -8,7 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..catalog import PhaseSpaceCatalog
+from ..selection import AbstractSelection
 from ._common import check_key, key_meta
+
+_ACCEPT_STREAM = 1_000_003  # fold_in tag of the acceptance draws in sample_selected
 
 
 def observe(
@@ -120,17 +124,60 @@ def select_sphere(
         "radius": float(radius),
         "n_parent": len(catalog),
     }
+    return _kept(catalog, mask, selection)
+
+
+def select(
+    catalog: PhaseSpaceCatalog, selection: AbstractSelection, key: jax.Array
+) -> PhaseSpaceCatalog:
+    """Keep each star independently with probability S(x) (selection by acceptance).
+
+    The kept stars follow S(x) f(x, v), what a survey with selection function S sees.
+
+    **Arguments:**
+
+    - `catalog`: the parent catalogue.
+    - `selection`: the selection function (`deeppot.selection.AbstractSelection`) in the
+      catalogue's units.
+    - `key`: a typed key, `jax.random.key(seed)`.
+
+    **Returns:** a new `PhaseSpaceCatalog`; `meta["selection"]` holds the selection's
+    description and the parent size `n_parent`. Raises `ValueError` if no star is kept.
+    """
+    check_key(key)
+    if not isinstance(selection, AbstractSelection):
+        raise TypeError(f"selection must be an AbstractSelection, got {type(selection).__name__}")
+    if not selection.units.same_units(catalog.units):
+        raise ValueError(f"the selection is in {selection.units!r} but the catalogue in "
+                         f"{catalog.units!r}")
+    with jax.enable_x64(True):
+        p = np.asarray(selection.probability(jnp.asarray(catalog.x)))
+        u = np.asarray(jax.random.uniform(key, (len(catalog),), jnp.float64))
+    keep = u < p
+    if not keep.any():
+        raise ValueError(f"no star of {len(catalog)} was selected")
+    desc = {**selection.describe(), "n_parent": len(catalog), "key": key_meta(key)}
+    return _kept(catalog, keep, desc)
+
+
+def _kept(catalog: PhaseSpaceCatalog, rows, selection: dict) -> PhaseSpaceCatalog:
+    """The selected stars, with `meta["selection"]`; a truth DF is dropped from `meta`,
+    since the selected stars are no longer drawn from it."""
     meta = catalog.meta
-    meta.pop("truth_df", None)  # the selected stars are no longer drawn from it
-    return PhaseSpaceCatalog(catalog.x[mask], catalog.v[mask], None if catalog.weights is None
-                             else catalog.weights[mask], {**meta, "selection": selection})
+    meta.pop("truth_df", None)
+    rows = np.asarray(rows)
+    return PhaseSpaceCatalog(
+        catalog.x[rows], catalog.v[rows], None if catalog.weights is None
+        else catalog.weights[rows], {**meta, "selection": selection},
+        cov=None if catalog.cov is None else catalog.cov[rows],
+    )
 
 
 def sample_selected(
     sampler: Callable[[jax.Array, int], PhaseSpaceCatalog],
     key: jax.Array,
     n: int,
-    select: Callable[[PhaseSpaceCatalog], PhaseSpaceCatalog],
+    select: Callable[[PhaseSpaceCatalog], PhaseSpaceCatalog] | AbstractSelection,
     *,
     pilot: int | None = None,
     margin: float = 1.05,
@@ -148,7 +195,9 @@ def sample_selected(
     - `sampler`: `(key, m) -> PhaseSpaceCatalog` drawing m parent stars.
     - `key`: a typed key, `jax.random.key(seed)`; round i uses `jax.random.fold_in(key, i)`.
     - `n`: stars wanted after selection.
-    - `select`: the selection, `catalog -> catalog` (may raise `ValueError` when empty).
+    - `select`: the selection, `catalog -> catalog` (may raise `ValueError` when empty), or
+      an `AbstractSelection` S(x): round i then keeps each star with probability S(x)
+      (`select(parent, S, k)` with `k = fold_in(fold_in(key, 1_000_003), i)`).
     - `pilot`: size of the first draw (default: n).
     - `margin`: over-draw factor for later rounds.
     - `max_rounds`: give up (with `RuntimeError`) after this many draws.
@@ -167,7 +216,11 @@ def sample_selected(
         parent = sampler(jax.random.fold_in(key, i), m)
         n_parent += len(parent)
         try:
-            part = select(parent)
+            if isinstance(select, AbstractSelection):
+                k_accept = jax.random.fold_in(jax.random.fold_in(key, _ACCEPT_STREAM), i)
+                part = _select_module(parent, select, k_accept)
+            else:
+                part = select(parent)
         except ValueError as err:
             if n_sel == 0:  # bad parameters, or a region the mock does not reach
                 raise ValueError(f"the selection keeps none of the {n_parent} stars drawn: "
@@ -179,7 +232,11 @@ def sample_selected(
         if n_sel >= n:
             out = PhaseSpaceCatalog.concatenate(parts).subset(np.arange(n))
             selection = {**out.meta.get("selection", {}), "n_parent": n_parent, "rounds": i + 1}
+            selection.pop("key", None)  # the per-round acceptance keys derive from `key`
             return out.with_meta(selection=selection, key=key_meta(key))
         frac = max(n_sel, 1) / n_parent
         m = max(math.ceil((n - n_sel) / frac * margin), 16)
     raise RuntimeError(f"only {n_sel} of {n} stars selected after {max_rounds} draws")
+
+
+_select_module = select  # `sample_selected`'s argument named `select` shadows the function

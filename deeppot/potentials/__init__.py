@@ -9,7 +9,11 @@ from ._analytic import LongMuraliBar as LongMuraliBar
 from ._analytic import MiyamotoNagai as MiyamotoNagai
 from ._analytic import Plummer as Plummer
 from ._base import AbstractPotential as AbstractPotential
+from ._base import batched_value_grad_laplacian as batched_value_grad_laplacian
 from ._composite import CompositePotential as CompositePotential
+from ._mlp_laplacian import mlp_forward_laplacian as mlp_forward_laplacian
+from ._neural import FEATURES as FEATURES
+from ._neural import AbstractNeuralPotential as AbstractNeuralPotential
 from ._neural import Axisymmetric as Axisymmetric
 from ._neural import NeuralPotential as NeuralPotential
 from ._neural import Spherical as Spherical

@@ -3,10 +3,16 @@
 Each family is a thin final class over a pure function `(G, params…, x) -> (Φ, ∇Φ, ∇²Φ)`.
 Positive parameters are stored as logarithms (fields `log_…`); the physical values are read
 back through properties of the same name as the constructor argument.
+
+Every constructor takes `units=` (a `deeppot.units.UnitSystem` or a name such as
+`"galactic"`) or, for a dimensionless model, `G=` (default 1). Parameters may be astropy
+quantities of the right dimension (`MiyamotoNagai(m_tot=6e10 * u.Msun, a=3 * u.kpc,
+b=0.28 * u.kpc)` is in `galactic` units); bare numbers are in the model's units.
 """
 
 from typing import final
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -14,6 +20,7 @@ from jaxtyping import Array, Float
 from .. import registry
 from .._custom_types import Position, Scalar, ScalarLike
 from .._params import finite_scalar, positive_log
+from ..units import UnitSystem, resolve_units
 from ._base import AbstractPotential
 
 VGL = tuple[Scalar, Position, Scalar]
@@ -139,11 +146,11 @@ class Kepler(AbstractPotential):
     """Point mass: Φ = −G m_tot / r."""
 
     log_m_tot: Float[Array, ""]
-    G: float
+    units: UnitSystem = eqx.field(static=True)
 
-    def __init__(self, m_tot: ScalarLike, *, G: float = 1.0):
-        self.log_m_tot = positive_log("m_tot", m_tot)
-        self.G = G
+    def __init__(self, m_tot: ScalarLike, *, G: float | None = None, units=None):
+        self.units = resolve_units(units, G, m_tot)
+        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
 
     @property
     def m_tot(self):
@@ -163,12 +170,19 @@ class Plummer(AbstractPotential):
 
     log_m_tot: Float[Array, ""]
     log_r_s: Float[Array, ""]
-    G: float
+    units: UnitSystem = eqx.field(static=True)
 
-    def __init__(self, m_tot: ScalarLike = 1.0, r_s: ScalarLike = 1.0, *, G: float = 1.0):
-        self.log_m_tot = positive_log("m_tot", m_tot)
-        self.log_r_s = positive_log("r_s", r_s)
-        self.G = G
+    def __init__(
+        self,
+        m_tot: ScalarLike = 1.0,
+        r_s: ScalarLike = 1.0,
+        *,
+        G: float | None = None,
+        units=None,
+    ):
+        self.units = resolve_units(units, G, m_tot, r_s)
+        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
+        self.log_r_s = positive_log("r_s", r_s, "length", self.units)
 
     @property
     def m_tot(self):
@@ -192,12 +206,19 @@ class Hernquist(AbstractPotential):
 
     log_m_tot: Float[Array, ""]
     log_r_s: Float[Array, ""]
-    G: float
+    units: UnitSystem = eqx.field(static=True)
 
-    def __init__(self, m_tot: ScalarLike = 1.0, r_s: ScalarLike = 1.0, *, G: float = 1.0):
-        self.log_m_tot = positive_log("m_tot", m_tot)
-        self.log_r_s = positive_log("r_s", r_s)
-        self.G = G
+    def __init__(
+        self,
+        m_tot: ScalarLike = 1.0,
+        r_s: ScalarLike = 1.0,
+        *,
+        G: float | None = None,
+        units=None,
+    ):
+        self.units = resolve_units(units, G, m_tot, r_s)
+        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
+        self.log_r_s = positive_log("r_s", r_s, "length", self.units)
 
     @property
     def m_tot(self):
@@ -221,12 +242,19 @@ class NFW(AbstractPotential):
 
     log_m_s: Float[Array, ""]
     log_r_s: Float[Array, ""]
-    G: float
+    units: UnitSystem = eqx.field(static=True)
 
-    def __init__(self, m_s: ScalarLike = 1.0, r_s: ScalarLike = 1.0, *, G: float = 1.0):
-        self.log_m_s = positive_log("m_s", m_s)
-        self.log_r_s = positive_log("r_s", r_s)
-        self.G = G
+    def __init__(
+        self,
+        m_s: ScalarLike = 1.0,
+        r_s: ScalarLike = 1.0,
+        *,
+        G: float | None = None,
+        units=None,
+    ):
+        self.units = resolve_units(units, G, m_s, r_s)
+        self.log_m_s = positive_log("m_s", m_s, "mass", self.units)
+        self.log_r_s = positive_log("r_s", r_s, "length", self.units)
 
     @property
     def m_s(self):
@@ -250,12 +278,19 @@ class Isochrone(AbstractPotential):
 
     log_m_tot: Float[Array, ""]
     log_b: Float[Array, ""]
-    G: float
+    units: UnitSystem = eqx.field(static=True)
 
-    def __init__(self, m_tot: ScalarLike = 1.0, b: ScalarLike = 1.0, *, G: float = 1.0):
-        self.log_m_tot = positive_log("m_tot", m_tot)
-        self.log_b = positive_log("b", b)
-        self.G = G
+    def __init__(
+        self,
+        m_tot: ScalarLike = 1.0,
+        b: ScalarLike = 1.0,
+        *,
+        G: float | None = None,
+        units=None,
+    ):
+        self.units = resolve_units(units, G, m_tot, b)
+        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
+        self.log_b = positive_log("b", b, "length", self.units)
 
     @property
     def m_tot(self):
@@ -280,7 +315,7 @@ class MiyamotoNagai(AbstractPotential):
     log_m_tot: Float[Array, ""]
     log_a: Float[Array, ""]
     log_b: Float[Array, ""]
-    G: float
+    units: UnitSystem = eqx.field(static=True)
 
     def __init__(
         self,
@@ -288,12 +323,13 @@ class MiyamotoNagai(AbstractPotential):
         a: ScalarLike = 1.0,
         b: ScalarLike = 0.1,
         *,
-        G: float = 1.0,
+        G: float | None = None,
+        units=None,
     ):
-        self.log_m_tot = positive_log("m_tot", m_tot)
-        self.log_a = positive_log("a", a)
-        self.log_b = positive_log("b", b)
-        self.G = G
+        self.units = resolve_units(units, G, m_tot, a, b)
+        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
+        self.log_a = positive_log("a", a, "length", self.units)
+        self.log_b = positive_log("b", b, "length", self.units)
 
     @property
     def m_tot(self):
@@ -325,7 +361,7 @@ class Logarithmic(AbstractPotential):
     log_v_c: Float[Array, ""]
     log_r_c: Float[Array, ""]
     log_q: Float[Array, ""]
-    G: float
+    units: UnitSystem = eqx.field(static=True)
 
     def __init__(
         self,
@@ -333,12 +369,13 @@ class Logarithmic(AbstractPotential):
         r_c: ScalarLike = 1.0,
         q: ScalarLike = 1.0,
         *,
-        G: float = 1.0,
+        G: float | None = None,
+        units=None,
     ):
-        self.log_v_c = positive_log("v_c", v_c)
-        self.log_r_c = positive_log("r_c", r_c)
-        self.log_q = positive_log("q", q)
-        self.G = G
+        self.units = resolve_units(units, G, v_c, r_c, q)
+        self.log_v_c = positive_log("v_c", v_c, "velocity", self.units)
+        self.log_r_c = positive_log("r_c", r_c, "length", self.units)
+        self.log_q = positive_log("q", q, "dimensionless", self.units)
 
     @property
     def v_c(self):
@@ -378,7 +415,7 @@ class LongMuraliBar(AbstractPotential):
     log_b: Float[Array, ""]
     log_c: Float[Array, ""]
     angle: Float[Array, ""]
-    G: float
+    units: UnitSystem = eqx.field(static=True)
 
     def __init__(
         self,
@@ -388,14 +425,15 @@ class LongMuraliBar(AbstractPotential):
         c: ScalarLike = 0.1,
         angle: ScalarLike = 0.0,
         *,
-        G: float = 1.0,
+        G: float | None = None,
+        units=None,
     ):
-        self.log_m_tot = positive_log("m_tot", m_tot)
-        self.log_a = positive_log("a", a)
-        self.log_b = positive_log("b", b)
-        self.log_c = positive_log("c", c)
-        self.angle = finite_scalar("angle", angle)
-        self.G = G
+        self.units = resolve_units(units, G, m_tot, a, b, c)
+        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
+        self.log_a = positive_log("a", a, "length", self.units)
+        self.log_b = positive_log("b", b, "length", self.units)
+        self.log_c = positive_log("c", c, "length", self.units)
+        self.angle = finite_scalar("angle", angle)  # radians
 
     @property
     def m_tot(self):

@@ -5,10 +5,12 @@ from typing import final
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from .._custom_types import Position, Scalar
 from ..registry import snake_case
-from ._base import AbstractPotential
+from ..units import UnitSystem
+from ._base import AbstractPotential, batched_value_grad_laplacian
 
 
 def _default_name(pot: AbstractPotential) -> str:
@@ -29,7 +31,8 @@ class CompositePotential(AbstractPotential):
     Built by `pot_a + pot_b` (components named after their classes, with `_1`, `_2`, …
     for repeats) or explicitly, `CompositePotential(disk=..., halo=...)`. It behaves as a
     read-only mapping: `comp["disk"]`, `len(comp)`, iteration over names, `.keys()`,
-    `.items()`. All components must share the same `G`.
+    `.items()`. All components must share one unit system (and G): mixing, e.g., a
+    `galactic` disk with a dimensionless halo is refused.
     """
 
     components: dict[str, AbstractPotential]
@@ -48,9 +51,13 @@ class CompositePotential(AbstractPotential):
         self.components = merged
 
     def __check_init__(self):
-        Gs = {pot.G for pot in self.components.values()}
-        if len(Gs) > 1:
-            raise ValueError(f"components of a CompositePotential must share G, got {sorted(Gs)}")
+        first_name, first = next(iter(self.components.items()))
+        for name, pot in self.components.items():
+            if pot.units != first.units:
+                raise ValueError(
+                    "components of a CompositePotential must share one unit system: "
+                    f"{first_name!r} is in {first.units!r}, {name!r} in {pot.units!r}"
+                )
 
     @classmethod
     def from_items(cls, items) -> "CompositePotential":
@@ -66,8 +73,9 @@ class CompositePotential(AbstractPotential):
         return cls(named)
 
     @property
-    def G(self) -> float:  # pyright: ignore[reportIncompatibleVariableOverride]
-        return next(iter(self.components.values())).G
+    def units(self) -> UnitSystem:  # pyright: ignore[reportIncompatibleVariableOverride]
+        """The components' common unit system."""
+        return next(iter(self.components.values())).units
 
     def __getitem__(self, name: str) -> AbstractPotential:
         return self.components[name]
@@ -96,3 +104,8 @@ class CompositePotential(AbstractPotential):
     def _value_grad_laplacian(self, x: Position):
         parts = [pot._value_grad_laplacian(x) for pot in self.components.values()]
         return jax.tree.map(lambda *a: jnp.sum(jnp.stack(a), axis=0), *parts)
+
+    def _value_grad_laplacian_batch(self, x: Float[Array, "n 3"]):
+        """Each component's batched rule (`batched_value_grad_laplacian`), summed."""
+        parts = [batched_value_grad_laplacian(pot, x) for pot in self.components.values()]
+        return jax.tree.map(lambda *a: sum(a[1:], a[0]), *parts)

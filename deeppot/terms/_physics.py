@@ -10,6 +10,8 @@ from .. import registry
 from ..potentials import CompositePotential
 from ._base import AbstractTerm
 
+PENALTIES = ("asinh", "cauchy", "square")  # the values of Stationarity's `penalty`
+
 
 def _positive(name, value) -> float:
     value = float(value)
@@ -27,28 +29,56 @@ class Stationarity(AbstractTerm):
     (`AbstractFrame.residual`). Because the batch is drawn from f, the mean is the paper's
     f-weighted integral (Eq. 10).
 
+    The penalty of a residual ρ is the paper's asinh(α|ρ|) by default: linear near zero
+    (an ℓ1 loss) and logarithmic beyond 1/α, robust to outlying scores. `"cauchy"`,
+    ln(1 + (αρ)²), is as robust but smooth and quadratic near zero, which is what a
+    second-order finish (`refine_potential`) needs; `"square"`, (αρ)², is plain least
+    squares, for exact scores only.
+
     **Arguments:**
 
-    - `alpha`: the residual at which asinh turns from linear to logarithmic.
+    - `alpha`: the residual at which the penalty turns from linear (or quadratic) to
+      logarithmic.
     - `form`: `"ln_f"` uses ∂ln f/∂t (scale-free, the default); `"f"` uses the paper's
       ∂f/∂t = f ∂ln f/∂t, which needs `batch.ln_f`.
+    - `penalty`: `"asinh"` (the paper's), `"cauchy"` or `"square"`, as above.
+    - `relative`: divide each point's ∂ln f/∂t by |∂ln f/∂x| |v| (floored at 1% of its
+      batch mean), the size of its v · ∇ln f term. For f(E) this residual is
+      v̂ · ΔF / |F|, the relative force error along the velocity, so every star counts by
+      its relative error rather than by |∂ln f/∂E| (which makes the loosely bound outskirts
+      dominate). A per-point weight from the data alone: the truth still makes it vanish.
+      Needs `form="ln_f"`.
     """
 
     alpha: float = 1.0
     form: Literal["ln_f", "f"] = "ln_f"
+    penalty: Literal["asinh", "cauchy", "square"] = "asinh"
+    relative: bool = False
 
     def __check_init__(self):
         _positive("alpha", self.alpha)
         if self.form not in ("ln_f", "f"):
             raise ValueError(f"form must be 'ln_f' or 'f', got {self.form!r}")
+        if self.penalty not in PENALTIES:
+            raise ValueError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
+        if self.relative and self.form != "ln_f":
+            raise ValueError("relative=True needs form='ln_f'")
 
     def residual(self, model, batch, fields):
-        """∂ln f/∂t (or ∂f/∂t for `form="f"`) at each point of the batch."""
+        """∂ln f/∂t (∂f/∂t for `form="f"`, scaled for `relative`) at each point."""
         r = model.frame.residual(fields.grad, batch.x, batch.v, batch.dlnf_dx, batch.dlnf_dv)
+        if self.relative:
+            scale = jnp.linalg.norm(batch.dlnf_dx, axis=-1) * jnp.linalg.norm(batch.v, axis=-1)
+            return r / (scale + 0.01 * jnp.mean(scale))
         return r * jnp.exp(batch.ln_f) if self.form == "f" else r
 
     def evaluate(self, model, batch, fields):
-        return jnp.mean(jnp.arcsinh(self.alpha * jnp.abs(self.residual(model, batch, fields))))
+        a = self.alpha * self.residual(model, batch, fields)
+        if self.penalty == "asinh":
+            return jnp.mean(jnp.arcsinh(jnp.abs(a)))
+        if self.penalty == "cauchy":
+            return jnp.mean(jnp.log1p(a * a))
+        return jnp.mean(a * a)
 
 
 @registry.terms.register

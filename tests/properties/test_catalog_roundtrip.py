@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis.extra.numpy import arrays
 
 from deeppot.catalog import PhaseSpaceCatalog
+from deeppot.units import galactic
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 json_scalars = (
@@ -31,8 +32,14 @@ def catalogs(draw):
     weights = draw(
         st.none() | arrays(np.float64, (n,), elements=st.floats(0, 1e300, allow_nan=False))
     )
-    meta = draw(st.dictionaries(st.text(max_size=8), json_values, max_size=4))
-    return PhaseSpaceCatalog(x, v, weights, meta)
+    meta = draw(st.dictionaries(st.text(max_size=8).filter(lambda k: k != "units"), json_values,
+                                max_size=4))
+    cov = None
+    if draw(st.booleans()):
+        a = draw(arrays(np.float64, (n, 6, 6), elements=st.floats(-1e100, 1e100)))
+        cov = a @ np.swapaxes(a, 1, 2)  # symmetric, non-negative diagonal
+    units = draw(st.sampled_from([None, "galactic"]))
+    return PhaseSpaceCatalog(x, v, weights, meta, cov=cov, units=units)
 
 
 @given(cat=catalogs(), ext=st.sampled_from([".npz", ".h5", ".csv"]))
@@ -43,4 +50,8 @@ def test_round_trip(cat, ext):
         back = PhaseSpaceCatalog.load(path)
     assert back == cat
     assert back.meta == cat.meta
+    assert back.units == cat.units
     np.testing.assert_array_equal(back.w, cat.w)
+    if cat.cov is not None:
+        np.testing.assert_array_equal(back.cov, cat.cov)
+    assert cat.units in (galactic, back.units)

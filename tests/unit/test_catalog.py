@@ -208,3 +208,76 @@ def test_meta_is_json_in_file(tmp_path):
         assert json.loads(str(f["meta"])) == {"seed": 3}
     cat.save(tmp_path / "c.csv")
     assert (tmp_path / "c.csv").read_text().startswith('# deeppot-meta: {"seed": 3}\n')
+
+
+# -- covariances and units ---------------------------------------------------------------------
+
+
+def _cov(n, seed=0):
+    a = np.random.default_rng(seed).normal(size=(n, 6, 6))
+    return a @ np.swapaxes(a, 1, 2)
+
+
+def test_covariances_are_validated_and_carried():
+    x, v = np.zeros((4, 3)), np.ones((4, 3))
+    cov = _cov(4)
+    cat = PhaseSpaceCatalog(x, v, cov=cov)
+    np.testing.assert_array_equal(cat.cov, cov)
+    np.testing.assert_allclose(cat.errors, np.sqrt(np.diagonal(cov, axis1=1, axis2=2)))
+    assert not cat.cov.flags.writeable
+    np.testing.assert_array_equal(cat.subset([0, 2]).cov, cov[[0, 2]])
+    np.testing.assert_array_equal(PhaseSpaceCatalog.concatenate([cat, cat]).cov[4:], cov)
+    np.testing.assert_array_equal(cat.with_meta(a=1).cov, cov)
+    with pytest.raises(ValueError, match="cannot concatenate catalogues with and without"):
+        PhaseSpaceCatalog.concatenate([cat, PhaseSpaceCatalog(x, v)])
+    with pytest.raises(ValueError, match=r"cov must have shape \(4, 6, 6\)"):
+        PhaseSpaceCatalog(x, v, cov=cov[:, :5, :5])
+    asym = cov.copy()
+    asym[1, 0, 3] += 1.0
+    with pytest.raises(ValueError, match="cov must be symmetric: 1 rows"):
+        PhaseSpaceCatalog(x, v, cov=asym)
+    neg = -np.einsum("ij,n->nij", np.eye(6), np.ones(4))
+    with pytest.raises(ValueError, match="negative variances in 4 rows"):
+        PhaseSpaceCatalog(x, v, cov=neg)
+    bad = cov.copy()
+    bad[2, 1, 1] = np.nan
+    with pytest.warns(UserWarning, match="dropping 1 of 4 rows"):
+        assert len(PhaseSpaceCatalog(x, v, cov=bad, drop_invalid=True)) == 3
+
+
+@pytest.mark.parametrize("ext", [".npz", ".h5", ".csv"])
+def test_covariances_and_units_survive_files(tmp_path, ext):
+    cat = PhaseSpaceCatalog(np.arange(12.0).reshape(4, 3), np.ones((4, 3)), np.arange(4.0),
+                            {"a": 1}, cov=_cov(4), units="galactic")
+    back = PhaseSpaceCatalog.load(cat.save(tmp_path / f"c{ext}"))
+    assert back == cat and back.units.name == "galactic"
+    np.testing.assert_array_equal(back.cov, cat.cov)
+
+
+def test_csv_needs_every_covariance_column(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_text("x,y,z,vx,vy,vz,cov_x_x\n0,0,0,1,1,1,2\n")
+    with pytest.raises(ValueError, match="has covariance columns but is missing"):
+        PhaseSpaceCatalog.load(p)
+
+
+def test_quantities_and_units():
+    import astropy.units as u
+
+    cat = PhaseSpaceCatalog(np.ones((2, 3)) * u.pc, np.ones((2, 3)) * u.km / u.s, cov=_cov(2))
+    assert cat.units.name == "galactic" and cat.meta["units"]["length"] == "kpc"
+    np.testing.assert_allclose(cat.x, 1e-3)
+    assert cat.quantity("x").unit == u.kpc and cat.quantity("v_err").unit == u.km / u.s
+    with pytest.raises(ValueError, match="x must be a length"):
+        PhaseSpaceCatalog(np.ones((2, 3)) * u.s, np.ones((2, 3)), units="galactic")
+    with pytest.raises(ValueError, match="model is dimensionless"):
+        PhaseSpaceCatalog(np.ones((2, 3)) * u.kpc, np.ones((2, 3)), units="dimensionless")
+    with pytest.raises(ValueError, match="but meta records"):
+        PhaseSpaceCatalog(np.ones((2, 3)), np.ones((2, 3)), meta=cat.meta, units="dimensionless")
+    plain = PhaseSpaceCatalog(np.ones((2, 3)), np.ones((2, 3)))
+    assert not plain.units.is_physical and "units" not in plain.meta
+    with pytest.raises(ValueError, match="no unit for length"):
+        plain.quantity("x")
+    with pytest.raises(ValueError, match="different unit systems"):
+        PhaseSpaceCatalog.concatenate([plain, PhaseSpaceCatalog(plain.x, plain.v,
+                                                                units="galactic")])

@@ -108,7 +108,8 @@ def test_composite_behaves_as_mapping():
     assert dict(named.items())["disk"] is disk
     merged = named + dp.Kepler(0.01)
     assert list(merged.keys()) == ["disk", "halo", "kepler"]
-    with pytest.raises(ValueError, match="share G"):
+    assert list((dp.NFW() + dp.MiyamotoNagai()).keys()) == ["nfw", "miyamoto_nagai"]
+    with pytest.raises(ValueError, match="share one unit system"):
         dp.Plummer() + dp.Plummer(G=4.3e-6)
     with pytest.raises(TypeError, match="not a potential"):
         dp.CompositePotential(disk=1.0)

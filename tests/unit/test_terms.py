@@ -10,6 +10,7 @@ import pytest
 
 import deeppot as dp
 from deeppot.potentials import AbstractPotential
+from deeppot.units import UnitSystem, dimensionless
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def test_f_and_ln_f_forms_agree_at_the_truth(plummer_scores):
 class _Inverted(AbstractPotential):
     """Φ = −|x|², whose Laplacian is −6 everywhere (a negative density)."""
 
-    G: float = 1.0
+    units: UnitSystem = eqx.field(default=dimensionless, static=True)
 
     def _potential(self, x):
         return -jnp.sum(x * x)
@@ -122,3 +123,35 @@ def test_user_written_term_composes_and_differentiates(plummer_scores):
     np.testing.assert_allclose(loss(model, plummer_scores), expected, rtol=1e-10, atol=1e-13)
     grads = eqx.filter_grad(loss)(model, plummer_scores)
     assert np.isfinite(float(grads.potential.log_m_tot)) and float(grads.potential.log_m_tot) != 0
+
+
+def test_stationarity_penalties(plummer_scores):
+    """asinh(α|ρ|), ln(1 + (αρ)²) and (αρ)² of the same residuals; all vanish at the truth."""
+    wrong = dp.PotentialModel(dp.Plummer(1.2, 1.0))
+    fields = dp.terms.Fields(*wrong.value_grad_laplacian(plummer_scores.x))
+    rho = 0.7 * dp.terms.Stationarity().residual(wrong, plummer_scores, fields)
+    expected = {"asinh": np.arcsinh(np.abs(rho)), "cauchy": np.log1p(rho**2), "square": rho**2}
+    truth = dp.PotentialModel(dp.Plummer(1.0, 1.0))
+    for penalty, values in expected.items():
+        term = dp.terms.Stationarity(alpha=0.7, penalty=penalty)
+        np.testing.assert_allclose(term(wrong, plummer_scores), np.mean(values), rtol=1e-12)
+        assert float(term(truth, plummer_scores)) < 1e-13
+    with pytest.raises(ValueError, match="penalty"):
+        dp.terms.Stationarity(penalty="huber")
+
+
+def test_relative_stationarity_is_the_relative_force_error_along_v(plummer_scores):
+    """For f(E), ∂ln f/∂t / (|∂ln f/∂x| |v|) = -v̂ · (∇Φ - ∇Φ_true) / |∇Φ_true| (f' < 0)."""
+    b = plummer_scores
+    wrong = dp.PotentialModel(dp.Plummer(1.2, 0.9))
+    fields = dp.terms.Fields(*wrong.value_grad_laplacian(b.x))
+    rel = dp.terms.Stationarity(relative=True).residual(wrong, b, fields)
+    scale = np.linalg.norm(b.dlnf_dx, axis=-1) * np.linalg.norm(b.v, axis=-1)
+    rel = np.asarray(rel) * (scale + 0.01 * scale.mean()) / scale  # undo the floor
+    true_grad = np.asarray(dp.Plummer(1.0, 1.0).gradient(b.x))
+    v_hat = b.v / np.linalg.norm(b.v, axis=-1, keepdims=True)
+    expected = -np.sum(v_hat * (np.asarray(fields.grad) - true_grad), -1)
+    expected /= np.linalg.norm(true_grad, axis=-1)
+    np.testing.assert_allclose(rel, expected, rtol=1e-8, atol=1e-10)
+    with pytest.raises(ValueError, match="relative"):
+        dp.terms.Stationarity(relative=True, form="f")

@@ -1,0 +1,29 @@
+"""The tutorials' code blocks run, in order, in one namespace (and stay quick)."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).parents[2] / "docs" / "tutorials"
+
+
+def _blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+
+
+# ~45 s of CPU, most of it compiling the flow's training step: run by `make test-all`.
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["survey.md"])
+def test_tutorial_runs(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    blocks = _blocks(DOCS / name)
+    assert blocks
+    namespace: dict = {"__name__": "__tutorial__"}
+    for i, code in enumerate(blocks):
+        try:
+            exec(compile(code, f"{name}[block {i}]", "exec"), namespace)
+        except Exception as err:  # pragma: no cover - the message is the point
+            raise AssertionError(f"{name}, block {i} failed: {err!r}\n{code}") from err
+    out = capsys.readouterr().out
+    assert "refused:" in out and "km / s" in out
