@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import CheckpointError
+from .units import UnitSystem
 
 __all__ = ["load_model", "save_model"]
 
@@ -115,6 +116,8 @@ def _describe(obj, arrays: list) -> Any:
         return {"dict": {k: _describe(v, arrays) for k, v in obj.items()}}
     if isinstance(obj, np.dtype) or (isinstance(obj, type) and issubclass(obj, np.generic)):
         return {"dtype": np.dtype(obj).name}
+    if isinstance(obj, UnitSystem):  # every potential's static `units`
+        return {"units": obj.to_dict()}
     if callable(obj):
         return {"function": _path_of(obj)}
     raise TypeError(f"cannot describe a {type(obj).__name__} in a model file")
@@ -154,6 +157,8 @@ def _rebuild(desc: Any, arrays: list) -> Any:
         return {k: _rebuild(v, arrays) for k, v in desc["dict"].items()}
     if "dtype" in desc:
         return np.dtype(desc["dtype"]).type
+    if "units" in desc:
+        return UnitSystem.from_dict(desc["units"])
     if "function" in desc:
         fn = _resolve(desc["function"])
         if not callable(fn):

@@ -49,6 +49,16 @@ def test_every_potential_round_trips(tmp_path, name):
     np.testing.assert_array_equal(loaded.potential.acceleration(x), pot.acceleration(x))
 
 
+@pytest.mark.parametrize("units", ["galactic", {"name": "dimensionless", "G": 2.5}])
+def test_potentials_keep_their_unit_system(tmp_path, units):
+    """Every potential carries a static `units`; the file records it and reads it back."""
+    pot = dp.MiyamotoNagai(1.1, 0.9, 0.15, units=units) + dp.NFW(3.0, 1.7, units=units)
+    loaded, _ = load_model(save_model(tmp_path / "u.eqx", pot))
+    assert loaded.units == pot.units and loaded.G == pot.G
+    x = jax.random.normal(jax.random.key(6), (8, 3))
+    np.testing.assert_array_equal(loaded.density(x), pot.density(x))
+
+
 @pytest.mark.parametrize("name", sorted(DFS))
 def test_every_df_round_trips(tmp_path, name):
     df = DFS[name]()
