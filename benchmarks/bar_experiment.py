@@ -203,6 +203,10 @@ def cmd_fit(args):
         if args.split > 0:
             loss = loss + args.split * dp.terms.AzimuthalMeanPenalty()
         kw = {"max_steps": args.steps or 8000}
+        if args.warmup is not None:
+            kw["warmup_steps"] = args.warmup
+        if args.batch_size:
+            kw["batch_size"] = args.batch_size
     (model, history), t = _timed(lambda: dp.fit_potential(
         model, scores, loss, key=jax.random.key(args.seed + 1), progress=False,
         return_history=True, trainable=lambda m: (m.potential, m.frame.omega),
@@ -382,6 +386,8 @@ def main(argv=None):
     f.add_argument("--split", type=float, default=0.0, help="AzimuthalMeanPenalty weight")
     f.add_argument("--input-scale", type=float, default=1.0)
     f.add_argument("--max-scores", type=int, default=0)
+    f.add_argument("--warmup", type=int, default=None, help="warm-up steps (networks)")
+    f.add_argument("--batch-size", type=int, default=0, help="batch size (networks)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--suffix", default="")
     f.add_argument("--tag", required=True)
