@@ -3,14 +3,18 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-PYTEST_ARGS ?= -m "not slow" -n 2 --durations=15
+PYTEST_ARGS ?= -m "not slow" -n 2 --durations=40
 
-.PHONY: venv test test-all demo lint bench clean
+PLUGINS := plugins/deeppot-galpy plugins/deeppot-gala plugins/deeppot-agama
 
-$(STAMP): pyproject.toml
+.PHONY: venv test test-all demo lint bench docs agama clean
+
+# deeppot with its test and benchmark extras, and the interop plugins (pure Python; the
+# agama plugin imports agama only when called: `make agama` builds it)
+$(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev,bench]"
+	$(PY) -m pip install -e ".[dev,bench]" $(addprefix -e ,$(PLUGINS))
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -31,6 +35,19 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_laplacian.py
+
+# the documentation site (mkdocs; fails on broken links or references)
+docs: $(STAMP)
+	$(PY) -m pip install -e ".[docs]"
+	$(VENV)/bin/mkdocs build --strict
+
+# agama from the vendored source (needs libgsl-dev and libeigen3-dev; ~10 min on 2 cores)
+AGAMA_SRC ?= ../shared/vendor/agama-src.tar.gz
+agama: $(STAMP)
+	$(PY) -m pip install numpy setuptools wheel
+	rm -rf build/agama && mkdir -p build && tar -xzf $(AGAMA_SRC) -C build
+	cd build/agama && CFLAGS="-I/usr/include/eigen3" $(abspath $(PY)) setup.py bdist_wheel --yes
+	$(PY) -m pip install build/agama/dist/agama-*.whl
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

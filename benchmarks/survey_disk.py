@@ -244,12 +244,12 @@ def compare(rows):
     return comparisons, lines
 
 
-def write(out, lines, quick):
+def write(out, lines, quick, tag_suffix=""):
     """Write the JSON and markdown results (called after every variant)."""
     comparisons, comp_lines = compare(out["rows"])
     out["comparisons"] = comparisons
     RESULTS.mkdir(exist_ok=True)
-    tag = "survey_disk_cpu" + ("_quick" if quick else "")
+    tag = "survey_disk_cpu" + ("_quick" if quick else "") + tag_suffix
     cmd = "python benchmarks/survey_disk.py " + " ".join(sys.argv[1:])
     (RESULTS / f"{tag}.json").write_text(json.dumps(out | {"command": cmd}, indent=2) + "\n")
     md = [f"Command: `{cmd}`", "", out["machine"], "", f"Data: {json.dumps(out['data'])}", "",
@@ -263,9 +263,17 @@ def main():
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override CONFIG entries (e.g. df_steps=8000 df_width=128)")
+    parser.add_argument("--tag", default="", help="suffix of the results and cache names")
     args = parser.parse_args()
     cfg = CONFIG | (QUICK if args.quick else {})
-    cache = CACHE / ("quick" if args.quick else "full")
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in CONFIG:
+            parser.error(f"--set: unknown key {name!r}; one of {sorted(CONFIG)}")
+        cfg[name] = type(CONFIG[name])(float(value)) if "e" in value else type(CONFIG[name])(value)
+    cache = CACHE / (("quick" if args.quick else "full") + args.tag)
     cache.mkdir(parents=True, exist_ok=True)
     key = jax.random.key(args.seed)
     sun = survey.Sun()
@@ -313,7 +321,7 @@ def main():
             corrected = dp.correct_selection(scores, sel)
             row(variant, "corrected for S", fit_mn(cfg, corrected, k_fit), extra)
             row(variant, "not corrected", fit_mn(cfg, scores, k_fit), extra)
-        comp_lines = write(out, lines, args.quick)
+        comp_lines = write(out, lines, args.quick, args.tag)
     print("\n".join(comp_lines), flush=True)
 
 

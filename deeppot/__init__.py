@@ -1,6 +1,7 @@
 """deeppot: gravitational potentials from phase-space snapshots (Deep Potential) in JAX."""
 
 from . import evaluate as evaluate
+from . import export as export
 from . import flows as flows
 from . import mocks as mocks
 from . import orbits as orbits
@@ -8,6 +9,7 @@ from . import pipeline as pipeline
 from . import potentials as potentials
 from . import registry as registry
 from . import selection as selection
+from . import sharding as sharding
 from . import survey as survey
 from . import terms as terms
 from . import units as units
@@ -36,9 +38,12 @@ from .potentials import LongMuraliBar as LongMuraliBar
 from .potentials import MiyamotoNagai as MiyamotoNagai
 from .potentials import NeuralPotential as NeuralPotential
 from .potentials import Plummer as Plummer
+from .potentials import PowerLawCutoff as PowerLawCutoff
 from .potentials import Spherical as Spherical
+from .scores import ScoreFile as ScoreFile
 from .scores import ScoreSample as ScoreSample
 from .scores import correct_selection as correct_selection
+from .scores import load_scores as load_scores
 from .scores import sample_scores as sample_scores
 from .selection import DistanceSelection as DistanceSelection
 from .selection import GridSelection as GridSelection

@@ -122,6 +122,33 @@ def check_positions(x) -> Float[Array, "*batch 3"]:
     return x
 
 
+def scalar_in_range(name: str, value, lo: float, hi: float) -> Float[Array, ""]:
+    """Validate a real scalar parameter in the open interval (lo, hi).
+
+    **Arguments:**
+
+    - `name`: the parameter's name, used in error messages.
+    - `value`: a real scalar.
+    - `lo`, `hi`: the open bounds.
+
+    **Returns:** the value as a 0-d floating array.
+
+    **Raises:** `ValueError` naming the parameter for a non-scalar, non-finite or
+    out-of-range value.
+    """
+    if _is_concrete(value):
+        arr = np.asarray(value)
+        if arr.shape != ():
+            raise ValueError(f"parameter {name!r} must be a scalar, got shape {arr.shape}")
+        if not np.isrealobj(arr) or not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(f"parameter {name!r} must be a real number, got {value!r}")
+        if not np.isfinite(arr):
+            raise ValueError(f"parameter {name!r} must be finite, got {float(arr)}")
+        if not lo < arr < hi:
+            raise ValueError(f"parameter {name!r} must lie in ({lo:g}, {hi:g}), got {float(arr)}")
+    return jnp.asarray(value, dtype=float)
+
+
 def finite_scalar(name: str, value) -> Float[Array, ""]:
     """Validate a finite real scalar parameter (e.g. an angle) and return it as an array.
 

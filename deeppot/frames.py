@@ -1,7 +1,7 @@
 """Reference frames in which a stellar system is stationary.
 
 A system stationary in a frame moving with velocity u0 and rotating rigidly with angular
-velocity Ω about x0 satisfies (DESIGN.md; not the paper's Eq. 15)
+velocity Ω about x0 satisfies (docs/architecture.md, Frames; not the paper's Eq. 15)
 
     (∇Φ + Ω × (v − u0)) · ∇_v f − (v − u0 − Ω × (x − x0)) · ∇_x f = 0.
 

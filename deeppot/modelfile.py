@@ -94,6 +94,8 @@ def _describe(obj, arrays: list) -> Any:
             raise TypeError("cannot store random keys in a model file")
         arrays.append(obj)
         return {"array": len(arrays) - 1, "dtype": str(obj.dtype), "shape": list(obj.shape)}
+    if isinstance(obj, UnitSystem):
+        return {"units": obj.to_dict()}
     if isinstance(obj, eqx.Module) and getattr(obj, "constructor_arguments", None) is not None:
         # modules whose internals hold closures (flowjax's) are rebuilt by their constructor
         leaves = jax.tree.leaves(eqx.filter(obj, eqx.is_array))
@@ -116,8 +118,6 @@ def _describe(obj, arrays: list) -> Any:
         return {"dict": {k: _describe(v, arrays) for k, v in obj.items()}}
     if isinstance(obj, np.dtype) or (isinstance(obj, type) and issubclass(obj, np.generic)):
         return {"dtype": np.dtype(obj).name}
-    if isinstance(obj, UnitSystem):  # every potential's static `units`
-        return {"units": obj.to_dict()}
     if callable(obj):
         return {"function": _path_of(obj)}
     raise TypeError(f"cannot describe a {type(obj).__name__} in a model file")
@@ -147,6 +147,8 @@ def _rebuild(desc: Any, arrays: list) -> Any:
         for leaf in desc["leaves"]:
             _rebuild(leaf, arrays)
         return obj
+    if "units" in desc:
+        return UnitSystem.from_dict(desc["units"])
     if "value" in desc:
         return desc["value"]
     if "tuple" in desc:
@@ -157,8 +159,6 @@ def _rebuild(desc: Any, arrays: list) -> Any:
         return {k: _rebuild(v, arrays) for k, v in desc["dict"].items()}
     if "dtype" in desc:
         return np.dtype(desc["dtype"]).type
-    if "units" in desc:
-        return UnitSystem.from_dict(desc["units"])
     if "function" in desc:
         fn = _resolve(desc["function"])
         if not callable(fn):

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from .export import as_float64
 from .potentials import AbstractPotential
 
 __all__ = ["LEAPFROG", "YOSHIDA6", "integrate_orbits", "jacobi_integral", "steps_for_duration"]
@@ -151,10 +152,6 @@ def _integrate_block(potential, scheme, omega, x, v, dt, n_steps, batch_size):
     return jax.lax.map(one, (x, v, dt, n_steps), batch_size=batch_size)
 
 
-def _as_float64_tree(tree):
-    return jax.tree.map(lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a, tree)
-
-
 def integrate_orbits(
     potential: AbstractPotential,
     x: Float[Any, "n 3"],
@@ -255,7 +252,7 @@ def integrate_orbits(
 
     scheme = _SCHEMES[method]
     with jax.enable_x64(float64):
-        pot = _as_float64_tree(potential) if float64 else potential
+        pot = as_float64(potential) if float64 else potential
         int_dtype = jnp.int64 if float64 else jnp.int32
 
         def run_block(b: int) -> int:
@@ -313,6 +310,6 @@ def jacobi_integral(
     x = np.asarray(x, dtype=np.float64)
     v = np.asarray(v, dtype=np.float64)
     with jax.enable_x64(True):
-        phi = np.asarray(_as_float64_tree(potential).potential(jnp.asarray(x)))
+        phi = np.asarray(as_float64(potential).potential(jnp.asarray(x)))
     l_z = x[..., 0] * v[..., 1] - x[..., 1] * v[..., 0]
     return 0.5 * np.sum(v * v, axis=-1) - pattern_speed * l_z + phi

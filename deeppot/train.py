@@ -31,6 +31,15 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
 from ._errors import CheckpointError, TrainingError
+from .hostdata import AbstractHostData, HostBatches, batch_indices
+from .sharding import (
+    Devices,
+    batch_sharding,
+    data_mesh,
+    is_main_process,
+    replicate,
+    same_on_all_processes,
+)
 
 __all__ = [
     "TrainHistory",
@@ -172,6 +181,13 @@ def _gather(data, idx):
     return jax.tree.map(lambda a: jnp.asarray(a)[idx], data)
 
 
+def _shard(tree, sharding):
+    """Split `tree`'s leading axis over the devices (inside jit; `None`: leave it)."""
+    if sharding is None:
+        return tree
+    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, sharding), tree)
+
+
 def _weights_cdf(weights, n: int):
     """Normalised cumulative weights (for drawing rows ∝ weight), or None."""
     if weights is None:
@@ -187,23 +203,20 @@ def _weights_cdf(weights, n: int):
     return np.cumsum(w) / total
 
 
-def _batch_indices(key, n: int, batch_size: int, cdf):
-    """Rows of a batch: uniform with replacement, or ∝ weight when `cdf` is given."""
-    if cdf is None:
-        return jax.random.randint(key, (batch_size,), 0, n)
-    u = jax.random.uniform(key, (batch_size,), cdf.dtype) * cdf[-1]
-    return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), n - 1)
-
-
 @eqx.filter_jit
 def _train_step(
     params, static, opt_state, ema, data, step, lr, keys, cdf=None, *, loss_fn, tx, batch_size,
-    ema_decay
+    ema_decay, batch_sharding=None, gathered=False,
 ):
+    # `batch_sharding`: split the batch over devices (params stay replicated); `gathered`:
+    # `data` is already this step's batch (gathered on the host)
     k_batch, k_loss = keys
-    n = _leading_size(data)
-    idx = _batch_indices(jax.random.fold_in(k_batch, step), n, batch_size, cdf)
-    batch = _gather(data, idx)
+    if gathered:
+        batch = _shard(data, batch_sharding)
+    else:
+        idx = _shard(batch_indices(k_batch, step, batch_size, _leading_size(data), cdf),
+                     batch_sharding)
+        batch = _shard(_gather(data, idx), batch_sharding)
 
     def loss_of(p):
         return loss_fn(eqx.combine(p, static), batch, jax.random.fold_in(k_loss, step))
@@ -243,6 +256,8 @@ def make_train_step(
     optimizer: str = "radam",
     clip_norm: float | None = 1.0,
     ema_decay: float | None = None,
+    batch_sharding: jax.sharding.NamedSharding | None = None,
+    gathered: bool = False,
 ) -> tuple[Callable, optax.GradientTransformation]:
     """The jitted training step that `fit` runs, and the optax transformation it applies.
 
@@ -251,6 +266,11 @@ def make_train_step(
     **Arguments:**
 
     - `loss_fn`, `batch_size`, `optimizer`, `clip_norm`, `ema_decay`: as for `fit`.
+    - `batch_sharding`: split each batch over devices along its leading axis
+      (`deeppot.sharding.batch_sharding(mesh)`; parameters and data are then expected
+      replicated on the mesh); `None` for one device.
+    - `gathered`: `data` is already the step's batch (gathered on the host, as `fit` does
+      for an `AbstractHostData`) rather than the rows to draw it from.
 
     **Returns:**
 
@@ -268,20 +288,23 @@ def make_train_step(
     scale = optax.scale_by_radam() if optimizer == "radam" else optax.scale_by_adam()
     tx = optax.chain(optax.clip_by_global_norm(clip_norm), scale) if clip_norm else scale
     step = functools.partial(
-        _train_step, loss_fn=loss_fn, tx=tx, batch_size=batch_size, ema_decay=ema_decay
+        _train_step, loss_fn=loss_fn, tx=tx, batch_size=batch_size, ema_decay=ema_decay,
+        batch_sharding=batch_sharding, gathered=gathered,
     )
     return step, tx
 
 
 @eqx.filter_jit
-def _val_loss(params, static, data, step, key, cdf=None, *, loss_fn, batch_size):
+def _val_loss(params, static, data, step, key, cdf=None, *, loss_fn, batch_size,
+              batch_sharding=None):
     k_batch, k_loss = jax.random.split(key)
     n = _leading_size(data)
     if n <= batch_size and cdf is None:
         batch = data
     else:
-        idx = _batch_indices(jax.random.fold_in(k_batch, step), n, batch_size, cdf)
+        idx = _shard(batch_indices(k_batch, step, batch_size, n, cdf), batch_sharding)
         batch = _gather(data, idx)
+    batch = _shard(batch, batch_sharding)
     return loss_fn(eqx.combine(params, static), batch, jax.random.fold_in(k_loss, step))
 
 
@@ -356,6 +379,7 @@ def fit(
     checkpoint_every: int = 1000,
     progress: bool = True,
     weights: Float[Any, " n"] | None = None,
+    devices: Devices = None,
 ) -> tuple[PyTree, TrainHistory]:
     """Train `model` by minimising `loss_fn` over random batches of `data`.
 
@@ -382,7 +406,9 @@ def fit(
     - `model`: any pytree (usually an `eqx.Module`).
     - `loss_fn`: `loss_fn(model, batch, key) -> scalar`.
     - `data`: a pytree of arrays sharing their leading axis (e.g. an `(n, 6)` array, or a
-      tuple/NamedTuple/Module of arrays); batches are drawn along that axis.
+      tuple/NamedTuple/Module of arrays); batches are drawn along that axis. Or an
+      `AbstractHostData` (e.g. a `ScoreFile`) for data that do not fit in memory: the same
+      rows are then read on the host a batch at a time, so the run is the same.
     - `key`: a typed key (`jax.random.key`).
     - `max_steps`: total number of optimisation steps (including resumed ones).
     - `batch_size`: points per batch (drawn with replacement).
@@ -414,6 +440,15 @@ def fit(
     - `weights`: optional non-negative per-row weights, shape (n,): training and validation
       batches then draw rows with probability ∝ weight (so every loss is the weighted mean
       in expectation: a row of weight 2 counts as that row twice).
+    - `devices`: data parallelism (`deeppot.sharding.data_mesh`): `None` shards each batch
+      over every device JAX sees (all processes' after `jax.distributed.initialize()`),
+      an int `k` over the first `k`, or a sequence of devices or a `Mesh`; `1` (or a
+      single visible device) trains on one device. Parameters and in-memory data are
+      replicated, batches split along their leading axis (any batch size; a multiple of
+      the device count splits evenly). The result equals one device's up to the order of
+      floating-point sums, and checkpoints resume bit-for-bit with the same devices.
+      With several processes only process 0 writes the checkpoint, so `checkpoint_path`
+      must be on a file system every process reads.
 
     **Returns:**
 
@@ -442,7 +477,10 @@ def fit(
     if keep_best and validation_fraction == 0:
         raise ValueError("keep_best needs a validation split (validation_fraction > 0)")
 
-    n = _leading_size(data)
+    mesh = data_mesh(devices)
+    shard = None if mesh is None else batch_sharding(mesh)
+    host = isinstance(data, AbstractHostData)
+    n = len(data) if host else _leading_size(data)
     k_split, k_batch, k_loss, k_val = jax.random.split(key, 4)
     n_val = int(round(n * validation_fraction)) if validation_fraction > 0 else 0
     if validation_fraction > 0:
@@ -450,8 +488,12 @@ def fit(
             raise ValueError(f"a validation split needs at least 2 points; data has {n}")
         n_val = min(max(n_val, 1), n - 1)
     perm = jax.random.permutation(k_split, n)
-    val_data = _gather(data, perm[:n_val]) if n_val else None
-    train_data = _gather(data, perm[n_val:])
+    if host:  # row numbers now; HostBatches below read the rows
+        perm = np.asarray(perm)
+        val_data, train_data = perm[:n_val] if n_val else None, perm[n_val:]
+    else:
+        val_data = _gather(data, perm[:n_val]) if n_val else None
+        train_data = _gather(data, perm[n_val:])
     train_cdf = val_cdf = None
     if weights is not None:
         _weights_cdf(weights, n)  # validate all rows
@@ -467,7 +509,7 @@ def fit(
     params, static = eqx.partition(model, spec)
     train_step, tx = make_train_step(
         loss_fn, batch_size=batch_size, optimizer=optimizer, clip_norm=clip_norm,
-        ema_decay=ema_decay,
+        ema_decay=ema_decay, batch_sharding=shard, gathered=host,
     )
     opt_state = tx.init(params)
     ema = params if ema_decay is not None else None
@@ -501,9 +543,24 @@ def fit(
         health = _Health(**header["health"])
         history = TrainHistory(**header["history"])
         history.wall_time = 0.0
+    same_on_all_processes(start, "the step resumed from (checkpoint_path must be on a file "
+                          "system every process shares)")
+
+    if mesh is not None:  # parameters and in-memory data on every device
+        params, static, opt_state, ema, best = replicate((params, static, opt_state, ema,
+                                                          best), mesh)
+        if not host:
+            train_data, val_data, train_cdf, val_cdf = replicate(
+                (train_data, val_data, train_cdf, val_cdf), mesh)
+    if host:  # batches read on the host, the next while this step runs
+        place = jax.device_put if mesh is None else functools.partial(replicate, mesh=mesh)
+        train_data = HostBatches(data, train_data, k_batch, batch_size, place, cdf=train_cdf)
+        if val_data is not None:
+            val_data = HostBatches(data, val_data, jax.random.split(k_val)[0], batch_size,
+                                   place, whole=True, stride=validate_every, cdf=val_cdf)
 
     def checkpoint(step_done: int):
-        if checkpoint_path is None:
+        if checkpoint_path is None or not is_main_process():
             return
         header = {
             "version": _CHECKPOINT_VERSION,
@@ -519,10 +576,15 @@ def fit(
     def validation_loss(step_arr):
         if keep_best:  # the returned weights, one fixed batch and key
             weights = ema if ema is not None else params
-            return _val_loss(weights, static, val_data, jnp.asarray(0, jnp.int32), k_val,
-                             val_cdf, loss_fn=loss_fn, batch_size=batch_size)
-        return _val_loss(params, static, val_data, step_arr, k_val, val_cdf, loss_fn=loss_fn,
-                         batch_size=batch_size)
+            step_arr = jnp.asarray(0, jnp.int32)
+        else:
+            weights = params
+        if host:  # a batch read on the host, drawn ∝ weight there
+            batch, cdf = val_data(int(step_arr)), None
+        else:
+            batch, cdf = val_data, val_cdf
+        return _val_loss(weights, static, batch, step_arr, k_val, cdf, loss_fn=loss_fn,
+                         batch_size=batch_size, batch_sharding=shard)
 
     dtype = jnp.result_type(float)
     t_start = time.perf_counter()
@@ -551,8 +613,9 @@ def fit(
             else:
                 v = None
             params, opt_state, ema, loss, loss_ok, grads_ok = train_step(
-                params, static, opt_state, ema, train_data, step_arr,
-                jnp.asarray(lr, dtype), (k_batch, k_loss), train_cdf,
+                params, static, opt_state, ema, train_data(step) if host else train_data,
+                step_arr, jnp.asarray(lr, dtype), (k_batch, k_loss),
+                None if host else train_cdf,
             )
             loss = float(loss)
             if not (bool(loss_ok) and bool(grads_ok)):
@@ -611,6 +674,10 @@ def fit(
                 checkpoint(max_steps)
     finally:
         bar.close()
+        if host:
+            train_data.close()
+            if val_data is not None:
+                val_data.close()
     if keep_best:  # the last steps' weights were not validated yet
         v = float(validation_loss(jnp.asarray(max_steps, jnp.int32)))
         if math.isfinite(v) and (history.best_val_loss is None or v < history.best_val_loss):
@@ -651,19 +718,20 @@ def fit_df(
 ):
     """Fit a trainable distribution function to phase-space points.
 
-    Sets the DF's standardisation (`loc`, `scale`) from the points, then trains everything
-    except the standardisation with `fit`. The defaults are the recommended recipe of
-    `docs/results.md` (RAdam, 20000 steps of 2048, a 500-step warm-up to 2e-3 and a cosine
-    decay, an average of the weights with decay 0.998, 25% validation split). The paper's
-    (§2.4) was batches of 8192, a warm-up over 2048 steps to 5e-3 and halving after 2048
-    steps without a 0.01 improvement (`lr_schedule="plateau"`, `ema_decay=None`). A
-    weighted catalogue (or `weights=`) is fitted as if each star were repeated in
-    proportion to its weight: the standardisation uses weighted moments and batches draw
-    stars ∝ weight, for every objective.
+    Sets the DF's standardisation (`df.standardisation`: `loc` and `scale` of a flow) from
+    the points, then trains everything except the standardisation with `fit`. The defaults
+    are the recommended recipe of `docs/results.md` (RAdam, 20000 steps of 2048, a 500-step
+    warm-up to 2e-3 and a cosine decay, an average of the weights with decay 0.998, 25%
+    validation split). The paper's (§2.4) was batches of 8192, a warm-up over 2048 steps to
+    5e-3 and halving after 2048 steps without a 0.01 improvement
+    (`lr_schedule="plateau"`, `ema_decay=None`). A weighted catalogue (or `weights=`) is
+    fitted as if each star were repeated in proportion to its weight: the standardisation
+    uses weighted moments and batches draw stars ∝ weight, for every objective.
 
     **Arguments:**
 
-    - `df`: an `AbstractFlowDF` (`FFJORD`, `SplineFlow`).
+    - `df`: an `AbstractTrainableDF` (`FFJORD`, `SplineFlow`, or a symmetry wrapper such as
+      `SphericalDF` around one).
     - `catalog`: a `PhaseSpaceCatalog` (anything with `.w`; its `.weights` are used) or an
       `(n, 6)` array.
     - `key`: a typed key.
@@ -671,7 +739,7 @@ def fit_df(
       `ema_decay`, `validate_every`, `patience`, `min_delta`: see `fit`.
     - `objective`: one of `df.objectives` (default: the first, the model's recommended
       one; flow matching for `FFJORD`).
-    - `standardise`: set `loc`/`scale` from the data (turn off to keep the DF's own).
+    - `standardise`: set the standardisation from the data (turn off to keep the DF's own).
     - `return_history`: also return the `TrainHistory`.
     - `**kwargs`: passed to `fit` (e.g. `optimizer`, `clip_norm`, `checkpoint_path`,
       `ema_decay`, `progress`, `trainable`, `weights` to override the catalogue's).
@@ -680,10 +748,10 @@ def fit_df(
 
     The trained DF (and the history if `return_history`).
     """
-    from .flows._base import AbstractFlowDF
+    from .flows import AbstractTrainableDF
 
-    if not isinstance(df, AbstractFlowDF):
-        raise TypeError(f"fit_df trains AbstractFlowDF models; got {type(df).__name__}")
+    if not isinstance(df, AbstractTrainableDF):
+        raise TypeError(f"fit_df trains AbstractTrainableDF models; got {type(df).__name__}")
     objective = df.objectives[0] if objective is None else objective
     if objective not in df.objectives:
         raise ValueError(f"{type(df).__name__} has objectives {df.objectives}; got {objective!r}")
@@ -694,13 +762,14 @@ def fit_df(
         df = df.standardise(w, kwargs["weights"])
     if kwargs.get("trainable") is None:
         spec = _default_spec(df)
-        kwargs["trainable"] = eqx.tree_at(lambda d: (d.loc, d.scale), spec, (False, False))
+        kwargs["trainable"] = eqx.tree_at(lambda d: d.standardisation, spec,
+                                          replace_fn=lambda _: False)
 
     def loss_fn(model, batch, k):
         return model.train_loss(batch, k, objective)
 
     out, history = fit(
-        df, loss_fn, w.astype(df.loc.dtype), key=key, max_steps=max_steps,
+        df, loss_fn, w.astype(df.standardisation[0].dtype), key=key, max_steps=max_steps,
         batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
         lr_schedule=lr_schedule, ema_decay=ema_decay, validate_every=validate_every,
         patience=patience, min_delta=min_delta, **kwargs,
@@ -754,7 +823,8 @@ def fit_potential(
     **Arguments:**
 
     - `model`: a `PotentialModel` (a bare potential is wrapped in an inertial frame).
-    - `scores`: a `ScoreSample` (from `sample_scores`).
+    - `scores`: a `ScoreSample` (from `sample_scores`), or a `ScoreFile` to read batches
+      from an HDF5 file that does not fit in memory (`load_scores` picks).
     - `loss`: a loss term, `loss(model, batch) -> scalar`; default
       `Log(Stationarity() + PositiveDensity())`, the paper's Eq. 13 without its ℓ2
       penalty (`+ L2Weights(0.1)`), which biases fits from accurate scores.
@@ -762,20 +832,22 @@ def fit_potential(
     - `trainable`: `None` trains every inexact array of the model; otherwise a function
       `model -> subtree or tuple of subtrees`, e.g. `lambda m: m.frame.omega`.
     - `return_history`: also return the `TrainHistory`.
-    - `**kwargs`: passed to `fit` (e.g. `checkpoint_path`, `clip_norm`, `progress`).
+    - `**kwargs`: passed to `fit` (e.g. `checkpoint_path`, `clip_norm`, `progress`,
+      `devices`).
 
     **Returns:** the trained `PotentialModel` (and the history if `return_history`).
     """
     from .model import PotentialModel
     from .potentials import AbstractPotential
-    from .scores import ScoreSample
+    from .scores import ScoreFile, ScoreSample
 
     if isinstance(model, AbstractPotential):
         model = PotentialModel(model)
     if not isinstance(model, PotentialModel):
         raise TypeError(f"fit_potential trains a PotentialModel; got {type(model).__name__}")
-    if not isinstance(scores, ScoreSample):
-        raise TypeError(f"scores must be a ScoreSample; got {type(scores).__name__}")
+    if not isinstance(scores, (ScoreSample, ScoreFile)):
+        raise TypeError(f"scores must be a ScoreSample or ScoreFile; got "
+                        f"{type(scores).__name__}")
     out, history = fit(
         model, potential_loss_fn(loss), scores, key=key, max_steps=max_steps,
         batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,

@@ -1,6 +1,7 @@
 """Every potential model, built the same way for every parametrised test."""
 
 import functools
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -19,6 +20,7 @@ ANALYTIC = {
     "kepler": lambda **kw: dp.Kepler(m_tot=0.9, **kw),
     "long_murali_bar": lambda **kw: dp.LongMuraliBar(m_tot=0.4, a=1.2, b=0.3, c=0.2, angle=0.7,
                                                      **kw),
+    "power_law_cutoff": lambda **kw: dp.PowerLawCutoff(m_tot=1.3, alpha=1.8, r_c=1.9, **kw),
 }
 
 NEURAL = {
@@ -58,3 +60,45 @@ def autodiff_reference(pot, x):
     """(Φ, ∇Φ, Hessian) of `pot._potential` by plain autodiff, for comparisons."""
     f = pot._potential
     return jax.vmap(f)(x), jax.vmap(jax.grad(f))(x), jax.vmap(jax.hessian(f))(x)
+
+
+# Small networks fitted to exact Plummer scores (tests/data/make_trained_models.py).
+TRAINED = ("trained_neural", "trained_spherical", "trained_axisymmetric")
+DATA = Path(__file__).parent / "data"
+
+
+@functools.cache
+def _trained(name: str, x64: bool):
+    from deeppot.export import as_float64
+
+    pot = dp.load_model(DATA / f"{name}.eqx")[0]
+    return as_float64(pot) if x64 else pot
+
+
+def trained(name: str):
+    """A trained network from tests/data (`name` in `TRAINED`), in the current precision."""
+    if name not in TRAINED:
+        raise KeyError(name)
+    return _trained(name, jnp.zeros(()).dtype == jnp.float64)
+
+
+# Models every exporter (galpy, gala, agama plugins) is checked on: one spherical and one
+# axisymmetric family and the three trained networks in `make test`, the rest under `slow`
+# (the exporters do not depend on the family beyond its symmetry).
+EXPORTED = (*sorted(ANALYTIC), *TRAINED, "composite", "axisymmetric_tilted")
+EXPORTED_FAST = ("plummer", "miyamoto_nagai", *TRAINED)
+
+
+def exported_params():
+    """`EXPORTED` as pytest parameters, those outside `EXPORTED_FAST` marked slow."""
+    import pytest
+
+    return [pytest.param(n, marks=() if n in EXPORTED_FAST else pytest.mark.slow)
+            for n in EXPORTED]
+
+
+def exported_model(name: str):
+    """A model of `EXPORTED` by name, in the current precision."""
+    if name in TRAINED:
+        return trained(name)
+    return ALL[name]()

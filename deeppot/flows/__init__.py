@@ -1,9 +1,11 @@
-"""Distribution-function models: continuous (FFJORD) and spline flows, ensembles, analytic."""
+"""Distribution-function models: continuous (FFJORD) and spline flows, ensembles, analytic,
+symmetry-reduced wrappers."""
 
 from ._analytic import HernquistDF as HernquistDF
 from ._analytic import PlummerDF as PlummerDF
 from ._base import AbstractDF as AbstractDF
 from ._base import AbstractFlowDF as AbstractFlowDF
+from ._base import AbstractTrainableDF as AbstractTrainableDF
 from ._base import autodiff_score as autodiff_score
 from ._ensemble import Ensemble as Ensemble
 from ._ffjord import FFJORD as FFJORD
@@ -12,3 +14,9 @@ from ._ffjord import ODESettings as ODESettings
 from ._ffjord import TimeMLP as TimeMLP
 from ._jacobi import JacobiDF as JacobiDF
 from ._spline import SplineFlow as SplineFlow
+from ._symmetry import AbstractSymmetricDF as AbstractSymmetricDF
+from ._symmetry import Augmented as Augmented
+from ._symmetry import AxisymmetricDF as AxisymmetricDF
+from ._symmetry import Precondition as Precondition
+from ._symmetry import SphericalDF as SphericalDF
+from ._symmetry import symmetry_transform as symmetry_transform

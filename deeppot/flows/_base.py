@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-__all__ = ["AbstractDF", "AbstractFlowDF"]
+__all__ = ["AbstractDF", "AbstractFlowDF", "AbstractTrainableDF"]
 
 
 def _as_points(w) -> tuple[Float[Array, "n 6"], tuple[int, ...]]:
@@ -261,28 +261,42 @@ class AbstractDF(eqx.Module):
         return w, lp, g[:, :3], g[:, 3:]
 
 
-class AbstractFlowDF(AbstractDF):
-    """A trainable DF that works on standardised coordinates `u = (w - loc) / scale`.
+class AbstractTrainableDF(AbstractDF):
+    """A DF that `fit_df` trains: a training objective on physical points, and a
+    standardisation set from the training data (`standardise`) that is never trained.
 
-    Subclasses implement the standardised-space methods `_log_prob_std`, `_sample_std` and
-    the training objective `train_loss`; `loc` and `scale` are set from the training data
-    by `fit_df` (see `standardise`) and are never trained.
+    `AbstractFlowDF` (`FFJORD`, `SplineFlow`) standardises its own coordinates; the
+    symmetry wrappers (`SphericalDF`, `AxisymmetricDF`) and `Augmented` delegate to the
+    flow they wrap.
     """
 
-    loc: eqx.AbstractVar[Float[Array, " 6"]]
-    scale: eqx.AbstractVar[Float[Array, " 6"]]
-    # names of the objectives `train_loss` accepts; the first is the default
-    objectives: eqx.AbstractClassVar[tuple[str, ...]]
+    @property
+    @abc.abstractmethod
+    def objectives(self) -> tuple[str, ...]:
+        """Names of the objectives `train_loss` accepts; the first is the default. (A class
+        attribute on a flow, so a config can read it from the class; a property on a
+        wrapper, which forwards its inner flow's. Not a field either way.)"""
+
+    @property
+    @abc.abstractmethod
+    def standardisation(self) -> tuple[Array, ...]:
+        """The arrays `standardise` sets from the data; `fit_df` never trains them."""
 
     @abc.abstractmethod
-    def _log_prob_std(self, u: Float[Array, "m 6"]) -> Float[Array, " m"]:
-        """Log-density of standardised points."""
+    def standardise(self, w: Float[Array, "n 6"], weights: Float[Array, " n"] | None = None
+                    ) -> AbstractTrainableDF:
+        """Copy of this DF whose standardisation matches the training points `w`.
 
-    @abc.abstractmethod
-    def _sample_std(
-        self, key: PRNGKeyArray, m: int
-    ) -> tuple[Float[Array, "m 6"], Float[Array, " m"]]:
-        """Standardised samples and their standardised log-density."""
+        **Arguments:**
+
+        - `w`: training points, shape `(n, 6)`.
+        - `weights`: optional non-negative per-point weights, shape `(n,)` (a weighted point
+          counts like that many copies of it).
+
+        **Returns:**
+
+        The same DF with its standardisation set from `w`.
+        """
 
     @abc.abstractmethod
     def train_loss(
@@ -301,6 +315,33 @@ class AbstractFlowDF(AbstractDF):
         A scalar loss. For likelihood objectives it is the mean negative log-likelihood in
         physical units, so it is comparable across models.
         """
+
+
+class AbstractFlowDF(AbstractTrainableDF):
+    """A trainable DF that works on standardised coordinates `u = (w - loc) / scale`.
+
+    Subclasses implement the standardised-space methods `_log_prob_std`, `_sample_std` and
+    the training objective `train_loss`; `loc` and `scale` are set from the training data
+    by `fit_df` (see `standardise`) and are never trained.
+    """
+
+    loc: eqx.AbstractVar[Float[Array, " 6"]]
+    scale: eqx.AbstractVar[Float[Array, " 6"]]
+
+    @abc.abstractmethod
+    def _log_prob_std(self, u: Float[Array, "m 6"]) -> Float[Array, " m"]:
+        """Log-density of standardised points."""
+
+    @abc.abstractmethod
+    def _sample_std(
+        self, key: PRNGKeyArray, m: int
+    ) -> tuple[Float[Array, "m 6"], Float[Array, " m"]]:
+        """Standardised samples and their standardised log-density."""
+
+    @property
+    def standardisation(self) -> tuple[Array, ...]:
+        """`(loc, scale)`, set by `standardise` and never trained."""
+        return self.loc, self.scale
 
     def _std(self):
         return jax.lax.stop_gradient(self.loc), jax.lax.stop_gradient(self.scale)

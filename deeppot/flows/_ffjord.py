@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import typing
 from collections.abc import Callable, Sequence
 
@@ -18,7 +19,9 @@ from ._base import AbstractFlowDF
 
 __all__ = ["FFJORD", "FFJORDBlock", "ODESettings", "TimeMLP"]
 
-_LOG_2PI = float(jnp.log(2.0 * jnp.pi))
+# plain math: importing deeppot must not start JAX's backend (so that
+# jax.distributed.initialize can still follow the import)
+_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _std_normal_log_prob(z: Float[Array, "... d"]) -> Float[Array, "..."]:

@@ -5,6 +5,8 @@ Each builder reads one validated section and the registries; nothing here trains
 
 from __future__ import annotations
 
+import inspect
+
 import jax
 
 from .. import registry
@@ -22,26 +24,42 @@ def _source_arguments(cfg: DataConfig) -> dict:
     return dict(cfg.params)
 
 
-def build_catalog(cfg: DataConfig, key, *, progress: bool = False):
-    """The catalogue described by `[data]`: a registered mock (with noise and selection)
-    or a file.
+def build_catalog(cfg: DataConfig, key, *, units: str = "dimensionless",
+                  progress: bool = False):
+    """The catalogue described by `[data]`: a registered mock (with noise and selection),
+    a catalogue file, or a survey table of Gaia-like observables.
 
     **Arguments:**
 
     - `cfg`: the `[data]` settings.
     - `key`: a typed key (mocks only).
+    - `units`: the run's unit system (`[run] units`); a file's catalogue must be in it.
     - `progress`: show the mock generator's progress bar where it has one.
 
     **Returns:** a `PhaseSpaceCatalog`; mocks record their truth in `meta`.
     """
-    from .. import mocks
+    from .. import mocks, survey
     from ..catalog import PhaseSpaceCatalog
+    from ..units import get_units
 
+    if cfg.source == "survey":
+        params = dict(cfg.params)
+        if "sun" in params:
+            params["sun"] = survey.Sun(**params["sun"])
+        if "cuts" in params:
+            params["cuts"] = {k: tuple(v) for k, v in params["cuts"].items()}
+        return survey.from_observables(cfg.path, units=units, **params)
     if cfg.source == "file":
-        return PhaseSpaceCatalog.load(cfg.path)
+        cat = PhaseSpaceCatalog.load(cfg.path)
+        if not cat.units.same_units(get_units(units)):
+            raise ValueError(f"catalogue {cfg.path!r} is in {cat.units!r} but [run] units = "
+                             f"{units!r}")
+        return cat
     k_draw, k_noise = jax.random.split(key)
     generate = registry.sources[cfg.source]
     arguments = _source_arguments(cfg)
+    if units != "dimensionless" and "units" in inspect.signature(generate).parameters:
+        arguments.setdefault("units", units)
 
     def sampler(k, m):
         return generate(k, m, **arguments)
@@ -98,13 +116,14 @@ def build_df(cfg: DFConfig, key, *, catalog=None):
     return flows.Ensemble([make(k, **arguments) for k in jax.random.split(key, cfg.ensemble)])
 
 
-def build_model(cfg: PotentialConfig, key):
+def build_model(cfg: PotentialConfig, key, *, units: str = "dimensionless"):
     """An untrained `PotentialModel` as described by `[potential]`.
 
     **Arguments:**
 
     - `cfg`: the `[potential]` settings.
     - `key`: a typed key for the initial weights.
+    - `units`: the unit system of its numbers (`[run] units`), unless `params` names one.
 
     **Returns:** a `PotentialModel`.
     """
@@ -112,11 +131,14 @@ def build_model(cfg: PotentialConfig, key):
     from ..model import PotentialModel
 
     make = registry.potentials[cfg.model]
+    params = dict(cfg.params)
+    if units != "dimensionless" and "units" in inspect.signature(make).parameters:
+        params.setdefault("units", units)
     if learned_model(cfg.model):
         pot = make(key=key, width=cfg.width, depth=cfg.depth, input_scale=cfg.input_scale,
-                   **cfg.params)
+                   **params)
     else:
-        pot = make(**cfg.params)
+        pot = make(**params)
     if cfg.frame == "inertial":
         frame = None
     elif cfg.frame == "moving":

@@ -110,31 +110,47 @@ class RunConfig:
     seed: int = _opt(0, "int", "random seed; every stage derives its key from it", lo=0)
     x64: bool = _opt(False, "bool", "run in float64 (slower; float32 is enough for the demo)")
     progress: bool = _opt(True, "bool", "show progress bars")
+    units: str = _opt("dimensionless", "str", "unit system of every number of the run: "
+                      "dimensionless (G = 1) or galactic (kpc, km/s, M☉, Myr)",
+                      choices=("dimensionless", "galactic"))
 
 
 _MOCKS = ("plummer", "disk")
 
 
+_FILES = ("file", "survey")  # sources read from a file: a catalogue, or a survey table
+SURVEY_SUFFIXES = (".fits", ".fit", ".vot", ".xml", ".csv", ".ecsv", ".h5", ".hdf5")
+
+
 def _sources() -> tuple[str, ...]:
-    return ("file", *registry.sources)
+    return (*_FILES, *registry.sources)
 
 
 def _other_source(source) -> bool:
-    return source not in ("file", *_MOCKS)
+    return source not in (*_FILES, *_MOCKS)
+
+
+def _mock(source) -> bool:
+    return source not in _FILES
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """`[data]`: the catalogue: a mock (`plummer`, `disk`, or a registered source) or a file."""
 
-    source: str = _opt("plummer", "str", "a registered mock (plummer, disk, …) or file",
+    source: str = _opt("plummer", "str", "a registered mock (plummer, disk, …), file (a "
+                       "catalogue) or survey (a table of Gaia-like observables)",
                        choices=_sources)
     n: int = _opt(65536, "int", "number of mock stars", lo=2,
-                  only=_Only(lambda s: s != "file", "a mock"))
-    path: str = _opt("", "path", "catalogue file (.npz, .h5, .csv) for source = file",
-                     only=("file",))
-    params: dict = _opt({}, "table", "parameters of a registered source's generator",
-                        only=_Only(_other_source, "a source other than plummer, disk, file"))
+                  only=_Only(_mock, "a mock"))
+    path: str = _opt("", "path", "catalogue file (.npz, .h5, .csv) for source = file; table "
+                     "(FITS, VOTable, CSV/ECSV, HDF5) with Gaia's column names for survey",
+                     only=_FILES)
+    params: dict = _opt({}, "table", "parameters of a registered source's generator; for "
+                        "survey, of deeppot.survey.from_observables (min_parallax_over_error, "
+                        "cuts, weight_column, drop_invalid, sun = {distance, z, velocity, …})",
+                        only=_Only(lambda s: s not in ("file", *_MOCKS),
+                                   "a source other than plummer, disk, file"))
     r_max: float = _opt(10.0, "float", "Plummer truncation radius", lo=0, lo_open=True,
                         only=("plummer",))
     a: float = _opt(1.0, "float", "Miyamoto–Nagai a", lo=0, lo_open=True, only=("disk",))
@@ -147,14 +163,14 @@ class DataConfig:
                         lo=0, lo_open=True, only=("disk",))
     workers: int = _opt(1, "int", "threads integrating orbits", lo=1, only=("disk",))
     observe: bool = _opt(False, "bool", "add the paper's Gaia-like errors",
-                         only=_Only(lambda s: s != "file", "a mock"))
+                         only=_Only(_mock, "a mock"))
     observer: list = _opt([1.0, 0.0, 0.0], "vec3", "observer position",
-                          only=_Only(lambda s: s != "file", "a mock"))
+                          only=_Only(_mock, "a mock"))
     select_radius: float = _opt(0.0, "float", "keep stars within this radius of "
                                 "select_center (0: no selection)", lo=0,
-                                only=_Only(lambda s: s != "file", "a mock"))
+                                only=_Only(_mock, "a mock"))
     select_center: list = _opt([1.0, 0.0, 0.0], "vec3", "selection sphere centre",
-                               only=_Only(lambda s: s != "file", "a mock"))
+                               only=_Only(_mock, "a mock"))
 
 
 _SCHEDULE_DOC = "learning-rate schedule: plateau halves on plateaus, cosine decays to 1% of peak"
@@ -225,6 +241,10 @@ class ScoresConfig:
 
     n: int = _opt(65536, "int", "points drawn from the DF", lo=1)
     chunk_size: int = _opt(8192, "int", "points drawn and differentiated at a time", lo=1)
+    selection: dict = _opt({}, "table", "the catalogue's selection function S(x), whose "
+                           "∂ln S/∂x is subtracted from the scores: {type = \"distance\", "
+                           "observer, d_half, sigma_mag} or {type = \"grid\", lower, upper, "
+                           "values}, in [run] units ({}: none)")
 
 
 def learned_model(model: str) -> bool:
@@ -461,12 +481,38 @@ def _cross_checks(cfg: Config, errors: list[str]) -> None:
         elif Path(cfg.data.path).suffix.lower() not in (".npz", ".h5", ".hdf5", ".csv"):
             errors.append(f"key 'path' in [data]: {cfg.data.path!r} is not a .npz, .h5/.hdf5 "
                           "or .csv file")
+    elif cfg.data.source == "survey":
+        if not cfg.data.path:
+            errors.append("key 'path' in [data] is required when source = 'survey'")
+        elif not os.path.isfile(cfg.data.path):
+            errors.append(f"key 'path' in [data]: survey table {cfg.data.path!r} not found")
+        elif Path(cfg.data.path).suffix.lower() not in SURVEY_SUFFIXES:
+            errors.append(f"key 'path' in [data]: {cfg.data.path!r} is not a table astropy "
+                          f"reads here ({', '.join(SURVEY_SUFFIXES)})")
+        from .. import survey
+
+        _check_params("key 'params' in [data]: source 'survey'", survey.from_observables,
+                      cfg.data.params, errors, exclude=("table", "units", "meta"))
+        if cfg.run.units == "dimensionless":
+            errors.append("source = 'survey' in [data] needs physical units: set units = "
+                          "'galactic' in [run]")
+    elif cfg.run.units != "dimensionless" and cfg.data.source in _MOCKS:
+        errors.append(f"[data] source {cfg.data.source!r} is a dimensionless mock; it needs "
+                      "units = 'dimensionless' in [run]")
     elif _other_source(cfg.data.source):
         _check_params(f"key 'params' in [data]: source {cfg.data.source!r}",
                       registry.sources[cfg.data.source], cfg.data.params, errors,
                       exclude=("key", "n"))
+    if cfg.scores.selection:
+        from ..selection import selection_from_description
+
+        try:
+            selection_from_description({**cfg.scores.selection, "units": cfg.run.units})
+        except (KeyError, TypeError, ValueError) as err:
+            missing = f"missing key {err}" if isinstance(err, KeyError) else str(err)
+            errors.append(f"key 'selection' in [scores]: {missing}")
     if cfg.df.kind == "exact" and (
-            cfg.data.source == "file" or cfg.data.observe or cfg.data.select_radius > 0
+            cfg.data.source in _FILES or cfg.data.observe or cfg.data.select_radius > 0
             or not getattr(registry.sources[cfg.data.source], "exact_df", False)):
         with_df = [s for s in registry.sources if getattr(registry.sources[s], "exact_df", 0)]
         errors.append(f"kind = 'exact' in [df] (the mock's own analytic DF) needs a [data] "

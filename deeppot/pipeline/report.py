@@ -87,8 +87,15 @@ def evaluate_model(cfg: EvaluateConfig, model, catalog, *, out_dir=None, truth=N
     if out_dir is not None and cfg.plots:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        radial = (cfg.r_min, cfg.r_max) if label.startswith("r ∈") else None
         p = out_dir / "residuals_radial.png"
-        evaluate.plot_radial(res, p, title=f"{type(truth).__name__} truth, tracer positions")
+        evaluate.plot_radial(res, p, title=f"{type(truth).__name__} truth, tracer positions",
+                             region=radial, potential=pot)
+        out["plots"].append(p.name)
+        p = out_dir / "profiles.png"
+        r_lo = cfg.r_min if cfg.r_min > 0 else cfg.r_max / 100
+        evaluate.plot_profiles(pot, p, r=np.geomspace(r_lo / 3, cfg.r_max * 3, 64), truth=truth,
+                               region=radial, title="Φ(r) and v_c(R) against the truth")
         out["plots"].append(p.name)
         grid = evaluate.midplane_grid(cfg.map_extent, n=48)
         g = evaluate.residuals(model, truth, grid)
@@ -96,7 +103,7 @@ def evaluate_model(cfg: EvaluateConfig, model, catalog, *, out_dir=None, truth=N
         evaluate.plot_maps({"ΔF/|F| (|·|)": g["force"], "Δρ/ρ": g["density"],
                             "ΔΦ (offset removed)": g["phi"]},
                            (-cfg.map_extent, cfg.map_extent, -cfg.map_extent, cfg.map_extent),
-                           p, title="midplane residuals")
+                           p, title="midplane residuals", potential=pot)
         out["plots"].append(p.name)
     return out
 
@@ -171,6 +178,11 @@ def write_report(path: Path, cfg: Config, catalog, metrics: Mapping[str, Any]) -
              f"Catalogue: {len(catalog)} stars ({catalog.meta.get('generator', 'from file')}). "
              f"DF: {cfg.df.kind}. Potential: {cfg.potential.model}, frame: "
              f"{ev['frame']['type']}.", ""]
+    if cfg.run.units != "dimensionless":
+        from ..units import get_units
+
+        lines += [f"Numbers are in the {get_units(cfg.run.units)!r} units (lengths, "
+                  "velocities, masses; G as stated).", ""]
     lines += [table if table else "No truth potential is known for this catalogue, so there "
               "is no accuracy table.", ""]
     se = ev.get("df_score_error")

@@ -41,12 +41,13 @@ def fingerprints(cfg: Config) -> dict[str, str]:
     """Per stage, a hash of every setting (and input file) it and the stages before it
     depend on."""
     h = hashlib.sha256()
-    h.update(json.dumps({"seed": cfg.run.seed, "x64": cfg.run.x64}, sort_keys=True).encode())
+    h.update(json.dumps({"seed": cfg.run.seed, "x64": cfg.run.x64, "units": cfg.run.units},
+                        sort_keys=True).encode())
     out = {}
     for stage in STAGES:
         for section in stage.sections:
             d = dataclasses.asdict(getattr(cfg, section))
-            if section == "data" and cfg.data.source == "file":
+            if section == "data" and cfg.data.source in ("file", "survey"):
                 d["file_sha256"] = _file_digest(cfg.data.path)
             h.update(json.dumps({section: d}, sort_keys=True).encode())
         out[stage.name] = h.copy().hexdigest()[:16]

@@ -223,14 +223,17 @@ def train_df(cfg: DFConfig, catalog, key, *, checkpoint_dir=None, progress: bool
     return df, {"members": summaries, "check": check_df(df, catalog)}
 
 
-def draw_scores(cfg: ScoresConfig, df, key, *, progress: bool = False):
-    """Draw the `[scores]` sample from a DF (`sample_scores`), and check it is finite.
+def draw_scores(cfg: ScoresConfig, df, key, *, units: str = "dimensionless",
+                progress: bool = False):
+    """Draw the `[scores]` sample from a DF (`sample_scores`), corrected for the selection
+    function when `[scores] selection` gives one, and check it is finite.
 
     **Arguments:**
 
     - `cfg`: the `[scores]` settings.
     - `df`: a distribution function.
     - `key`: a typed key.
+    - `units`: the run's unit system (`[run] units`), that of the selection's numbers.
     - `progress`: show a progress bar.
 
     **Returns:** a `ScoreSample`.
@@ -238,9 +241,12 @@ def draw_scores(cfg: ScoresConfig, df, key, *, progress: bool = False):
     **Raises:** `TrainingError` if any score or log-density is not finite (a broken DF).
     """
     from ..scores import sample_scores
+    from ..selection import selection_from_description
 
+    selection = (selection_from_description({**cfg.selection, "units": units})
+                 if cfg.selection else None)
     scores = sample_scores(df, key, cfg.n, chunk_size=min(cfg.chunk_size, cfg.n),
-                           progress=progress)
+                           selection=selection, progress=progress)
     arrays = [np.asarray(a) for a in (scores.x, scores.v, scores.dlnf_dx, scores.dlnf_dv)]
     bad = ~np.all(np.concatenate([np.isfinite(a) for a in arrays], axis=1), axis=1)
     bad |= ~np.isfinite(np.asarray(scores.ln_f))
@@ -251,7 +257,8 @@ def draw_scores(cfg: ScoresConfig, df, key, *, progress: bool = False):
 
 
 def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *,
-                    checkpoint_path=None, progress: bool = False):
+                    units: str = "dimensionless", checkpoint_path=None,
+                    progress: bool = False):
     """Build the `[potential]` model and fit it to a score sample with the `[fit]` loss.
 
     **Arguments:**
@@ -259,6 +266,7 @@ def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *
     - `pot_cfg`, `fit_cfg`: the `[potential]` and `[fit]` settings.
     - `scores`: a `ScoreSample`.
     - `key`: a typed key.
+    - `units`: the run's unit system (`[run] units`).
     - `checkpoint_path`: checkpoint file (resumed if it exists).
     - `progress`: show a progress bar.
 
@@ -267,7 +275,7 @@ def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *
     from .. import train
 
     k_init, k_fit = jax.random.split(key)
-    model = build_model(pot_cfg, k_init)
+    model = build_model(pot_cfg, k_init, units=units)
     trainable = None
     if not pot_cfg.train_frame or pot_cfg.fixed:
         trainable = _trainable(model, pot_cfg)
@@ -327,7 +335,8 @@ class Stage:
 
 
 def _data(ctx: StageContext):
-    cat = build_catalog(ctx.config.data, ctx.key, progress=ctx.progress)
+    cat = build_catalog(ctx.config.data, ctx.key, units=ctx.config.run.units,
+                        progress=ctx.progress)
     return {"catalog": (cat, {})}
 
 
@@ -339,14 +348,16 @@ def _df(ctx: StageContext):
 
 
 def _scores(ctx: StageContext):
-    scores = draw_scores(ctx.config.scores, ctx.inputs["df"], ctx.key, progress=ctx.progress)
+    scores = draw_scores(ctx.config.scores, ctx.inputs["df"], ctx.key,
+                         units=ctx.config.run.units, progress=ctx.progress)
     return {"scores": (scores, {"stage": "scores"})}
 
 
 def _potential(ctx: StageContext):
     ckpt = None if ctx.checkpoint_dir is None else ctx.checkpoint_dir / "potential.ckpt"
     model, summary = train_potential(ctx.config.potential, ctx.config.fit,
-                                     ctx.inputs["scores"], ctx.key, checkpoint_path=ckpt,
+                                     ctx.inputs["scores"], ctx.key,
+                                     units=ctx.config.run.units, checkpoint_path=ckpt,
                                      progress=ctx.progress)
     return {"potential": (model, {"stage": "potential",
                                   "config": section_dict("potential", ctx.config.potential),

@@ -8,6 +8,7 @@ from ._analytic import Logarithmic as Logarithmic
 from ._analytic import LongMuraliBar as LongMuraliBar
 from ._analytic import MiyamotoNagai as MiyamotoNagai
 from ._analytic import Plummer as Plummer
+from ._analytic import PowerLawCutoff as PowerLawCutoff
 from ._base import AbstractPotential as AbstractPotential
 from ._base import batched_value_grad_laplacian as batched_value_grad_laplacian
 from ._composite import CompositePotential as CompositePotential

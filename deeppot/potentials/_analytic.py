@@ -15,11 +15,12 @@ from typing import final
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.scipy.special as jsp
 from jaxtyping import Array, Float
 
 from .. import registry
 from .._custom_types import Position, Scalar, ScalarLike
-from .._params import finite_scalar, positive_log
+from .._params import finite_scalar, positive_log, scalar_in_range, to_model_units
 from ..units import UnitSystem, resolve_units
 from ._base import AbstractPotential
 
@@ -131,6 +132,8 @@ def long_murali_bar_vgl(G, m, a, b, c, angle, x: Position) -> VGL:
     return phi, grad, lap
 
 
+
+
 def logarithmic_vgl(G, v_c, r_c, q, x: Position) -> VGL:
     # G does not enter: v_c sets the amplitude.
     c = jnp.stack([jnp.ones_like(q), jnp.ones_like(q), 1 / q**2])
@@ -138,6 +141,50 @@ def logarithmic_vgl(G, v_c, r_c, q, x: Position) -> VGL:
     v2 = v_c**2
     lap = v2 * (jnp.sum(c) / S - 2 * jnp.sum(c * c * x * x) / S**2)
     return 0.5 * v2 * jnp.log(S), v2 * c * x / S, lap
+
+
+@jax.custom_jvp
+def _exp1(x):
+    """E₁(x), with a derivative rule that can be differentiated again (jax's cannot)."""
+    return jsp.exp1(x)
+
+
+@_exp1.defjvp
+def _exp1_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return _exp1(x), -jnp.exp(-x) / x * dx
+
+
+def _upper_gamma_over_gamma(a, s, x):
+    """Γ(a, x) / Γ(s) for a ∈ (−½, 1½), x ≥ 0 (the upper incomplete gamma, unregularised).
+
+    a > 0 directly; a < 0 from Γ(a, x) = (Γ(a + 1, x) − xᵃ e⁻ˣ) / a (which loses digits as
+    |a| → 0, about ε/|a|); a = 0 is the exponential integral E₁(x).
+    """
+    pos = jnp.where(a > 0, a, 1.0)
+    neg = jnp.where(a < 0, a, -0.5)
+    safe_x = jnp.where(x > 0, x, 1.0)
+    upper_pos = jsp.gammaincc(pos, x) * jnp.exp(jsp.gammaln(pos) - jsp.gammaln(s))
+    upper_next = jsp.gammaincc(neg + 1, x) * jnp.exp(jsp.gammaln(neg + 1) - jsp.gammaln(s))
+    upper_neg = (upper_next - jnp.exp(neg * jnp.log(safe_x) - x - jsp.gammaln(s))) / neg
+    upper_zero = _exp1(safe_x) / jnp.exp(jsp.gammaln(s))
+    return jnp.where(a > 0, upper_pos, jnp.where(a < 0, upper_neg, upper_zero))
+
+
+def power_law_cutoff_vgl(G, m, alpha, r_c, x: Position) -> VGL:
+    # ρ ∝ r^−α exp(−r²/r_c²) with total mass m: M(<r) = m P(s, r²/r_c²), s = (3 − α)/2, and
+    # Φ = −G M(<r)/r − G m Γ(s − ½, r²/r_c²) / (Γ(s) r_c).
+    r = _radius(x)
+    s = (3 - alpha) / 2
+    u = (r / r_c) ** 2
+    safe = jnp.where(r > 0, r, 1)
+    enclosed = m * jsp.gammainc(s, u)
+    tail = m * _upper_gamma_over_gamma(s - 0.5, s, u) / r_c
+    phi = -G * (jnp.where(r > 0, enclosed / safe, 0) + tail)
+    dphi_over_r = jnp.where(r > 0, G * enclosed / safe**3, 0)
+    rho_norm = m / (2 * jnp.pi * r_c ** (3 - alpha) * jnp.exp(jsp.gammaln(s)))
+    lap = 4 * jnp.pi * G * rho_norm * safe ** (-alpha) * jnp.exp(-u)
+    return _radial(x, phi, dphi_over_r, lap)
 
 
 @registry.potentials.register
@@ -398,6 +445,54 @@ class Logarithmic(AbstractPotential):
 
 @registry.potentials.register
 @final
+class PowerLawCutoff(AbstractPotential):
+    """Power-law density with a Gaussian cut-off: ρ ∝ r^−α exp(−r²/r_c²), total mass m_tot.
+
+    The bulge of galpy's `MWPotential2014` (galpy's `PowerSphericalPotentialwCutoff`, gala's
+    `PowerLawCutoffPotential`). The enclosed mass is m_tot P((3 − α)/2, r²/r_c²) (P the
+    regularised lower incomplete gamma function) and
+    Φ = −G M(<r)/r − G m_tot Γ(1 − α/2, r²/r_c²) / (Γ((3 − α)/2) r_c). `alpha` lies in
+    (0, 3) and is stored as is (not as a logarithm); Φ diverges at the centre for α ≥ 2, and
+    within about 1e-3 of α = 2 it loses digits (about 1e-16/|1 − α/2|).
+    """
+
+    log_m_tot: Float[Array, ""]
+    alpha: Float[Array, ""]
+    log_r_c: Float[Array, ""]
+    units: UnitSystem = eqx.field(static=True)
+
+    def __init__(
+        self,
+        m_tot: ScalarLike = 1.0,
+        alpha: ScalarLike = 1.8,
+        r_c: ScalarLike = 1.0,
+        *,
+        G: float | None = None,
+        units=None,
+    ):
+        self.units = resolve_units(units, G, m_tot, alpha, r_c)
+        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
+        self.alpha = scalar_in_range("alpha", to_model_units("alpha", alpha, "dimensionless",
+                                                              self.units), 0.0, 3.0)
+        self.log_r_c = positive_log("r_c", r_c, "length", self.units)
+
+    @property
+    def m_tot(self):
+        return jnp.exp(self.log_m_tot)
+
+    @property
+    def r_c(self):
+        return jnp.exp(self.log_r_c)
+
+    def _potential(self, x: Position) -> Scalar:
+        return power_law_cutoff_vgl(self.G, self.m_tot, self.alpha, self.r_c, x)[0]
+
+    def _value_grad_laplacian(self, x: Position) -> VGL:
+        return power_law_cutoff_vgl(self.G, self.m_tot, self.alpha, self.r_c, x)
+
+
+@registry.potentials.register
+@final
 class LongMuraliBar(AbstractPotential):
     """Long & Murali's (1992) softened-needle bar (galpy's `SoftenedNeedleBarPotential`).
 
@@ -433,7 +528,8 @@ class LongMuraliBar(AbstractPotential):
         self.log_a = positive_log("a", a, "length", self.units)
         self.log_b = positive_log("b", b, "length", self.units)
         self.log_c = positive_log("c", c, "length", self.units)
-        self.angle = finite_scalar("angle", angle)  # radians
+        self.angle = finite_scalar(  # radians
+            "angle", to_model_units("angle", angle, "dimensionless", self.units))
 
     @property
     def m_tot(self):

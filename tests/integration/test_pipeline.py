@@ -138,7 +138,7 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["config"]["df"]["kind"] == "ffjord"
     assert metrics["accuracy"]["force"]["median"] < 0.25
-    for plot in ("residuals_radial.png", "midplane.png", "training.png"):
+    for plot in ("residuals_radial.png", "midplane.png", "profiles.png", "training.png"):
         assert (run_dir / "plots" / plot).stat().st_size > 0
 
 

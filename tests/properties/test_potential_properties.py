@@ -125,6 +125,10 @@ def _density(name, pot, x):
 
         return np.array([quad(mn, -a, a, args=(i,), epsabs=0, epsrel=1e-13, limit=200)[0]
                          / (2 * a) for i in range(len(xb))])
+    if name == "power_law_cutoff":
+        M, alpha, rc = float(pot.m_tot), float(pot.alpha), float(pot.r_c)
+        norm = M / (2 * math.pi * rc ** (3 - alpha) * math.gamma(1.5 - alpha / 2))
+        return norm * r**-alpha * np.exp(-((r / rc) ** 2))
     raise KeyError(name)
 
 

@@ -18,6 +18,7 @@ PARAMS = {
     dp.Isochrone: ("m_tot", "b"),
     dp.Kepler: ("m_tot",),
     dp.LongMuraliBar: ("m_tot", "a", "b", "c"),
+    dp.PowerLawCutoff: ("m_tot", "alpha", "r_c"),
 }
 
 

@@ -1,0 +1,345 @@
+"""Distribution-function recipes on the disk and on a cusped halo, end to end.
+
+    python benchmarks/bench_df_systems.py --system disk --variants general axisymmetric
+    python benchmarks/bench_df_systems.py --system disk8 --variants axisymmetric
+    python benchmarks/bench_df_systems.py --system halo --variants general spherical
+
+Systems:
+  disk   the paper's case (c): `dp.mocks.miyamoto_nagai_disk`, n_dyn = 128 (2^16 stars);
+  disk8  case (d): the non-stationary disk, n_dyn = 8;
+  halo   an Osipkov–Merritt NFW halo sampled by galpy (r_a = 2 r_s, truncated at 30 r_s:
+         stars over two decades in radius), with exact scores from galpy's f(Q).
+
+Variants (the DF trained by conditional flow matching, FFJORD 1 × (depth × width)):
+  general                  the 6-D flow
+  general-aug              the 6-D flow on batches transformed by the system's symmetry
+                           group (`Augmented`: axisymmetric + z-mirror / spherical)
+  axisymmetric[-q<Q>]      `AxisymmetricDF` on (ln R, asinh(z/z0), v_R, v_z, v_φ), z0 the
+                           Q-quantile of |z| (default 0.2)
+  axisymmetric-noasinh     the same with z unpreconditioned
+  axisymmetric-mirror      `AxisymmetricDF` trained on z-mirrored batches too
+  spherical                `SphericalDF` on (ln r, v_r, ln v_t)
+
+Metrics per row: training wall and CPU seconds; the stationarity residual of the flow's
+scores in the true potential (median of |∇Φ·∂ln f/∂v − v·∂ln f/∂x| / (|∇Φ||∂ln f/∂v| +
+|v||∂ln f/∂x|); 0 for exact scores; the vertical part alone for the disk); for the disk,
+the analytic Miyamoto–Nagai fits of `benchmarks/configs/case-c-mn*.toml` (mass free and fixed) and
+optionally (`--neural`) its neural-potential force/density errors; for the halo, median
+score errors against the exact scores, an analytic NFW fit (m_s, r_s free) and a
+`Spherical` neural potential's median force error at fresh stars (with the exact scores
+as the fit's floor). Each row is printed when measured; JSON and markdown go to
+benchmarks/results/df_<system>_<tag>.*
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import deeppot as dp
+from deeppot.flows import FFJORD, Augmented, AxisymmetricDF, ODESettings, SphericalDF
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import machine  # noqa: E402
+from bench_scores import cpu_seconds, map_ffjords  # noqa: E402
+
+from deeppot import pipeline  # noqa: E402
+
+HERE = Path(__file__).parent
+CONFIGS = HERE / "configs"
+RESULTS = HERE / "results"
+# the potential fits of benchmarks/reproduce.py's case (c), and its smoke-run sizes
+QUICK_FIT = ["fit.steps=100", "fit.warmup_steps=10", "fit.batch_size=512"]
+
+
+def case_config(name: str, quick: bool):
+    """The `[potential]` and `[fit]` settings of `benchmarks/configs/<name>.toml`."""
+    return pipeline.load_config(CONFIGS / f"{name}.toml", QUICK_FIT if quick else ())
+
+
+def fit_miyamoto_nagai(scores, key, quick):
+    """Case (c)'s analytic fits: (m_tot, a, b) free, and (a, b) with the mass fixed."""
+    out = {}
+    for label, name in (("free_mass", "case-c-mn"), ("fixed_mass", "case-c-mn-fixed")):
+        cfg = case_config(name, quick)
+        fitted, info = pipeline.train_potential(cfg.potential, cfg.fit, scores, key)
+        out[label] = {p: float(getattr(fitted.potential, p)) for p in ("m_tot", "a", "b")}
+        out[label]["fit"] = info
+    return out
+
+
+def disk_accuracy(model, x):
+    """Errors at disk tracers where the true density exceeds 10% of its maximum."""
+    res = dp.evaluate.residuals(model, dp.MiyamotoNagai(1.0, 1.0, 0.1), x)
+    return dp.evaluate.summarise(res, dp.evaluate.density_region(res, 0.1))
+
+CACHE = os.environ.get("DEEPPOT_BENCH_CACHE", "/tmp/deeppot_bench_cache")
+HEUN4 = ODESettings(solver=diffrax.Heun(), n_steps=4)
+
+
+def _cached(name, make):
+    os.makedirs(CACHE, exist_ok=True)
+    path = os.path.join(CACHE, name + ".npz")
+    if os.path.exists(path):
+        with np.load(path) as d:
+            return dp.PhaseSpaceCatalog(d["x"], d["v"])
+    cat = make()
+    np.savez(path, x=np.asarray(cat.x), v=np.asarray(cat.v))
+    return cat
+
+
+def load_system(system: str, n: int):
+    """(training catalogue, truth potential, held-out catalogue)."""
+    if system in ("disk", "disk8"):
+        n_dyn = 128 if system == "disk" else 8
+
+        def make(seed, m):
+            return dp.mocks.miyamoto_nagai_disk(jax.random.key(seed), m, n_dyn=n_dyn, workers=2)
+
+        train = _cached(f"{system}_{n}", lambda: make(0, n))
+        test = _cached(f"{system}_test_16384", lambda: make(1, 2**14))
+        return train, dp.MiyamotoNagai(1.0, 1.0, 0.1), test
+    from _galpy_halo import nfw_halo
+
+    train = _cached(f"halo_{n}", lambda: nfw_halo(0, n)[0])
+    test = _cached("halo_test_16384", lambda: nfw_halo(1, 2**14)[0])
+    return train, dp.NFW(1.0, 1.0), test
+
+
+def make_df(variant: str, system: str, key, width: int, depth: int, activation):
+    def flow(dim):
+        return FFJORD(key, dim=dim, n_blocks=1, width=width, depth=depth,
+                      activation=activation, chunk_size=4096)
+
+    if variant == "general":
+        return flow(6)
+    if variant == "general-aug":
+        return Augmented(flow(6), "spherical" if system == "halo" else "axisymmetric_mirror_z")
+    if variant == "spherical":
+        return SphericalDF(flow(3))
+    if variant.startswith("axisymmetric"):
+        kinds = ("log", "asinh", "identity", "identity", "identity")
+        quantile = 0.2
+        rest = variant[len("axisymmetric"):]
+        mirror = False
+        for part in filter(None, rest.split("-")):
+            if part == "noasinh":
+                kinds = ("log", "identity", "identity", "identity", "identity")
+            elif part == "mirror":
+                mirror = True
+            elif part.startswith("q"):
+                quantile = float(part[1:])
+            else:
+                raise ValueError(f"unknown variant part {part!r}")
+        df = AxisymmetricDF(flow(5), precondition=kinds, quantile=quantile)
+        return Augmented(df, "mirror_z") if mirror else df
+    raise ValueError(f"unknown variant {variant!r}")
+
+
+def stationarity_residual(truth, scores, vertical: bool):
+    """Median relative CBE residual of the scores in the true (static) potential."""
+    grad = np.asarray(truth.gradient(jnp.asarray(scores.x)))
+    v, sx, sv = np.asarray(scores.v), np.asarray(scores.dlnf_dx), np.asarray(scores.dlnf_dv)
+    out = {}
+    res = np.sum(grad * sv, -1) - np.sum(v * sx, -1)
+    scale = np.linalg.norm(grad, axis=-1) * np.linalg.norm(sv, axis=-1) + \
+        np.linalg.norm(v, axis=-1) * np.linalg.norm(sx, axis=-1)
+    out["cbe_residual"] = float(np.median(np.abs(res) / scale))
+    if vertical:
+        res_z = grad[:, 2] * sv[:, 2] - v[:, 2] * sx[:, 2]
+        scale_z = np.abs(grad[:, 2] * sv[:, 2]) + np.abs(v[:, 2] * sx[:, 2])
+        out["cbe_residual_z"] = float(np.median(np.abs(res_z) / scale_z))
+    return out
+
+
+def halo_evaluation(df, scores, test, cfg, key, exact):
+    """Score errors against galpy's exact scores, an NFW fit and a Spherical fit."""
+    w = np.asarray(test.w[:8192])
+    ex_x, ex_v = exact(w)
+    got_x, got_v = (np.asarray(a) for a in df.score(jnp.asarray(w, jnp.float32)))
+    rel = [np.linalg.norm(g - e, axis=-1) / np.linalg.norm(e, axis=-1)
+           for g, e in ((got_x, ex_x), (got_v, ex_v))]
+    r = np.linalg.norm(w[:, :3], axis=-1)
+    inner = r < 1.0
+    out = {"score_err_x": float(np.median(rel[0])), "score_err_v": float(np.median(rel[1])),
+           "score_err_x_r<1": float(np.median(rel[0][inner])),
+           "score_err_v_r<1": float(np.median(rel[1][inner]))}
+    out |= fit_halo_potentials(scores, test, cfg, key)
+    return out
+
+
+def fit_halo_potentials(scores, test, cfg, key):
+    """Analytic NFW (m_s, r_s free, started at (1.5, 2)) and Spherical MLP fits."""
+    model = dp.PotentialModel(dp.NFW(m_s=1.5, r_s=2.0))
+    fit = case_config("case-c-mn", cfg["quick"]).fit  # the disk's analytic-fit settings
+    fitted = dp.fit_potential(model, scores, dp.terms.Log(dp.terms.Stationarity()),
+                              key=key, progress=False, max_steps=fit.steps,
+                              batch_size=fit.batch_size, learning_rate=fit.learning_rate,
+                              warmup_steps=fit.warmup_steps, lr_schedule=fit.schedule,
+                              patience=fit.patience, validate_every=fit.validate_every)
+    out = {"nfw_m_s": float(fitted.potential.m_s), "nfw_r_s": float(fitted.potential.r_s)}
+    pot = dp.Spherical.mlp(key=jax.random.fold_in(key, 1), width=cfg["sph_width"], depth=3,
+                           input_scale=cfg["sph_input_scale"])
+    loss = dp.terms.Log(dp.terms.Stationarity() + dp.terms.PositiveDensity())
+    t0 = time.perf_counter()
+    fitted = dp.fit_potential(
+        dp.PotentialModel(pot), scores, loss, key=jax.random.fold_in(key, 2),
+        max_steps=cfg["sph_steps"], batch_size=2048, learning_rate=3e-3, warmup_steps=100,
+        lr_schedule="cosine", validate_every=50, progress=False)
+    res = dp.evaluate.residuals(fitted, dp.NFW(1.0, 1.0), np.asarray(test.x))
+    out["spherical_fit_s"] = round(time.perf_counter() - t0, 1)
+    out["force_err_median"] = float(np.median(res["force"]))
+    out["force_err_median_r<1"] = float(np.median(res["force"][res["r"] < 1.0]))
+    out["density_err_median"] = float(np.median(np.abs(res["density"])))
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--system", choices=("disk", "disk8", "halo"), required=True)
+    p.add_argument("--variants", nargs="+", required=True)
+    p.add_argument("--n-stars", type=int, default=2**16)
+    p.add_argument("--n-scores", type=int, default=2**18)
+    p.add_argument("--steps", type=int, default=15000, help="flow-matching steps")
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--activation", choices=("tanh", "silu"), default="tanh")
+    p.add_argument("--nll-finetune", type=int, default=0,
+                   help="steps of exact-trace maximum likelihood after flow matching")
+    p.add_argument("--neural", action="store_true",
+                   help="also fit the disk's neural potential (slow: 8000 steps)")
+    p.add_argument("--sph-steps", type=int, default=3000, help="halo Spherical fit steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-dir", default=None, help="write each trained DF here")
+    p.add_argument("--tag", default="cpu")
+    p.add_argument("--note", default="")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n_stars, args.n_scores, args.steps, args.width = 2**12, 2**12, 50, 16
+        args.sph_steps = 50
+    cfg = {"quick": args.quick, "sph_width": 64, "sph_input_scale": 3.0,
+           "sph_steps": args.sph_steps}
+    activation = {"tanh": jnp.tanh, "silu": jax.nn.silu}[args.activation]
+    train, truth, test = load_system(args.system, args.n_stars)
+    exact = None
+    if args.system == "halo":
+        from _galpy_halo import ExactScores
+
+        exact = ExactScores()
+    rows = []
+    key = jax.random.key(args.seed)
+    for i, variant in enumerate(args.variants):
+        k = jax.random.fold_in(key, i)
+        df = make_df(variant, args.system, jax.random.fold_in(k, 0), args.width, args.depth,
+                     activation)
+        t, cpu = time.perf_counter(), cpu_seconds()
+        df, hist = dp.fit_df(df, train.w, key=jax.random.fold_in(k, 1), objective="cfm",
+                             max_steps=args.steps, batch_size=2048, learning_rate=2e-3,
+                             warmup_steps=min(500, args.steps // 4), lr_schedule="cosine",
+                             validate_every=50, ema_decay=0.998, progress=False,
+                             return_history=True)
+        df = map_ffjords(df, lambda f: f.with_ode(HEUN4))
+        if args.nll_finetune:
+            df = dp.fit_df(df, train.w, key=jax.random.fold_in(k, 2), objective="nll_exact",
+                           standardise=False, max_steps=args.nll_finetune, batch_size=512,
+                           learning_rate=2e-4, warmup_steps=50, lr_schedule="cosine",
+                           ema_decay=0.99, validate_every=50, progress=False)
+        row = {"system": args.system, "variant": variant,
+               "flow": f"1x({args.depth}x{args.width} {args.activation}), {args.steps} cfm"
+                       + (f" + {args.nll_finetune} nll_exact" if args.nll_finetune else ""),
+               "train_s": round(time.perf_counter() - t, 1),
+               "train_cpu_s": round(cpu_seconds() - cpu, 1),
+               "final_val_loss": hist.val_loss[-1] if hist.val_loss else None}
+        if args.save_dir:
+            os.makedirs(args.save_dir, exist_ok=True)
+            eqx.tree_serialise_leaves(
+                os.path.join(args.save_dir, f"{args.system}_{args.tag}_{variant}.eqx"), df)
+        w_test = jnp.asarray(test.w[:8192], jnp.float32)
+        row["heldout_nll"] = float(-jnp.mean(df.log_prob(w_test)))
+        t = time.perf_counter()
+        scores = dp.sample_scores(df, jax.random.fold_in(k, 3), args.n_scores)
+        row["score_s"] = round(time.perf_counter() - t, 1)
+        row |= stationarity_residual(truth, scores, vertical=args.system != "halo")
+        if args.system == "halo":
+            row |= halo_evaluation(df, scores, test, cfg, jax.random.fold_in(k, 4), exact)
+        else:
+            row["mn_fit"] = fit_miyamoto_nagai(scores, jax.random.fold_in(k, 4), args.quick)
+            if args.neural:
+                neural = case_config("case-c", args.quick)
+                fitted, info = pipeline.train_potential(neural.potential, neural.fit, scores,
+                                                        jax.random.fold_in(k, 5))
+                row["neural"] = {"fit": info, "accuracy": disk_accuracy(
+                    fitted, jnp.asarray(test.x))}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if args.system == "halo" and not args.quick:
+        # the fit's floor: the same fits from exact scores at true stars
+        w = np.asarray(train.w)
+        ex_x, ex_v = exact(w)
+        scores = dp.ScoreSample(w[:, :3], w[:, 3:], ex_x, ex_v)
+        row = {"system": "halo", "variant": "exact scores (galpy f(Q))", "flow": "-",
+               **fit_halo_potentials(scores, test, cfg, jax.random.fold_in(key, 99))}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    write(args, rows)
+
+
+def _md(args, rows):
+    if args.system == "halo":
+        head = ("| variant | flow | train s (CPU s) | NLL | CBE resid. | err ∂x | err ∂v | "
+                "err ∂x, ∂v (r<1) | NFW m_s, r_s | Spherical force err (r<1) |")
+        lines = [head, "|" + "---|" * 10]
+        for r in rows:
+            tr = f"{r['train_s']:.0f} ({r['train_cpu_s']:.0f})" if "train_s" in r else "-"
+            nll = f"{r['heldout_nll']:.4f}" if "heldout_nll" in r else "-"
+            cbe = f"{r['cbe_residual']:.3f}" if "cbe_residual" in r else "-"
+            err = (f"{r['score_err_x']:.3f} | {r['score_err_v']:.3f} | "
+                   f"{r['score_err_x_r<1']:.3f}, {r['score_err_v_r<1']:.3f}"
+                   if "score_err_x" in r else "- | - | -")
+            lines.append(f"| {r['variant']} | {r['flow']} | {tr} | {nll} | {cbe} | {err} | "
+                         f"{r['nfw_m_s']:.3f}, {r['nfw_r_s']:.3f} | "
+                         f"{r['force_err_median']:.4f} ({r['force_err_median_r<1']:.4f}) |")
+        return "\n".join(lines)
+    head = ("| variant | flow | train s (CPU s) | NLL | CBE resid. (z) | MN free: m, a, b "
+            "| MN fixed mass: a, b | neural force / density |")
+    lines = [head, "|" + "---|" * 8]
+    for r in rows:
+        f, x = r["mn_fit"]["free_mass"], r["mn_fit"]["fixed_mass"]
+        neural = "-"
+        if "neural" in r:
+            acc = r["neural"]["accuracy"]
+            neural = f"{acc['force']['median']:.4f} / {acc['density']['median']:.4f}"
+        lines.append(
+            f"| {r['variant']} | {r['flow']} | {r['train_s']:.0f} ({r['train_cpu_s']:.0f}) | "
+            f"{r['heldout_nll']:.4f} | {r['cbe_residual']:.3f} ({r['cbe_residual_z']:.3f}) | "
+            f"{f['m_tot']:.3f}, {f['a']:.3f}, {f['b']:.4f} | {x['a']:.3f}, {x['b']:.4f} | "
+            f"{neural} |")
+    return "\n".join(lines)
+
+
+def write(args, rows):
+    os.makedirs(RESULTS, exist_ok=True)
+    stem = RESULTS / f"df_{args.system}_{args.tag}{'_quick' if args.quick else ''}"
+    command = "python benchmarks/bench_df_systems.py " + " ".join(sys.argv[1:])
+    payload = {"command": command, "note": args.note, "machine": machine(), "rows": rows}
+    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
+    table = _md(args, rows)
+    print(table)
+    stem.with_suffix(".md").write_text(
+        f"# DF recipes: {args.system} ({args.tag})\n\nCommand: `{command}`\n\n"
+        + (f"Note: {args.note}\n\n" if args.note else "") + table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""deeppot-agama: agama expansions of deeppot potentials reproduce deeppot's forces.
+
+The checks of the arguments and of the missing-agama message run without agama; the
+expansions themselves need agama (`make agama`) and skip without it.
+"""
+
+import sys
+
+import numpy as np
+import pytest
+
+import deeppot as dp
+from tests.models import ANALYTIC, exported_model
+
+deeppot_agama = pytest.importorskip("deeppot_agama")
+from deeppot_agama import to_agama  # noqa: E402
+
+FORCE_RTOL = 1e-3  # the issue's bar over the data region
+
+
+def test_registered_as_exporter():
+    assert dp.registry.exporters["agama"] is to_agama
+
+
+def test_missing_agama_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "agama", None)  # makes `import agama` fail
+    with pytest.raises(ImportError, match="make agama"):
+        to_agama(ANALYTIC["plummer"](), r_min=0.1, r_max=3.0)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    (dict(kind="spline"), "kind must be one of"),
+    (dict(source="flow"), "source must be"),
+    (dict(r_min=0.0), "r_min must be a positive number"),
+    (dict(r_min=2.0, r_max=1.0), "r_min < r_max"),
+    (dict(z_max=float("nan")), "z_max must be a positive number"),
+])
+def test_bad_arguments_are_refused_before_agama_is_needed(kwargs, match):
+    args = dict(r_min=0.1, r_max=3.0) | kwargs
+    with pytest.raises(ValueError, match=match):
+        to_agama(ANALYTIC["plummer"](), **args)
+
+
+def _region(kind, n=400, seed=0):
+    """Points of the data region: 0.1 < r < 3 (spherical) or 0.1 < R < 3, |z| < 1 (disc)."""
+    rng = np.random.default_rng(seed)
+    if kind == "multipole":
+        r = np.exp(rng.uniform(np.log(0.1), np.log(3.0), n))
+        u = rng.normal(size=(n, 3))
+        return r[:, None] * u / np.linalg.norm(u, axis=-1, keepdims=True)
+    R = np.exp(rng.uniform(np.log(0.1), np.log(3.0), n))
+    phi = rng.uniform(0, 2 * np.pi, n)
+    return np.stack([R * np.cos(phi), R * np.sin(phi), rng.uniform(-1.0, 1.0, n)], -1)
+
+
+def max_relative_force_error(expansion, pot, x):
+    """max |F_agama − F_deeppot| / |F_deeppot| over the points."""
+    ours = np.asarray(pot.acceleration(x))
+    theirs = np.asarray(expansion.force(x))
+    return float(np.max(np.linalg.norm(theirs - ours, axis=-1) / np.linalg.norm(ours, axis=-1)))
+
+
+@pytest.mark.parametrize(("name", "kind", "source"), [
+    ("plummer", "multipole", "potential"),
+    ("plummer", "multipole", "density"),
+    ("trained_spherical", "multipole", "potential"),
+    ("miyamoto_nagai", "cylspline", "potential"),
+    ("trained_axisymmetric", "cylspline", "potential"),
+])
+def test_expansion_forces_match_deeppot_over_the_data_region(name, kind, source, x64):
+    agama = pytest.importorskip("agama")
+    agama.setUnits()
+    pot = exported_model(name)
+    # the grid reaches beyond the data region so the check is not at its edge
+    expansion = to_agama(pot, kind, r_min=0.02, r_max=30.0, z_min=0.01, z_max=30.0,
+                         source=source)
+    assert max_relative_force_error(expansion, pot, _region(kind)) < FORCE_RTOL
+
+
+def test_dimensionless_model_refuses_physical_agama_units():
+    agama = pytest.importorskip("agama")
+    agama.setUnits(length=1, velocity=1, mass=1)
+    try:
+        with pytest.raises(ValueError, match="dimensionless"):
+            to_agama(ANALYTIC["plummer"](), r_min=0.1, r_max=3.0)
+    finally:
+        agama.setUnits()

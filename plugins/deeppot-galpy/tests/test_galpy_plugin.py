@@ -1,0 +1,216 @@
+"""deeppot-galpy: exported potentials equal deeppot's; galpy's analytic potentials import."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import deeppot as dp
+from tests.models import ANALYTIC, exported_model, exported_params
+
+gp = pytest.importorskip("galpy.potential")
+deeppot_galpy = pytest.importorskip("deeppot_galpy")
+from galpy.orbit import Orbit  # noqa: E402
+
+from deeppot_galpy import from_galpy, to_galpy  # noqa: E402
+
+RTOL = 1e-10
+
+_model = exported_model
+
+
+@pytest.fixture
+def cylindrical():
+    rng = np.random.default_rng(3)
+    n = 48
+    return rng.uniform(0.1, 4.0, n), rng.uniform(-2.0, 2.0, n), rng.uniform(0, 2 * np.pi, n)
+
+
+def _cartesian(R, z, phi):
+    return np.stack([R * np.cos(phi), R * np.sin(phi), z], axis=-1)
+
+
+def _close(ours, theirs):
+    theirs = np.asarray(theirs)
+    scale = np.max(np.abs(theirs)) + 1e-300
+    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=RTOL * scale)
+
+
+def test_registered_as_exporter():
+    assert dp.registry.exporters["galpy"] is to_galpy
+
+
+@pytest.mark.parametrize("name", exported_params())
+def test_exported_fields_equal_deeppot(name, cylindrical, x64):
+    pot = _model(name)
+    g = to_galpy(pot)
+    R, z, phi = cylindrical
+    x = _cartesian(R, z, phi)
+    kw = dict(phi=phi, use_physical=False)
+    _close(g(R, z, **kw), pot.potential(x))
+    grad = np.asarray(pot.gradient(x))
+    c, s = np.cos(phi), np.sin(phi)
+    _close(g.Rforce(R, z, **kw), -(grad[:, 0] * c + grad[:, 1] * s))
+    _close(g.zforce(R, z, **kw), -grad[:, 2])
+    torque = -R * (-grad[:, 0] * s + grad[:, 1] * c)
+    np.testing.assert_allclose(g.phitorque(R, z, **kw), torque,
+                               atol=RTOL * np.max(np.abs(grad)) * 4)
+    # galpy's natural units have G = 1: its density is ∇²Φ/4π = deeppot's density · G
+    _close(g.dens(R, z, **kw), np.asarray(pot.density(x)) * pot.G)
+    # one point at a time, as galpy's orbit integrators call it
+    assert g.Rforce(float(R[0]), float(z[0]), phi=float(phi[0]), use_physical=False) \
+        == pytest.approx(float(-(grad[0, 0] * c[0] + grad[0, 1] * s[0])), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", exported_params())
+def test_second_derivatives_equal_autodiff_in_cylindrical_coordinates(name, cylindrical, x64):
+    pot = _model(name)
+    g = to_galpy(pot)
+    R, z, phi = cylindrical
+
+    def phi_cyl(q):  # Φ(R, z, φ), differentiated by JAX independently of the exporter
+        return pot.potential(jnp.stack([q[0] * jnp.cos(q[2]), q[0] * jnp.sin(q[2]), q[1]]))
+
+    H = np.asarray(jax.vmap(jax.hessian(phi_cyl))(jnp.stack([R, z, phi], axis=-1)))
+    kw = dict(phi=phi, use_physical=False)
+    _close(g.R2deriv(R, z, **kw), H[:, 0, 0])
+    _close(g.z2deriv(R, z, **kw), H[:, 1, 1])
+    _close(g.Rzderiv(R, z, **kw), H[:, 0, 1])
+    scale = np.max(np.abs(H))
+    for ours, ref in ((g.phi2deriv(R, z, **kw), H[:, 2, 2]), (g.Rphideriv(R, z, **kw), H[:, 0, 2]),
+                      (g.phizderiv(R, z, **kw), H[:, 1, 2])):
+        np.testing.assert_allclose(ours, ref, rtol=RTOL, atol=RTOL * scale)
+
+
+@pytest.mark.parametrize(("name", "non_axi"), [
+    ("plummer", False), ("miyamoto_nagai", False), ("trained_spherical", False),
+    ("trained_axisymmetric", False), ("trained_neural", True), ("axisymmetric_tilted", True),
+    ("composite", True),
+])
+def test_symmetry_sets_galpy_non_axisymmetric_flag(name, non_axi):
+    assert to_galpy(_model(name)).isNonAxi is non_axi
+
+
+def _orbit_pair(pot, n_periods, steps_per_period=400):
+    """Positions of one disk orbit every period, by galpy (dop853) and by deeppot (yoshida6)."""
+    g = to_galpy(pot)
+    vc = float(g.vcirc(1.0, use_physical=False))
+    period = 2 * np.pi / vc
+    w0 = [1.0, 0.05, 0.95 * vc, 0.05, 0.02, 0.3]  # R, vR, vT, z, vz, φ
+    ts = np.arange(n_periods + 1) * period
+    o = Orbit(w0)
+    o.integrate(ts, g, method="dop853", progressbar=False)
+    galpy_x = np.stack([o.x(ts), o.y(ts), o.z(ts)], axis=-1)[1:]
+    R, vR, vT, z, vz, phi = w0
+    c, s = np.cos(phi), np.sin(phi)
+    x0 = np.array([[R * c, R * s, z]])
+    v0 = np.array([[vR * c - vT * s, vR * s + vT * c, vz]])
+    k = np.arange(1, n_periods + 1)
+    ours, _ = dp.orbits.integrate_orbits(pot, np.repeat(x0, n_periods, 0),
+                                         np.repeat(v0, n_periods, 0),
+                                         period / steps_per_period, k * steps_per_period)
+    return galpy_x, ours
+
+
+@pytest.mark.parametrize("name", [
+    "miyamoto_nagai", pytest.param("trained_axisymmetric", marks=pytest.mark.slow)])
+def test_galpy_orbit_matches_deeppot_integrator(name, x64):
+    galpy_x, ours = _orbit_pair(_model(name), n_periods=5)
+    np.testing.assert_allclose(ours, galpy_x, atol=1e-8, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["miyamoto_nagai", "trained_axisymmetric", "trained_spherical"])
+def test_galpy_orbit_matches_deeppot_integrator_for_100_dynamical_times(name, x64):
+    """100 orbital periods (the longest of a disk orbit's dynamical times) agree to 1e-8."""
+    galpy_x, ours = _orbit_pair(_model(name), n_periods=100)
+    np.testing.assert_allclose(ours, galpy_x, atol=1e-8, rtol=0)
+
+
+def test_physical_scales_are_galpy_natural_units(x64):
+    pot = ANALYTIC["miyamoto_nagai"]()
+    natural, physical = to_galpy(pot), to_galpy(pot, ro=8.0, vo=220.0)
+    assert physical.vcirc(1.0, use_physical=True) == pytest.approx(
+        220.0 * natural.vcirc(1.0, use_physical=False), rel=1e-12)
+
+
+GALPY = {
+    "PlummerPotential": lambda: gp.PlummerPotential(amp=1.3, b=0.7),
+    "HernquistPotential": lambda: gp.HernquistPotential(amp=2.0, a=0.5),
+    "NFWPotential": lambda: gp.NFWPotential(amp=3.0, a=1.7),
+    "TwoPowerSpherical_hernquist": lambda: gp.TwoPowerSphericalPotential(
+        amp=2.0, a=0.6, alpha=1, beta=4),
+    "TwoPowerSpherical_nfw": lambda: gp.TwoPowerSphericalPotential(
+        amp=2.5, a=1.2, alpha=1, beta=3),
+    "MiyamotoNagaiPotential": lambda: gp.MiyamotoNagaiPotential(amp=1.1, a=0.9, b=0.15),
+    "IsochronePotential": lambda: gp.IsochronePotential(amp=1.5, b=0.6),
+    "KeplerPotential": lambda: gp.KeplerPotential(amp=0.9),
+    "LogarithmicHaloPotential": lambda: gp.LogarithmicHaloPotential(amp=0.64, core=0.4, q=0.7),
+    "PowerSphericalPotentialwCutoff": lambda: gp.PowerSphericalPotentialwCutoff(
+        amp=0.8, alpha=1.8, rc=1.9),
+    "MWPotential2014": lambda: gp.MWPotential2014,
+    "sum": lambda: gp.PlummerPotential(amp=1.0, b=0.5) + gp.NFWPotential(amp=2.0, a=3.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GALPY))
+def test_from_galpy_reproduces_galpy(name, cylindrical, x64):
+    ref = GALPY[name]()
+    pot = from_galpy(ref)
+    R, z, phi = cylindrical
+    x = _cartesian(R, z, phi)
+    kw = dict(phi=phi, use_physical=False)
+    acc = np.asarray(pot.acceleration(x))
+    c, s = np.cos(phi), np.sin(phi)
+    _close(acc[:, 0] * c + acc[:, 1] * s, gp.evaluateRforces(ref, R, z, **kw))
+    _close(acc[:, 2], gp.evaluatezforces(ref, R, z, **kw))
+    _close(pot.density(x), gp.evaluateDensities(ref, R, z, **kw))
+    phi_ref = gp.evaluatePotentials(ref, R, z, **kw)
+    ours = np.asarray(pot.potential(x))
+    if "PowerSphericalPotentialwCutoff" in name or name == "MWPotential2014":
+        phi_ref = phi_ref - (phi_ref[0] - ours[0])  # galpy's Φ of that family has an offset
+    _close(ours, phi_ref)
+
+
+def test_from_galpy_mwpotential2014_is_a_keyed_composite():
+    mw = from_galpy(gp.MWPotential2014)
+    assert list(mw) == ["power_law_cutoff", "miyamoto_nagai", "nfw"]
+    assert float(mw["power_law_cutoff"].alpha) == pytest.approx(1.8)
+
+
+def test_from_galpy_returns_the_model_inside_an_export():
+    pot = ANALYTIC["plummer"]()
+    assert from_galpy(to_galpy(pot)) is pot
+
+
+@pytest.mark.parametrize(("bad", "error", "match"), [
+    (lambda: gp.JaffePotential(), ValueError, "JaffePotential has no deeppot family"),
+    (lambda: gp.LogarithmicHaloPotential(b=0.8), ValueError, "triaxial"),
+    (lambda: gp.TwoPowerSphericalPotential(alpha=1.5, beta=3.5), ValueError, "alpha, beta"),
+    (lambda: [], ValueError, "empty"),
+    (lambda: [gp.PlummerPotential(), "x"], TypeError, "galpy potentials"),
+])
+def test_from_galpy_refuses_what_deeppot_cannot_represent(bad, error, match):
+    with pytest.raises(error, match=match):
+        from_galpy(bad())
+
+
+def test_to_galpy_refuses_non_potentials():
+    with pytest.raises(TypeError, match="deeppot potential"):
+        to_galpy(gp.PlummerPotential())
+
+
+def test_physical_unit_system_maps_to_ro_vo(x64):
+    import astropy.units as u
+
+    pot = dp.MiyamotoNagai(m_tot=6.8e10 * u.Msun, a=3.0 * u.kpc, b=0.28 * u.kpc)  # galactic
+    g = to_galpy(pot, ro=8.0, vo=220.0)
+    R = np.array([0.5, 1.0, 1.5])  # galpy's natural units: R · 8 kpc
+    x = np.stack([R * 8.0, 0 * R, 0 * R + 0.1], -1) * u.kpc
+    want_vc = pot.circular_velocity(x * np.array([1.0, 1.0, 0.0])).to_value(u.km / u.s)
+    np.testing.assert_allclose(220.0 * g.vcirc(R, use_physical=False), want_vc, rtol=1e-12)
+    want_fz = -pot.gradient(x)[:, 2].to_value(u.km**2 / u.s**2 / u.kpc) * 8.0 / 220.0**2
+    np.testing.assert_allclose(g.zforce(R, 0.1 / 8.0, use_physical=False), want_fz, rtol=1e-12)
+    # galpy converts its density with its own G (astropy's to ~1e-5)
+    np.testing.assert_allclose(g.dens(R, 0.1 / 8.0, use_physical=True),
+                               pot.density(x).to_value(u.Msun / u.pc**3), rtol=1e-4)

@@ -1,0 +1,87 @@
+"""Every distribution function the library has, built the same way for every parametrised
+test: tiny untrained flows standardised on exact Plummer stars, so that their densities
+are plausible and cheap to evaluate."""
+
+import functools
+
+import diffrax
+import jax
+import jax.numpy as jnp
+
+from deeppot.flows import (
+    FFJORD,
+    Augmented,
+    AxisymmetricDF,
+    Ensemble,
+    ODESettings,
+    PlummerDF,
+    SphericalDF,
+    SplineFlow,
+)
+
+
+def _ode():
+    """Tight enough in float64 that the score ODE and autodiff of log_prob agree to ~1e-6;
+    the default tolerance in float32 (a tighter one only costs steps there)."""
+    tol = 1e-8 if jnp.zeros(()).dtype == jnp.float64 else 1e-5
+    return ODESettings(solver=diffrax.Dopri5(), rtol=tol, atol=tol)
+
+
+def _ffjord(seed, dim):
+    return FFJORD(jax.random.key(seed), dim=dim, n_blocks=1, width=8, depth=1, ode=_ode(),
+                  chunk_size=4096)
+
+
+def _spline(seed, dim):
+    return SplineFlow(jax.random.key(seed), dim=dim, flow_layers=2, knots=4, nn_width=8,
+                      nn_depth=1, chunk_size=4096)
+
+
+def _stars():
+    return PlummerDF(r_max=10.0).sample(jax.random.key(99), 4096)
+
+
+def _standardised(df):
+    return df.standardise(_stars())
+
+
+DFS = {
+    "plummer": lambda: PlummerDF(r_max=10.0),
+    "ffjord": lambda: _standardised(_ffjord(0, 6)),
+    "spline": lambda: _standardised(_spline(1, 6)),
+    "ensemble_prob": lambda: Ensemble(
+        [_standardised(_ffjord(2, 6)), _standardised(_spline(3, 6))], average="prob"),
+    "spherical_ffjord": lambda: _standardised(SphericalDF(_ffjord(4, 3))),
+    "spherical_spline": lambda: _standardised(SphericalDF(_spline(5, 3))),
+    "spherical_of_ensemble": lambda: SphericalDF(Ensemble(
+        [_standardised(SphericalDF(_ffjord(6, 3))).inner,
+         _standardised(SphericalDF(_spline(7, 3))).inner], average="prob")),
+    "axisymmetric_ffjord": lambda: _standardised(AxisymmetricDF(_ffjord(8, 5))),
+    "axisymmetric_spline": lambda: _standardised(AxisymmetricDF(_spline(9, 5))),
+    "augmented": lambda: _standardised(Augmented(_ffjord(10, 6), "spherical")),
+}
+
+# the symmetry each DF has exactly, by construction
+SYMMETRY = {
+    "plummer": "spherical",
+    "spherical_ffjord": "spherical",
+    "spherical_spline": "spherical",
+    "spherical_of_ensemble": "spherical",
+    "axisymmetric_ffjord": "axisymmetric",
+    "axisymmetric_spline": "axisymmetric",
+}
+
+# the relative agreement of `score` with autodiff of `log_prob` in float64: exact for
+# autodiff models; the score ODE's solver tolerance for FFJORD
+SCORE_RTOL = {name: (1e-4 if "ffjord" in name or name in ("augmented", "ensemble_prob")
+                     or name == "spherical_of_ensemble" else 1e-9) for name in DFS}
+
+
+@functools.cache
+def _build(name: str, x64: bool):
+    return DFS[name]()
+
+
+def build(name: str):
+    """The named DF, built once per float precision."""
+    return _build(name, jnp.zeros(()).dtype == jnp.float64)
