@@ -523,7 +523,7 @@ class LongMuraliBar(AbstractPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, m_tot, a, b, c)
+        self.units = resolve_units(units, G, m_tot, a, b, c, angle)
         self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
         self.log_a = positive_log("a", a, "length", self.units)
         self.log_b = positive_log("b", b, "length", self.units)
