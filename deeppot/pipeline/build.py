@@ -111,9 +111,19 @@ def build_df(cfg: DFConfig, key, *, catalog=None):
         return mocks.truth_df(catalog.meta)
     make = registry.distribution_functions[cfg.kind]
     arguments = _df_arguments(cfg)
+    reduced = {"spherical": (3, flows.SphericalDF), "axisymmetric": (5, flows.AxisymmetricDF)}
+
+    def member(k):
+        if cfg.symmetry == "none":
+            df = make(k, **arguments)
+        else:
+            dim, wrap = reduced[cfg.symmetry]
+            df = wrap(make(k, dim=dim, **arguments))
+        return df if cfg.augment == "none" else flows.Augmented(df, cfg.augment)
+
     if cfg.ensemble == 1:
-        return make(key, **arguments)
-    return flows.Ensemble([make(k, **arguments) for k in jax.random.split(key, cfg.ensemble)])
+        return member(key)
+    return flows.Ensemble([member(k) for k in jax.random.split(key, cfg.ensemble)])
 
 
 def build_model(cfg: PotentialConfig, key, *, units: str = "dimensionless"):

@@ -110,6 +110,8 @@ class RunConfig:
     seed: int = _opt(0, "int", "random seed; every stage derives its key from it", lo=0)
     x64: bool = _opt(False, "bool", "run in float64 (slower; float32 is enough for the demo)")
     progress: bool = _opt(True, "bool", "show progress bars")
+    devices: int = _opt(0, "int", "devices each batch is sharded over (0: every device JAX "
+                        "sees; 1: no sharding)", lo=0)
     units: str = _opt("dimensionless", "str", "unit system of every number of the run: "
                       "dimensionless (G = 1) or galactic (kpc, km/s, M☉, Myr)",
                       choices=("dimensionless", "galactic"))
@@ -212,6 +214,15 @@ class DFConfig:
     ema_decay: float = _opt(_api_default(fit_df, "ema_decay") or 0.0, "float",
                             "EMA of the weights (0: off)", lo=0, hi=0.99999, only=_TRAINED)
     checkpoint_every: int = _opt(500, "int", "steps between checkpoints", lo=1, only=_TRAINED)
+    symmetry: str = _opt("none", "str", "model the DF in the symmetry's reduced coordinates: "
+                         "spherical (r, v_r, v_t) or axisymmetric (R, z, v_R, v_z, v_φ), "
+                         "exact in Cartesian phase space (deeppot.flows.SphericalDF, "
+                         "AxisymmetricDF)", choices=("none", "spherical", "axisymmetric"),
+                         only=_TRAINED)
+    augment: str = _opt("none", "str", "train on batches transformed by random elements of "
+                        "a symmetry group (deeppot.flows.Augmented)",
+                        choices=("none", "spherical", "axisymmetric", "mirror_z",
+                                 "axisymmetric_mirror_z"), only=_TRAINED)
     params: dict = _opt({}, "table", "constructor arguments of a registered DF",
                         only=_OTHER_DF)
     flow_layers: int = _opt(4, "int", "spline layers", lo=1, only=("spline",))
@@ -518,6 +529,9 @@ def _cross_checks(cfg: Config, errors: list[str]) -> None:
         errors.append(f"kind = 'exact' in [df] (the mock's own analytic DF) needs a [data] "
                       f"source that records one ({', '.join(with_df)}), without observe or "
                       "selection")
+    if cfg.df.symmetry != "none" and cfg.df.augment not in ("none", "mirror_z"):
+        errors.append(f"augment = {cfg.df.augment!r} in [df] is redundant with symmetry = "
+                      f"{cfg.df.symmetry!r} (only 'mirror_z' adds to a reduced DF)")
     if cfg.df.kind != "exact" and cfg.df.objective:
         allowed = registry.distribution_functions[cfg.df.kind].objectives
         if cfg.df.objective not in allowed:

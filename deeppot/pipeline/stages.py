@@ -178,7 +178,8 @@ def check_df(df, catalog, *, n: int = 4096) -> dict[str, float]:
     return out
 
 
-def train_df(cfg: DFConfig, catalog, key, *, checkpoint_dir=None, progress: bool = False):
+def train_df(cfg: DFConfig, catalog, key, *, checkpoint_dir=None, devices=None,
+             progress: bool = False):
     """Build and train the DF of `[df]` on a catalogue, then check it (`check_df`).
 
     **Arguments:**
@@ -188,6 +189,7 @@ def train_df(cfg: DFConfig, catalog, key, *, checkpoint_dir=None, progress: bool
     - `key`: a typed key.
     - `checkpoint_dir`: directory for `df.ckpt` (`df_<i>.ckpt` per ensemble member); an
       existing checkpoint is resumed.
+    - `devices`: the devices each batch is sharded over (`deeppot.sharding.data_mesh`).
     - `progress`: show progress bars.
 
     **Returns:** `(df, summary)` with a JSON-able training summary per member.
@@ -212,8 +214,8 @@ def train_df(cfg: DFConfig, catalog, key, *, checkpoint_dir=None, progress: bool
                       lr_schedule=cfg.schedule, patience=cfg.patience,
                       validate_every=cfg.validate_every,
                       ema_decay=cfg.ema_decay or None, checkpoint_path=ckpt,
-                      checkpoint_every=cfg.checkpoint_every, progress=progress,
-                      return_history=True)
+                      checkpoint_every=cfg.checkpoint_every, devices=devices,
+                      progress=progress, return_history=True)
         if cfg.objective:
             kwargs["objective"] = cfg.objective
         out, history = fit_df(member, catalog, **kwargs)
@@ -223,7 +225,7 @@ def train_df(cfg: DFConfig, catalog, key, *, checkpoint_dir=None, progress: bool
     return df, {"members": summaries, "check": check_df(df, catalog)}
 
 
-def draw_scores(cfg: ScoresConfig, df, key, *, units: str = "dimensionless",
+def draw_scores(cfg: ScoresConfig, df, key, *, units: str = "dimensionless", devices=None,
                 progress: bool = False):
     """Draw the `[scores]` sample from a DF (`sample_scores`), corrected for the selection
     function when `[scores] selection` gives one, and check it is finite.
@@ -234,6 +236,7 @@ def draw_scores(cfg: ScoresConfig, df, key, *, units: str = "dimensionless",
     - `df`: a distribution function.
     - `key`: a typed key.
     - `units`: the run's unit system (`[run] units`), that of the selection's numbers.
+    - `devices`: the devices the draws are sharded over (`deeppot.sharding.data_mesh`).
     - `progress`: show a progress bar.
 
     **Returns:** a `ScoreSample`.
@@ -246,7 +249,7 @@ def draw_scores(cfg: ScoresConfig, df, key, *, units: str = "dimensionless",
     selection = (selection_from_description({**cfg.selection, "units": units})
                  if cfg.selection else None)
     scores = sample_scores(df, key, cfg.n, chunk_size=min(cfg.chunk_size, cfg.n),
-                           selection=selection, progress=progress)
+                           selection=selection, devices=devices, progress=progress)
     arrays = [np.asarray(a) for a in (scores.x, scores.v, scores.dlnf_dx, scores.dlnf_dv)]
     bad = ~np.all(np.concatenate([np.isfinite(a) for a in arrays], axis=1), axis=1)
     bad |= ~np.isfinite(np.asarray(scores.ln_f))
@@ -257,7 +260,7 @@ def draw_scores(cfg: ScoresConfig, df, key, *, units: str = "dimensionless",
 
 
 def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *,
-                    units: str = "dimensionless", checkpoint_path=None,
+                    units: str = "dimensionless", checkpoint_path=None, devices=None,
                     progress: bool = False):
     """Build the `[potential]` model and fit it to a score sample with the `[fit]` loss.
 
@@ -267,6 +270,7 @@ def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *
     - `scores`: a `ScoreSample`.
     - `key`: a typed key.
     - `units`: the run's unit system (`[run] units`).
+    - `devices`: the devices each batch is sharded over (`deeppot.sharding.data_mesh`).
     - `checkpoint_path`: checkpoint file (resumed if it exists).
     - `progress`: show a progress bar.
 
@@ -285,7 +289,8 @@ def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *
         warmup_steps=fit_cfg.warmup_steps, lr_schedule=fit_cfg.schedule,
         patience=fit_cfg.patience, trainable=trainable,
         validate_every=fit_cfg.validate_every, checkpoint_path=checkpoint_path,
-        checkpoint_every=fit_cfg.checkpoint_every, progress=progress, return_history=True,
+        checkpoint_every=fit_cfg.checkpoint_every, devices=devices, progress=progress,
+        return_history=True,
     )
     return model, _history_summary(history)
 
@@ -320,6 +325,11 @@ class StageContext:
     plot_dir: Path | None
     progress: bool
 
+    @property
+    def devices(self) -> int | None:
+        """`[run] devices` as `deeppot.sharding.data_mesh` takes it (`None`: every device)."""
+        return self.config.run.devices or None
+
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -342,14 +352,16 @@ def _data(ctx: StageContext):
 
 def _df(ctx: StageContext):
     df, summary = train_df(ctx.config.df, ctx.inputs["catalog"], ctx.key,
-                           checkpoint_dir=ctx.checkpoint_dir, progress=ctx.progress)
+                           checkpoint_dir=ctx.checkpoint_dir, devices=ctx.devices,
+                           progress=ctx.progress)
     return {"df": (df, {"stage": "df", "config": section_dict("df", ctx.config.df),
                         "training": summary})}
 
 
 def _scores(ctx: StageContext):
     scores = draw_scores(ctx.config.scores, ctx.inputs["df"], ctx.key,
-                         units=ctx.config.run.units, progress=ctx.progress)
+                         units=ctx.config.run.units, devices=ctx.devices,
+                         progress=ctx.progress)
     return {"scores": (scores, {"stage": "scores"})}
 
 
@@ -358,7 +370,7 @@ def _potential(ctx: StageContext):
     model, summary = train_potential(ctx.config.potential, ctx.config.fit,
                                      ctx.inputs["scores"], ctx.key,
                                      units=ctx.config.run.units, checkpoint_path=ckpt,
-                                     progress=ctx.progress)
+                                     devices=ctx.devices, progress=ctx.progress)
     return {"potential": (model, {"stage": "potential",
                                   "config": section_dict("potential", ctx.config.potential),
                                   "fit": section_dict("fit", ctx.config.fit),

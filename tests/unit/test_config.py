@@ -180,3 +180,24 @@ def test_docs_list_every_key_as_the_schema_does():
 
     doc = (Path(__file__).parents[2] / "docs" / "pipeline.md").read_text()
     assert reference_markdown() in doc
+
+
+@pytest.mark.parametrize("symmetry, augment, outer, dim", [
+    ("spherical", "none", "SphericalDF", 3),
+    ("axisymmetric", "mirror_z", "Augmented", 5),
+    ("none", "spherical", "Augmented", 6),
+])
+def test_df_symmetry_and_augmentation_build_the_wrappers(symmetry, augment, outer, dim):
+    """[df] symmetry reduces the flow's dimension; augment wraps the DF for training."""
+    from deeppot.pipeline.build import build_df
+
+    cfg = pipeline.parse_config({"df": {"kind": "ffjord", "width": 8, "depth": 1,
+                                        "symmetry": symmetry, "augment": augment,
+                                        "ensemble": 2}})
+    df = build_df(cfg.df, jax.random.key(0))
+    for member in df.members:
+        assert type(member).__name__ == outer
+        flow = member
+        while hasattr(flow, "inner"):
+            flow = flow.inner
+        assert type(flow).__name__ == "FFJORD" and flow.loc.shape == (dim,)
