@@ -34,6 +34,7 @@ from .potentials import Hernquist as Hernquist
 from .potentials import Isochrone as Isochrone
 from .potentials import Kepler as Kepler
 from .potentials import Logarithmic as Logarithmic
+from .potentials import LongMuraliBar as LongMuraliBar
 from .potentials import MiyamotoNagai as MiyamotoNagai
 from .potentials import NeuralPotential as NeuralPotential
 from .potentials import Plummer as Plummer

@@ -147,3 +147,24 @@ def scalar_in_range(name: str, value, lo: float, hi: float) -> Float[Array, ""]:
         if not lo < arr < hi:
             raise ValueError(f"parameter {name!r} must lie in ({lo:g}, {hi:g}), got {float(arr)}")
     return jnp.asarray(value, dtype=float)
+
+
+def finite_scalar(name: str, value) -> Float[Array, ""]:
+    """Validate a finite real scalar parameter (e.g. an angle) and return it as an array.
+
+    **Arguments:**
+
+    - `name`: the parameter's name, used in error messages.
+    - `value`: a real scalar.
+
+    **Returns:** the value as a 0-d floating array.
+    """
+    if _is_concrete(value):
+        arr = np.asarray(value)
+        if arr.shape != ():
+            raise ValueError(f"parameter {name!r} must be a scalar, got shape {arr.shape}")
+        if not np.isrealobj(arr) or not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(f"parameter {name!r} must be a real number, got {value!r}")
+        if not np.isfinite(arr):
+            raise ValueError(f"parameter {name!r} must be finite, got {float(arr)}")
+    return jnp.asarray(value, dtype=float)

@@ -18,6 +18,8 @@ ANALYTIC = {
     "logarithmic": lambda **kw: dp.Logarithmic(v_c=0.8, r_c=0.4, q=0.7, **kw),
     "isochrone": lambda **kw: dp.Isochrone(m_tot=1.5, b=0.6, **kw),
     "kepler": lambda **kw: dp.Kepler(m_tot=0.9, **kw),
+    "long_murali_bar": lambda **kw: dp.LongMuraliBar(m_tot=0.4, a=1.2, b=0.3, c=0.2, angle=0.7,
+                                                     **kw),
     "power_law_cutoff": lambda **kw: dp.PowerLawCutoff(m_tot=1.3, alpha=1.8, r_c=1.9, **kw),
 }
 

@@ -12,6 +12,7 @@ from ._ffjord import FFJORD as FFJORD
 from ._ffjord import FFJORDBlock as FFJORDBlock
 from ._ffjord import ODESettings as ODESettings
 from ._ffjord import TimeMLP as TimeMLP
+from ._jacobi import JacobiDF as JacobiDF
 from ._spline import SplineFlow as SplineFlow
 from ._symmetry import AbstractSymmetricDF as AbstractSymmetricDF
 from ._symmetry import Augmented as Augmented

@@ -1,5 +1,13 @@
-"""Mock catalogues with known truth: Plummer sphere, Miyamoto–Nagai disk, noise, selection."""
+"""Mock catalogues with known truth: Plummer sphere, Miyamoto–Nagai disk, barred galaxies,
+noise, selection."""
 
+from ._bar import azimuthal_circular_velocity as azimuthal_circular_velocity
+from ._bar import bar_initial_conditions as bar_initial_conditions
+from ._bar import barred_disk as barred_disk
+from ._bar import barred_potential as barred_potential
+from ._bar import corotation_radius as corotation_radius
+from ._bar import jacobi_bar as jacobi_bar
+from ._bar import lagrange_point as lagrange_point
 from ._common import describe_potential as describe_potential
 from ._common import truth_df as truth_df
 from ._common import truth_potential as truth_potential
@@ -14,6 +22,13 @@ from ._observe import sphere_mask as sphere_mask
 from ._plummer import plummer as plummer
 
 __all__ = [
+    "azimuthal_circular_velocity",
+    "bar_initial_conditions",
+    "barred_disk",
+    "barred_potential",
+    "corotation_radius",
+    "jacobi_bar",
+    "lagrange_point",
     "describe_potential",
     "disk_initial_conditions",
     "midplane_periods",

@@ -1,14 +1,25 @@
 """Shared helpers for the mock generators: keys, truth descriptions, provenance."""
 
+import inspect
 from typing import Any
 
 import jax
 import numpy as np
 
-from ..potentials import AbstractPotential, MiyamotoNagai, Plummer
+from .. import registry
+from ..potentials import AbstractPotential, CompositePotential
 
-_TRUTH_CLASSES = {"MiyamotoNagai": MiyamotoNagai, "Plummer": Plummer}
-_TRUTH_PARAMS = {"MiyamotoNagai": ("m_tot", "a", "b"), "Plummer": ("m_tot", "r_s")}
+
+def _analytic_families() -> dict[str, type]:
+    """Registered analytic families (classes, not factories of learned models) by class name."""
+    return {cls.__name__: cls for cls in registry.potentials.values()
+            if isinstance(cls, type) and issubclass(cls, AbstractPotential)
+            and "key" not in inspect.signature(cls).parameters}
+
+
+def _family_parameters(cls: type) -> tuple[str, ...]:
+    """The physical parameters of an analytic family: its constructor's, less G and units."""
+    return tuple(p for p in inspect.signature(cls).parameters if p not in ("G", "units"))
 
 
 def check_key(key: Any) -> jax.Array:
@@ -42,17 +53,25 @@ def describe_potential(potential: AbstractPotential) -> dict[str, Any]:
 
     **Arguments:**
 
-    - `potential`: a `Plummer` or `MiyamotoNagai`.
+    - `potential`: a registered analytic family (`Plummer`, `MiyamotoNagai`,
+      `LongMuraliBar`, …) or a `CompositePotential` of them.
 
     **Returns:** e.g. `{"class": "MiyamotoNagai", "m_tot": 1.0, "a": 1.0, "b": 0.1, "G": 1.0}`
     (parameters rounded to 15 significant digits, in the model's units; a model in physical
-    units adds `"units": UnitSystem.to_dict()`); `truth_potential` inverts it.
+    units adds `"units": UnitSystem.to_dict()`), or for a composite
+    `{"class": "CompositePotential", "components": {name: description, ...}}`;
+    `truth_potential` inverts it.
     """
+    if isinstance(potential, CompositePotential):
+        return {"class": "CompositePotential",
+                "components": {k: describe_potential(p) for k, p in potential.items()}}
     name = type(potential).__name__
-    if name not in _TRUTH_PARAMS:
-        raise ValueError(f"cannot describe a {name}; known: {sorted(_TRUTH_PARAMS)}")
+    families = _analytic_families()
+    if name not in families:
+        raise ValueError(f"cannot describe a {name}; known: CompositePotential, "
+                         f"{', '.join(sorted(families))}")
     desc: dict[str, Any] = {"class": name}
-    for p in _TRUTH_PARAMS[name]:
+    for p in _family_parameters(families[name]):
         # 15 significant digits undo the exp(log(·)) round trip of the stored parameters.
         desc[p] = float(f"{float(getattr(potential, p)):.15g}")
     desc["G"] = float(potential.G)
@@ -79,7 +98,8 @@ def truth_df(meta: dict[str, Any]):
     if not isinstance(desc, dict) or not hasattr(flows, str(desc.get("class"))):
         raise ValueError(f"this catalogue records no exact distribution function "
                          f"(generator {meta.get('generator', 'unknown')!r})")
-    params = {k: v for k, v in desc.items() if k != "class"}
+    params = {k: truth_potential(v) if isinstance(v, dict) and "class" in v else v
+              for k, v in desc.items() if k != "class"}  # nested potentials are rebuilt
     return getattr(flows, desc["class"])(**params)
 
 
@@ -88,15 +108,22 @@ def truth_potential(meta_or_desc: dict[str, Any]) -> AbstractPotential:
 
     **Arguments:**
 
-    - `meta_or_desc`: `catalog.meta` or `catalog.meta["truth"]`.
+    - `meta_or_desc`: `catalog.meta` or `catalog.meta["truth"]` (a `describe_potential`
+      description).
 
-    **Returns:** the potential module (e.g. `dp.MiyamotoNagai(m_tot=1, a=1, b=0.1)`).
+    **Returns:** the potential module (e.g. `dp.MiyamotoNagai(m_tot=1, a=1, b=0.1)`, or a
+    `CompositePotential`).
     """
     desc = meta_or_desc.get("truth", meta_or_desc)
-    if not isinstance(desc, dict) or desc.get("class") not in _TRUTH_CLASSES:
+    families = _analytic_families()
+    if not isinstance(desc, dict):
         raise ValueError(f"no known truth potential in {desc!r}")
-    name = desc["class"]
-    params = {p: desc[p] for p in _TRUTH_PARAMS[name]}
+    if desc.get("class") == "CompositePotential" and isinstance(desc.get("components"), dict):
+        return CompositePotential({k: truth_potential(d) for k, d in desc["components"].items()})
+    if desc.get("class") not in families:
+        raise ValueError(f"no known truth potential in {desc!r}")
+    cls = families[desc["class"]]
+    params = {p: desc[p] for p in _family_parameters(cls) if p in desc}
     if "units" in desc:
-        return _TRUTH_CLASSES[name](**params, units=desc["units"])
-    return _TRUTH_CLASSES[name](**params, G=desc.get("G", 1.0))
+        return cls(**params, units=desc["units"])
+    return cls(**params, G=desc.get("G", 1.0))

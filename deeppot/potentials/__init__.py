@@ -5,6 +5,7 @@ from ._analytic import Hernquist as Hernquist
 from ._analytic import Isochrone as Isochrone
 from ._analytic import Kepler as Kepler
 from ._analytic import Logarithmic as Logarithmic
+from ._analytic import LongMuraliBar as LongMuraliBar
 from ._analytic import MiyamotoNagai as MiyamotoNagai
 from ._analytic import Plummer as Plummer
 from ._analytic import PowerLawCutoff as PowerLawCutoff
@@ -18,3 +19,4 @@ from ._neural import Axisymmetric as Axisymmetric
 from ._neural import NeuralPotential as NeuralPotential
 from ._neural import Spherical as Spherical
 from ._neural import TanhMLP as TanhMLP
+from ._neural import axisymmetric_plus_neural as axisymmetric_plus_neural

@@ -20,7 +20,7 @@ from jaxtyping import Array, Float
 
 from .. import registry
 from .._custom_types import Position, Scalar, ScalarLike
-from .._params import positive_log, scalar_in_range, to_model_units
+from .._params import finite_scalar, positive_log, scalar_in_range, to_model_units
 from ..units import UnitSystem, resolve_units
 from ._base import AbstractPotential
 
@@ -95,6 +95,43 @@ def miyamoto_nagai_vgl(G, m, a, b, x: Position) -> VGL:
     grad = gm * inv_D32 * jnp.stack([x[0], x[1], x[2] * azeta / zeta])
     lap = gm * b * b * (a * R2 + (a + 3 * zeta) * azeta**2) * inv_sqrt_D**5 / zeta**3
     return -gm * inv_sqrt_D, grad, lap
+
+
+def long_murali_bar_vgl(G, m, a, b, c, angle, x: Position) -> VGL:
+    """Long & Murali's (1992) softened needle: a line of Miyamoto–Nagai disks along the
+    bar's long axis, in the bar's own axes rotated by `angle` about z."""
+    ca, sa = jnp.cos(angle), jnp.sin(angle)
+    xb = ca * x[0] + sa * x[1]  # coordinates along and across the bar
+    yb = -sa * x[0] + ca * x[1]
+    zeta = jnp.sqrt(x[2] ** 2 + c * c)
+    B = b + zeta
+    C = yb**2 + B**2
+    t_plus = jnp.sqrt((a + xb) ** 2 + C)
+    t_minus = jnp.sqrt((a - xb) ** 2 + C)
+    # ln[(x − a + T−)/(x + a + T+)] without cancellation: where x − a < 0 (x + a < 0) the
+    # numerator (denominator) is C / (T− + a − x) (C / (T+ − a − x)).
+    num = jnp.where(xb < a, C / (t_minus + a - xb), xb - a + t_minus)
+    den = jnp.where(xb > -a, xb + a + t_plus, C / (t_plus - a - xb))
+    gm = G * m
+    phi = gm / (2 * a) * jnp.log(num / den)
+    tsum = t_plus + t_minus
+    tprod = t_plus * t_minus
+    common = gm * (tsum - 4 * xb**2 / tsum) / (2 * tprod * C)
+    gx = 2 * gm * xb / (tprod * tsum)
+    gy = yb * common
+    gz = x[2] * common * B / zeta
+    grad = jnp.stack([ca * gx - sa * gy, sa * gx + ca * gy, gz])
+    # ∇²Φ = 4πGρ, the needle's density (the Miyamoto–Nagai density integrated along x).
+    big_a = b * yb**2 + (b + 3 * zeta) * B**2
+    k = 2 * big_a + b * C
+
+    def h(s, t):
+        return s * (3 * big_a * C + k * s * s) / t**3
+
+    lap = gm * c * c / (6 * a * C**2 * zeta**3) * (h(xb + a, t_plus) - h(xb - a, t_minus))
+    return phi, grad, lap
+
+
 
 
 def logarithmic_vgl(G, v_c, r_c, q, x: Position) -> VGL:
@@ -452,3 +489,69 @@ class PowerLawCutoff(AbstractPotential):
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return power_law_cutoff_vgl(self.G, self.m_tot, self.alpha, self.r_c, x)
+
+
+@registry.potentials.register
+@final
+class LongMuraliBar(AbstractPotential):
+    """Long & Murali's (1992) softened-needle bar (galpy's `SoftenedNeedleBarPotential`).
+
+    Φ = (G m_tot / 2a) ln[(x − a + T₋)/(x + a + T₊)], T± = sqrt((a ± x)² + y² + (b +
+    sqrt(z² + c²))²), in the bar's axes: its long axis lies at position angle `angle`
+    (radians, anticlockwise from the x axis) in the plane z = 0. It is a needle of mass
+    m_tot and half-length a smoothed by Miyamoto–Nagai disks of scales b (in-plane) and c
+    (vertical); the density is positive everywhere. Φ, ∇Φ and ∇²Φ are closed forms. The
+    potential is static: a rotating bar is this potential seen in a `RotatingFrame`, and
+    `angle` is the bar's angle at the snapshot.
+    """
+
+    log_m_tot: Float[Array, ""]
+    log_a: Float[Array, ""]
+    log_b: Float[Array, ""]
+    log_c: Float[Array, ""]
+    angle: Float[Array, ""]
+    units: UnitSystem = eqx.field(static=True)
+
+    def __init__(
+        self,
+        m_tot: ScalarLike = 1.0,
+        a: ScalarLike = 1.0,
+        b: ScalarLike = 0.1,
+        c: ScalarLike = 0.1,
+        angle: ScalarLike = 0.0,
+        *,
+        G: float | None = None,
+        units=None,
+    ):
+        self.units = resolve_units(units, G, m_tot, a, b, c, angle)
+        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
+        self.log_a = positive_log("a", a, "length", self.units)
+        self.log_b = positive_log("b", b, "length", self.units)
+        self.log_c = positive_log("c", c, "length", self.units)
+        self.angle = finite_scalar(  # radians
+            "angle", to_model_units("angle", angle, "dimensionless", self.units))
+
+    @property
+    def m_tot(self):
+        return jnp.exp(self.log_m_tot)
+
+    @property
+    def a(self):
+        return jnp.exp(self.log_a)
+
+    @property
+    def b(self):
+        return jnp.exp(self.log_b)
+
+    @property
+    def c(self):
+        return jnp.exp(self.log_c)
+
+    def _args(self):
+        return self.G, self.m_tot, self.a, self.b, self.c, self.angle
+
+    def _potential(self, x: Position) -> Scalar:
+        return long_murali_bar_vgl(*self._args(), x)[0]
+
+    def _value_grad_laplacian(self, x: Position) -> VGL:
+        return long_murali_bar_vgl(*self._args(), x)

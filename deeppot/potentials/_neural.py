@@ -374,7 +374,47 @@ class Axisymmetric(AbstractNeuralPotential):
         return _stack_features(self.features, x, self.input_scale, n)
 
 
+def axisymmetric_plus_neural(
+    *,
+    key: PRNGKeyArray,
+    width: int = 128,
+    depth: int = 3,
+    input_scale: float = 1.0,
+    free_width: int | None = None,
+    free_depth: int | None = None,
+    G: float | None = None,
+    units=None,
+):
+    """An axisymmetric network plus a free-form one: a potential that can carry a bar.
+
+    `CompositePotential(axisymmetric=Axisymmetric.mlp(...), neural_potential=
+    NeuralPotential(...))`; the free part's name is the default of `SymmetryPenalty` and
+    `AzimuthalMeanPenalty`, which keep the split between the two identifiable.
+
+    **Arguments:**
+
+    - `key`: a typed PRNG key.
+    - `width`, `depth`: the axisymmetric network's size.
+    - `input_scale`: length dividing the positions in both networks.
+    - `free_width`, `free_depth`: the free-form network's size (default: `width`, `depth`).
+    - `G`, `units`: the unit system of both parts (as for `NeuralPotential`).
+
+    **Returns:** the `CompositePotential`.
+    """
+    from ._composite import CompositePotential
+
+    k_axi, k_free = jax.random.split(key)
+    return CompositePotential(
+        axisymmetric=Axisymmetric.mlp(key=k_axi, width=width, depth=depth,
+                                      input_scale=input_scale, G=G, units=units),
+        neural_potential=NeuralPotential(key=k_free, width=free_width or width,
+                                         depth=free_depth or depth, input_scale=input_scale,
+                                         G=G, units=units),
+    )
+
+
 # `[potential] model = ...` names of the learned families (each takes a key).
 registry.potentials.register("neural")(NeuralPotential)
 registry.potentials.register("spherical")(Spherical.mlp)
 registry.potentials.register("axisymmetric")(Axisymmetric.mlp)
+registry.potentials.register("axisymmetric_plus_neural")(axisymmetric_plus_neural)

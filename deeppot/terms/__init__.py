@@ -27,6 +27,7 @@ from ._base import AbstractTerm as AbstractTerm
 from ._base import Fields as Fields
 from ._base import Log as Log
 from ._base import WeightedSum as WeightedSum
+from ._physics import AzimuthalMeanPenalty as AzimuthalMeanPenalty
 from ._physics import L2Weights as L2Weights
 from ._physics import PositiveDensity as PositiveDensity
 from ._physics import Stationarity as Stationarity

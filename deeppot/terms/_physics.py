@@ -148,3 +148,55 @@ class SymmetryPenalty(AbstractTerm):
             )
         free = jax.vmap(pot[self.component]._gradient)(batch.x)
         return jnp.mean(jnp.sum(free**2, -1)) / jnp.mean(jnp.sum(fields.grad**2, -1))
+
+
+@registry.terms.register
+@final
+class AzimuthalMeanPenalty(AbstractTerm):
+    """The axisymmetric part of the free-form component of a composite potential.
+
+    For `Axisymmetric + NeuralPotential` (`axisymmetric_plus_neural`) the split of an
+    axisymmetric field between the two parts is arbitrary. This term makes it unique
+    without biasing the total: it penalises the free part's azimuthal mean about z,
+
+        mean_x [ (1/K) Σ_k Φ_free(R_z(2πk/K) x) ]² / var_x Φ,
+
+    so the free part carries the non-axisymmetric field (a bar's, Fourier modes m ≠ 0 up
+    to aliasing at multiples of K) and the axisymmetric network the rest. Unlike
+    `SymmetryPenalty` it does not shrink the free part's genuine non-axisymmetric force.
+    It is evaluated on the first `max_points` points of the batch (K forward passes each).
+
+    **Arguments:**
+
+    - `component`: the free-form component's name.
+    - `n_phi`: K, the azimuths of the mean (odd, so that a bar's even modes do not alias
+      below 2K).
+    - `max_points`: points of the batch used.
+    """
+
+    component: str = "neural_potential"
+    n_phi: int = 7
+    max_points: int = 512
+
+    def __check_init__(self):
+        if int(self.n_phi) < 2 or int(self.max_points) < 1:
+            raise ValueError(f"n_phi must be ≥ 2 and max_points ≥ 1, got {self.n_phi}, "
+                             f"{self.max_points}")
+
+    def evaluate(self, model, batch, fields):
+        pot = model.potential
+        if not isinstance(pot, CompositePotential) or self.component not in pot:
+            names = list(pot) if isinstance(pot, CompositePotential) else type(pot).__name__
+            raise ValueError(
+                f"AzimuthalMeanPenalty needs a CompositePotential with a component "
+                f"{self.component!r}; the model's potential has {names}"
+            )
+        free = pot[self.component]
+        x = batch.x[: self.max_points]
+        angles = 2 * jnp.pi * jnp.arange(self.n_phi, dtype=x.dtype) / self.n_phi
+        c, s = jnp.cos(angles), jnp.sin(angles)
+        rotated = jnp.stack([c[:, None] * x[None, :, 0] - s[:, None] * x[None, :, 1],
+                             s[:, None] * x[None, :, 0] + c[:, None] * x[None, :, 1],
+                             jnp.broadcast_to(x[None, :, 2], (self.n_phi, x.shape[0]))], -1)
+        mean = jnp.mean(jax.vmap(jax.vmap(free._potential))(rotated), axis=0)
+        return jnp.mean(mean**2) / jnp.var(fields.phi)

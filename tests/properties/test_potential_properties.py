@@ -117,6 +117,22 @@ def _density(name, pot, x):
         return v0**2 / (4 * math.pi * q**2) * num / (Rc**2 + R2 + z**2 / q**2) ** 2
     if name == "kepler":
         return np.zeros_like(r)
+    if name == "long_murali_bar":  # a needle of Miyamoto–Nagai disks, integrated numerically
+        from scipy.integrate import quad
+
+        M, a, b, c, t = (float(getattr(pot, k)) for k in ("m_tot", "a", "b", "c", "angle"))
+        xb = np.cos(t) * x[..., 0] + np.sin(t) * x[..., 1]
+        yb = -np.sin(t) * x[..., 0] + np.cos(t) * x[..., 1]
+        zeta = np.sqrt(z**2 + c**2)
+
+        def mn(s, i):
+            R2 = (xb[i] - s) ** 2 + yb[i] ** 2
+            num = b * R2 + (b + 3 * zeta[i]) * (b + zeta[i]) ** 2
+            return c**2 * M / (4 * math.pi) * num / ((R2 + (b + zeta[i]) ** 2) ** 2.5
+                                                      * zeta[i] ** 3)
+
+        return np.array([quad(mn, -a, a, args=(i,), epsabs=0, epsrel=1e-13, limit=200)[0]
+                         / (2 * a) for i in range(len(xb))])
     if name == "power_law_cutoff":
         M, alpha, rc = float(pot.m_tot), float(pot.alpha), float(pot.r_c)
         norm = M / (2 * math.pi * rc ** (3 - alpha) * math.gamma(1.5 - alpha / 2))

@@ -16,7 +16,7 @@ from deeppot.units import DIMENSIONS, UnitSystem, galactic
 # parameters here: `test_every_family_is_covered` fails until it does).
 PARAM_DIMENSIONS = {"m_tot": "mass", "m_s": "mass", "r_s": "length", "a": "length",
                     "b": "length", "v_c": "velocity", "r_c": "length", "q": "dimensionless",
-                    "alpha": "dimensionless"}
+                    "alpha": "dimensionless", "c": "length", "angle": "dimensionless"}
 # A galactic value range and an alternative unit to state it in, per dimension.
 RANGES = {"mass": (1e8, 1e12, u.kg), "length": (0.1, 20.0, u.pc),
           "velocity": (10.0, 400.0, u.m / u.s), "dimensionless": (0.3, 1.0, u.percent)}

@@ -29,6 +29,10 @@ def _galpy(name, p):
         ),
         "isochrone": lambda: gp.IsochronePotential(amp=float(p.m_tot), b=float(p.b)),
         "kepler": lambda: gp.KeplerPotential(amp=float(p.m_tot)),
+        "long_murali_bar": lambda: gp.SoftenedNeedleBarPotential(
+            amp=float(p.m_tot), a=float(p.a), b=float(p.b), c=float(p.c), pa=float(p.angle),
+            omegab=0.0,
+        ),
         # galpy's amplitude is the density normalisation ρ = amp r^−α exp(−r²/r_c²).
         "power_law_cutoff": lambda: gp.PowerSphericalPotentialwCutoff(
             amp=float(p.m_tot) / (2 * np.pi * float(p.r_c) ** (3 - float(p.alpha))
@@ -52,6 +56,10 @@ def _gala(name, p):
         ),
         "isochrone": lambda: gp.IsochronePotential(m=float(p.m_tot), b=float(p.b), units=u),
         "kepler": lambda: gp.KeplerPotential(m=float(p.m_tot), units=u),
+        "long_murali_bar": lambda: gp.LongMuraliBarPotential(
+            m=float(p.m_tot), a=float(p.a), b=float(p.b), c=float(p.c), alpha=float(p.angle),
+            units=u,
+        ),
         "power_law_cutoff": lambda: gp.PowerLawCutoffPotential(
             m=float(p.m_tot), alpha=float(p.alpha), r_c=float(p.r_c), units=u),
     }[name]()
@@ -76,14 +84,21 @@ def test_agrees_with_galpy(name, points, x64):
     R, phi = np.hypot(x, y), np.arctan2(y, x)
     kw = dict(phi=phi, use_physical=False)
     gp = galpy_potential
-    phi, phi_galpy = pot.potential(points), gp.evaluatePotentials(ref, R, z, **kw)
+
+    def each(fn):  # point by point: some galpy forces (the needle bar's) take scalars only
+        return np.array([fn(ref, R[i], z[i], phi=phi[i], use_physical=False)
+                         for i in range(len(R))])
+
+    pot_phi, pot_phi_galpy = pot.potential(points), gp.evaluatePotentials(ref, R, z, **kw)
     if name == "power_law_cutoff":  # galpy's Φ of this family is not zero at infinity
-        phi_galpy = phi_galpy - (phi_galpy[0] - phi[0])
-    _compare(phi, phi_galpy, 1.0)
+        pot_phi_galpy = pot_phi_galpy - (pot_phi_galpy[0] - pot_phi[0])
+    _compare(pot_phi, pot_phi_galpy, 1.0)
     acc = np.asarray(pot.acceleration(points))
     a_R = (acc[:, 0] * x + acc[:, 1] * y) / R
-    _compare(a_R, gp.evaluateRforces(ref, R, z, **kw), np.max(np.abs(a_R)))
-    _compare(acc[:, 2], gp.evaluatezforces(ref, R, z, **kw), np.max(np.abs(acc[:, 2])))
+    _compare(a_R, each(gp.evaluateRforces), np.max(np.abs(a_R)))
+    _compare(acc[:, 2], each(gp.evaluatezforces), np.max(np.abs(acc[:, 2])))
+    torque = x * acc[:, 1] - y * acc[:, 0]  # −∂Φ/∂φ, zero for axisymmetric families
+    _compare(torque, each(gp.evaluatephitorques), np.max(np.abs(a_R)))
     rho = np.asarray(pot.density(points))
     _compare(rho, gp.evaluateDensities(ref, R, z, **kw), np.max(np.abs(rho)) + 1e-300)
 

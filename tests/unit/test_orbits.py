@@ -9,7 +9,13 @@ import pytest
 
 import deeppot as dp
 from deeppot import mocks
-from deeppot.orbits import LEAPFROG, YOSHIDA6, integrate_orbits, steps_for_duration
+from deeppot.orbits import (
+    LEAPFROG,
+    YOSHIDA6,
+    integrate_orbits,
+    jacobi_integral,
+    steps_for_duration,
+)
 
 
 def test_coefficients_are_consistent():
@@ -92,6 +98,8 @@ def test_bad_inputs():
         integrate_orbits(pot, np.ones((1, 3)), np.ones((1, 3)), 0.1, -1)
     with pytest.raises(ValueError, match="integers"):
         integrate_orbits(pot, np.ones((1, 3)), np.ones((1, 3)), 0.1, 1.5)
+    with pytest.raises(ValueError, match="pattern_speed"):
+        integrate_orbits(pot, np.ones((1, 3)), np.ones((1, 3)), 0.1, 1, pattern_speed=np.nan)
 
 
 def test_energy_conservation_at_the_papers_step():
@@ -132,3 +140,81 @@ def test_agrees_with_galpy_symplec6():
         kw = {"use_physical": False}
         ref = [getattr(o, c)(t[-1], **kw) for c in ("x", "y", "z", "vx", "vy", "vz")]
         np.testing.assert_allclose(np.r_[x1[i], v1[i]], ref, rtol=0, atol=1e-9)
+
+
+def _barred():
+    with jax.enable_x64(True):
+        return dp.MiyamotoNagai(1.0, 1.0, 0.2) + dp.LongMuraliBar(0.3, 1.0, 0.3, 0.2, angle=0.4)
+
+
+def _rotation_z(angle):
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+@pytest.mark.parametrize(("method", "order"), [("yoshida6", 6), ("leapfrog", 2)])
+def test_rotating_frame_jacobi_error_converges_at_the_scheme_order(method, order):
+    """In a rotating bar the Jacobi integral is the Hamiltonian: its error is bounded and
+    falls as dt^order (the free flow in the rotating frame is exact)."""
+    pot, omega = _barred(), 0.45
+    rng = np.random.default_rng(1)
+    x0 = np.c_[rng.uniform(0.3, 1.5, 8), rng.uniform(-0.5, 0.5, 8), rng.normal(0, 0.1, 8)]
+    v0 = np.c_[rng.normal(0, 0.1, 8), rng.uniform(0.3, 0.7, 8), rng.normal(0, 0.05, 8)]
+    e0 = jacobi_integral(pot, x0, v0, omega)
+    errors = []
+    for dt in (0.04, 0.02):
+        x1, v1 = integrate_orbits(pot, x0, v0, dt, int(round(40 / dt)), method=method,
+                                  pattern_speed=omega)
+        errors.append(np.max(np.abs(jacobi_integral(pot, x1, v1, omega) / e0 - 1)))
+    assert errors[1] < (1e-9 if order == 6 else 1e-4)
+    assert order - 1 < np.log2(errors[0] / errors[1]) < order + 1
+
+
+def test_rotating_frame_of_an_axisymmetric_potential_is_the_rotated_inertial_orbit():
+    """Kicks by an axisymmetric potential commute with rotations, so integrating in a
+    frame rotating at Ω is the inertial integration rotated by −Ωt, to round-off."""
+    with jax.enable_x64(True):
+        pot = dp.MiyamotoNagai(1.0, 1.0, 0.2)
+    rng = np.random.default_rng(2)
+    x0 = rng.normal(size=(6, 3)) * [1, 1, 0.2]
+    v0 = rng.normal(size=(6, 3)) * 0.3
+    dt, n, omega = 0.02, 700, -0.6
+    xi, vi = integrate_orbits(pot, x0, v0, dt, n, method="leapfrog")
+    xr, vr = integrate_orbits(pot, x0, v0, dt, n, method="leapfrog", pattern_speed=omega)
+    rot = _rotation_z(-omega * dt * n)
+    np.testing.assert_allclose(xr, xi @ rot.T, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(vr, vi @ rot.T, rtol=0, atol=1e-11)
+    # Ω = 0 is the inertial integration, bit for bit
+    x0_, v0_ = integrate_orbits(pot, x0, v0, dt, n, method="leapfrog", pattern_speed=0.0)
+    np.testing.assert_array_equal(x0_, xi)
+
+
+def test_rotating_bar_agrees_with_galpy():
+    """A rotating needle bar integrated in its own frame matches galpy's inertial orbits
+    in the time-dependent bar (SoftenedNeedleBarPotential with omegab), rotated back."""
+    pytest.importorskip("galpy")
+    from galpy.orbit import Orbit
+    from galpy.potential import MiyamotoNagaiPotential, SoftenedNeedleBarPotential
+    from galpy.util import galpyWarningVerbose
+
+    pot, omega = _barred(), 0.45
+    gpot = [MiyamotoNagaiPotential(amp=1.0, a=1.0, b=0.2),
+            SoftenedNeedleBarPotential(amp=0.3, a=1.0, b=0.3, c=0.2, pa=0.4, omegab=omega)]
+    x0 = np.array([[0.8, 0.0, 0.05], [0.0, 1.3, -0.1], [-0.5, 0.4, 0.02]])
+    v0 = np.array([[0.05, 0.55, 0.02], [-0.5, 0.05, 0.05], [-0.3, -0.4, -0.03]])
+    dt, n = 0.01, 2000
+    x1, v1 = integrate_orbits(pot, x0, v0, dt, n, pattern_speed=omega)
+    rot = _rotation_z(omega * dt * n)  # rotating axes → inertial axes at the end
+    x1, v1 = x1 @ rot.T, v1 @ rot.T
+    t = np.linspace(0, dt * n, 11)
+    for i in range(len(x0)):
+        R, phi = np.hypot(x0[i, 0], x0[i, 1]), np.arctan2(x0[i, 1], x0[i, 0])
+        vR = (x0[i, 0] * v0[i, 0] + x0[i, 1] * v0[i, 1]) / R
+        vT = (x0[i, 0] * v0[i, 1] - x0[i, 1] * v0[i, 0]) / R
+        o = Orbit([R, vR, vT, x0[i, 2], v0[i, 2], phi])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", galpyWarningVerbose)
+            o.integrate(t, gpot, method="dop853_c", progressbar=False)
+        kw = {"use_physical": False}
+        ref = [getattr(o, c)(t[-1], **kw) for c in ("x", "y", "z", "vx", "vy", "vz")]
+        np.testing.assert_allclose(np.r_[x1[i], v1[i]], ref, rtol=0, atol=1e-7)

@@ -17,6 +17,7 @@ PARAMS = {
     dp.Logarithmic: ("v_c", "r_c", "q"),
     dp.Isochrone: ("m_tot", "b"),
     dp.Kepler: ("m_tot",),
+    dp.LongMuraliBar: ("m_tot", "a", "b", "c"),
     dp.PowerLawCutoff: ("m_tot", "alpha", "r_c"),
 }
 
@@ -35,6 +36,32 @@ def test_bad_parameters_raise_naming_the_parameter(cls, bad):
     for name in PARAMS[cls]:
         with pytest.raises(ValueError, match=rf"'{name}'"):
             cls(**{name: bad})
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), [1.0, 2.0]])
+def test_bar_angle_is_any_finite_number(bad, x64):
+    pot = dp.LongMuraliBar(angle=-2.5)
+    np.testing.assert_allclose(pot.angle, -2.5, rtol=1e-15)
+    with pytest.raises(ValueError, match="'angle'"):
+        dp.LongMuraliBar(angle=bad)
+
+
+def test_bar_angle_rotates_the_bar(x64):
+    """Φ of a bar at angle θ at x equals Φ of the bar at 0 at x rotated by −θ."""
+    theta = 0.9
+    c, s = np.cos(theta), np.sin(theta)
+    rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    x = np.array([[0.7, -0.3, 0.2], [1.5, 0.4, -0.1], [-2.0, 1.0, 0.5]])
+    tilted = dp.LongMuraliBar(0.5, 1.0, 0.2, 0.3, angle=theta)
+    aligned = dp.LongMuraliBar(0.5, 1.0, 0.2, 0.3, angle=0.0)
+    np.testing.assert_allclose(tilted.potential(x @ rot.T), aligned.potential(x), rtol=1e-13)
+    np.testing.assert_allclose(tilted.gradient(x @ rot.T), aligned.gradient(x) @ rot.T,
+                               rtol=1e-12, atol=1e-14)
+    # The bar's long axis is at θ: the potential is deepest along it.
+    r = 1.0
+    along = tilted.potential(np.array([r * c, r * s, 0.0]))
+    across = tilted.potential(np.array([-r * s, r * c, 0.0]))
+    assert along < across
 
 
 def test_bad_positions_raise():
