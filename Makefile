@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-PYTEST_ARGS ?= -m "not slow" -n 2 --durations=40
+PYTEST_ARGS ?= -m "not slow" -n 2 --dist loadfile --durations=40
 
 PLUGINS := plugins/deeppot-galpy plugins/deeppot-gala plugins/deeppot-agama
 
