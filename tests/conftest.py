@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "deeppot",
-    max_examples=int(os.environ.get("DEEPPOT_HYPOTHESIS_EXAMPLES", "8")),
+    max_examples=int(os.environ.get("DEEPPOT_HYPOTHESIS_EXAMPLES", "5")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     derandomize=bool(os.environ.get("CI")),
