@@ -39,6 +39,19 @@ def to_model_units(name: str, value, dimension: str | None, units: UnitSystem | 
     return (units or dimensionless).to_value(value, dimension, f"parameter {name!r}")
 
 
+def _finite_real_scalar(name: str, value) -> np.ndarray:
+    """`value` as a 0-d array, or `ValueError` naming the parameter: not a scalar, not a
+    real number, or not finite."""
+    arr = np.asarray(value)
+    if arr.shape != ():
+        raise ValueError(f"parameter {name!r} must be a scalar, got shape {arr.shape}")
+    if not np.isrealobj(arr) or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"parameter {name!r} must be a real number, got {value!r}")
+    if not np.isfinite(arr):
+        raise ValueError(f"parameter {name!r} must be finite, got {float(arr)}")
+    return arr
+
+
 def positive_log(
     name: str, value, dimension: str | None = None, units: UnitSystem | None = None
 ) -> Float[Array, ""]:
@@ -62,13 +75,7 @@ def positive_log(
     """
     value = to_model_units(name, value, dimension, units)
     if _is_concrete(value):
-        arr = np.asarray(value)
-        if arr.shape != ():
-            raise ValueError(f"parameter {name!r} must be a scalar, got shape {arr.shape}")
-        if not np.isrealobj(arr) or not np.issubdtype(arr.dtype, np.number):
-            raise ValueError(f"parameter {name!r} must be a real number, got {value!r}")
-        if not np.isfinite(arr):
-            raise ValueError(f"parameter {name!r} must be finite, got {float(arr)}")
+        arr = _finite_real_scalar(name, value)
         if arr <= 0:
             raise ValueError(f"parameter {name!r} must be positive, got {float(arr)}")
         dtype = jnp.result_type(float)
@@ -137,13 +144,7 @@ def scalar_in_range(name: str, value, lo: float, hi: float) -> Float[Array, ""]:
     out-of-range value.
     """
     if _is_concrete(value):
-        arr = np.asarray(value)
-        if arr.shape != ():
-            raise ValueError(f"parameter {name!r} must be a scalar, got shape {arr.shape}")
-        if not np.isrealobj(arr) or not np.issubdtype(arr.dtype, np.number):
-            raise ValueError(f"parameter {name!r} must be a real number, got {value!r}")
-        if not np.isfinite(arr):
-            raise ValueError(f"parameter {name!r} must be finite, got {float(arr)}")
+        arr = _finite_real_scalar(name, value)
         if not lo < arr < hi:
             raise ValueError(f"parameter {name!r} must lie in ({lo:g}, {hi:g}), got {float(arr)}")
     return jnp.asarray(value, dtype=float)
@@ -160,11 +161,5 @@ def finite_scalar(name: str, value) -> Float[Array, ""]:
     **Returns:** the value as a 0-d floating array.
     """
     if _is_concrete(value):
-        arr = np.asarray(value)
-        if arr.shape != ():
-            raise ValueError(f"parameter {name!r} must be a scalar, got shape {arr.shape}")
-        if not np.isrealobj(arr) or not np.issubdtype(arr.dtype, np.number):
-            raise ValueError(f"parameter {name!r} must be a real number, got {value!r}")
-        if not np.isfinite(arr):
-            raise ValueError(f"parameter {name!r} must be finite, got {float(arr)}")
+        _finite_real_scalar(name, value)
     return jnp.asarray(value, dtype=float)
