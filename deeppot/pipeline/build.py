@@ -162,7 +162,8 @@ def build_loss(cfg: FitConfig):
     """The loss term described by `[fit]`.
 
     `Stationarity(alpha, form) + density_weight · PositiveDensity(beta)`, wrapped in `Log`
-    when `log = true`, plus `L2Weights(l2)` when `l2 > 0`.
+    when `log = true`, plus `L2Weights(l2)` when `l2 > 0` and
+    `azimuthal_mean · AzimuthalMeanPenalty()` when `azimuthal_mean > 0`.
 
     **Arguments:**
 
@@ -179,4 +180,6 @@ def build_loss(cfg: FitConfig):
         loss = terms.Log(loss)
     if cfg.l2 > 0:
         loss = loss + terms.L2Weights(l2=cfg.l2)
+    if cfg.azimuthal_mean > 0:
+        loss = loss + cfg.azimuthal_mean * terms.AzimuthalMeanPenalty()
     return loss

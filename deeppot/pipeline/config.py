@@ -287,6 +287,9 @@ class PotentialConfig:
     center: list = _opt([0.0, 0.0, 0.0], "vec3", "rotation centre")
     u0: list = _opt([0.0, 0.0, 0.0], "vec3", "frame velocity")
     train_frame: bool = _opt(True, "bool", "fit the frame's parameters too")
+    train_frame_params: list = _opt([], "names", "the frame's parameters fitted when "
+                                    "train_frame = true (e.g. [\"omega\"]; []: all of them)",
+                                    choices=("omega", "center", "u0"))
     fixed: list = _opt([], "names", "parameters of an analytic family held at their "
                        "initial values (e.g. [\"m_tot\"])")
     laplacian_method: str = _opt("forward", "str", "forward | hessian | hvp",
@@ -318,16 +321,23 @@ class FitConfig:
     form: str = _opt("ln_f", "str", "ln_f | f (the residual Stationarity uses)",
                      choices=("ln_f", "f"))
     log: bool = _opt(True, "bool", "minimise ln(Stationarity + λ PositiveDensity) (Eq. 13)")
+    azimuthal_mean: float = _opt(0.0, "float", "weight of AzimuthalMeanPenalty, which keeps "
+                                 "the free part of axisymmetric_plus_neural non-axisymmetric "
+                                 "(0: off)", lo=0)
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
     """`[evaluate]`: accuracy against the truth (when the catalogue records one) and plots."""
 
-    region: str = _opt("auto", "str", "auto | radial | density (auto: radial for spherical "
-                       "truths, density otherwise)", choices=("auto", "radial", "density"))
-    r_min: float = _opt(0.1, "float", "inner radius of the radial region", lo=0)
-    r_max: float = _opt(3.0, "float", "outer radius of the radial region", lo=0, lo_open=True)
+    region: str = _opt("auto", "str", "auto | radial | cylinder | density (auto: radial for "
+                       "spherical truths, density otherwise)",
+                       choices=("auto", "radial", "cylinder", "density"))
+    r_min: float = _opt(0.1, "float", "inner radius of the radial region (cylindrical R for "
+                        "cylinder)", lo=0)
+    r_max: float = _opt(3.0, "float", "outer radius of the radial region (cylindrical R for "
+                        "cylinder)", lo=0, lo_open=True)
+    z_max: float = _opt(0.3, "float", "cylinder region: largest |z|", lo=0, lo_open=True)
     density_fraction: float = _opt(0.1, "float", "density region: ρ > fraction · ρ_max",
                                    lo=0, hi=1)
     n_points: int = _opt(16384, "int", "tracer positions evaluated", lo=1)
@@ -431,7 +441,12 @@ def _check_value(where: str, kind: str, value, meta) -> tuple[Any, str | None]:
                 return value, f"{where}: parameter {k!r} must be finite, got {v!r}"
         value = _copy(value)
     choices = _choices(meta)
-    if choices is not None and value not in choices:
+    if choices is not None and kind == "names":
+        unknown = [v for v in value if v not in choices]
+        if unknown:
+            return value, (f"{where}: unknown name(s) {', '.join(map(repr, unknown))}; "
+                           f"one of {', '.join(map(repr, choices))}")
+    elif choices is not None and value not in choices:
         return value, f"{where} must be one of {', '.join(map(repr, choices))}; got {value!r}"
     lo, hi = meta["lo"], meta["hi"]
     if kind in ("int", "float"):
@@ -552,6 +567,9 @@ def _cross_checks(cfg: Config, errors: list[str]) -> None:
         else ("key", "G")
     _check_params(f"key 'params' in [potential]: {model}", registry.potentials[model],
                   cfg.potential.params, errors, exclude=exclude)
+    if cfg.potential.train_frame_params and cfg.potential.frame != "rotating":
+        errors.append("key 'train_frame_params' in [potential] names parameters of a rotating "
+                      f"frame; frame = {cfg.potential.frame!r}")
     if cfg.evaluate.r_min >= cfg.evaluate.r_max:
         errors.append(f"[evaluate] needs r_min < r_max; got r_min = {cfg.evaluate.r_min}, "
                       f"r_max = {cfg.evaluate.r_max}")
@@ -726,7 +744,7 @@ def reference_markdown() -> str:
                     "names": "array of names"}[meta["kind"]]
             choices = meta["choices"]
             if isinstance(choices, tuple):
-                kind = " \\| ".join(choices)
+                kind = ("array of: " if meta["kind"] == "names" else "") + " \\| ".join(choices)
             elif callable(choices):
                 kind = "a registered name"
             limits = []

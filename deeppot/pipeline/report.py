@@ -39,6 +39,9 @@ def _region(cfg: EvaluateConfig, truth, res):
     if kind == "radial":
         return (evaluate.radial_region(res, cfg.r_min, cfg.r_max),
                 f"r ∈ [{cfg.r_min:g}, {cfg.r_max:g}]")
+    if kind == "cylinder":
+        return (evaluate.cylinder_region(res, cfg.r_min, cfg.r_max, cfg.z_max),
+                f"R ∈ [{cfg.r_min:g}, {cfg.r_max:g}], |z| ≤ {cfg.z_max:g}")
     return (evaluate.density_region(res, cfg.density_fraction),
             f"ρ > {cfg.density_fraction:g} ρ_max")
 
@@ -69,6 +72,9 @@ def evaluate_model(cfg: EvaluateConfig, model, catalog, *, out_dir=None, truth=N
     frame = {k: np.asarray(getattr(model.frame, k)).tolist()
              for k in ("omega", "center", "u0") if hasattr(model.frame, k)}
     out["frame"] = {"type": type(model.frame).__name__, **frame}
+    true_frame = catalog.meta.get("frame")
+    if isinstance(true_frame, dict) and "omega" in true_frame and "omega" in frame:
+        out["frame"]["omega_true"] = [float(w) for w in true_frame["omega"]]
     pot = model.potential
     out["parameters"] = {
         f.name[4:]: float(np.exp(getattr(pot, f.name)))
@@ -203,7 +209,15 @@ def write_report(path: Path, cfg: Config, catalog, metrics: Mapping[str, Any]) -
         lines += ["Fitted parameters: " + ", ".join(f"{k} = {v:.4g}"
                                                     for k, v in ev["parameters"].items()), ""]
     if "omega" in ev["frame"]:
-        lines += [f"Frame Ω = {ev['frame']['omega']}", ""]
+        line = f"Frame Ω = {ev['frame']['omega']}"
+        if "omega_true" in ev["frame"]:
+            w, w_true = (np.asarray(ev["frame"][k]) for k in ("omega", "omega_true"))
+            line += f" (truth {ev['frame']['omega_true']}"
+            if np.linalg.norm(w_true) > 0:
+                line += (f"; pattern speed error "
+                         f"{np.linalg.norm(w) / np.linalg.norm(w_true) - 1:+.2%}")
+            line += ")"
+        lines += [line, ""]
     lines += ["## Training", ""]
     for i, m in enumerate(metrics["df_training"]):
         lines.append(f"- DF member {i}: {m['steps']} steps, final loss "

@@ -281,7 +281,7 @@ def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *
     k_init, k_fit = jax.random.split(key)
     model = build_model(pot_cfg, k_init, units=units)
     trainable = None
-    if not pot_cfg.train_frame or pot_cfg.fixed:
+    if not pot_cfg.train_frame or pot_cfg.train_frame_params or pot_cfg.fixed:
         trainable = _trainable(model, pot_cfg)
     model, history = train.fit_potential(
         model, scores, build_loss(fit_cfg), key=k_fit, max_steps=fit_cfg.steps,
@@ -296,14 +296,19 @@ def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *
 
 
 def _trainable(model, pot_cfg: PotentialConfig):
-    """Filter spec: every inexact array, less the frame (unless trained) and the fixed
-    parameters (`log_<name>` fields of an analytic family)."""
+    """Filter spec: every inexact array, less the frame's parameters that are not trained
+    (all of them unless `train_frame`; those not in `train_frame_params` when it names
+    some) and the fixed parameters (`log_<name>` fields of an analytic family)."""
     import equinox as eqx
 
     spec = jax.tree.map(eqx.is_inexact_array, model)
     if not pot_cfg.train_frame:
         spec = eqx.tree_at(lambda m: m.frame, spec,
                            replace=jax.tree.map(lambda _: False, spec.frame))
+    elif pot_cfg.train_frame_params:
+        for name in ("omega", "center", "u0"):
+            if name not in pot_cfg.train_frame_params:
+                spec = eqx.tree_at(lambda m: getattr(m.frame, name), spec, replace=False)
     for name in pot_cfg.fixed:
         spec = eqx.tree_at(lambda m: getattr(m.potential, f"log_{name}"), spec, replace=False)
     return spec

@@ -189,6 +189,28 @@ def test_in_plane_force_residual_and_cylinder_region(x64):
     assert "force_plane" in evaluate.summarise(res, mask)
 
 
+def test_pipeline_report_cylinder_region_and_pattern_speed(x64):
+    """`[evaluate] region = "cylinder"` summarises the tracers inside R ∈ [r_min, r_max],
+    |z| ≤ z_max, and the report carries the catalogue's true Ω next to the fitted one."""
+    from deeppot.pipeline import parse_config
+    from deeppot.pipeline.report import evaluate_model
+
+    truth = dp.MiyamotoNagai(1.0, 1.0, 0.2)
+    model = dp.PotentialModel(dp.MiyamotoNagai(1.05, 1.0, 0.2),
+                              dp.RotatingFrame(omega=[0.0, 0.0, 0.5]))
+    x = np.random.default_rng(0).normal(size=(500, 3)) * [1.0, 1.0, 0.3]
+    cat = dp.PhaseSpaceCatalog(x, np.zeros_like(x), meta={"frame": {"omega": [0, 0, 0.55]}})
+    cfg = parse_config({"evaluate": {"region": "cylinder", "r_min": 0.2, "r_max": 1.0,
+                                     "z_max": 0.3, "plots": False}}).evaluate
+    ev = evaluate_model(cfg, model, cat, truth=truth)
+    R = np.hypot(x[:, 0], x[:, 1])
+    inside = (R >= 0.2) & (R <= 1.0) & (np.abs(x[:, 2]) <= 0.3)
+    assert ev["region"] == "R ∈ [0.2, 1], |z| ≤ 0.3"
+    assert ev["accuracy"]["force"]["n"] == inside.sum()
+    np.testing.assert_allclose(ev["accuracy"]["force"]["median"], 0.05, rtol=1e-8)
+    assert ev["frame"]["omega_true"] == [0.0, 0.0, 0.55]
+
+
 def test_azimuthal_mean_penalty(x64):
     """It sees only the free part's axisymmetric field: the whole of an axisymmetric free
     part, and the monopole of a bar."""

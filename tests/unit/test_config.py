@@ -201,3 +201,47 @@ def test_df_symmetry_and_augmentation_build_the_wrappers(symmetry, augment, oute
         while hasattr(flow, "inner"):
             flow = flow.inner
         assert type(flow).__name__ == "FFJORD" and flow.loc.shape == (dim,)
+
+
+def test_rotating_frame_keys_are_checked():
+    msg = _error({"potential": {"frame": "rotating", "train_frame_params": ["omega", "spin"]}})
+    assert "key 'train_frame_params' in [potential]: unknown name(s) 'spin'" in msg
+    msg = _error({"potential": {"train_frame_params": ["omega"]}})
+    assert "names parameters of a rotating frame; frame = 'inertial'" in msg
+    assert "key 'azimuthal_mean' in [fit] must be ≥ 0" in _error({"fit": {"azimuthal_mean": -1}})
+    assert "key 'region' in [evaluate] must be one of" in _error({"evaluate": {"region": "box"}})
+
+
+def test_train_frame_params_train_only_the_named_frame_parameters():
+    """`[potential] train_frame_params = ["omega"]` moves Ω and leaves centre and u0 alone;
+    without it every frame parameter moves."""
+    import numpy as np
+
+    import deeppot as dp
+    from deeppot.pipeline import stages
+
+    scores = dp.sample_scores(dp.flows.PlummerDF(r_max=10.0), jax.random.key(0), 512)
+    start = {"model": "plummer", "frame": "rotating", "omega": [0.0, 0.0, 0.1],
+             "center": [0.05, 0.0, 0.0], "u0": [0.0, 0.02, 0.0]}
+    fit = {"steps": 5, "batch_size": 128, "warmup_steps": 0, "learning_rate": 1e-2}
+    moved = {}
+    for names in ([], ["omega"]):
+        cfg = parse_config({"potential": start | {"train_frame_params": names}, "fit": fit})
+        model, _ = stages.train_potential(cfg.potential, cfg.fit, scores, jax.random.key(1))
+        moved[tuple(names)] = {k: not np.allclose(getattr(model.frame, k), start[k])
+                               for k in ("omega", "center", "u0")}
+    assert moved[()] == {"omega": True, "center": True, "u0": True}
+    assert moved[("omega",)] == {"omega": True, "center": False, "u0": False}
+
+
+def test_azimuthal_mean_adds_the_penalty_to_the_loss():
+    from deeppot import terms
+    from deeppot.pipeline.build import build_loss
+
+    plain = build_loss(parse_config({}).fit)
+    assert not any(isinstance(t, terms.AzimuthalMeanPenalty) for t in getattr(plain, "terms", ()))
+    loss = build_loss(parse_config({"fit": {"azimuthal_mean": 0.5}}).fit)
+    assert isinstance(loss, terms.WeightedSum)
+    pairs = [(w, t) for w, t in zip(loss.weights, loss.terms)
+             if isinstance(t, terms.AzimuthalMeanPenalty)]
+    assert [w for w, _ in pairs] == [0.5]
