@@ -1,6 +1,7 @@
 """Pipeline configs are validated up front, with messages that name the section and key."""
 
 import tomllib
+from pathlib import Path
 
 import jax
 import pytest
@@ -128,9 +129,15 @@ def test_file_errors(tmp_path):
         load_config(bad)
 
 
-@pytest.mark.parametrize("name", ["demo", "demo-quick", "disk"])
-def test_shipped_configs_validate_and_round_trip(name):
-    cfg = load_config(pipeline.default_config_path(name))
+_CASES = sorted((Path(__file__).parents[2] / "benchmarks" / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", [*(pipeline.default_config_path(n) for n in
+                                    ("demo", "demo-quick", "disk")), *_CASES],
+                         ids=lambda p: Path(p).stem)
+def test_shipped_configs_validate_and_round_trip(path):
+    """The shipped configs and the reproduction cases' configs validate and round-trip."""
+    cfg = load_config(path)
     again = parse_config(tomllib.loads(pipeline.dumps_toml(cfg.to_dict())))
     assert again == cfg
 
