@@ -181,8 +181,6 @@ def test_cli_parses_every_subcommand():
 def test_docs_list_every_key_as_the_schema_does():
     """docs/pipeline.md's key tables are the schema's (regenerate them with
     `python -c "import deeppot.pipeline.config as c; print(c.reference_markdown())"`)."""
-    from pathlib import Path
-
     from deeppot.pipeline.config import reference_markdown
 
     doc = (Path(__file__).parents[2] / "docs" / "pipeline.md").read_text()
