@@ -1,0 +1,126 @@
+"""Actions in a learned potential, by agama: the Miyamoto–Nagai reproduction case (issue 16).
+
+    deeppot run deeppot/configs/disk.toml --run-dir runs/disk      # the case (~30 CPU-min)
+    python benchmarks/bench_agama_actions.py --run runs/disk [--n 1000]
+
+For `n` stars of the case's catalogue inside the accuracy region (ρ > 10% ρ_max), agama's
+action finder (Stäckel fudge, no interpolation) computes (J_R, J_z, J_φ) in
+
+- the true potential, agama's own analytic `MiyamotoNagai` (the reference);
+- the true potential exported by `to_agama` (a CylSpline of deeppot's Φ): the export's own
+  error, isolated;
+- the learned potential of the run, exported the same way: what a user gets;
+- the truth with every force scaled by 1 + ε, ε the learned potential's median force error
+  at these stars: the action error a force error of that size implies, for comparison.
+
+Each row gives the median and 84th percentile of |ΔJ|/J over the stars. Results go to
+`benchmarks/results/agama_actions.{json,md}`. Needs agama (`make agama`).
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import deeppot as dp  # noqa: E402
+from deeppot import evaluate, mocks  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+GRID = dict(r_min=0.02, r_max=30.0, z_min=0.01, z_max=30.0)  # beyond the data on all sides
+
+
+def action_errors(J, J_ref):
+    """Median and p84 of |ΔJ|/|J| per action (J_R, J_z, J_φ)."""
+    rel = np.abs(J - J_ref) / np.abs(J_ref)
+    return {name: {"median": float(np.median(rel[:, i])),
+                   "p84": float(np.percentile(rel[:, i], 84))}
+            for i, name in enumerate(("J_R", "J_z", "J_phi"))}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", required=True, help="run directory of the disk case")
+    ap.add_argument("--n", type=int, default=1000, help="stars")
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args()
+    jax.config.update("jax_enable_x64", True)
+    import agama
+
+    from deeppot_agama import to_agama
+
+    agama.setUnits()
+    run = Path(args.run)
+    cat = dp.PhaseSpaceCatalog.load(run / "catalog.npz")
+    model, _ = dp.load_model(run / "potential.eqx")
+    learned = model.potential
+    truth = mocks.truth_potential(cat.meta)
+    if not isinstance(truth, dp.MiyamotoNagai):
+        raise SystemExit(f"{run}: the catalogue's truth is {type(truth).__name__}, not the "
+                         "Miyamoto–Nagai case")
+    res = evaluate.residuals(model, truth, np.asarray(cat.x))
+    inside = np.flatnonzero(evaluate.density_region(res, 0.1))[: args.n]
+    x, v = np.asarray(cat.x)[inside], np.asarray(cat.v)[inside]
+    w = np.concatenate([x, v], axis=1)
+    eps = float(np.median(res["force"][inside]))
+    print(f"{len(inside)} stars in ρ > 0.1 ρ_max; learned median force error ε = {eps:.4f}",
+          flush=True)
+
+    t0 = time.perf_counter()
+    potentials = {
+        "true (agama MiyamotoNagai)": agama.Potential(
+            type="MiyamotoNagai", mass=float(truth.m_tot), scaleRadius=float(truth.a),
+            scaleHeight=float(truth.b)),
+        "true, exported by to_agama": to_agama(truth, "cylspline", **GRID),
+        "learned, exported by to_agama": to_agama(learned, "cylspline", **GRID),
+        "true with forces × (1 + ε)": agama.Potential(
+            type="MiyamotoNagai", mass=float(truth.m_tot) * (1 + eps),
+            scaleRadius=float(truth.a), scaleHeight=float(truth.b)),
+    }
+    build_s = time.perf_counter() - t0
+    actions = {}
+    for name, pot in potentials.items():
+        t0 = time.perf_counter()
+        actions[name] = np.asarray(agama.ActionFinder(pot, interp=False)(w))
+        print(f"{name}: actions of {len(w)} stars in {time.perf_counter() - t0:.1f} s",
+              flush=True)
+    ref = actions["true (agama MiyamotoNagai)"]
+    bound = np.all(np.isfinite(np.concatenate(list(actions.values()), axis=1)), axis=1)
+    rows = {name: action_errors(J[bound], ref[bound])
+            for name, J in actions.items() if J is not ref}
+    force = {}
+    for name, key in (("true, exported by to_agama", "true"),
+                      ("learned, exported by to_agama", "learned")):
+        ours = np.asarray((truth if key == "true" else learned).acceleration(x))
+        theirs = np.asarray(potentials[name].force(x))
+        force[name] = float(np.median(np.linalg.norm(theirs - ours, axis=-1)
+                                      / np.linalg.norm(ours, axis=-1)))
+    out = {"run": str(run), "n_stars": int(len(inside)), "n_finite": int(bound.sum()),
+           "learned_median_force_error": eps, "expansion_build_s": round(build_s, 1),
+           "export_force_error_vs_its_source": force, "action_errors": rows,
+           "command": "python benchmarks/bench_agama_actions.py " + " ".join(sys.argv[1:])}
+    lines = [f"Command: `{out['command']}`", "",
+             f"{out['n_stars']} stars of `{run}` in ρ > 0.1 ρ_max ({out['n_finite']} with "
+             f"finite actions in every potential); the learned potential's median force "
+             f"error there ε = {100 * eps:.2f}%. Expansion force error against its source "
+             "(median): " + ", ".join(f"{k} {v:.1e}" for k, v in force.items()) + ".", "",
+             "| actions in | J_R median (p84) | J_z median (p84) | J_φ median |",
+             "|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {100 * r['J_R']['median']:.3g}% "
+                     f"({100 * r['J_R']['p84']:.3g}%) | {100 * r['J_z']['median']:.3g}% "
+                     f"({100 * r['J_z']['p84']:.3g}%) | {100 * r['J_phi']['median']:.2g}% |")
+    print("\n".join(lines), flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    tag = "agama_actions" + args.tag
+    (RESULTS / f"{tag}.json").write_text(json.dumps(out, indent=2) + "\n")
+    (RESULTS / f"{tag}.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
