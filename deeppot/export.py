@@ -8,7 +8,8 @@ new array length rarely means a new compilation) in chunks (so any number of poi
 memory).
 
 `symmetry(potential)` says whether a potential is spherical, axisymmetric about ẑ or neither
-(exporters use it for galpy's `isNonAxi` and agama's `symmetry=`), and `unit_system` reads
+(exporters use it for galpy's `isNonAxi` and agama's `symmetry=`), `mirror_symmetric_z`
+whether it is even in z (agama's axisymmetry assumes it), and `unit_system` reads
 the physical unit system a potential carries, if any (`None` for a dimensionless model).
 """
 
@@ -31,18 +32,21 @@ from .potentials import (
     Isochrone,
     Kepler,
     Logarithmic,
+    LongMuraliBar,
     MiyamotoNagai,
     Plummer,
     PowerLawCutoff,
     Spherical,
 )
 
-__all__ = ["FieldEvaluator", "Symmetry", "as_float64", "symmetry", "unit_system"]
+__all__ = ["FieldEvaluator", "Symmetry", "as_float64", "mirror_symmetric_z", "symmetry",
+           "unit_system"]
 
 Symmetry = Literal["spherical", "axisymmetric", "none"]
 _ORDER: dict[str, int] = {"spherical": 2, "axisymmetric": 1, "none": 0}
 _SPHERICAL = (Plummer, Hernquist, NFW, Isochrone, Kepler, PowerLawCutoff, Spherical)
 _AXISYMMETRIC = (MiyamotoNagai, Logarithmic)
+_EVEN_IN_Z = (*_SPHERICAL, *_AXISYMMETRIC, LongMuraliBar)  # a bar in the plane z = 0
 
 
 def as_float64(tree):
@@ -78,6 +82,28 @@ def symmetry(potential: AbstractPotential) -> Symmetry:
         return "axisymmetric" if axis[0] == 0 and axis[1] == 0 and axis[2] > 0 else "none"
     declared = getattr(type(potential), "symmetry", None)
     return declared if declared in _ORDER else "none"
+
+
+def mirror_symmetric_z(potential: AbstractPotential) -> bool:
+    """Whether Φ(x, y, −z) = Φ(x, y, z) is known to hold.
+
+    True for the spherical families and networks, the axisymmetric analytic families and a
+    `LongMuraliBar` (in the plane z = 0); a `CompositePotential` is mirror-symmetric when
+    all its components are; an `Axisymmetric` network (a function of R² and z) and a
+    free-form network are not, and neither is a family that does not declare
+    `symmetry = "spherical"`.
+
+    **Arguments:**
+
+    - `potential`: a deeppot potential.
+
+    **Returns:** a bool.
+    """
+    if isinstance(potential, CompositePotential):
+        return all(mirror_symmetric_z(p) for p in potential.values())
+    if isinstance(potential, _EVEN_IN_Z):
+        return True
+    return getattr(type(potential), "symmetry", None) == "spherical"
 
 
 def unit_system(potential: AbstractPotential) -> Any | None:

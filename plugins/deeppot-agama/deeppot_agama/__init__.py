@@ -20,7 +20,8 @@ from deeppot import registry
 if TYPE_CHECKING:
     from deeppot.potentials import AbstractPotential
 
-__all__ = ["AGAMA_SYMMETRY", "DEFAULTS", "import_agama", "register", "to_agama"]
+__all__ = ["AGAMA_SYMMETRY", "AXISYMMETRIC_NOT_MIRRORED", "DEFAULTS", "import_agama", "register",
+           "to_agama"]
 __version__ = "0.1.0.dev0"
 
 INSTALL_HINT = (
@@ -31,8 +32,13 @@ INSTALL_HINT = (
     "pip install dist/agama-*.whl). See plugins/deeppot-agama/README.md."
 )
 
-# deeppot.export.symmetry → agama's symmetry codes
+# deeppot.export.symmetry → agama's symmetry codes. agama's "a"xisymmetry includes the
+# mirror z → −z; a potential axisymmetric about ẑ but not even in z (a learned
+# `Axisymmetric` network) gets agama's bit code for reflections in x and y plus rotation
+# about z (1 | 2 | 16), so that its odd part in z is kept.
 AGAMA_SYMMETRY = {"spherical": "s", "axisymmetric": "a", "none": "n"}
+AXISYMMETRIC_NOT_MIRRORED = str(1 | 2 | 16)
+_LETTER_BITS = {"s": 63, "a": 31, "t": 15, "b": 12, "r": 8, "n": 0}  # agama's coord.h
 
 # grid and order defaults per expansion kind (enough for 1e-3 forces on smooth models)
 DEFAULTS: dict[str, dict[str, int]] = {
@@ -109,8 +115,9 @@ def to_agama(
       is set to (for a dimensionless model, the model's units).
     - `z_min`, `z_max`: the vertical extent of a CylSpline grid (default `r_min`, `r_max`).
     - `source`: `"potential"` or `"density"`.
-    - `symmetry`: agama's symmetry code; default from `deeppot.export.symmetry`
-      (`"s"`pherical, `"a"`xisymmetric or `"n"`one).
+    - `symmetry`: agama's symmetry code (a name or its bit code); default from
+      `deeppot.export.symmetry` and `deeppot.export.mirror_symmetric_z` (`"s"`pherical,
+      `"a"`xisymmetric and even in z, `AXISYMMETRIC_NOT_MIRRORED`, or `"n"`one).
     - `grid_size_R`, `grid_size_z`, `l_max`, `m_max`: grid sizes and expansion orders
       (defaults in `DEFAULTS`; `l_max`/`m_max` drop to 0 where the symmetry allows).
 
@@ -120,7 +127,7 @@ def to_agama(
     unknown `kind`/`source`, a bad grid, or units that do not match agama's current units
     (`agama.setUnits`).
     """
-    from deeppot.export import FieldEvaluator
+    from deeppot.export import FieldEvaluator, mirror_symmetric_z
 
     if kind not in DEFAULTS:
         raise ValueError(f"kind must be one of {sorted(DEFAULTS)}, got {kind!r}")
@@ -136,7 +143,16 @@ def to_agama(
                          f"z: [{z_min}, {z_max}]")
     agama = import_agama()
     fields = FieldEvaluator(potential)
-    sym = AGAMA_SYMMETRY[fields.symmetry] if symmetry is None else symmetry
+    if symmetry is not None:
+        sym = str(symmetry)
+    elif fields.symmetry == "axisymmetric" and not mirror_symmetric_z(potential):
+        sym = AXISYMMETRIC_NOT_MIRRORED
+    else:
+        sym = AGAMA_SYMMETRY[fields.symmetry]
+    bits = _LETTER_BITS.get(sym[:1].lower()) if not sym.isdigit() else int(sym)
+    if bits is None:
+        raise ValueError(f"unknown agama symmetry {symmetry!r}; a name (s, a, t, b, r, n) or "
+                         "agama's bit code")
     factors = _unit_factors(agama, potential)
     length, velocity, mass = (1.0, 1.0, 1.0) if factors is None else factors
 
@@ -159,9 +175,9 @@ def to_agama(
     opts = dict(DEFAULTS[kind])
     opts.update({k: v for k, v in (("grid_size_R", grid_size_R), ("grid_size_z", grid_size_z),
                                    ("l_max", l_max), ("m_max", m_max)) if v is not None})
-    axisymmetric = sym[:1].lower() in ("s", "a")
+    axisymmetric = bool(bits & 16)
     if kind == "multipole":
-        l_max_ = 0 if sym[:1].lower() == "s" else opts["l_max"]
+        l_max_ = 0 if bits & 32 else opts["l_max"]
         return agama.Potential(type="Multipole", symmetry=sym, gridSizeR=opts["grid_size_R"],
                                rmin=r_min, rmax=r_max, lmax=l_max_,
                                mmax=0 if axisymmetric else min(opts["m_max"], l_max_), **src)
