@@ -218,25 +218,23 @@ def test_rotating_frame_keys_are_checked():
 
 
 def test_train_frame_params_train_only_the_named_frame_parameters():
-    """`[potential] train_frame_params = ["omega"]` moves Ω and leaves centre and u0 alone;
-    without it every frame parameter moves."""
+    """`[potential] train_frame_params = ["omega"]` moves Ω and leaves the centre and u0
+    alone (without it, train_frame = true trains all three)."""
     import numpy as np
 
     import deeppot as dp
     from deeppot.pipeline import stages
 
-    scores = dp.sample_scores(dp.flows.PlummerDF(r_max=10.0), jax.random.key(0), 512)
+    scores = dp.sample_scores(dp.flows.PlummerDF(r_max=10.0), jax.random.key(0), 256)
     start = {"model": "plummer", "frame": "rotating", "omega": [0.0, 0.0, 0.1],
              "center": [0.05, 0.0, 0.0], "u0": [0.0, 0.02, 0.0]}
-    fit = {"steps": 5, "batch_size": 128, "warmup_steps": 0, "learning_rate": 1e-2}
-    moved = {}
-    for names in ([], ["omega"]):
-        cfg = parse_config({"potential": start | {"train_frame_params": names}, "fit": fit})
-        model, _ = stages.train_potential(cfg.potential, cfg.fit, scores, jax.random.key(1))
-        moved[tuple(names)] = {k: not np.allclose(getattr(model.frame, k), start[k])
-                               for k in ("omega", "center", "u0")}
-    assert moved[()] == {"omega": True, "center": True, "u0": True}
-    assert moved[("omega",)] == {"omega": True, "center": False, "u0": False}
+    cfg = parse_config({"potential": start | {"train_frame_params": ["omega"]},
+                        "fit": {"steps": 3, "batch_size": 128, "warmup_steps": 0,
+                                "learning_rate": 1e-2}})
+    model, _ = stages.train_potential(cfg.potential, cfg.fit, scores, jax.random.key(1))
+    moved = {k: not np.allclose(getattr(model.frame, k), start[k])
+             for k in ("omega", "center", "u0")}
+    assert moved == {"omega": True, "center": False, "u0": False}
 
 
 def test_azimuthal_mean_adds_the_penalty_to_the_loss():

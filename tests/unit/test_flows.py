@@ -1,5 +1,6 @@
 """Distribution-function models: invariants, exact Plummer DF, flows as bijections."""
 
+import functools
 import inspect
 import math
 
@@ -163,19 +164,22 @@ def test_2d_density_integrates_to_one(kind, x64):
 # ----------------------------------------------------------------------------- DF interface
 
 
-def _dfs():
+@functools.cache
+def _df(name):
+    """One of the three tiny DFs with a random standardisation, built once per session
+    (building a spline flow dispatches many small eager ops: seconds each time)."""
     key = jax.random.key(6)
-    return {
-        "ffjord": _random_standardisation(_tiny_ffjord(key), key),
-        "spline": _random_standardisation(_tiny_spline(key), key),
-        "maf": _random_standardisation(_tiny_spline(key, "autoregressive"), key),
-    }
+    build = {"ffjord": lambda: _tiny_ffjord(key),
+             "spline": lambda: _tiny_spline(key),
+             "maf": lambda: _tiny_spline(key, "autoregressive")}[name]
+    with jax.enable_x64(False):  # float32 whichever test asks first (float64 tests cast)
+        return _random_standardisation(build(), key)
 
 
 @pytest.mark.parametrize("name", ["ffjord", "spline", "maf"])
 def test_score_matches_finite_differences(name, x64):
     df = jax.tree.map(
-        lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a, _dfs()[name]
+        lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a, _df(name)
     )
     w = df.loc + df.scale * jax.random.normal(jax.random.key(7), (5, 6), jnp.float64)
     dx, dv = df.score(w)
@@ -191,7 +195,7 @@ def test_score_matches_finite_differences(name, x64):
 @pytest.mark.slow  # test_sample_and_score_in_several_chunks covers chunked evaluation
 @pytest.mark.parametrize("name", ["ffjord", "spline"])
 def test_chunking_and_shapes(name):
-    df = _dfs()[name]
+    df = _df(name)
     w = df.loc + df.scale * jax.random.normal(jax.random.key(8), (2, 5, 6))
     lp = df.log_prob(w)
     assert lp.shape == (2, 5)
@@ -210,7 +214,7 @@ def test_chunking_and_shapes(name):
 
 @pytest.mark.parametrize("name", ["ffjord", "spline"])
 def test_sample_and_log_prob_consistent(name):
-    df = _dfs()[name]
+    df = _df(name)
     w, lp = df.sample_and_log_prob(jax.random.key(9), 7)
     assert w.shape == (7, 6)
     np.testing.assert_allclose(lp, df.log_prob(w), rtol=1e-3, atol=1e-3)
@@ -219,7 +223,7 @@ def test_sample_and_log_prob_consistent(name):
 
 @pytest.mark.slow
 def test_ffjord_with_ode_and_flowjax_distribution():
-    df = _dfs()["ffjord"]
+    df = _df("ffjord")
     fixed = df.with_ode(ODESettings(solver=diffrax.Tsit5(), n_steps=20))
     assert all(b.ode.n_steps == 20 for b in fixed.blocks)
     u = jax.random.normal(jax.random.key(10), (4, 6))
@@ -231,7 +235,7 @@ def test_ffjord_with_ode_and_flowjax_distribution():
 
 @pytest.mark.slow  # the objectives also train in test_train and the pipeline tests
 def test_ffjord_training_objectives_finite():
-    df = _dfs()["ffjord"].with_ode(ODESettings(solver=diffrax.Tsit5(), n_steps=3))
+    df = _df("ffjord").with_ode(ODESettings(solver=diffrax.Tsit5(), n_steps=3))
     w = df.sample(jax.random.key(11), 16)
     for objective in FFJORD.objectives:
         loss, grads = eqx.filter_value_and_grad(lambda d: d.train_loss(w, jax.random.key(0),
@@ -321,7 +325,7 @@ def test_ode_first_step_and_step_count(x64):
     assert int(fixed.solve(field, y1, 1.0, 0.0, dt0=0.9, return_steps=True)[1]) == 5
 
 
-@pytest.mark.slow  # test_sample_and_score_in_several_chunks[ffjord] checks it to 1e-3
+@pytest.mark.slow  # test_score_ode_with_fixed_steps_is_as_accurate_as_autodiff checks it to 1e-2
 def test_ffjord_score_ode_equals_autodiff(x64):
     key = jax.random.key(22)
     df = FFJORD(key, n_blocks=2, width=16, depth=2, ode=TIGHT, dtype=jnp.float64)
@@ -351,7 +355,7 @@ def test_ffjord_score_ode_equals_autodiff(x64):
 
 @pytest.mark.parametrize("name", ["spline", "ffjord"])
 def test_sample_and_score_in_several_chunks(name):
-    df = _dfs()[name].with_chunk_size(4)  # 11 points: three chunks through lax.map
+    df = _df(name).with_chunk_size(4)  # 11 points: three chunks through lax.map
     w, lp, dx, dv = df.sample_and_score(jax.random.key(25), 11)
     assert w.shape == (11, 6) and lp.shape == (11,) and dx.shape == dv.shape == (11, 3)
     assert np.unique(np.asarray(w[:, 0])).size == 11  # every chunk draws its own points
@@ -378,7 +382,7 @@ def test_ensemble_of_ffjords_sample_and_score():
 @pytest.mark.slow
 def test_score_ode_with_fixed_steps_is_as_accurate_as_autodiff(x64):
     df = jax.tree.map(lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a,
-                      _dfs()["ffjord"])
+                      _df("ffjord"))
     w = df.loc + df.scale * jax.random.normal(jax.random.key(33), (50, 6), jnp.float64)
     exact = jnp.concatenate(df.score(w), -1)  # TIGHT tolerances: the flow's own score
     heun = df.with_ode(ODESettings(solver=diffrax.Heun(), n_steps=4))
@@ -388,6 +392,9 @@ def test_score_ode_with_fixed_steps_is_as_accurate_as_autodiff(x64):
         return float(jnp.max(jnp.linalg.norm(s - exact, axis=-1) / jnp.linalg.norm(exact, axis=-1)))
 
     e_ode, e_auto = err(heun), err(heun.with_score_method("autodiff"))
+    # autodiff of the coarse log-density agrees with the tight score ODE (so the score ODE
+    # is right), and the coarse score ODE is as close as that autodiff
+    assert e_auto < 1e-2
     assert 0 < e_ode < 2 * e_auto and e_ode < 1e-2  # measured 1.36e-3 vs 1.32e-3
 
 

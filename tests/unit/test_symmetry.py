@@ -208,7 +208,7 @@ def test_precondition_and_wrapper_errors():
     with pytest.raises(TypeError, match="trainable"):
         Augmented(PlummerDF(), "spherical")
     with pytest.raises(ValueError, match="group"):
-        Augmented(SplineFlow(jax.random.key(0), nn_width=4, nn_depth=1), "cubic")
+        Augmented(ffjord3, "cubic")
     with pytest.raises(ValueError, match="group"):
         symmetry_transform(jax.random.key(0), jnp.ones((2, 6)), "cubic")
 
