@@ -104,7 +104,7 @@ def run_batch(log2, methods, repeats, precision, emit):
     n = 2**log2
     data = scores(jax.random.key(log2), 4 * n)
     x = data.x[:n]
-    pot = dp.NeuralPotential(key=jax.random.key(0), width=WIDTH, depth=DEPTH)
+    pot = dp.NeuralPotential(key=jax.random.key(0), width=WIDTH, depth=DEPTH, features=("x",))
     calls = {}
     for m in methods:
         model = dp.PotentialModel(pot, laplacian_method=m)

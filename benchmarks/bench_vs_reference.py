@@ -54,7 +54,7 @@ def deeppot_child(log2: int, reps: int, warmup: int) -> dict:
     import deeppot as dp
 
     n = 2**log2
-    pot = dp.NeuralPotential(key=jax.random.key(0), width=512, depth=4)
+    pot = dp.NeuralPotential(key=jax.random.key(0), width=512, depth=4, features=("x",))
     step, args = fit_potential_step(dp.PotentialModel(pot), scores(jax.random.key(log2), 4 * n), n)
     calls = {"step": (step, args), **matmul_floor_fns(n)}
     out = {"batch": n, "device": str(jax.devices()[0]), "jax": jax.__version__}

@@ -73,7 +73,7 @@ def categorise(shape: str, kind: str, name: str, n: int) -> str:
 
 def profile(path: str, log2: int, calls: int) -> dict:
     n = 2**log2
-    pot = dp.NeuralPotential(key=jax.random.key(0), width=512, depth=4)
+    pot = dp.NeuralPotential(key=jax.random.key(0), width=512, depth=4, features=("x",))
     model = dp.PotentialModel(PerPoint(pot) if path == "per-point" else pot)
     step, args = fit_potential_step(model, scores(jax.random.key(0), 4 * n), n)
     compiled = eqx.filter_jit(lambda *a: step(*a)).lower(*args).compile()
@@ -125,7 +125,7 @@ def profile(path: str, log2: int, calls: int) -> dict:
 def times(log2: int, rounds: int) -> list[str]:
     """Both paths' steps and fields and the floor's products, interleaved, min over rounds."""
     n = 2**log2
-    pot = dp.NeuralPotential(key=jax.random.key(0), width=512, depth=4)
+    pot = dp.NeuralPotential(key=jax.random.key(0), width=512, depth=4, features=("x",))
     data = scores(jax.random.key(0), 4 * n)
     fields = eqx.filter_jit(dp.value_grad_laplacian)
     calls = {

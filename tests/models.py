@@ -24,7 +24,9 @@ ANALYTIC = {
 }
 
 NEURAL = {
-    "neural": lambda: dp.NeuralPotential(key=jax.random.key(0), width=32, depth=2, input_scale=2.0),
+    # the paper's network (position only); "composite" has the default features (x, r)
+    "neural": lambda: dp.NeuralPotential(key=jax.random.key(0), width=32, depth=2, input_scale=2.0,
+                                         features=("x",)),
     "spherical": lambda: dp.Spherical.mlp(key=jax.random.key(1), width=32, depth=2),
     "axisymmetric": lambda: dp.Axisymmetric.mlp(key=jax.random.key(2), width=32, depth=2),
     "axisymmetric_tilted": lambda: dp.Axisymmetric.mlp(

@@ -209,11 +209,13 @@ class NeuralPotential(AbstractNeuralPotential):
     """Free-form potential Φ(x) = MLP(u(x)), the paper's 4×512 tanh network.
 
     The network's inputs u are the named `features` of the position (see `FEATURES`): by
-    default the paper's scaled position x / input_scale. Adding a radial feature suits
-    cusps and wide radial ranges: with `"r"` the network can follow Φ ≈ Φ₀ + c r at a 1/r
-    density cusp, and with `"log_r"` many decades in radius become an even range of
-    inputs. Every feature enters the forward Laplacian with its exact Jacobian and
-    Laplacian, so Φ, ∇Φ and ∇²Φ stay exact.
+    default the scaled position x / input_scale and the (softened) radius r / input_scale;
+    `features=("x",)` is the paper's network. The radial input lets the network follow
+    Φ ≈ Φ₀ + c r at a 1/r density cusp and, on exact scores, fits cored and cusped spheres
+    alike 10–100× better than x alone (docs/results.md, "Fits to exact scores"); with
+    `"log_r"` many decades in radius become an even range of inputs. Every feature enters
+    the forward Laplacian with its exact Jacobian and Laplacian, so Φ, ∇Φ and ∇²Φ stay
+    exact.
 
     `input_scale` is a fixed length (a Python float, so it never trains) that brings the
     positions of interest to order unity.
@@ -224,7 +226,8 @@ class NeuralPotential(AbstractNeuralPotential):
     - `width`, `depth`: hidden-layer size and number of hidden layers.
     - `input_scale`: length by which positions are divided before the network (a number
       in the model's units or a length `Quantity`).
-    - `features`: names from `("x", "r2", "r", "log_r")`, including `"x"`.
+    - `features`: names from `("x", "r2", "r", "log_r")`, including `"x"` (default
+      `("x", "r")`).
     - `G`: gravitational constant of a dimensionless model (used by `density`).
     - `units`: the unit system (`deeppot.units`), instead of `G`.
     """
@@ -241,7 +244,7 @@ class NeuralPotential(AbstractNeuralPotential):
         width: int = 512,
         depth: int = 4,
         input_scale: float = 1.0,
-        features: tuple[str, ...] = ("x",),
+        features: tuple[str, ...] = ("x", "r"),
         G: float | None = None,
         units=None,
     ):
