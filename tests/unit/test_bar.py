@@ -238,7 +238,7 @@ def test_axisymmetric_plus_neural_works_with_the_split_terms():
     pot = dp.potentials.axisymmetric_plus_neural(key=jax.random.key(0), width=8, depth=2,
                                                  free_width=4)
     assert list(pot) == ["axisymmetric", "neural_potential"]
-    assert pot["neural_potential"].net.weights[0].shape == (4, 3)
+    assert pot["neural_potential"].net.weights[0].shape == (4, 4)  # free_width; inputs x, r
     x = jax.random.normal(jax.random.key(1), (16, 3))
     scores = dp.ScoreSample(x, x, x, x)
     model = dp.PotentialModel(pot, dp.RotatingFrame(omega=[0, 0, 0.5]))
