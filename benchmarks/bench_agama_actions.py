@@ -4,12 +4,17 @@
     python benchmarks/bench_agama_actions.py --run runs/disk [--n 1000]
 
 For `n` stars of the case's catalogue inside the accuracy region (ρ > 10% ρ_max), agama's
-action finder (Stäckel fudge, no interpolation) computes (J_R, J_z, J_φ) in
+`actions` (Stäckel fudge with one focal distance `--fd` for every potential, so that the
+differences come from the potentials; agama's `ActionFinder` would also tabulate circular
+orbits over all radii, where a learned Φ is unconstrained) computes (J_R, J_z, J_φ) in
 
 - the true potential, agama's own analytic `MiyamotoNagai` (the reference);
 - the true potential exported by `to_agama` (a CylSpline of deeppot's Φ): the export's own
   error, isolated;
-- the learned potential of the run, exported the same way: what a user gets;
+- the learned potential of the run, exported the same way with `offset="kepler"` (a learned
+  Φ has an arbitrary constant; agama's action finder needs Φ(0) < 0 and Φ → 0 far out):
+  what a user gets (its grid ends at the data region's edge, `--learned-r-max`, beyond
+  which a learned Φ is unconstrained and agama extrapolates it as a power law);
 - the truth with every force scaled by 1 + ε, ε the learned potential's median force error
   at these stars: the action error a force error of that size implies, for comparison.
 
@@ -48,6 +53,11 @@ def main():
     ap.add_argument("--run", required=True, help="run directory of the disk case")
     ap.add_argument("--n", type=int, default=1000, help="stars")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--fd", type=float, default=1.0,
+                    help="focal distance of the Stäckel fudge, the same for every potential")
+    ap.add_argument("--learned-r-max", type=float, default=6.0,
+                    help="outer radius of the learned potential's grid: the data region (beyond "
+                         "it a learned Φ is unconstrained; agama extrapolates as a power law)")
     args = ap.parse_args()
     jax.config.update("jax_enable_x64", True)
     import agama
@@ -77,7 +87,13 @@ def main():
             type="MiyamotoNagai", mass=float(truth.m_tot), scaleRadius=float(truth.a),
             scaleHeight=float(truth.b)),
         "true, exported by to_agama": to_agama(truth, "cylspline", **GRID),
-        "learned, exported by to_agama": to_agama(learned, "cylspline", **GRID),
+        # a learned Φ has an arbitrary offset (agama's action finder needs Φ(0) < 0 and
+        # Φ → 0 far out): continue it as a point mass beyond the grid
+        # agama's action finders need mirror symmetry in z too: symmetrise (drop the
+        # learned Φ's part odd in z, which the disk does not have)
+        "learned, exported by to_agama": to_agama(
+            learned, "cylspline", offset="kepler", symmetry="a",
+            **(GRID | {"r_max": args.learned_r_max, "z_max": args.learned_r_max})),
         "true with forces × (1 + ε)": agama.Potential(
             type="MiyamotoNagai", mass=float(truth.m_tot) * (1 + eps),
             scaleRadius=float(truth.a), scaleHeight=float(truth.b)),
@@ -86,7 +102,7 @@ def main():
     actions = {}
     for name, pot in potentials.items():
         t0 = time.perf_counter()
-        actions[name] = np.asarray(agama.ActionFinder(pot, interp=False)(w))
+        actions[name] = np.asarray(agama.actions(pot, w, fd=args.fd))
         print(f"{name}: actions of {len(w)} stars in {time.perf_counter() - t0:.1f} s",
               flush=True)
     ref = actions["true (agama MiyamotoNagai)"]

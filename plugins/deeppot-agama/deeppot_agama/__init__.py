@@ -81,6 +81,18 @@ def _unit_factors(agama, potential) -> tuple[float, float, float] | None:
             float(units.to_value(current["mass"] * u.Msun, "mass", "agama mass")))
 
 
+def _kepler_offset(fields, r_max: float, length: float, velocity: float) -> float:
+    """The constant that makes Φ(r_max) = −r_max |∇Φ(r_max)|, in agama's units, averaged
+    over the 6 axis and 8 diagonal directions at r_max."""
+    axes = np.concatenate([np.eye(3), -np.eye(3)])
+    diagonals = np.array([[i, j, k] for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)])
+    directions = np.concatenate([axes, diagonals / np.sqrt(3.0)])
+    x = directions * r_max * length
+    phi = fields.potential_at(x) / velocity**2
+    grad = np.linalg.norm(fields.gradient_at(x), axis=-1) * length / velocity**2
+    return float(np.mean(phi) + r_max * np.mean(grad))
+
+
 def to_agama(
     potential: AbstractPotential,
     kind: Literal["multipole", "cylspline"] = "multipole",
@@ -90,6 +102,7 @@ def to_agama(
     z_min: float | None = None,
     z_max: float | None = None,
     source: Literal["potential", "density"] = "potential",
+    offset: float | Literal["kepler"] = 0.0,
     symmetry: str | None = None,
     grid_size_R: int | None = None,
     grid_size_z: int | None = None,
@@ -115,6 +128,11 @@ def to_agama(
       is set to (for a dimensionless model, the model's units).
     - `z_min`, `z_max`: the vertical extent of a CylSpline grid (default `r_min`, `r_max`).
     - `source`: `"potential"` or `"density"`.
+    - `offset`: a constant subtracted from Φ (`source="potential"` only; in agama's units).
+      A learned Φ is known only up to a constant, but agama's action finder needs
+      Φ(0) < 0 and Φ → 0 far out: `"kepler"` picks the constant that continues Φ beyond
+      the grid as a point mass would, Φ(r_max) = −r_max |∇Φ(r_max)| (both averaged over
+      14 directions at r_max).
     - `symmetry`: agama's symmetry code (a name or its bit code); default from
       `deeppot.export.symmetry` and `deeppot.export.mirror_symmetric_z` (`"s"`pherical,
       `"a"`xisymmetric and even in z, `AXISYMMETRIC_NOT_MIRRORED`, or `"n"`one).
@@ -133,6 +151,11 @@ def to_agama(
         raise ValueError(f"kind must be one of {sorted(DEFAULTS)}, got {kind!r}")
     if source not in ("potential", "density"):
         raise ValueError(f"source must be 'potential' or 'density', got {source!r}")
+    if not (offset == "kepler" or (isinstance(offset, int | float)
+                                   and not isinstance(offset, bool) and math.isfinite(offset))):
+        raise ValueError(f"offset must be a finite number or 'kepler', got {offset!r}")
+    if source == "density" and offset != 0:
+        raise ValueError("offset applies to source='potential' (a density fixes Φ → 0 itself)")
     z_min = r_min if z_min is None else z_min
     z_max = r_max if z_max is None else z_max
     for name, value in (("r_min", r_min), ("r_max", r_max), ("z_min", z_min), ("z_max", z_max)):
@@ -157,8 +180,12 @@ def to_agama(
     length, velocity, mass = (1.0, 1.0, 1.0) if factors is None else factors
 
     if source == "potential":
+        shift = float(offset) if offset != "kepler" else _kepler_offset(fields, r_max, length,
+                                                                        velocity)
+
         def phi(xyz):
-            return fields.potential_at(np.asarray(xyz, dtype=np.float64) * length) / velocity**2
+            return (fields.potential_at(np.asarray(xyz, dtype=np.float64) * length)
+                    / velocity**2 - shift)
 
         src = {"potential": phi}
     else:
