@@ -34,6 +34,8 @@ def test_missing_agama_says_how_to_install_it(monkeypatch):
     (dict(r_min=0.0), "r_min must be a positive number"),
     (dict(r_min=2.0, r_max=1.0), "r_min < r_max"),
     (dict(z_max=float("nan")), "z_max must be a positive number"),
+    (dict(offset="zero"), "offset must be a finite number or 'kepler'"),
+    (dict(source="density", offset=1.0), "offset applies to source='potential'"),
 ])
 def test_bad_arguments_are_refused_before_agama_is_needed(kwargs, match):
     args = dict(r_min=0.1, r_max=3.0) | kwargs
@@ -85,3 +87,23 @@ def test_dimensionless_model_refuses_physical_agama_units():
             to_agama(ANALYTIC["plummer"](), r_min=0.1, r_max=3.0)
     finally:
         agama.setUnits()
+
+
+def test_kepler_offset_fixes_the_constant_of_a_shifted_potential(x64):
+    """A potential known up to a constant (Plummer + 5, positive everywhere) exports with
+    `offset="kepler"` to Φ(r_max) = −r_max |F(r_max)|, negative at the centre, with its
+    forces unchanged."""
+    agama = pytest.importorskip("agama")
+    agama.setUnits()
+
+    class Shifted(dp.Plummer):
+        def _potential(self, x):
+            return super()._potential(x) + 5.0
+
+    pot = Shifted(m_tot=1.0, r_s=1.0)
+    expansion = to_agama(pot, r_min=0.02, r_max=30.0, offset="kepler")
+    edge = np.array([[30.0, 0.0, 0.0]])
+    np.testing.assert_allclose(expansion.potential(edge), -30.0 * np.linalg.norm(
+        np.asarray(pot.acceleration(edge))), rtol=1e-6)
+    assert expansion.potential(np.zeros((1, 3)))[0] < 0
+    assert max_relative_force_error(expansion, pot, _region("multipole")) < FORCE_RTOL
