@@ -218,23 +218,25 @@ def test_rotating_frame_keys_are_checked():
 
 
 def test_train_frame_params_train_only_the_named_frame_parameters():
-    """`[potential] train_frame_params = ["omega"]` moves Ω and leaves the centre and u0
-    alone (without it, train_frame = true trains all three)."""
-    import numpy as np
-
-    import deeppot as dp
+    """`[potential] train_frame_params = ["omega"]`: the filter spec the potential stage
+    passes to `fit_potential` trains Ω and the potential, not the centre or u0; without it
+    train_frame = true trains all three, and train_frame = false none."""
     from deeppot.pipeline import stages
+    from deeppot.pipeline.build import build_model
 
-    scores = dp.sample_scores(dp.flows.PlummerDF(r_max=10.0), jax.random.key(0), 256)
-    start = {"model": "plummer", "frame": "rotating", "omega": [0.0, 0.0, 0.1],
-             "center": [0.05, 0.0, 0.0], "u0": [0.0, 0.02, 0.0]}
-    cfg = parse_config({"potential": start | {"train_frame_params": ["omega"]},
-                        "fit": {"steps": 3, "batch_size": 128, "warmup_steps": 0,
-                                "learning_rate": 1e-2}})
-    model, _ = stages.train_potential(cfg.potential, cfg.fit, scores, jax.random.key(1))
-    moved = {k: not np.allclose(getattr(model.frame, k), start[k])
-             for k in ("omega", "center", "u0")}
-    assert moved == {"omega": True, "center": False, "u0": False}
+    def trained(potential):
+        cfg = parse_config({"potential": {"model": "plummer", "frame": "rotating",
+                                          "omega": [0.0, 0.0, 0.1], **potential}})
+        model = build_model(cfg.potential, jax.random.key(0))
+        spec = stages._trainable(model, cfg.potential)
+        return ({k: bool(getattr(spec.frame, k)) for k in ("omega", "center", "u0")},
+                bool(spec.potential.log_m_tot))
+
+    assert trained({"train_frame_params": ["omega"]}) == (
+        {"omega": True, "center": False, "u0": False}, True)
+    assert trained({}) == ({"omega": True, "center": True, "u0": True}, True)
+    assert trained({"train_frame": False}) == (
+        {"omega": False, "center": False, "u0": False}, True)
 
 
 def test_azimuthal_mean_adds_the_penalty_to_the_loss():
