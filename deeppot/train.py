@@ -43,6 +43,7 @@ from .sharding import (
 
 __all__ = [
     "TrainHistory",
+    "default_filter_spec",
     "fit",
     "fit_df",
     "fit_potential",
@@ -147,7 +148,10 @@ def _leading_size(data) -> int:
     return sizes.pop()
 
 
-def _default_spec(model) -> PyTree[bool]:
+def default_filter_spec(model) -> PyTree[bool]:
+    """The leaves of `model` that train by default (`trainable=None`): every inexact array
+    not wrapped in `paramax.NonTrainable`. Start from it to freeze parts of a model."""
+
     def is_trainable(x):
         return False if isinstance(x, paramax.NonTrainable) else eqx.is_inexact_array(x)
 
@@ -158,7 +162,7 @@ def _default_spec(model) -> PyTree[bool]:
 
 def _filter_spec(model, trainable) -> PyTree[bool]:
     """Boolean filter spec: which leaves of `model` train."""
-    full = _default_spec(model)
+    full = default_filter_spec(model)
     if trainable is None:
         return full
     if not callable(trainable):
@@ -761,7 +765,7 @@ def fit_df(
     if standardise:
         df = df.standardise(w, kwargs["weights"])
     if kwargs.get("trainable") is None:
-        spec = _default_spec(df)
+        spec = default_filter_spec(df)
         kwargs["trainable"] = eqx.tree_at(lambda d: d.standardisation, spec,
                                           replace_fn=lambda _: False)
 

@@ -280,14 +280,11 @@ def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *
 
     k_init, k_fit = jax.random.split(key)
     model = build_model(pot_cfg, k_init, units=units)
-    trainable = None
-    if not pot_cfg.train_frame or pot_cfg.train_frame_params or pot_cfg.fixed:
-        trainable = _trainable(model, pot_cfg)
     model, history = train.fit_potential(
         model, scores, build_loss(fit_cfg), key=k_fit, max_steps=fit_cfg.steps,
         batch_size=min(fit_cfg.batch_size, len(scores)), learning_rate=fit_cfg.learning_rate,
         warmup_steps=fit_cfg.warmup_steps, lr_schedule=fit_cfg.schedule,
-        patience=fit_cfg.patience, trainable=trainable,
+        patience=fit_cfg.patience, trainable=_trainable(model, pot_cfg),
         validate_every=fit_cfg.validate_every, checkpoint_path=checkpoint_path,
         checkpoint_every=fit_cfg.checkpoint_every, devices=devices, progress=progress,
         return_history=True,
@@ -296,12 +293,15 @@ def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *
 
 
 def _trainable(model, pot_cfg: PotentialConfig):
-    """Filter spec: every inexact array, less the frame's parameters that are not trained
-    (all of them unless `train_frame`; those not in `train_frame_params` when it names
-    some) and the fixed parameters (`log_<name>` fields of an analytic family)."""
+    """Filter spec: `fit`'s default (`train.default_filter_spec`), less the frame's
+    parameters that are not trained (all of them unless `train_frame`; those not in
+    `train_frame_params` when it names some) and the fixed parameters (`log_<name>` fields
+    of an analytic family)."""
     import equinox as eqx
 
-    spec = jax.tree.map(eqx.is_inexact_array, model)
+    from ..train import default_filter_spec
+
+    spec = default_filter_spec(model)
     if not pot_cfg.train_frame:
         spec = eqx.tree_at(lambda m: m.frame, spec,
                            replace=jax.tree.map(lambda _: False, spec.frame))

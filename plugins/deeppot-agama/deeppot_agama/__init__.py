@@ -81,6 +81,15 @@ def _unit_factors(agama, potential) -> tuple[float, float, float] | None:
             float(units.to_value(current["mass"] * u.Msun, "mass", "agama mass")))
 
 
+def _symmetry_bits(sym: str) -> int:
+    """agama's symmetry bit mask of a symmetry name or bit code, or `ValueError`."""
+    bits = int(sym) if sym.isdigit() else _LETTER_BITS.get(sym[:1].lower())
+    if bits is None:
+        raise ValueError(f"unknown agama symmetry {sym!r}; a name (s, a, t, b, r, n) or "
+                         "agama's bit code")
+    return bits
+
+
 def _kepler_offset(fields, r_max: float, length: float, velocity: float) -> float:
     """The constant that makes Φ(r_max) = −r_max |∇Φ(r_max)|, in agama's units, averaged
     over the 6 axis and 8 diagonal directions at r_max."""
@@ -156,6 +165,8 @@ def to_agama(
         raise ValueError(f"offset must be a finite number or 'kepler', got {offset!r}")
     if source == "density" and offset != 0:
         raise ValueError("offset applies to source='potential' (a density fixes Φ → 0 itself)")
+    if symmetry is not None:
+        _symmetry_bits(str(symmetry))
     z_min = r_min if z_min is None else z_min
     z_max = r_max if z_max is None else z_max
     for name, value in (("r_min", r_min), ("r_max", r_max), ("z_min", z_min), ("z_max", z_max)):
@@ -172,10 +183,7 @@ def to_agama(
         sym = AXISYMMETRIC_NOT_MIRRORED
     else:
         sym = AGAMA_SYMMETRY[fields.symmetry]
-    bits = _LETTER_BITS.get(sym[:1].lower()) if not sym.isdigit() else int(sym)
-    if bits is None:
-        raise ValueError(f"unknown agama symmetry {symmetry!r}; a name (s, a, t, b, r, n) or "
-                         "agama's bit code")
+    bits = _symmetry_bits(sym)
     factors = _unit_factors(agama, potential)
     length, velocity, mass = (1.0, 1.0, 1.0) if factors is None else factors
 

@@ -36,6 +36,7 @@ def test_missing_agama_says_how_to_install_it(monkeypatch):
     (dict(z_max=float("nan")), "z_max must be a positive number"),
     (dict(offset="zero"), "offset must be a finite number or 'kepler'"),
     (dict(source="density", offset=1.0), "offset applies to source='potential'"),
+    (dict(symmetry="cubic"), "unknown agama symmetry 'cubic'"),
 ])
 def test_bad_arguments_are_refused_before_agama_is_needed(kwargs, match):
     args = dict(r_min=0.1, r_max=3.0) | kwargs
