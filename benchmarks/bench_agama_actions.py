@@ -1,6 +1,6 @@
 """Actions in a learned potential, by agama: the Miyamoto–Nagai reproduction case (issue 16).
 
-    deeppot run deeppot/configs/disk.toml --run-dir runs/disk      # the case (~30 CPU-min)
+    deeppot run deeppot/configs/disk.toml --run-dir runs/disk      # the case (~35 min)
     python benchmarks/bench_agama_actions.py --run runs/disk [--n 1000]
 
 For `n` stars of the case's catalogue inside the accuracy region (ρ > 10% ρ_max), agama's

@@ -1,0 +1,124 @@
+"""Levers on the spherical DF's score error, with the error split by radius (issue 10).
+
+    python benchmarks/bench_sph_levers.py base                    # SphericalDF, 3×128 tanh
+    python benchmarks/bench_sph_levers.py flip                    # + the v_r → −v_r copies
+    python benchmarks/bench_sph_levers.py n18                     # 2^18 training stars
+    python benchmarks/bench_sph_levers.py base --width 256 --activation silu
+    python benchmarks/bench_sph_levers.py base --smooth 0.01 0.03 # + post-hoc smoothing
+
+Trains `SphericalDF(FFJORD(dim=3))` by flow matching (cosine schedule, EMA 0.998, batch
+2048) on exact Plummer stars (`PlummerDF(r_max=10)`), then prints one JSON row: the
+median relative score errors ∂ln f/∂x and ∂ln f/∂v at 2^14 fresh truth points (Tsit5×4),
+the same in radial bins ([median ∂x, median ∂v, points] per bin), and the held-out NLL
+above the exact DF's. Variants:
+
+- `base`: 2^16 stars;
+- `flip`: the 2^16 stars and their copies with the radial velocity reversed
+  (v → v − 2 (v·r̂) r̂, which keeps E and the angular-momentum vector, so it is a
+  symmetry of every stationary spherical DF f(E, L));
+- `n18`: 2^18 stars (the data-size diagnostic).
+
+`--smooth σ…` also scores each test point as the mean score over 8 perturbed copies
+(x and v each moved by σ|x| and σ|v| times a standard normal): a test of whether the error
+is small-scale ripple (smoothing would remove it) or a larger-scale bias (it would not).
+The trained DF goes to `runs/sph/<variant>_<steps>_<width><activation>.eqx`; rows are
+appended to `benchmarks/results/sph_levers_cpu.jsonl`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from deeppot.flows import FFJORD, ODESettings, PlummerDF, SphericalDF
+from deeppot.train import fit_df
+
+RESULTS = Path(__file__).parent / "results" / "sph_levers_cpu.jsonl"
+RUNS = Path(__file__).parent.parent / "runs" / "sph"
+BINS = ((0.0, 0.3), (0.3, 1.0), (1.0, 3.0), (3.0, 10.0))
+CHUNK = 2048
+
+
+def flip_radial_velocity(w):
+    """v → v − 2 (v·r̂) r̂: v_r reversed, E and L unchanged."""
+    x, v = w[:, :3], w[:, 3:]
+    rh = x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+    return jnp.concatenate([x, v - 2 * jnp.sum(v * rh, -1, keepdims=True) * rh], -1)
+
+
+def scores(df, w):
+    return jnp.concatenate([jnp.concatenate(df.score(w[i:i + CHUNK]), -1)
+                            for i in range(0, len(w), CHUNK)])
+
+
+def relative_errors(s, exact):
+    def rel(a, b):
+        return np.asarray(jnp.linalg.norm(a - b, axis=-1) / jnp.linalg.norm(b, axis=-1))
+
+    return rel(s[:, :3], exact[:, :3]), rel(s[:, 3:], exact[:, 3:])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("variant", choices=("base", "flip", "n18"))
+    p.add_argument("--steps", type=int, default=15000)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--activation", choices=("tanh", "silu"), default="tanh")
+    p.add_argument("--smooth", type=float, nargs="*", default=[])
+    args = p.parse_args(argv)
+
+    truth = PlummerDF(r_max=10.0)
+    w_train = truth.sample(jax.random.key(2024), 2**18 if args.variant == "n18" else 2**16)
+    w_test = truth.sample(jax.random.key(7), 2**14)
+    if args.variant == "flip":
+        w_train = jnp.concatenate([w_train, flip_radial_velocity(w_train)])
+    act = {"tanh": jnp.tanh, "silu": jax.nn.silu}[args.activation]
+    df = SphericalDF(FFJORD(jax.random.key(102), dim=3, n_blocks=1, width=args.width, depth=3,
+                            activation=act, chunk_size=CHUNK))
+    t = time.perf_counter()
+    df = fit_df(df, w_train, key=jax.random.key(202), objective="cfm", progress=False,
+                max_steps=args.steps, batch_size=2048, learning_rate=2e-3, ema_decay=0.998,
+                warmup_steps=500, patience=10**9, lr_schedule="cosine")
+    train_s = time.perf_counter() - t
+    tsit4 = ODESettings(solver=diffrax.Tsit5(), n_steps=4)
+    df = eqx.tree_at(lambda d: d.inner, df, df.inner.with_ode(tsit4))
+    tag = f"{args.variant}_{args.steps}_{args.width}{args.activation}"
+    RUNS.mkdir(parents=True, exist_ok=True)
+    eqx.tree_serialise_leaves(RUNS / f"{tag}.eqx", df)
+
+    exact = jnp.concatenate(truth.score(w_test), -1)
+    ex, ev = relative_errors(scores(df, w_test), exact)
+    r = np.linalg.norm(np.asarray(w_test[:, :3]), axis=-1)
+    row = {"variant": tag, "train_s": round(train_s), "err_x": float(np.median(ex)),
+           "err_v": float(np.median(ev))}
+    for lo, hi in BINS:
+        m = (r >= lo) & (r < hi)
+        row[f"r{lo:g}-{hi:g}"] = [round(float(np.median(ex[m])), 4),
+                                  round(float(np.median(ev[m])), 4), int(m.sum())]
+    lp = jnp.concatenate([df.log_prob(w_test[i:i + CHUNK]) for i in range(0, len(w_test), CHUNK)])
+    row["nll_minus_ideal"] = float(-lp.mean() + truth.log_prob(w_test).mean())
+    rows = [row]
+    scale = jnp.concatenate([jnp.repeat(jnp.linalg.norm(w_test[:, s], axis=-1, keepdims=True),
+                                        3, -1) for s in (slice(0, 3), slice(3, 6))], -1)
+    for sigma in args.smooth:
+        total = sum(scores(df, w_test + sigma * scale * jax.random.normal(
+            jax.random.key(50 + k), w_test.shape)) for k in range(8))
+        sx, sv = relative_errors(total / 8, exact)
+        rows.append({"variant": tag, "smooth_sigma": sigma, "K": 8,
+                     "err_x": float(np.median(sx)), "err_v": float(np.median(sv))})
+    with open(RESULTS, "a") as f:
+        for row in rows:
+            print(json.dumps(row), flush=True)
+            f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
