@@ -87,10 +87,9 @@ def main():
             type="MiyamotoNagai", mass=float(truth.m_tot), scaleRadius=float(truth.a),
             scaleHeight=float(truth.b)),
         "true, exported by to_agama": to_agama(truth, "cylspline", **GRID),
-        # a learned Φ has an arbitrary offset (agama's action finder needs Φ(0) < 0 and
-        # Φ → 0 far out): continue it as a point mass beyond the grid
-        # agama's action finders need mirror symmetry in z too: symmetrise (drop the
-        # learned Φ's part odd in z, which the disk does not have)
+        # agama's action finder needs Φ(0) < 0, Φ → 0 far out and mirror symmetry in z:
+        # fix the learned Φ's arbitrary constant by continuing it as a point mass beyond
+        # the grid, and drop its part odd in z (which the disk does not have)
         "learned, exported by to_agama": to_agama(
             learned, "cylspline", offset="kepler", symmetry="a",
             **(GRID | {"r_max": args.learned_r_max, "z_max": args.learned_r_max})),
