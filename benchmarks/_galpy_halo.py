@@ -1,11 +1,20 @@
-"""A cusped, radially anisotropic NFW halo sampled by galpy ("data from another code").
+"""Cusped, radially anisotropic halos sampled by galpy ("data from another code").
 
-galpy's `osipkovmerrittNFWdf` is f(Q) with Q = −E − L²/(2 r_a²) in an NFW potential; in
-galpy's natural units (G = 1) `NFWPotential(amp=m_s, a=r_s)` is `deeppot.NFW(m_s, r_s)`.
-Its exact scores follow from the chain rule through (E, L), with ∂ln f/∂E and ∂ln f/∂L by
-central differences of galpy's DF:
-
-    ∂ln f/∂x = f_E ∇Φ + f_L (v × L)/|L|,    ∂ln f/∂v = f_E v + f_L (L × x)/|L|.
+- `hernquist_halo`: galpy's `osipkovmerrittHernquistdf`, f(Q) with Q = −E − L²/(2 r_a²)
+  in a Hernquist potential (ρ ∝ r⁻¹ inside r_s, r⁻⁴ outside; finite mass, no
+  truncation). In galpy's natural units (G = 1) `HernquistPotential(amp=2M, a=r_s)` is
+  `deeppot.Hernquist(M, r_s)`. Its exact scores are those of `deeppot.flows.HernquistDF(
+  r_a=...)`, a closed form written independently of galpy: the two agree (Stein's
+  identity on galpy's stars, `benchmarks/check_equilibrium.py`; ln f to a constant,
+  `tests/unit/test_analytic_dfs.py`), and galpy's stars stay in equilibrium in the
+  potential.
+- `nfw_halo`: galpy's `osipkovmerrittNFWdf` truncated at `rmax` (the halo of earlier
+  results). **Not an equilibrium**: galpy draws radii from the truncated NFW density and
+  velocities from f(Q) at each radius, which do not agree with each other, so in the
+  NFW potential the stars' radial velocity dispersion at 1–3 r_s grows by 16% within
+  20 time units (`benchmarks/check_equilibrium.py`), and galpy's f(Q) is not the
+  density of its own stars (Stein's identity fails beyond r_s). Kept to reproduce the
+  earlier rows and that diagnosis.
 """
 
 from __future__ import annotations
@@ -17,7 +26,42 @@ import deeppot as dp
 M_S, R_S = 1.0, 1.0
 
 
-def _galpy_df(ra: float, rmax: float):
+def _stars(orbits):
+    x = np.stack([orbits.x(use_physical=False), orbits.y(use_physical=False),
+                  orbits.z(use_physical=False)], -1)
+    v = np.stack([orbits.vx(use_physical=False), orbits.vy(use_physical=False),
+                  orbits.vz(use_physical=False)], -1)
+    return x, v
+
+
+def hernquist_halo(seed: int, n: int, *, ra: float = 1.0):
+    """`n` stars of galpy's Osipkov–Merritt Hernquist halo (mass 1, scale radius 1,
+    anisotropy radius `ra`) as a `PhaseSpaceCatalog`, and the truth `deeppot.Hernquist`."""
+    from galpy.df import osipkovmerrittHernquistdf
+    from galpy.potential import HernquistPotential
+
+    df = osipkovmerrittHernquistdf(pot=HernquistPotential(amp=2.0 * M_S, a=R_S), ra=ra)
+    np.random.seed(seed)
+    x, v = _stars(df.sample(n=int(n)))
+    meta = {"generator": "galpy.df.osipkovmerrittHernquistdf", "seed": seed,
+            "params": {"m_tot": M_S, "r_s": R_S, "ra": ra},
+            "truth": {"class": "Hernquist", "m_tot": M_S, "r_s": R_S}}
+    return dp.PhaseSpaceCatalog(x, v, meta=meta), dp.Hernquist(m_tot=M_S, r_s=R_S)
+
+
+def hernquist_exact_scores(ra: float = 1.0):
+    """The exact scores of `hernquist_halo(..., ra)`: `(w) -> (∂ln f/∂x, ∂ln f/∂v)`."""
+    import jax.numpy as jnp
+
+    truth = dp.flows.HernquistDF(m_tot=M_S, r_s=R_S, r_a=ra)
+
+    def scores(w):
+        return tuple(np.asarray(a) for a in truth.score(jnp.asarray(w)))
+
+    return scores
+
+
+def _galpy_nfw_df(ra: float, rmax: float):
     from galpy.df import osipkovmerrittNFWdf
     from galpy.potential import NFWPotential
 
@@ -26,26 +70,27 @@ def _galpy_df(ra: float, rmax: float):
 
 
 def nfw_halo(seed: int, n: int, *, ra: float = 2.0, rmax: float = 30.0):
-    """`n` stars of the Osipkov–Merritt NFW halo (scale radius 1, anisotropy radius `ra`,
-    truncated at `rmax`), as a `PhaseSpaceCatalog`, and the truth `deeppot.NFW`."""
-    _, df = _galpy_df(ra, rmax)
+    """`n` stars of galpy's Osipkov–Merritt NFW halo truncated at `rmax` (not an
+    equilibrium: see the module docstring) and the NFW it was drawn for."""
+    _, df = _galpy_nfw_df(ra, rmax)
     np.random.seed(seed)
-    orbits = df.sample(n=int(n))
-    x = np.stack([orbits.x(use_physical=False), orbits.y(use_physical=False),
-                  orbits.z(use_physical=False)], -1)
-    v = np.stack([orbits.vx(use_physical=False), orbits.vy(use_physical=False),
-                  orbits.vz(use_physical=False)], -1)
+    x, v = _stars(df.sample(n=int(n)))
     meta = {"generator": "galpy.df.osipkovmerrittNFWdf", "seed": seed,
             "params": {"m_s": M_S, "r_s": R_S, "ra": ra, "rmax": rmax},
             "truth": {"class": "NFW", "m_s": M_S, "r_s": R_S}}
     return dp.PhaseSpaceCatalog(x, v, meta=meta), dp.NFW(m_s=M_S, r_s=R_S)
 
 
-class ExactScores:
-    """Exact scores of the galpy halo DF at phase-space points (float64, numpy)."""
+class NFWGalpyScores:
+    """The scores of galpy's NFW f(Q) at phase-space points (float64, numpy), by the chain
+    rule through (E, L) with central differences of galpy's DF:
+
+        ∂ln f/∂x = f_E ∇Φ + f_L (v × L)/|L|,    ∂ln f/∂v = f_E v + f_L (L × x)/|L|.
+
+    They are not the scores of `nfw_halo`'s stars (see the module docstring)."""
 
     def __init__(self, ra: float = 2.0, rmax: float = 30.0):
-        self.pot, self.df = _galpy_df(ra, rmax)
+        self.pot, self.df = _galpy_nfw_df(ra, rmax)
         self.truth = dp.NFW(m_s=M_S, r_s=R_S)
 
     def _ln_f(self, e, big_l):

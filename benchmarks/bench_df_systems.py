@@ -2,13 +2,17 @@
 
     python benchmarks/bench_df_systems.py --system disk --variants general axisymmetric
     python benchmarks/bench_df_systems.py --system disk8 --variants axisymmetric
-    python benchmarks/bench_df_systems.py --system halo --variants general spherical
+    python benchmarks/bench_df_systems.py --system halo --variants spherical spherical-vector
 
 Systems:
-  disk   the paper's case (c): `dp.mocks.miyamoto_nagai_disk`, n_dyn = 128 (2^16 stars);
-  disk8  case (d): the non-stationary disk, n_dyn = 8;
-  halo   an Osipkov–Merritt NFW halo sampled by galpy (r_a = 2 r_s, truncated at 30 r_s:
-         stars over two decades in radius), with exact scores from galpy's f(Q).
+  disk      the paper's case (c): `dp.mocks.miyamoto_nagai_disk`, n_dyn = 128 (2^16 stars);
+  disk8     case (d): the non-stationary disk, n_dyn = 8;
+  halo      an Osipkov–Merritt Hernquist halo sampled by galpy (r_a = r_s: radial orbits
+            outside r_s; stars from 0.1 to 200 r_s between the 1st and 99th percentiles),
+            exact scores from `deeppot.flows.HernquistDF(r_a=1)` (see _galpy_halo.py);
+  halo-nfw  galpy's Osipkov–Merritt NFW truncated at 30 r_s, the halo of earlier rows. Not
+            an equilibrium (`benchmarks/check_equilibrium.py`): its "exact" scores (galpy's
+            f(Q)) are not its stars' and no potential makes its stars stationary.
 
 Variants (the DF trained by conditional flow matching, FFJORD 1 × (depth × width)):
   general                  the 6-D flow
@@ -19,16 +23,18 @@ Variants (the DF trained by conditional flow matching, FFJORD 1 × (depth × wid
   axisymmetric-noasinh     the same with z unpreconditioned
   axisymmetric-mirror      `AxisymmetricDF` trained on z-mirrored batches too
   spherical                `SphericalDF` on (ln r, v_r, ln v_t)
+  spherical-vector         `SphericalDF(tangential="vector")` on (ln r, v_r, v_t as a 2-D
+                           vector), the inner flow exactly invariant under its rotations
 
 Metrics per row: training wall and CPU seconds; the stationarity residual of the flow's
 scores in the true potential (median of |∇Φ·∂ln f/∂v − v·∂ln f/∂x| / (|∇Φ||∂ln f/∂v| +
 |v||∂ln f/∂x|); 0 for exact scores; the vertical part alone for the disk); for the disk,
 the analytic Miyamoto–Nagai fits of `benchmarks/configs/case-c-mn*.toml` (mass free and fixed) and
-optionally (`--neural`) its neural-potential force/density errors; for the halo, median
-score errors against the exact scores, an analytic NFW fit (m_s, r_s free) and a
-`Spherical` neural potential's median force error at fresh stars (with the exact scores
-as the fit's floor). Each row is printed when measured; JSON and markdown go to
-benchmarks/results/df_<system>_<tag>.*
+optionally (`--neural`) its neural-potential force/density errors; for the halos, median
+score errors against the exact scores, an analytic fit of the truth's family (Hernquist
+m_tot, r_s or NFW m_s, r_s free) and a `Spherical` neural potential's median force error
+at fresh stars (with the exact scores as the fit's floor). Each row is printed when
+measured; JSON and markdown go to benchmarks/results/df_<system>_<tag>.*
 """
 
 from __future__ import annotations
@@ -99,7 +105,7 @@ def _cached(name, make):
 
 
 def load_system(system: str, n: int):
-    """(training catalogue, truth potential, held-out catalogue)."""
+    """(training catalogue, truth potential, held-out catalogue, exact scores or None)."""
     if system in ("disk", "disk8"):
         n_dyn = 128 if system == "disk" else 8
 
@@ -108,25 +114,32 @@ def load_system(system: str, n: int):
 
         train = _cached(f"{system}_{n}", lambda: make(0, n))
         test = _cached(f"{system}_test_16384", lambda: make(1, 2**14))
-        return train, dp.MiyamotoNagai(1.0, 1.0, 0.1), test
-    from _galpy_halo import nfw_halo
+        return train, dp.MiyamotoNagai(1.0, 1.0, 0.1), test, None
+    import _galpy_halo as halos
 
-    train = _cached(f"halo_{n}", lambda: nfw_halo(0, n)[0])
-    test = _cached("halo_test_16384", lambda: nfw_halo(1, 2**14)[0])
-    return train, dp.NFW(1.0, 1.0), test
+    if system == "halo":
+        train = _cached(f"hernquist_om_{n}", lambda: halos.hernquist_halo(0, n)[0])
+        test = _cached("hernquist_om_test_16384", lambda: halos.hernquist_halo(1, 2**14)[0])
+        return train, dp.Hernquist(1.0, 1.0), test, halos.hernquist_exact_scores()
+    train = _cached(f"halo_{n}", lambda: halos.nfw_halo(0, n)[0])
+    test = _cached("halo_test_16384", lambda: halos.nfw_halo(1, 2**14)[0])
+    return train, dp.NFW(1.0, 1.0), test, halos.NFWGalpyScores()
 
 
 def make_df(variant: str, system: str, key, width: int, depth: int, activation):
-    def flow(dim):
+    def flow(dim, **kwargs):
         return FFJORD(key, dim=dim, n_blocks=1, width=width, depth=depth,
-                      activation=activation, chunk_size=4096)
+                      activation=activation, chunk_size=4096, **kwargs)
 
     if variant == "general":
         return flow(6)
     if variant == "general-aug":
-        return Augmented(flow(6), "spherical" if system == "halo" else "axisymmetric_mirror_z")
+        return Augmented(flow(6), "spherical" if system.startswith("halo")
+                         else "axisymmetric_mirror_z")
     if variant == "spherical":
         return SphericalDF(flow(3))
+    if variant == "spherical-vector":
+        return SphericalDF(flow(4, pair_invariant=True), tangential="vector")
     if variant.startswith("axisymmetric"):
         kinds = ("log", "asinh", "identity", "identity", "identity")
         quantile = 0.2
@@ -162,8 +175,8 @@ def stationarity_residual(truth, scores, vertical: bool):
     return out
 
 
-def halo_evaluation(df, scores, test, cfg, key, exact):
-    """Score errors against galpy's exact scores, an NFW fit and a Spherical fit."""
+def halo_evaluation(df, scores, test, truth, cfg, key, exact):
+    """Score errors against the exact scores, an analytic fit and a Spherical fit."""
     w = np.asarray(test.w[:8192])
     ex_x, ex_v = exact(w)
     got_x, got_v = (np.asarray(a) for a in df.score(jnp.asarray(w, jnp.float32)))
@@ -174,20 +187,24 @@ def halo_evaluation(df, scores, test, cfg, key, exact):
     out = {"score_err_x": float(np.median(rel[0])), "score_err_v": float(np.median(rel[1])),
            "score_err_x_r<1": float(np.median(rel[0][inner])),
            "score_err_v_r<1": float(np.median(rel[1][inner]))}
-    out |= fit_halo_potentials(scores, test, cfg, key)
+    out |= fit_halo_potentials(scores, test, truth, cfg, key)
     return out
 
 
-def fit_halo_potentials(scores, test, cfg, key):
-    """Analytic NFW (m_s, r_s free, started at (1.5, 2)) and Spherical MLP fits."""
-    model = dp.PotentialModel(dp.NFW(m_s=1.5, r_s=2.0))
+def fit_halo_potentials(scores, test, truth, cfg, key):
+    """The truth's analytic family (mass and scale free, started at (1.5, 2)) and a
+    Spherical MLP fit."""
+    family = type(truth)
+    mass, scale = ("m_s", "r_s") if family is dp.NFW else ("m_tot", "r_s")
+    model = dp.PotentialModel(family(**{mass: 1.5, scale: 2.0}))
     fit = case_config("case-c-mn", cfg["quick"]).fit  # the disk's analytic-fit settings
     fitted = dp.fit_potential(model, scores, dp.terms.Log(dp.terms.Stationarity()),
                               key=key, progress=False, max_steps=fit.steps,
                               batch_size=fit.batch_size, learning_rate=fit.learning_rate,
                               warmup_steps=fit.warmup_steps, lr_schedule=fit.schedule,
                               patience=fit.patience, validate_every=fit.validate_every)
-    out = {"nfw_m_s": float(fitted.potential.m_s), "nfw_r_s": float(fitted.potential.r_s)}
+    out = {"fit_mass": float(getattr(fitted.potential, mass)),
+           "fit_scale": float(getattr(fitted.potential, scale))}
     pot = dp.Spherical.mlp(key=jax.random.fold_in(key, 1), width=cfg["sph_width"], depth=3,
                            input_scale=cfg["sph_input_scale"])
     loss = dp.terms.Log(dp.terms.Stationarity() + dp.terms.PositiveDensity())
@@ -196,7 +213,7 @@ def fit_halo_potentials(scores, test, cfg, key):
         dp.PotentialModel(pot), scores, loss, key=jax.random.fold_in(key, 2),
         max_steps=cfg["sph_steps"], batch_size=2048, learning_rate=3e-3, warmup_steps=100,
         lr_schedule="cosine", validate_every=50, progress=False)
-    res = dp.evaluate.residuals(fitted, dp.NFW(1.0, 1.0), np.asarray(test.x))
+    res = dp.evaluate.residuals(fitted, truth, np.asarray(test.x))
     out["spherical_fit_s"] = round(time.perf_counter() - t0, 1)
     out["force_err_median"] = float(np.median(res["force"]))
     out["force_err_median_r<1"] = float(np.median(res["force"][res["r"] < 1.0]))
@@ -206,7 +223,7 @@ def fit_halo_potentials(scores, test, cfg, key):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--system", choices=("disk", "disk8", "halo"), required=True)
+    p.add_argument("--system", choices=("disk", "disk8", "halo", "halo-nfw"), required=True)
     p.add_argument("--variants", nargs="*", default=[],
                    help="none: the halo's exact-score floor alone")
     p.add_argument("--n-stars", type=int, default=2**16)
@@ -232,12 +249,8 @@ def main(argv=None):
     cfg = {"quick": args.quick, "sph_width": 64, "sph_input_scale": 3.0,
            "sph_steps": args.sph_steps}
     activation = {"tanh": jnp.tanh, "silu": jax.nn.silu}[args.activation]
-    train, truth, test = load_system(args.system, args.n_stars)
-    exact = None
-    if args.system == "halo":
-        from _galpy_halo import ExactScores
-
-        exact = ExactScores()
+    train, truth, test, exact = load_system(args.system, args.n_stars)
+    halo = args.system.startswith("halo")
     rows = []
     key = jax.random.key(args.seed)
     for i, variant in enumerate(args.variants):
@@ -271,9 +284,10 @@ def main(argv=None):
         t = time.perf_counter()
         scores = dp.sample_scores(df, jax.random.fold_in(k, 3), args.n_scores)
         row["score_s"] = round(time.perf_counter() - t, 1)
-        row |= stationarity_residual(truth, scores, vertical=args.system != "halo")
-        if args.system == "halo":
-            row |= halo_evaluation(df, scores, test, cfg, jax.random.fold_in(k, 4), exact)
+        row |= stationarity_residual(truth, scores, vertical=not halo)
+        if halo:
+            row |= halo_evaluation(df, scores, test, truth, cfg, jax.random.fold_in(k, 4),
+                                   exact)
         else:
             row["mn_fit"] = fit_miyamoto_nagai(scores, jax.random.fold_in(k, 4), args.quick)
             if args.neural:
@@ -284,25 +298,25 @@ def main(argv=None):
                     fitted, jnp.asarray(test.x))}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    if args.system == "halo" and not args.quick:
+    if halo and not args.quick:
         # the fit's floor: the same fits from exact scores at true stars
         w = np.asarray(train.w)
         ex_x, ex_v = exact(w)
-        # galpy's f is 0 at the truncation (ln f = -inf there): keep the finite rows, counted
+        # galpy's NFW f is 0 at the truncation (ln f = -inf there): keep the finite rows
         ok = np.all(np.isfinite(ex_x), -1) & np.all(np.isfinite(ex_v), -1)
         scores = dp.ScoreSample(w[ok, :3], w[ok, 3:], ex_x[ok], ex_v[ok])
-        row = {"system": "halo", "variant": "exact scores (galpy f(Q))", "flow": "-",
+        row = {"system": args.system, "variant": "exact scores", "flow": "-",
                "dropped_non_finite": int((~ok).sum()),
-               **fit_halo_potentials(scores, test, cfg, jax.random.fold_in(key, 99))}
+               **fit_halo_potentials(scores, test, truth, cfg, jax.random.fold_in(key, 99))}
         rows.append(row)
         print(json.dumps(row), flush=True)
     write(args, rows)
 
 
 def _md(args, rows):
-    if args.system == "halo":
+    if args.system.startswith("halo"):
         head = ("| variant | flow | train s (CPU s) | NLL | CBE resid. | err ∂x | err ∂v | "
-                "err ∂x, ∂v (r<1) | NFW m_s, r_s | Spherical force err (r<1) |")
+                "err ∂x, ∂v (r<1) | analytic fit: mass, scale | Spherical force err (r<1) |")
         lines = [head, "|" + "---|" * 10]
         for r in rows:
             tr = f"{r['train_s']:.0f} ({r['train_cpu_s']:.0f})" if "train_s" in r else "-"
@@ -312,7 +326,7 @@ def _md(args, rows):
                    f"{r['score_err_x_r<1']:.3f}, {r['score_err_v_r<1']:.3f}"
                    if "score_err_x" in r else "- | - | -")
             lines.append(f"| {r['variant']} | {r['flow']} | {tr} | {nll} | {cbe} | {err} | "
-                         f"{r['nfw_m_s']:.3f}, {r['nfw_r_s']:.3f} | "
+                         f"{r['fit_mass']:.3f}, {r['fit_scale']:.3f} | "
                          f"{r['force_err_median']:.4f} ({r['force_err_median_r<1']:.4f}) |")
         return "\n".join(lines)
     head = ("| variant | flow | train s (CPU s) | NLL | CBE resid. (z) | MN free: m, a, b "

@@ -5,12 +5,14 @@
     python benchmarks/bench_sph_levers.py n18                     # 2^18 training stars
     python benchmarks/bench_sph_levers.py base --width 256 --activation silu
     python benchmarks/bench_sph_levers.py base --smooth 0.01 0.03 # + post-hoc smoothing
+    python benchmarks/bench_sph_levers.py base --tangential vector # v_t as a 2-D vector
 
-Trains `SphericalDF(FFJORD(dim=3))` by flow matching (cosine schedule, EMA 0.998, batch
-2048) on exact Plummer stars (`PlummerDF(r_max=10)`), then prints one JSON row: the
-median relative score errors ∂ln f/∂x and ∂ln f/∂v at 2^14 fresh truth points (Tsit5×4),
-the same in radial bins ([median ∂x, median ∂v, points] per bin), and the held-out NLL
-above the exact DF's. Variants:
+Trains `SphericalDF(FFJORD(dim=3))` (with `--tangential vector`,
+`SphericalDF(FFJORD(dim=4, pair_invariant=True), tangential="vector")`) by flow matching
+(cosine schedule, EMA 0.998, batch 2048) on exact Plummer stars (`PlummerDF(r_max=10)`),
+then prints one JSON row: the median relative score errors ∂ln f/∂x and ∂ln f/∂v at 2^14
+fresh truth points (Tsit5×4), the same in radial bins ([median ∂x, median ∂v, points] per
+bin), and the held-out NLL above the exact DF's. Variants:
 
 - `base`: 2^16 stars;
 - `flip`: the 2^16 stars and their copies with the radial velocity reversed
@@ -73,6 +75,7 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--activation", choices=("tanh", "silu"), default="tanh")
     p.add_argument("--smooth", type=float, nargs="*", default=[])
+    p.add_argument("--tangential", choices=("speed", "vector"), default="speed")
     args = p.parse_args(argv)
 
     truth = PlummerDF(r_max=10.0)
@@ -81,8 +84,10 @@ def main(argv=None):
     if args.variant == "flip":
         w_train = jnp.concatenate([w_train, flip_radial_velocity(w_train)])
     act = {"tanh": jnp.tanh, "silu": jax.nn.silu}[args.activation]
-    df = SphericalDF(FFJORD(jax.random.key(102), dim=3, n_blocks=1, width=args.width, depth=3,
-                            activation=act, chunk_size=CHUNK))
+    vector = args.tangential == "vector"
+    df = SphericalDF(FFJORD(jax.random.key(102), dim=4 if vector else 3, n_blocks=1,
+                            width=args.width, depth=3, activation=act, chunk_size=CHUNK,
+                            pair_invariant=vector), tangential=args.tangential)
     t = time.perf_counter()
     df = fit_df(df, w_train, key=jax.random.key(202), objective="cfm", progress=False,
                 max_steps=args.steps, batch_size=2048, learning_rate=2e-3, ema_decay=0.998,
@@ -90,7 +95,7 @@ def main(argv=None):
     train_s = time.perf_counter() - t
     tsit4 = ODESettings(solver=diffrax.Tsit5(), n_steps=4)
     df = eqx.tree_at(lambda d: d.inner, df, df.inner.with_ode(tsit4))
-    tag = f"{args.variant}_{args.steps}_{args.width}{args.activation}"
+    tag = f"{args.variant}_{args.steps}_{args.width}{args.activation}" + ("_vector" * vector)
     RUNS.mkdir(parents=True, exist_ok=True)
     eqx.tree_serialise_leaves(RUNS / f"{tag}.eqx", df)
 

@@ -27,9 +27,9 @@ def _ode():
     return ODESettings(solver=diffrax.Dopri5(), rtol=tol, atol=tol)
 
 
-def _ffjord(seed, dim):
+def _ffjord(seed, dim, **kwargs):
     return FFJORD(jax.random.key(seed), dim=dim, n_blocks=1, width=8, depth=1, ode=_ode(),
-                  chunk_size=4096)
+                  chunk_size=4096, **kwargs)
 
 
 def _spline(seed, dim):
@@ -53,6 +53,8 @@ DFS = {
         [_standardised(_ffjord(2, 6)), _standardised(_spline(3, 6))], average="prob"),
     "spherical_ffjord": lambda: _standardised(SphericalDF(_ffjord(4, 3))),
     "spherical_spline": lambda: _standardised(SphericalDF(_spline(5, 3))),
+    "spherical_vector": lambda: _standardised(
+        SphericalDF(_ffjord(11, 4, pair_invariant=True), tangential="vector")),
     "spherical_of_ensemble": lambda: SphericalDF(Ensemble(
         [_standardised(SphericalDF(_ffjord(6, 3))).inner,
          _standardised(SphericalDF(_spline(7, 3))).inner], average="prob")),
@@ -66,6 +68,7 @@ SYMMETRY = {
     "plummer": "spherical",
     "spherical_ffjord": "spherical",
     "spherical_spline": "spherical",
+    "spherical_vector": "spherical",
     "spherical_of_ensemble": "spherical",
     "axisymmetric_ffjord": "axisymmetric",
     "axisymmetric_spline": "axisymmetric",
@@ -74,7 +77,8 @@ SYMMETRY = {
 # the relative agreement of `score` with autodiff of `log_prob` in float64: exact for
 # autodiff models; the score ODE's solver tolerance for FFJORD
 SCORE_RTOL = {name: (1e-4 if "ffjord" in name or name in ("augmented", "ensemble_prob")
-                     or name == "spherical_of_ensemble" else 1e-9) for name in DFS}
+                     or name in ("spherical_of_ensemble", "spherical_vector") else 1e-9)
+              for name in DFS}
 
 
 @functools.cache

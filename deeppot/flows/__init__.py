@@ -11,6 +11,7 @@ from ._ensemble import Ensemble as Ensemble
 from ._ffjord import FFJORD as FFJORD
 from ._ffjord import FFJORDBlock as FFJORDBlock
 from ._ffjord import ODESettings as ODESettings
+from ._ffjord import PairInvariantTimeMLP as PairInvariantTimeMLP
 from ._ffjord import TimeMLP as TimeMLP
 from ._jacobi import JacobiDF as JacobiDF
 from ._spline import SplineFlow as SplineFlow

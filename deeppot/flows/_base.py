@@ -371,6 +371,14 @@ class AbstractFlowDF(AbstractTrainableDF):
     def _sample_chunk(self, key, m):
         return self._from_std(*self._sample_std(key, m))
 
+    def _moments(self, w: Float[Array, "n d"], p: Float[Array, " n"] | None):
+        """`(loc, scale)` of points `w` with normalised weights `p` (None: equal): mean and
+        standard deviation per axis."""
+        if p is None:
+            return jnp.mean(w, axis=0), jnp.std(w, axis=0)
+        loc = jnp.sum(p[:, None] * w, axis=0)
+        return loc, jnp.sqrt(jnp.sum(p[:, None] * (w - loc) ** 2, axis=0))
+
     def standardise(self, w: Float[Array, "n 6"], weights: Float[Array, " n"] | None = None):
         """Copy of this DF whose standardisation matches the points `w`.
 
@@ -386,16 +394,13 @@ class AbstractFlowDF(AbstractTrainableDF):
         that many copies of it).
         """
         w = jnp.asarray(w)
-        if weights is None:
-            loc = jnp.mean(w, axis=0)
-            scale = jnp.std(w, axis=0)
-        else:
+        p = None
+        if weights is not None:
             p = jnp.asarray(weights, w.dtype)
             if p.shape != w.shape[:1]:
                 raise ValueError(f"weights must have shape ({w.shape[0]},), got {p.shape}")
             p = p / jnp.sum(p)
-            loc = jnp.sum(p[:, None] * w, axis=0)
-            scale = jnp.sqrt(jnp.sum(p[:, None] * (w - loc) ** 2, axis=0))
+        loc, scale = self._moments(w, p)
         loc = loc.astype(self.loc.dtype)
         scale = scale.astype(self.scale.dtype)
         if not bool(jnp.all(scale > 0)):

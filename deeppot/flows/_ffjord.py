@@ -17,7 +17,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .. import registry
 from ._base import AbstractFlowDF
 
-__all__ = ["FFJORD", "FFJORDBlock", "ODESettings", "TimeMLP"]
+__all__ = ["FFJORD", "FFJORDBlock", "ODESettings", "PairInvariantTimeMLP", "TimeMLP"]
 
 # plain math: importing deeppot must not start JAX's backend (so that
 # jax.distributed.initialize can still follow the import)
@@ -234,6 +234,43 @@ class TimeMLP(eqx.Module):
 
 
 @typing.final
+class PairInvariantTimeMLP(eqx.Module):
+    """A vector field that keeps a density exactly invariant under rotations and reflections
+    of its last two coordinates (a 2-D vector b; the others are a).
+
+    `f_a = F(t, a, ρ)` and `f_b = g(t, a, ρ) b` with `ρ = ln(1 + |b|²)` and `(F, g)` one
+    MLP: the general field equivariant under O(2) acting on b (ρ is a smooth function of
+    |b|², growing slowly enough that `g b` stays nearly linear in b and the ODE cannot blow
+    up). Carried by such a field from an isotropic Gaussian, a density depends on b through
+    |b| only, and it stays smooth at b = 0 (a tangential velocity as a vector has no 1/|b|
+    of polar coordinates).
+
+    **Arguments:**
+
+    - `dim`: dimension of `z = (a, b)` (at least 2).
+    - `width`, `depth`, `activation`, `key`, `dtype`: as for `TimeMLP`.
+    """
+
+    mlp: eqx.nn.MLP
+
+    def __init__(self, dim: int, width: int, depth: int, *, activation: Callable = jnp.tanh,
+                 key: PRNGKeyArray, dtype=None):
+        if dim < 2:
+            raise ValueError(f"a pair-invariant field needs dimension at least 2; got {dim}")
+        # inputs (a, ρ, t); outputs (F, g)
+        self.mlp = eqx.nn.MLP(dim, dim - 1, width, depth, activation=activation, key=key,
+                              dtype=dtype)
+
+    def __call__(self, t: Float[Array, ""], z: Float[Array, " d"]) -> Float[Array, " d"]:
+        """Velocity at time `t` and point `z` (a single point)."""
+        t = jnp.asarray(t, z.dtype)
+        a, b = z[:-2], z[-2:]
+        rho = jnp.log1p(jnp.sum(b**2))
+        out = self.mlp(jnp.concatenate([a, rho[None], t[None]]))
+        return jnp.concatenate([out[:-1], out[-1] * b])
+
+
+@typing.final
 class FFJORDBlock(AbstractBijection):
     """One continuous normalising flow block as a flowjax bijection.
 
@@ -362,10 +399,11 @@ class FFJORDBlock(AbstractBijection):
         return x, delta, -kin, -frob
 
 
-def _make_blocks(key, dim, n_blocks, width, depth, activation, ode, dtype):
+def _make_blocks(key, dim, n_blocks, width, depth, activation, ode, dtype, pair_invariant):
+    field = PairInvariantTimeMLP if pair_invariant else TimeMLP
     keys = jax.random.split(key, n_blocks)
     return tuple(
-        FFJORDBlock(TimeMLP(dim, width, depth, activation=activation, key=k, dtype=dtype), ode,
+        FFJORDBlock(field(dim, width, depth, activation=activation, key=k, dtype=dtype), ode,
                     dim=dim)
         for k in keys
     )
@@ -402,6 +440,10 @@ class FFJORD(AbstractFlowDF):
     - `hutchinson`: probe distribution, `"rademacher"` or `"gaussian"`.
     - `cfm_sigma_min`: width of the conditional paths at t = 1 for `"cfm"`.
     - `chunk_size`: points per evaluation chunk.
+    - `pair_invariant`: make the density exactly invariant under rotations and reflections
+      of the last two coordinates, a 2-D vector b (a tangential velocity, see
+      `SphericalDF(tangential="vector")`): every block's field is a `PairInvariantTimeMLP`,
+      and `standardise` gives b no shift and one scale (its rms per component).
     - `score_method`: how `score` and `sample_and_score` differentiate the log-density:
       `"ode"` (default) integrates the score along the flow (one cheap inverse solve, then
       one forward solve of the augmented ODE, `FFJORDBlock.forward_with_score`); `"autodiff"`
@@ -423,6 +465,7 @@ class FFJORD(AbstractFlowDF):
     cfm_sigma_min: float = eqx.field(static=True)
     chunk_size: int = eqx.field(static=True)
     score_method: str = eqx.field(static=True)
+    pair_invariant: bool = eqx.field(static=True)
     objectives: typing.ClassVar[tuple[str, ...]] = ("cfm", "nll", "nll_exact")
 
     def __init__(
@@ -441,11 +484,14 @@ class FFJORD(AbstractFlowDF):
         cfm_sigma_min: float = 1e-4,
         chunk_size: int = 4096,
         score_method: str = "ode",
+        pair_invariant: bool = False,
         dtype=None,
     ):
         dtype = jnp.result_type(float) if dtype is None else dtype
         ode = ODESettings() if ode is None else ode
-        self.blocks = _make_blocks(key, dim, n_blocks, width, depth, activation, ode, dtype)
+        self.pair_invariant = bool(pair_invariant)
+        self.blocks = _make_blocks(key, dim, n_blocks, width, depth, activation, ode, dtype,
+                                   self.pair_invariant)
         self.loc = jnp.zeros(dim, dtype)
         self.scale = jnp.ones(dim, dtype)
         self.reg_kinetic = float(reg_kinetic)
@@ -466,6 +512,14 @@ class FFJORD(AbstractFlowDF):
             raise ValueError("need at least one block")
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
+
+    def _moments(self, w, p):
+        loc, scale = super()._moments(w, p)
+        if not self.pair_invariant:
+            return loc, scale
+        b2 = jnp.sum(w[:, -2:] ** 2, axis=-1)
+        rms = jnp.sqrt(0.5 * (jnp.mean(b2) if p is None else jnp.sum(p * b2)))
+        return loc.at[-2:].set(0.0), scale.at[-2:].set(rms)
 
     @property
     def bijection(self) -> Chain:

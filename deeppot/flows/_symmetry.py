@@ -170,9 +170,16 @@ class AbstractSymmetricDF(AbstractTrainableDF):
     inner: eqx.AbstractVar[AbstractDF]
     precondition: eqx.AbstractVar[Precondition]
     chunk_size: eqx.AbstractVar[int]
-    # names of the reduced coordinates, and which of them are positive
-    coordinates: eqx.AbstractClassVar[tuple[str, ...]]
-    positive: eqx.AbstractClassVar[tuple[bool, ...]]
+
+    @property
+    @abc.abstractmethod
+    def coordinates(self) -> tuple[str, ...]:
+        """Names of the reduced coordinates."""
+
+    @property
+    @abc.abstractmethod
+    def positive(self) -> tuple[bool, ...]:
+        """Which reduced coordinates are positive."""
 
     @abc.abstractmethod
     def _reduce(self, w: Float[Array, " 6"]) -> tuple[Float[Array, " d"], Float[Array, ""]]:
@@ -181,6 +188,12 @@ class AbstractSymmetricDF(AbstractTrainableDF):
     @abc.abstractmethod
     def _expand(self, key: PRNGKeyArray, q: Float[Array, "m d"]) -> Float[Array, "m 6"]:
         """Phase-space points with reduced coordinates q and uniformly random angles."""
+
+    def _canonical_score(self, u: Float[Array, "m d"], s_u: Float[Array, "m d"]
+                         ) -> Float[Array, "m d"]:
+        """The inner score at u carried to the point `_reduce` gives for `_expand(u)`
+        (they differ where the inner density has a symmetry of its own)."""
+        return s_u
 
     def _check_reduction(self):
         d = len(self.coordinates)
@@ -262,7 +275,7 @@ class AbstractSymmetricDF(AbstractTrainableDF):
         u, lp, s_u = self.inner._sample_score_chunk(k_inner, m)
         w = self._points(k_angles, u)
         (_, log_j), pullback = jax.vjp(self._features_batch, w)
-        (grad,) = pullback((s_u, jnp.ones_like(log_j)))
+        (grad,) = pullback((self._canonical_score(u, s_u), jnp.ones_like(log_j)))
         return w, lp + log_j, grad
 
     # ------------------------------------------------------------------ training
@@ -328,6 +341,7 @@ def _safe_norm(a):
 
 
 _LOG_8PI2 = math.log(8.0 * math.pi**2)
+_LOG_4PI = math.log(4.0 * math.pi)
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -345,43 +359,95 @@ class SphericalDF(AbstractSymmetricDF):
     """A spherically symmetric DF: a flow on (r, v_r, v_t), exact in Cartesian phase space.
 
     `r = |x|`, `v_r = x·v / r`, `v_t = |x × v| / r`; the system is centred at the origin.
-    Integrating over the direction of x and the azimuth of the tangential velocity,
-    d³x d³v = 4π r² dr · 2π v_t dv_t dv_r, so `p(x, v) = p_q(r, v_r, v_t) / (8π² r² v_t)`.
-    The default preconditioning `("log", "identity", "log")` gives the flow (ln r, v_r,
-    ln v_t): the whole line for each, and a power-law cusp becomes an exponential tail.
-    Anisotropic DFs f(E, L) are covered (L = r v_t).
+    Anisotropic DFs f(E, L) are covered (L = r v_t). The tangential velocity is represented
+    in one of two ways:
+
+    - `tangential="speed"`: its magnitude v_t, a 3-D inner flow. Integrating over the
+      direction of x and the azimuth of the tangential velocity, d³x d³v = 4π r² dr ·
+      2π v_t dv_t dv_r, so `p(x, v) = p_q(r, v_r, v_t) / (8π² r² v_t)`. The default
+      preconditioning `("log", "identity", "log")` gives the flow (ln r, v_r, ln v_t).
+      Where orbits are nearly radial (v_t ≪ |v|), the flow's error in ∂/∂ln v_t reaches
+      the Cartesian velocity score multiplied by 1/v_t.
+    - `tangential="vector"`: the tangential velocity as a 2-D vector (v_t, 0) in a frame of
+      the tangent plane, a 4-D inner flow whose density is exactly invariant under rotations
+      of that vector (an `FFJORD` built with `pair_invariant=True`), so the frame's
+      orientation does not matter. d³x d³v = 4π r² dr · dv_r d²v_t, so
+      `p(x, v) = p_q(r, v_r, v_t1, v_t2) / (4π r²)`: the density is smooth at v_t = 0 and
+      no 1/v_t reaches the scores. The default preconditioning is
+      `("log", "identity", "identity", "identity")`; the vector must stay unpreconditioned.
 
     **Arguments:**
 
-    - `inner`: a DF of dimension 3, e.g. `FFJORD(key, dim=3, ...)`, `SplineFlow(key,
-      dim=3)` or an `Ensemble` of them.
-    - `precondition`: a `Precondition`, or its kinds for (r, v_r, v_t).
+    - `inner`: a DF of dimension 3 (`"speed"`), e.g. `FFJORD(key, dim=3, ...)`,
+      `SplineFlow(key, dim=3)` or an `Ensemble` of them; or (`"vector"`) an
+      `FFJORD(key, dim=4, pair_invariant=True, ...)` or an `Ensemble` of them.
+    - `tangential`: `"speed"` or `"vector"`.
+    - `precondition`: a `Precondition`, or its kinds for the reduced coordinates (default
+      above).
     - `quantile`: the asinh quantile when `precondition` is given as kinds.
     - `chunk_size`: points per evaluation chunk (default: the inner DF's).
     """
 
     inner: AbstractDF
     precondition: Precondition
+    tangential: str = eqx.field(static=True)
     chunk_size: int = eqx.field(static=True)
-    coordinates: typing.ClassVar[tuple[str, ...]] = ("r", "v_r", "v_t")
-    positive: typing.ClassVar[tuple[bool, ...]] = (True, False, True)
 
-    def __init__(self, inner: AbstractDF, *, precondition=("log", "identity", "log"),
+    def __init__(self, inner: AbstractDF, *, tangential: str = "speed", precondition=None,
                  quantile: float = 0.2, chunk_size: int | None = None):
         self.inner = inner
+        self.tangential = tangential
+        if precondition is None:
+            precondition = (("log", "identity", "log") if tangential == "speed"
+                            else ("log", "identity", "identity", "identity"))
         self.precondition = _as_precondition(precondition, quantile)
         self.chunk_size = int(inner.chunk_size if chunk_size is None else chunk_size)
 
     def __check_init__(self):
+        if self.tangential not in _TANGENTIAL:
+            raise ValueError(f"tangential must be one of {tuple(_TANGENTIAL)}; "
+                             f"got {self.tangential!r}")
         self._check_reduction()
+        if self.tangential == "vector":
+            if self.precondition.kinds[2:] != ("identity", "identity"):
+                raise ValueError("the tangential velocity vector must be unpreconditioned "
+                                 "(a map per component breaks its rotation invariance); got "
+                                 f"{self.precondition.kinds[2:]}")
+            if not _pair_invariant(self.inner):
+                raise ValueError("tangential='vector' needs an inner DF invariant under "
+                                 "rotations of the tangential vector: FFJORD(..., "
+                                 "pair_invariant=True) or an Ensemble of them")
+
+    @property
+    def coordinates(self) -> tuple[str, ...]:
+        """Names of the reduced coordinates."""
+        return _TANGENTIAL[self.tangential][0]
+
+    @property
+    def positive(self) -> tuple[bool, ...]:
+        """Which reduced coordinates are positive."""
+        return _TANGENTIAL[self.tangential][1]
 
     def _reduce(self, w):
         x, v = w[:3], w[3:]
         r = _safe_norm(x)
         v_r = jnp.dot(x, v) / r
         v_t = _safe_norm(jnp.cross(x, v)) / r
+        if self.tangential == "vector":
+            return jnp.stack([r, v_r, v_t, jnp.zeros_like(v_t)]), -_LOG_4PI - 2.0 * jnp.log(r)
         log_j = -_LOG_8PI2 - 2.0 * jnp.log(r) - jnp.log(v_t)
         return jnp.stack([r, v_r, v_t]), log_j
+
+    def _canonical_score(self, u, s_u):
+        if self.tangential == "speed":
+            return s_u
+        # the inner density is invariant under rotations of b = u[:, 2:], and `_reduce`
+        # gives b = (|b|, 0): rotate the score of b with the rotation that takes b there
+        b, s_b = u[:, 2:], s_u[:, 2:]
+        b_hat = b / jnp.maximum(_safe_norm(b), jnp.finfo(b.dtype).tiny)[:, None]
+        rotated = jnp.stack([jnp.sum(b_hat * s_b, -1),
+                             b_hat[:, 0] * s_b[:, 1] - b_hat[:, 1] * s_b[:, 0]], -1)
+        return jnp.concatenate([s_u[:, :2], rotated], -1)
 
     def _expand(self, key, q):
         k_n, k_t = jax.random.split(key)
@@ -390,8 +456,22 @@ class SphericalDF(AbstractSymmetricDF):
         g = jax.random.normal(k_t, (m, 3), q.dtype)
         e = g - jnp.sum(g * n, -1, keepdims=True) * n
         e = e / jnp.linalg.norm(e, axis=-1, keepdims=True)
-        r, v_r, v_t = q[:, :1], q[:, 1:2], q[:, 2:]
-        return jnp.concatenate([r * n, v_r * n + v_t * e], axis=-1)
+        r, v_r = q[:, :1], q[:, 1:2]
+        v_t = q[:, 2:3] * e
+        if self.tangential == "vector":
+            v_t = v_t + q[:, 3:] * jnp.cross(n, e)
+        return jnp.concatenate([r * n, v_r * n + v_t], axis=-1)
+
+
+# names and positivity of SphericalDF's reduced coordinates, per tangential representation
+_TANGENTIAL = {"speed": (("r", "v_r", "v_t"), (True, False, True)),
+               "vector": (("r", "v_r", "v_t1", "v_t2"), (True, False, False, False))}
+
+
+def _pair_invariant(df: AbstractDF) -> bool:
+    if isinstance(df, Ensemble):
+        return all(_pair_invariant(m) for m in df.members)
+    return bool(getattr(df, "pair_invariant", False))
 
 
 @typing.final

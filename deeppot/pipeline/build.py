@@ -111,14 +111,19 @@ def build_df(cfg: DFConfig, key, *, catalog=None):
         return mocks.truth_df(catalog.meta)
     make = registry.distribution_functions[cfg.kind]
     arguments = _df_arguments(cfg)
-    reduced = {"spherical": (3, flows.SphericalDF), "axisymmetric": (5, flows.AxisymmetricDF)}
+    # spherical with kind = "ffjord": the tangential velocity as `cfg.tangential` says
+    vector = cfg.symmetry == "spherical" and cfg.kind == "ffjord" and cfg.tangential == "vector"
 
     def member(k):
         if cfg.symmetry == "none":
             df = make(k, **arguments)
+        elif vector:
+            df = flows.SphericalDF(make(k, dim=4, pair_invariant=True, **arguments),
+                                   tangential="vector")
+        elif cfg.symmetry == "spherical":
+            df = flows.SphericalDF(make(k, dim=3, **arguments))
         else:
-            dim, wrap = reduced[cfg.symmetry]
-            df = wrap(make(k, dim=dim, **arguments))
+            df = flows.AxisymmetricDF(make(k, dim=5, **arguments))
         return df if cfg.augment == "none" else flows.Augmented(df, cfg.augment)
 
     if cfg.ensemble == 1:

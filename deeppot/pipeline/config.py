@@ -219,6 +219,11 @@ class DFConfig:
                          "exact in Cartesian phase space (deeppot.flows.SphericalDF, "
                          "AxisymmetricDF)", choices=("none", "spherical", "axisymmetric"),
                          only=_TRAINED)
+    tangential: str = _opt("vector", "str", "with symmetry = spherical: the tangential "
+                           "velocity as a 2-D vector (a 4-D flow exactly invariant under its "
+                           "rotations; no 1/v_t in the scores of nearly radial orbits) or as "
+                           "its magnitude v_t (a 3-D flow on ln v_t)",
+                           choices=("vector", "speed"), only=("ffjord",))
     augment: str = _opt("none", "str", "train on batches transformed by random elements of "
                         "a symmetry group (deeppot.flows.Augmented)",
                         choices=("none", "spherical", "axisymmetric", "mirror_z",

@@ -187,18 +187,21 @@ def test_docs_list_every_key_as_the_schema_does():
     assert reference_markdown() in doc
 
 
-@pytest.mark.parametrize("symmetry, augment, outer, dim", [
-    ("spherical", "none", "SphericalDF", 3),
-    ("axisymmetric", "mirror_z", "Augmented", 5),
-    ("none", "spherical", "Augmented", 6),
+@pytest.mark.parametrize("symmetry, augment, tangential, outer, dim", [
+    ("spherical", "none", "vector", "SphericalDF", 4),
+    ("spherical", "none", "speed", "SphericalDF", 3),
+    ("axisymmetric", "mirror_z", "vector", "Augmented", 5),
+    ("none", "spherical", "vector", "Augmented", 6),
 ])
-def test_df_symmetry_and_augmentation_build_the_wrappers(symmetry, augment, outer, dim):
-    """[df] symmetry reduces the flow's dimension; augment wraps the DF for training."""
+def test_df_symmetry_and_augmentation_build_the_wrappers(symmetry, augment, tangential, outer,
+                                                         dim):
+    """[df] symmetry reduces the flow's dimension (tangential chooses the spherical one);
+    augment wraps the DF for training."""
     from deeppot.pipeline.build import build_df
 
     cfg = pipeline.parse_config({"df": {"kind": "ffjord", "width": 8, "depth": 1,
                                         "symmetry": symmetry, "augment": augment,
-                                        "ensemble": 2}})
+                                        "tangential": tangential, "ensemble": 2}})
     df = build_df(cfg.df, jax.random.key(0))
     for member in df.members:
         assert type(member).__name__ == outer
@@ -206,6 +209,7 @@ def test_df_symmetry_and_augmentation_build_the_wrappers(symmetry, augment, oute
         while hasattr(flow, "inner"):
             flow = flow.inner
         assert type(flow).__name__ == "FFJORD" and flow.loc.shape == (dim,)
+        assert flow.pair_invariant == (dim == 4)
 
 
 def test_rotating_frame_keys_are_checked():

@@ -5,6 +5,8 @@ are known in closed form, independently of the wrapper code:
 
 - spherical, q = (r, v_r, v_t): p_q = 8π² r² v_t f(E), and with u = (ln r, v_r, ln v_t)
   p_u = p_q · r · v_t;
+- spherical with the tangential velocity as a 2-D vector b, q = (r, v_r, b):
+  p_q = 4π r² f(E), and with u = (ln r, v_r, b) p_u = p_q · r;
 - axisymmetric, q = (R, z, v_R, v_z, v_φ): p_q = 2π R f(E), and with
   u = (ln R, asinh(z/z₀), v_R, v_z, v_φ) p_u = p_q · R · z₀ cosh(u_z).
 
@@ -95,15 +97,45 @@ class ReducedPlummerAxisymmetric(AbstractDF):
         return u, self._log_prob_chunk(u)
 
 
+@typing.final
+class ReducedPlummerVector(AbstractDF):
+    """The exact Plummer density in u = (ln r, v_r, b), b the tangential velocity as a 2-D
+    vector: invariant under rotations of b, as `SphericalDF(tangential="vector")` needs."""
+
+    chunk_size: int = eqx.field(static=True, default=4096)
+    pair_invariant: typing.ClassVar[bool] = True
+
+    def _log_prob_chunk(self, u):
+        r, v_r = jnp.exp(u[:, 0]), u[:, 1]
+        return (math.log(4 * math.pi) + 3 * jnp.log(r)
+                + _log_f(r, v_r**2 + jnp.sum(u[:, 2:] ** 2, -1)))
+
+    def _score_chunk(self, u):
+        return autodiff_score(self._log_prob_chunk, u)
+
+    def _sample_chunk(self, key, m):
+        k_w, k_a = jax.random.split(key)
+        w = TRUTH.sample(k_w, m)
+        x, v = w[:, :3], w[:, 3:]
+        r = jnp.linalg.norm(x, axis=-1)
+        v_r = jnp.sum(x * v, -1) / r
+        v_t = jnp.linalg.norm(jnp.cross(x, v), axis=-1) / r
+        alpha = jax.random.uniform(k_a, (m,), w.dtype, 0.0, 2.0 * math.pi)
+        u = jnp.stack([jnp.log(r), v_r, v_t * jnp.cos(alpha), v_t * jnp.sin(alpha)], -1)
+        return u, self._log_prob_chunk(u)
+
+
 def _wrapped(kind):
     if kind == "spherical":
         return SphericalDF(ReducedPlummerSpherical())
+    if kind == "spherical_vector":
+        return SphericalDF(ReducedPlummerVector(), tangential="vector")
     pre = Precondition(("log", "asinh", "identity", "identity", "identity"),
                        scale=jnp.array([1.0, Z0, 1.0, 1.0, 1.0]))
     return AxisymmetricDF(ReducedPlummerAxisymmetric(), precondition=pre)
 
 
-@pytest.mark.parametrize("kind", ["spherical", "axisymmetric"])
+@pytest.mark.parametrize("kind", ["spherical", "spherical_vector", "axisymmetric"])
 def test_wrapped_reduced_plummer_is_plummer(kind, x64):
     df = _wrapped(kind)
     w = TRUTH.sample(jax.random.key(0), 512)
@@ -117,7 +149,7 @@ def test_wrapped_reduced_plummer_is_plummer(kind, x64):
                                atol=1e-9 * float(jnp.abs(exact).max()))
 
 
-@pytest.mark.parametrize("kind", ["spherical",
+@pytest.mark.parametrize("kind", ["spherical", "spherical_vector",
                                   pytest.param("axisymmetric", marks=pytest.mark.slow)])
 def test_wrapped_reduced_plummer_samples_are_plummer(kind, x64):
     """Samples (inner draw + uniform angles) follow the Plummer DF: consistent log-density
@@ -140,7 +172,7 @@ def test_wrapped_reduced_plummer_samples_are_plummer(kind, x64):
         assert float(jnp.max(jnp.abs(m2 / m2.mean() - 1))) < 0.05
     xv = jnp.sum(w[:, :3] * w[:, 3:], -1)
     assert abs(float(xv.mean())) < 5 * float(xv.std()) / math.sqrt(n)
-    # the tangential velocity's direction is uniform about x̂ (spherical case): the
+    # the tangential velocity's direction is uniform about x̂ (spherical cases): the
     # angular momentum has no preferred direction
     ang = jnp.cross(w[:, :3], w[:, 3:])
     assert float(jnp.max(jnp.abs(ang.mean(0)) / (ang.std(0) / math.sqrt(n)))) < 5
@@ -164,6 +196,12 @@ def test_reduced_coordinates_and_jacobian_formulas(x64):
     u, log_j = axi._features(w[0])
     np.testing.assert_allclose(
         log_j, -math.log(2 * math.pi * 5.0**2) - 0.5 * math.log(Z0**2 + 144.0), rtol=1e-13)
+    # the tangential velocity as a vector (v_t, 0): 1/(4π r²) · 1/r, no 1/v_t
+    vec = _wrapped("spherical_vector")
+    np.testing.assert_allclose(vec.reduced_coordinates(w)[0], [r, v_r, v_t, 0.0], rtol=1e-13,
+                               atol=1e-15)
+    u, log_j = vec._features(w[0])
+    np.testing.assert_allclose(log_j, -math.log(4 * math.pi * r**3), rtol=1e-13)
 
 
 # ----------------------------------------------------------------------------- Precondition
@@ -211,6 +249,16 @@ def test_precondition_and_wrapper_errors():
         Augmented(ffjord3, "cubic")
     with pytest.raises(ValueError, match="group"):
         symmetry_transform(jax.random.key(0), jnp.ones((2, 6)), "cubic")
+    ffjord4 = FFJORD(jax.random.key(0), dim=4, n_blocks=1, width=4, depth=1)
+    with pytest.raises(ValueError, match="tangential must be one of"):
+        SphericalDF(ffjord3, tangential="polar")
+    with pytest.raises(ValueError, match="pair_invariant=True"):
+        SphericalDF(ffjord4, tangential="vector")
+    with pytest.raises(ValueError, match="dim=4"):
+        SphericalDF(ffjord3, tangential="vector")
+    with pytest.raises(ValueError, match="unpreconditioned"):
+        SphericalDF(ReducedPlummerVector(), tangential="vector",
+                    precondition=("log", "identity", "asinh", "asinh"))
 
 
 # ----------------------------------------------------------------------------- training
@@ -239,6 +287,33 @@ def test_fit_df_trains_a_wrapper_and_keeps_its_standardisation(x64):
         np.testing.assert_array_equal(a, b)
     loss = trained.train_loss(stars[:64], jax.random.key(6), "nll_exact")
     np.testing.assert_allclose(loss, -trained.log_prob(stars[:64]).mean(), rtol=1e-6)
+
+
+def test_pair_invariant_ffjord(x64):
+    """`FFJORD(pair_invariant=True)`: its density is invariant under rotations and
+    reflections of the last two coordinates (so any frame of the tangent plane gives the
+    same p), its standardisation gives that pair no shift and one scale, and fit_df trains
+    `SphericalDF(tangential="vector")` on reduced points whose second component is 0."""
+    stars = TRUTH.sample(jax.random.key(30), 2048)
+    df = SphericalDF(FFJORD(jax.random.key(31), dim=4, n_blocks=1, width=16, depth=2,
+                            pair_invariant=True), tangential="vector")
+    ready = df.standardise(stars)
+    q = ready.reduced_coordinates(stars)
+    assert float(jnp.max(jnp.abs(q[:, 3]))) == 0.0
+    rms = float(jnp.sqrt(jnp.mean(q[:, 2] ** 2) / 2))
+    np.testing.assert_allclose(ready.inner.loc[2:], [0.0, 0.0])
+    np.testing.assert_allclose(ready.inner.scale[2:], [rms, rms], rtol=1e-10)
+    trained = fit_df(df, stars, key=jax.random.key(32), max_steps=60, batch_size=512,
+                     objective="cfm", learning_rate=1e-2, warmup_steps=5, ema_decay=None,
+                     progress=False)
+    assert float(trained.log_prob(stars).mean()) > float(ready.log_prob(stars).mean()) + 0.05
+    inner = trained.inner
+    u = jax.vmap(trained._features)(stars[:64])[0]
+    for angle, flip in ((0.7, 1.0), (2.9, -1.0)):
+        c, s = math.cos(angle), math.sin(angle)
+        b = u[:, 2:] @ jnp.array([[c, s], [-s, c]]) * jnp.array([1.0, flip])
+        np.testing.assert_allclose(inner._log_prob_chunk(u.at[:, 2:].set(b)),
+                                   inner._log_prob_chunk(u), rtol=1e-7, atol=1e-7)
 
 
 @pytest.mark.slow
@@ -288,7 +363,8 @@ def test_ensemble_of_wrappers_and_wrapper_of_ensemble_agree(x64):
                                jnp.concatenate(TRUTH.score(w), -1), rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("kind", ["spherical", pytest.param("axisymmetric", marks=pytest.mark.slow),
+@pytest.mark.parametrize("kind", ["spherical", "spherical_vector",
+                                  pytest.param("axisymmetric", marks=pytest.mark.slow),
                                   pytest.param("augmented", marks=pytest.mark.slow)])
 def test_wrappers_round_trip_through_model_files(kind, tmp_path):
     """`save_model` / `load_model` rebuild a wrapper (its precondition scales, its inner
@@ -298,6 +374,9 @@ def test_wrappers_round_trip_through_model_files(kind, tmp_path):
     stars = TRUTH.sample(jax.random.key(13), 512)
     make = {
         "spherical": lambda: SphericalDF(FFJORD(jax.random.key(14), dim=3, width=8, depth=1)),
+        "spherical_vector": lambda: SphericalDF(FFJORD(
+            jax.random.key(14), dim=4, width=8, depth=1, pair_invariant=True),
+            tangential="vector"),
         "axisymmetric": lambda: AxisymmetricDF(SplineFlow(
             jax.random.key(15), dim=5, flow_layers=1, knots=4, nn_width=8, nn_depth=1)),
         "augmented": lambda: Augmented(FFJORD(jax.random.key(16), width=8, depth=1),
