@@ -113,3 +113,14 @@ class NFWGalpyScores:
         dx = f_e[:, None] * grad_phi + f_l[:, None] * dl_dx
         dv = f_e[:, None] * v + f_l[:, None] * dl_dv
         return dx, dv
+
+
+if __name__ == "__main__":
+    # python benchmarks/_galpy_halo.py [PATH]: write hernquist_halo(0, 2^16) as a catalogue
+    # file (its meta records the truth), the input of benchmarks/configs/halo.toml
+    import sys
+    from pathlib import Path
+
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/halo/hernquist_om.npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    print(hernquist_halo(0, 2**16)[0].save(path))

@@ -25,6 +25,8 @@ Variants (the DF trained by conditional flow matching, FFJORD 1 × (depth × wid
   spherical                `SphericalDF` on (ln r, v_r, ln v_t)
   spherical-vector         `SphericalDF(tangential="vector")` on (ln r, v_r, v_t as a 2-D
                            vector), the inner flow exactly invariant under its rotations
+  spherical[-vector]-scaled  the same with `scale_velocities=True`: the velocities divided
+                           by smooth dispersion profiles σ_r(r), σ_t(r) fitted to the data
 
 Metrics per row: training wall and CPU seconds; the stationarity residual of the flow's
 scores in the true potential (median of |∇Φ·∂ln f/∂v − v·∂ln f/∂x| / (|∇Φ||∂ln f/∂v| +
@@ -136,10 +138,13 @@ def make_df(variant: str, system: str, key, width: int, depth: int, activation):
     if variant == "general-aug":
         return Augmented(flow(6), "spherical" if system.startswith("halo")
                          else "axisymmetric_mirror_z")
-    if variant == "spherical":
-        return SphericalDF(flow(3))
-    if variant == "spherical-vector":
-        return SphericalDF(flow(4, pair_invariant=True), tangential="vector")
+    if variant.startswith("spherical"):
+        scaled = variant.endswith("-scaled")
+        if variant.removesuffix("-scaled") == "spherical":
+            return SphericalDF(flow(3), scale_velocities=scaled)
+        if variant.removesuffix("-scaled") == "spherical-vector":
+            return SphericalDF(flow(4, pair_invariant=True), tangential="vector",
+                               scale_velocities=scaled)
     if variant.startswith("axisymmetric"):
         kinds = ("log", "asinh", "identity", "identity", "identity")
         quantile = 0.2

@@ -55,6 +55,8 @@ DFS = {
     "spherical_spline": lambda: _standardised(SphericalDF(_spline(5, 3))),
     "spherical_vector": lambda: _standardised(
         SphericalDF(_ffjord(11, 4, pair_invariant=True), tangential="vector")),
+    "spherical_scaled": lambda: _standardised(
+        SphericalDF(_ffjord(12, 3), scale_velocities=True)),
     "spherical_of_ensemble": lambda: SphericalDF(Ensemble(
         [_standardised(SphericalDF(_ffjord(6, 3))).inner,
          _standardised(SphericalDF(_spline(7, 3))).inner], average="prob")),
@@ -69,6 +71,7 @@ SYMMETRY = {
     "spherical_ffjord": "spherical",
     "spherical_spline": "spherical",
     "spherical_vector": "spherical",
+    "spherical_scaled": "spherical",
     "spherical_of_ensemble": "spherical",
     "axisymmetric_ffjord": "axisymmetric",
     "axisymmetric_spline": "axisymmetric",
@@ -77,7 +80,8 @@ SYMMETRY = {
 # the relative agreement of `score` with autodiff of `log_prob` in float64: exact for
 # autodiff models; the score ODE's solver tolerance for FFJORD
 SCORE_RTOL = {name: (1e-4 if "ffjord" in name or name in ("augmented", "ensemble_prob")
-                     or name in ("spherical_of_ensemble", "spherical_vector") else 1e-9)
+                     or name in ("spherical_of_ensemble", "spherical_vector", "spherical_scaled")
+                     else 1e-9)
               for name in DFS}
 
 

@@ -20,4 +20,5 @@ from ._symmetry import Augmented as Augmented
 from ._symmetry import AxisymmetricDF as AxisymmetricDF
 from ._symmetry import Precondition as Precondition
 from ._symmetry import SphericalDF as SphericalDF
+from ._symmetry import VelocityProfile as VelocityProfile
 from ._symmetry import symmetry_transform as symmetry_transform

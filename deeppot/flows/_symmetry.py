@@ -30,6 +30,7 @@ __all__ = [
     "AxisymmetricDF",
     "Precondition",
     "SphericalDF",
+    "VelocityProfile",
     "symmetry_transform",
 ]
 
@@ -354,6 +355,110 @@ def _as_precondition(precondition, quantile) -> Precondition:
     return Precondition(precondition, quantile=quantile)
 
 
+def _radial_tangential(w):
+    """(r, v_r, v_t) of one phase-space point."""
+    x, v = w[:3], w[3:]
+    r = _safe_norm(x)
+    return r, jnp.dot(x, v) / r, _safe_norm(jnp.cross(x, v)) / r
+
+
+@typing.final
+class VelocityProfile(eqx.Module):
+    """Smooth radial profiles of a spherical system's velocity dispersions, σ_r(r) for the
+    radial velocity and σ_t(r) for each tangential component, by which `SphericalDF`
+    divides the velocities before its flow sees them (`SphericalDF(..., scale_velocities=
+    True)`).
+
+    Where the dispersions change by orders of magnitude with radius (a cusped halo's
+    stars over decades in r; radial orbits, σ_t ≪ σ_r, at large r), one global
+    standardisation leaves the velocity distribution at some radii a spike far narrower
+    than the flow resolves. Divided by the local dispersions, the velocities have unit
+    scale at every radius. The map is fixed (fitted once from the data, never trained)
+    and smooth, and its exact Jacobian enters `log_prob` and the scores.
+
+    `ln σ(r) = c₀ + c₁ ln r + Σ_k a_k exp(−(ln r − s_k)² / 2h²)`: a power law plus
+    Gaussian bumps at knots s_k in ln r (spacing h), least-squares fitted by `fit` to the
+    logarithms of the binned rms velocities; a power law beyond the data.
+
+    **Arguments:**
+
+    - `n_knots`: number of Gaussian bumps (0: a pure power law per profile).
+    - `n_bins`: number of radial bins (equal counts) whose rms velocities `fit` matches.
+    - `ridge`: the bumps' ridge penalty, relative to the number of bins.
+
+    The identity (σ = 1) until `fit` sets it.
+    """
+
+    knots: Float[Array, " k"]
+    coef: Float[Array, "2 k2"]
+    n_bins: int = eqx.field(static=True)
+    ridge: float = eqx.field(static=True)
+
+    def __init__(self, n_knots: int = 8, *, n_bins: int = 32, ridge: float = 1e-3):
+        dtype = jnp.result_type(float)
+        self.knots = jnp.linspace(-1.0, 1.0, n_knots, dtype=dtype)
+        self.coef = jnp.zeros((2, n_knots + 2), dtype)
+        self.n_bins = int(n_bins)
+        self.ridge = float(ridge)
+
+    def __check_init__(self):
+        if self.n_bins < self.knots.shape[0] + 2:
+            raise ValueError(f"n_bins ({self.n_bins}) must be at least n_knots + 2 "
+                             f"({self.knots.shape[0] + 2})")
+        if not self.ridge >= 0:
+            raise ValueError(f"ridge must be non-negative; got {self.ridge}")
+
+    def _basis(self, s):
+        knots = jax.lax.stop_gradient(self.knots).astype(s.dtype)
+        h = (knots[-1] - knots[0]) / max(knots.shape[0] - 1, 1) if knots.shape[0] > 1 else 1.0
+        bumps = jnp.exp(-0.5 * ((s[..., None] - knots) / h) ** 2)
+        return jnp.concatenate([jnp.ones_like(s)[..., None], s[..., None], bumps], -1)
+
+    def log_sigma(self, r: Float[Array, "..."]) -> tuple[Float[Array, "..."], Float[Array, "..."]]:
+        """`(ln σ_r(r), ln σ_t(r))`."""
+        out = self._basis(jnp.log(r)) @ jax.lax.stop_gradient(self.coef).astype(r.dtype).T
+        return out[..., 0], out[..., 1]
+
+    def fit(self, r: Float[Array, " n"], v_r: Float[Array, " n"], v_t: Float[Array, " n"],
+            weights: Float[Array, " n"] | None = None) -> VelocityProfile:
+        """Copy fitted to stars at radii `r` with radial velocities `v_r` and tangential
+        speeds `v_t` (optionally weighted): knots at equal-count quantiles of ln r, and
+        the profiles through the rms v_r and v_t/√2 of `n_bins` equal-count bins."""
+        s = jnp.log(jnp.asarray(r))
+        n = s.shape[0]
+        if n < 4 * self.n_bins:
+            raise ValueError(f"fitting a velocity profile with {self.n_bins} bins needs at "
+                             f"least {4 * self.n_bins} stars; got {n}")
+        p = jnp.ones_like(s) if weights is None else jnp.asarray(weights, s.dtype)
+        order = jnp.argsort(s)
+        cdf = jnp.cumsum(p[order]) / jnp.sum(p)
+        # bin edges at the weighted quantiles of ln r; equal radii share a bin, so a weight
+        # counts exactly like that many copies
+        edges = s[order][jnp.searchsorted(cdf, jnp.arange(1, self.n_bins) / self.n_bins)]
+        which = jnp.searchsorted(edges, s[order], side="right")
+        ps = p[order]
+
+        def binned(a):
+            return jax.ops.segment_sum(ps * a[order], which, self.n_bins) / \
+                jax.ops.segment_sum(ps, which, self.n_bins)
+
+        centres = binned(s)
+        y = jnp.stack([0.5 * jnp.log(binned(jnp.asarray(v_r) ** 2)),
+                       0.5 * jnp.log(binned(0.5 * jnp.asarray(v_t) ** 2))])
+        k = self.knots.shape[0]
+        quantiles = jnp.linspace(0.5 / self.n_bins, 1 - 0.5 / self.n_bins, k) if k > 1 \
+            else jnp.array([0.5])
+        knots = jnp.quantile(centres, quantiles).astype(self.knots.dtype)
+        new = eqx.tree_at(lambda m: m.knots, self, knots)
+        basis = new._basis(centres)
+        penalty = jnp.diag(jnp.concatenate([jnp.zeros(2), jnp.full(k, self.ridge * self.n_bins)]))
+        coef = jnp.linalg.solve(basis.T @ basis + penalty, basis.T @ y.T).T
+        if not bool(jnp.all(jnp.isfinite(coef))):
+            raise ValueError("the velocity profile's fit is not finite (stars with zero "
+                             "velocity in a whole radial bin?)")
+        return eqx.tree_at(lambda m: m.coef, new, coef.astype(self.coef.dtype))
+
+
 @typing.final
 class SphericalDF(AbstractSymmetricDF):
     """A spherically symmetric DF: a flow on (r, v_r, v_t), exact in Cartesian phase space.
@@ -382,6 +487,10 @@ class SphericalDF(AbstractSymmetricDF):
       `SplineFlow(key, dim=3)` or an `Ensemble` of them; or (`"vector"`) an
       `FFJORD(key, dim=4, pair_invariant=True, ...)` or an `Ensemble` of them.
     - `tangential`: `"speed"` or `"vector"`.
+    - `scale_velocities`: divide v_r by σ_r(r) and the tangential velocity by σ_t(r), smooth
+      dispersion profiles fitted to the data (`VelocityProfile`, set by `standardise`),
+      so that the velocities have unit scale at every radius; the reduced coordinates
+      are then those scaled velocities.
     - `precondition`: a `Precondition`, or its kinds for the reduced coordinates (default
       above).
     - `quantile`: the asinh quantile when `precondition` is given as kinds.
@@ -390,13 +499,16 @@ class SphericalDF(AbstractSymmetricDF):
 
     inner: AbstractDF
     precondition: Precondition
+    profile: VelocityProfile | None
     tangential: str = eqx.field(static=True)
     chunk_size: int = eqx.field(static=True)
 
-    def __init__(self, inner: AbstractDF, *, tangential: str = "speed", precondition=None,
-                 quantile: float = 0.2, chunk_size: int | None = None):
+    def __init__(self, inner: AbstractDF, *, tangential: str = "speed",
+                 scale_velocities: bool = False, precondition=None, quantile: float = 0.2,
+                 chunk_size: int | None = None):
         self.inner = inner
         self.tangential = tangential
+        self.profile = VelocityProfile() if scale_velocities else None
         if precondition is None:
             precondition = (("log", "identity", "log") if tangential == "speed"
                             else ("log", "identity", "identity", "identity"))
@@ -429,13 +541,17 @@ class SphericalDF(AbstractSymmetricDF):
         return _TANGENTIAL[self.tangential][1]
 
     def _reduce(self, w):
-        x, v = w[:3], w[3:]
-        r = _safe_norm(x)
-        v_r = jnp.dot(x, v) / r
-        v_t = _safe_norm(jnp.cross(x, v)) / r
+        r, v_r, v_t = _radial_tangential(w)
         if self.tangential == "vector":
-            return jnp.stack([r, v_r, v_t, jnp.zeros_like(v_t)]), -_LOG_4PI - 2.0 * jnp.log(r)
-        log_j = -_LOG_8PI2 - 2.0 * jnp.log(r) - jnp.log(v_t)
+            log_j = -_LOG_4PI - 2.0 * jnp.log(r)
+        else:
+            log_j = -_LOG_8PI2 - 2.0 * jnp.log(r) - jnp.log(v_t)
+        if self.profile is not None:  # velocities in units of the local dispersions
+            ln_sr, ln_st = self.profile.log_sigma(r)
+            v_r, v_t = v_r * jnp.exp(-ln_sr), v_t * jnp.exp(-ln_st)
+            log_j = log_j - ln_sr - (len(self.coordinates) - 2) * ln_st
+        if self.tangential == "vector":
+            return jnp.stack([r, v_r, v_t, jnp.zeros_like(v_t)]), log_j
         return jnp.stack([r, v_r, v_t]), log_j
 
     def _canonical_score(self, u, s_u):
@@ -460,7 +576,27 @@ class SphericalDF(AbstractSymmetricDF):
         v_t = q[:, 2:3] * e
         if self.tangential == "vector":
             v_t = v_t + q[:, 3:] * jnp.cross(n, e)
+        if self.profile is not None:
+            ln_sr, ln_st = self.profile.log_sigma(r)
+            v_r, v_t = v_r * jnp.exp(ln_sr), v_t * jnp.exp(ln_st)
         return jnp.concatenate([r * n, v_r * n + v_t], axis=-1)
+
+    @property
+    def standardisation(self) -> tuple[Array, ...]:
+        """The velocity profile's coefficients (if any), the precondition's scales and the
+        inner flow's standardisation."""
+        profile = () if self.profile is None else (self.profile.knots, self.profile.coef)
+        return (*profile, *super().standardisation)
+
+    def standardise(self, w: Float[Array, "n 6"], weights: Float[Array, " n"] | None = None):
+        """Copy whose velocity profile (with `scale_velocities`), precondition scales and
+        inner standardisation match the points `w` (see `AbstractSymmetricDF.standardise`).
+        """
+        new = self
+        if self.profile is not None:
+            r, v_r, v_t = jax.vmap(_radial_tangential)(jnp.asarray(w).reshape(-1, 6))
+            new = eqx.tree_at(lambda d: d.profile, self, self.profile.fit(r, v_r, v_t, weights))
+        return super(SphericalDF, new).standardise(w, weights)
 
 
 # names and positivity of SphericalDF's reduced coordinates, per tangential representation

@@ -119,9 +119,10 @@ def build_df(cfg: DFConfig, key, *, catalog=None):
             df = make(k, **arguments)
         elif vector:
             df = flows.SphericalDF(make(k, dim=4, pair_invariant=True, **arguments),
-                                   tangential="vector")
+                                   tangential="vector", scale_velocities=cfg.scale_velocities)
         elif cfg.symmetry == "spherical":
-            df = flows.SphericalDF(make(k, dim=3, **arguments))
+            df = flows.SphericalDF(make(k, dim=3, **arguments),
+                                   scale_velocities=cfg.scale_velocities)
         else:
             df = flows.AxisymmetricDF(make(k, dim=5, **arguments))
         return df if cfg.augment == "none" else flows.Augmented(df, cfg.augment)

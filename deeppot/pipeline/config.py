@@ -224,6 +224,10 @@ class DFConfig:
                            "rotations; no 1/v_t in the scores of nearly radial orbits) or as "
                            "its magnitude v_t (a 3-D flow on ln v_t)",
                            choices=("vector", "speed"), only=("ffjord",))
+    scale_velocities: bool = _opt(True, "bool", "with symmetry = spherical: divide the "
+                                  "velocities by smooth radial dispersion profiles fitted to "
+                                  "the data (deeppot.flows.VelocityProfile), so they have unit "
+                                  "scale at every radius", only=_TRAINED)
     augment: str = _opt("none", "str", "train on batches transformed by random elements of "
                         "a symmetry group (deeppot.flows.Augmented)",
                         choices=("none", "spherical", "axisymmetric", "mirror_z",
