@@ -6,6 +6,7 @@
     python benchmarks/bench_sph_levers.py base --width 256 --activation silu
     python benchmarks/bench_sph_levers.py base --smooth 0.01 0.03 # + post-hoc smoothing
     python benchmarks/bench_sph_levers.py base --tangential vector # v_t as a 2-D vector
+    python benchmarks/bench_sph_levers.py base --tangential vector --scale-velocities
 
 Trains `SphericalDF(FFJORD(dim=3))` (with `--tangential vector`,
 `SphericalDF(FFJORD(dim=4, pair_invariant=True), tangential="vector")`) by flow matching
@@ -76,6 +77,8 @@ def main(argv=None):
     p.add_argument("--activation", choices=("tanh", "silu"), default="tanh")
     p.add_argument("--smooth", type=float, nargs="*", default=[])
     p.add_argument("--tangential", choices=("speed", "vector"), default="speed")
+    p.add_argument("--scale-velocities", action="store_true",
+                   help="divide the velocities by fitted dispersion profiles")
     args = p.parse_args(argv)
 
     truth = PlummerDF(r_max=10.0)
@@ -87,7 +90,8 @@ def main(argv=None):
     vector = args.tangential == "vector"
     df = SphericalDF(FFJORD(jax.random.key(102), dim=4 if vector else 3, n_blocks=1,
                             width=args.width, depth=3, activation=act, chunk_size=CHUNK,
-                            pair_invariant=vector), tangential=args.tangential)
+                            pair_invariant=vector), tangential=args.tangential,
+                     scale_velocities=args.scale_velocities)
     t = time.perf_counter()
     df = fit_df(df, w_train, key=jax.random.key(202), objective="cfm", progress=False,
                 max_steps=args.steps, batch_size=2048, learning_rate=2e-3, ema_decay=0.998,
@@ -95,7 +99,8 @@ def main(argv=None):
     train_s = time.perf_counter() - t
     tsit4 = ODESettings(solver=diffrax.Tsit5(), n_steps=4)
     df = eqx.tree_at(lambda d: d.inner, df, df.inner.with_ode(tsit4))
-    tag = f"{args.variant}_{args.steps}_{args.width}{args.activation}" + ("_vector" * vector)
+    tag = (f"{args.variant}_{args.steps}_{args.width}{args.activation}" + ("_vector" * vector)
+           + ("_scaled" * args.scale_velocities))
     RUNS.mkdir(parents=True, exist_ok=True)
     eqx.tree_serialise_leaves(RUNS / f"{tag}.eqx", df)
 

@@ -410,7 +410,8 @@ class VelocityProfile(eqx.Module):
 
     def _basis(self, s):
         knots = jax.lax.stop_gradient(self.knots).astype(s.dtype)
-        h = (knots[-1] - knots[0]) / max(knots.shape[0] - 1, 1) if knots.shape[0] > 1 else 1.0
+        k = knots.shape[0]
+        h = (knots[-1] - knots[0]) / (k - 1) if k > 1 else 1.0  # the knots' spacing
         bumps = jnp.exp(-0.5 * ((s[..., None] - knots) / h) ** 2)
         return jnp.concatenate([jnp.ones_like(s)[..., None], s[..., None], bumps], -1)
 
@@ -446,9 +447,7 @@ class VelocityProfile(eqx.Module):
         y = jnp.stack([0.5 * jnp.log(binned(jnp.asarray(v_r) ** 2)),
                        0.5 * jnp.log(binned(0.5 * jnp.asarray(v_t) ** 2))])
         k = self.knots.shape[0]
-        quantiles = jnp.linspace(0.5 / self.n_bins, 1 - 0.5 / self.n_bins, k) if k > 1 \
-            else jnp.array([0.5])
-        knots = jnp.quantile(centres, quantiles).astype(self.knots.dtype)
+        knots = jnp.quantile(centres, (jnp.arange(k) + 0.5) / k).astype(self.knots.dtype)
         new = eqx.tree_at(lambda m: m.knots, self, knots)
         basis = new._basis(centres)
         penalty = jnp.diag(jnp.concatenate([jnp.zeros(2), jnp.full(k, self.ridge * self.n_bins)]))

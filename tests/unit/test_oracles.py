@@ -124,3 +124,30 @@ def test_hernquist_amplitude_convention(x64):
     half = galpy_potential.HernquistPotential(amp=1.0, a=1.0)
     val = galpy_potential.evaluatePotentials(half, 1.0, 0.0, use_physical=False)
     np.testing.assert_allclose(2 * val, pot.potential(np.array([1.0, 0.0, 0.0])), rtol=1e-12)
+
+
+@pytest.mark.parametrize("r_a", [None, 1.0, 0.5])
+def test_hernquist_df_agrees_with_galpy(r_a, x64):
+    """deeppot's closed-form `HernquistDF` is galpy's isotropic / Osipkov–Merritt Hernquist
+    DF up to its normalisation: ln p − ln f_galpy is one constant over phase space (the
+    exact scores of the galpy halo in benchmarks/bench_df_systems.py rest on this)."""
+    import warnings
+
+    import jax
+
+    with warnings.catch_warnings():  # galpy warns that an optional C extension is absent
+        warnings.simplefilter("ignore")
+        from galpy import df as galpy_df
+
+    pot = galpy_potential.HernquistPotential(amp=2.0, a=1.0)
+    ref = (galpy_df.isotropicHernquistdf(pot=pot) if r_a is None
+           else galpy_df.osipkovmerrittHernquistdf(pot=pot, ra=r_a))
+    ours = dp.flows.HernquistDF(m_tot=1.0, r_s=1.0, r_a=r_a)
+    w = np.asarray(ours.sample(jax.random.key(0), 256))
+    x, v = w[:, :3], w[:, 3:]
+    r = np.linalg.norm(x, axis=-1)
+    energy = 0.5 * np.sum(v**2, -1) - 1.0 / (1.0 + r)
+    ang = np.linalg.norm(np.cross(x, v), axis=-1)
+    theirs = np.log(ref((energy, ang), use_physical=False))
+    diff = np.asarray(ours.log_prob(w)) - theirs
+    np.testing.assert_allclose(diff, np.median(diff), rtol=0, atol=1e-8)
