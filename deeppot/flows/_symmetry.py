@@ -4,8 +4,10 @@ A spherical system's DF depends on (r, v_r, v_t) only and an axisymmetric one's 
 (R, z, v_R, v_z, v_φ); `SphericalDF` and `AxisymmetricDF` model that reduced density with
 any flow and keep the meaning of every `AbstractDF` method in Cartesian phase space through
 the exact Jacobian of the reduction. `Precondition` is the fixed elementwise map (log r,
-asinh(z/z₀), …) applied to the reduced coordinates before the flow sees them. `Augmented`
-trains a general DF on batches transformed by random elements of a symmetry group.
+asinh(z/z₀), …) applied to the reduced coordinates before the flow sees them, and
+`VelocityProfile` the fixed radial scaling of a spherical system's velocities by their
+fitted dispersions. `Augmented` trains a general DF on batches transformed by random
+elements of a symmetry group.
 """
 
 from __future__ import annotations
