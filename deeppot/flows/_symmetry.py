@@ -132,15 +132,20 @@ class Precondition(AbstractBijection):
             p = jnp.asarray(weights, q.dtype)
             if p.shape != q.shape[:1]:
                 raise ValueError(f"weights must have shape ({q.shape[0]},), got {p.shape}")
-            order = jnp.argsort(jnp.abs(q), axis=0)
-            cdf = jnp.cumsum(p[order], axis=0) / jnp.sum(p)
-            below = jax.vmap(lambda c: jnp.searchsorted(c, self.quantile), 1)(cdf)
-            s = jnp.abs(q)[order[below, jnp.arange(q.shape[1])], jnp.arange(q.shape[1])]
+            s = jax.vmap(lambda a: _weighted_quantile(a, p, self.quantile), 1)(jnp.abs(q))
         is_asinh = jnp.array([k == "asinh" for k in self.kinds])
         if not bool(jnp.all(jnp.where(is_asinh, s > 0, True))):
             raise ValueError("an asinh coordinate of the training data is mostly zero")
         scale = jnp.where(is_asinh, s, 1.0).astype(self.scale.dtype)
         return eqx.tree_at(lambda p: p.scale, self, scale)
+
+
+def _weighted_quantile(a: Float[Array, " n"], p: Float[Array, " n"], q):
+    """The lower weighted quantile(s) `q` of `a`: the smallest value whose cumulative weight
+    reaches the fraction q (a weighted point counts like that many copies of it)."""
+    order = jnp.argsort(a)
+    cdf = jnp.cumsum(p[order]) / jnp.sum(p)
+    return a[order][jnp.searchsorted(cdf, q)]
 
 
 def _dim_of(df: AbstractDF) -> int | None:
@@ -433,17 +438,14 @@ class VelocityProfile(eqx.Module):
             raise ValueError(f"fitting a velocity profile with {self.n_bins} bins needs at "
                              f"least {4 * self.n_bins} stars; got {n}")
         p = jnp.ones_like(s) if weights is None else jnp.asarray(weights, s.dtype)
-        order = jnp.argsort(s)
-        cdf = jnp.cumsum(p[order]) / jnp.sum(p)
         # bin edges at the weighted quantiles of ln r; equal radii share a bin, so a weight
         # counts exactly like that many copies
-        edges = s[order][jnp.searchsorted(cdf, jnp.arange(1, self.n_bins) / self.n_bins)]
-        which = jnp.searchsorted(edges, s[order], side="right")
-        ps = p[order]
+        edges = _weighted_quantile(s, p, jnp.arange(1, self.n_bins) / self.n_bins)
+        which = jnp.searchsorted(edges, s, side="right")
 
         def binned(a):
-            return jax.ops.segment_sum(ps * a[order], which, self.n_bins) / \
-                jax.ops.segment_sum(ps, which, self.n_bins)
+            return jax.ops.segment_sum(p * a, which, self.n_bins) / \
+                jax.ops.segment_sum(p, which, self.n_bins)
 
         centres = binned(s)
         y = jnp.stack([0.5 * jnp.log(binned(jnp.asarray(v_r) ** 2)),
