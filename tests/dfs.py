@@ -15,6 +15,7 @@ from deeppot.flows import (
     Ensemble,
     ODESettings,
     PlummerDF,
+    Reflected,
     SphericalDF,
     SplineFlow,
 )
@@ -63,7 +64,15 @@ DFS = {
     "axisymmetric_ffjord": lambda: _standardised(AxisymmetricDF(_ffjord(8, 5))),
     "axisymmetric_spline": lambda: _standardised(AxisymmetricDF(_spline(9, 5))),
     "augmented": lambda: _standardised(Augmented(_ffjord(10, 6), "spherical")),
+    "reflected_spherical": lambda: _standardised(
+        Reflected(SphericalDF(_ffjord(13, 3)), ["radial_velocity"])),
+    "reflected_ffjord": lambda: _standardised(
+        Reflected(_ffjord(14, 6), ["meridional_velocity", "mirror_z"])),
 }
+
+# the reflections a `Reflected` DF is exactly invariant under
+REFLECTED = {"reflected_spherical": ("radial_velocity",),
+             "reflected_ffjord": ("meridional_velocity", "mirror_z")}
 
 # the symmetry each DF has exactly, by construction
 SYMMETRY = {
@@ -75,12 +84,14 @@ SYMMETRY = {
     "spherical_of_ensemble": "spherical",
     "axisymmetric_ffjord": "axisymmetric",
     "axisymmetric_spline": "axisymmetric",
+    "reflected_spherical": "spherical",
 }
 
 # the relative agreement of `score` with autodiff of `log_prob` in float64: exact for
 # autodiff models; the score ODE's solver tolerance for FFJORD
 SCORE_RTOL = {name: (1e-4 if "ffjord" in name or name in ("augmented", "ensemble_prob")
-                     or name in ("spherical_of_ensemble", "spherical_vector", "spherical_scaled")
+                     or name in ("spherical_of_ensemble", "spherical_vector", "spherical_scaled",
+                                 "reflected_spherical")
                      else 1e-9)
               for name in DFS}
 

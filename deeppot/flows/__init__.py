@@ -14,6 +14,9 @@ from ._ffjord import ODESettings as ODESettings
 from ._ffjord import PairInvariantTimeMLP as PairInvariantTimeMLP
 from ._ffjord import TimeMLP as TimeMLP
 from ._jacobi import JacobiDF as JacobiDF
+from ._reflect import REFLECTIONS as REFLECTIONS
+from ._reflect import Reflected as Reflected
+from ._reflect import reflect as reflect
 from ._spline import SplineFlow as SplineFlow
 from ._symmetry import AbstractSymmetricDF as AbstractSymmetricDF
 from ._symmetry import Augmented as Augmented

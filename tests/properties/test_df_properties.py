@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deeppot.flows import symmetry_transform
-from tests.dfs import DFS, SCORE_RTOL, SYMMETRY, build
+from deeppot.flows import reflect, symmetry_transform
+from tests.dfs import DFS, REFLECTED, SCORE_RTOL, SYMMETRY, build
 
-# Each test runs once per DF (10 of them, FFJORDs solved at tight tolerances, hypothesis
+# Each test runs once per DF (16 of them, FFJORDs solved at tight tolerances, hypothesis
 # examples in float64): 10-160 s a test on the shared machine, so `make test-all` runs
 # them. Every wrapper is also checked against the exact Plummer DF by the fast unit tests
 # in tests/unit/test_symmetry.py.
@@ -121,3 +121,21 @@ def test_invariant_under_its_symmetry(name, seed):
         tol = max(SCORE_RTOL[name], 1e-7)
         np.testing.assert_allclose(s_g, symmetry_transform(key, s, group), rtol=tol,
                                    atol=tol * float(jnp.abs(s).max()))
+
+
+@settings(max_examples=3)
+@given(seed=st.integers(0, 2**16))
+@pytest.mark.parametrize("name", sorted(REFLECTED))
+def test_invariant_under_its_reflections(name, seed):
+    """ln p(g w) = ln p(w), and the scores obey J_g(w)ᵀ s(g w) = s(w), for each reflection
+    g of a `Reflected` DF."""
+    with jax.enable_x64(True):
+        df = build(name)
+        w = _bound_points(jax.random.key(seed), 8)
+        s = jnp.concatenate(df.score(w), -1)
+        for g in REFLECTED[name]:
+            gw, pullback = jax.vjp(lambda p, g=g: reflect(p, g), w)
+            np.testing.assert_allclose(df.log_prob(gw), df.log_prob(w), rtol=1e-7, atol=1e-7)
+            (pulled,) = pullback(jnp.concatenate(df.score(gw), -1))
+            tol = SCORE_RTOL[name]
+            np.testing.assert_allclose(pulled, s, rtol=tol, atol=tol * float(jnp.abs(s).max()))
