@@ -91,6 +91,10 @@ def _df_arguments(cfg: DFConfig) -> dict:
     return dict(cfg.params)
 
 
+# the velocity reflection every stationary DF with the symmetry has (`[df] reflect`)
+_REFLECTION = {"spherical": "radial_velocity", "axisymmetric": "meridional_velocity"}
+
+
 def build_df(cfg: DFConfig, key, *, catalog=None):
     """An untrained DF as described by `[df]`.
 
@@ -125,7 +129,13 @@ def build_df(cfg: DFConfig, key, *, catalog=None):
                                    scale_velocities=cfg.scale_velocities)
         else:
             df = flows.AxisymmetricDF(make(k, dim=5, **arguments))
-        return df if cfg.augment == "none" else flows.Augmented(df, cfg.augment)
+        if cfg.augment != "none":
+            df = flows.Augmented(df, cfg.augment)
+        reflections = [_REFLECTION[cfg.symmetry]] if cfg.reflect and cfg.symmetry != "none" \
+            else []
+        if cfg.mirror_z:
+            reflections.append("mirror_z")
+        return flows.Reflected(df, reflections) if reflections else df
 
     if cfg.ensemble == 1:
         return member(key)

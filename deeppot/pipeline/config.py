@@ -228,6 +228,17 @@ class DFConfig:
                                   "velocities by smooth radial dispersion profiles fitted to "
                                   "the data (deeppot.flows.VelocityProfile), so they have unit "
                                   "scale at every radius", only=_TRAINED)
+    reflect: bool = _opt(False, "bool", "with symmetry = spherical or axisymmetric: average "
+                         "the DF over the velocity reflection every stationary DF with that "
+                         "symmetry has, v_r → −v_r or (v_R, v_z) → −(v_R, v_z) "
+                         "(deeppot.flows.Reflected): the part of the flow's error that is odd "
+                         "under it goes, which lowers the score errors but cannot bias a "
+                         "potential with the same symmetry to first order; scores cost twice "
+                         "as much", only=_TRAINED)
+    mirror_z: bool = _opt(False, "bool", "assert the system is symmetric about the plane "
+                          "z = 0 (a disk): average the DF over (z, v_z) → −(z, v_z) "
+                          "(deeppot.flows.Reflected); doubles the score cost",
+                          only=_TRAINED)
     augment: str = _opt("none", "str", "train on batches transformed by random elements of "
                         "a symmetry group (deeppot.flows.Augmented)",
                         choices=("none", "spherical", "axisymmetric", "mirror_z",

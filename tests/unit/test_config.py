@@ -197,29 +197,39 @@ def test_docs_list_every_key_as_the_schema_does():
     assert reference_markdown() in doc
 
 
-@pytest.mark.parametrize("symmetry, augment, tangential, outer, dim", [
-    ("spherical", "none", "vector", "SphericalDF", 4),
-    ("spherical", "none", "speed", "SphericalDF", 3),
-    ("axisymmetric", "mirror_z", "vector", "Augmented", 5),
-    ("none", "spherical", "vector", "Augmented", 6),
+@pytest.mark.parametrize("symmetry, augment, tangential, reflect, mirror, wrappers, dim", [
+    ("spherical", "none", "vector", True, False, ["Reflected", "SphericalDF"], 4),
+    ("spherical", "none", "speed", False, False, ["SphericalDF"], 3),
+    ("axisymmetric", "mirror_z", "vector", True, False,
+     ["Reflected", "Augmented", "AxisymmetricDF"], 5),
+    ("axisymmetric", "none", "vector", True, True, ["Reflected", "AxisymmetricDF"], 5),
+    ("none", "spherical", "vector", True, False, ["Augmented"], 6),
+    ("none", "none", "vector", True, True, ["Reflected"], 6),
 ])
-def test_df_symmetry_and_augmentation_build_the_wrappers(symmetry, augment, tangential, outer,
-                                                         dim):
+def test_df_symmetry_and_augmentation_build_the_wrappers(symmetry, augment, tangential,
+                                                         reflect, mirror, wrappers, dim):
     """[df] symmetry reduces the flow's dimension (tangential chooses the spherical one);
-    augment wraps the DF for training."""
+    augment wraps the DF for training; reflect averages a symmetric DF over the velocity
+    reflection of its symmetry (nothing for the general 6-D DF), mirror_z over z → −z."""
     from deeppot.pipeline.build import build_df
 
     cfg = pipeline.parse_config({"df": {"kind": "ffjord", "width": 8, "depth": 1,
                                         "symmetry": symmetry, "augment": augment,
-                                        "tangential": tangential, "ensemble": 2}})
+                                        "tangential": tangential, "reflect": reflect,
+                                        "mirror_z": mirror, "ensemble": 2}})
     df = build_df(cfg.df, jax.random.key(0))
+    velocity = {"spherical": ("radial_velocity",), "axisymmetric": ("meridional_velocity",),
+                "none": ()}[symmetry]
     for member in df.members:
-        assert type(member).__name__ == outer
-        if outer == "SphericalDF":  # velocities scaled by their profiles by default
-            assert member.profile is not None
-        flow = member
+        flow, names = member, []
         while hasattr(flow, "inner"):
+            names.append(type(flow).__name__)
+            if type(flow).__name__ == "SphericalDF":  # velocities scaled by default
+                assert flow.profile is not None
+            if type(flow).__name__ == "Reflected":
+                assert flow.reflections == velocity * reflect + ("mirror_z",) * mirror
             flow = flow.inner
+        assert names == wrappers
         assert type(flow).__name__ == "FFJORD" and flow.loc.shape == (dim,)
         assert flow.pair_invariant == (dim == 4)
 
