@@ -27,6 +27,12 @@ Variants (the DF trained by conditional flow matching, FFJORD 1 × (depth × wid
                            vector), the inner flow exactly invariant under its rotations
   spherical[-vector]-scaled  the same with `scale_velocities=True`: the velocities divided
                            by smooth dispersion profiles σ_r(r), σ_t(r) fitted to the data
+  <variant>-reflect        the trained DF averaged over the velocity reflection every
+                           stationary DF of the system has (`Reflected`: v_r → −v_r for
+                           the halo, (v_R, v_z) → −(v_R, v_z) for the disk)
+
+`--load-tag T` skips training: each variant's flow is read from
+`<save-dir>/<system>_<T>_<variant without -reflect>.eqx` (written by `--save-dir`).
 
 Metrics per row: training wall and CPU seconds; the stationarity residual of the flow's
 scores in the true potential (median of |∇Φ·∂ln f/∂v − v·∂ln f/∂x| / (|∇Φ||∂ln f/∂v| +
@@ -55,7 +61,14 @@ import jax.numpy as jnp
 import numpy as np
 
 import deeppot as dp
-from deeppot.flows import FFJORD, Augmented, AxisymmetricDF, ODESettings, SphericalDF
+from deeppot.flows import (
+    FFJORD,
+    Augmented,
+    AxisymmetricDF,
+    ODESettings,
+    Reflected,
+    SphericalDF,
+)
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import machine  # noqa: E402
@@ -226,6 +239,25 @@ def fit_halo_potentials(scores, test, truth, cfg, key):
     return out
 
 
+def train(df, data, k, args):
+    """Flow matching (then optional exact-trace likelihood); returns the DF with Heun×4
+    scores, wall and CPU seconds and the last validation loss."""
+    t, cpu = time.perf_counter(), cpu_seconds()
+    df, hist = dp.fit_df(df, data.w, key=jax.random.fold_in(k, 1), objective="cfm",
+                         max_steps=args.steps, batch_size=2048, learning_rate=2e-3,
+                         warmup_steps=min(500, args.steps // 4), lr_schedule="cosine",
+                         validate_every=50, ema_decay=0.998, progress=False,
+                         return_history=True)
+    df = map_ffjords(df, lambda f: f.with_ode(HEUN4))
+    if args.nll_finetune:
+        df = dp.fit_df(df, data.w, key=jax.random.fold_in(k, 2), objective="nll_exact",
+                       standardise=False, max_steps=args.nll_finetune, batch_size=512,
+                       learning_rate=2e-4, warmup_steps=50, lr_schedule="cosine",
+                       ema_decay=0.99, validate_every=50, progress=False)
+    return (df, round(time.perf_counter() - t, 1), round(cpu_seconds() - cpu, 1),
+            hist.val_loss[-1] if hist.val_loss else None)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--system", choices=("disk", "disk8", "halo", "halo-nfw"), required=True)
@@ -244,46 +276,46 @@ def main(argv=None):
     p.add_argument("--sph-steps", type=int, default=3000, help="halo Spherical fit steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-dir", default=None, help="write each trained DF here")
+    p.add_argument("--load-tag", default=None,
+                   help="read each flow from --save-dir (saved under this tag) instead of "
+                        "training it")
     p.add_argument("--tag", default="cpu")
     p.add_argument("--note", default="")
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
     args = p.parse_args(argv)
+    if args.load_tag and not args.save_dir:
+        p.error("--load-tag reads from --save-dir: give both")
     if args.quick:
         args.n_stars, args.n_scores, args.steps, args.width = 2**12, 2**12, 50, 16
         args.sph_steps = 50
     cfg = {"quick": args.quick, "sph_width": 64, "sph_input_scale": 3.0,
            "sph_steps": args.sph_steps}
     activation = {"tanh": jnp.tanh, "silu": jax.nn.silu}[args.activation]
-    train, truth, test, exact = load_system(args.system, args.n_stars)
+    train_data, truth, test, exact = load_system(args.system, args.n_stars)
     halo = args.system.startswith("halo")
     rows = []
     key = jax.random.key(args.seed)
     for i, variant in enumerate(args.variants):
         k = jax.random.fold_in(key, i)
-        df = make_df(variant, args.system, jax.random.fold_in(k, 0), args.width, args.depth,
+        base = variant.removesuffix("-reflect")
+        df = make_df(base, args.system, jax.random.fold_in(k, 0), args.width, args.depth,
                      activation)
-        t, cpu = time.perf_counter(), cpu_seconds()
-        df, hist = dp.fit_df(df, train.w, key=jax.random.fold_in(k, 1), objective="cfm",
-                             max_steps=args.steps, batch_size=2048, learning_rate=2e-3,
-                             warmup_steps=min(500, args.steps // 4), lr_schedule="cosine",
-                             validate_every=50, ema_decay=0.998, progress=False,
-                             return_history=True)
-        df = map_ffjords(df, lambda f: f.with_ode(HEUN4))
-        if args.nll_finetune:
-            df = dp.fit_df(df, train.w, key=jax.random.fold_in(k, 2), objective="nll_exact",
-                           standardise=False, max_steps=args.nll_finetune, batch_size=512,
-                           learning_rate=2e-4, warmup_steps=50, lr_schedule="cosine",
-                           ema_decay=0.99, validate_every=50, progress=False)
         row = {"system": args.system, "variant": variant,
                "flow": f"1x({args.depth}x{args.width} {args.activation}), {args.steps} cfm"
-                       + (f" + {args.nll_finetune} nll_exact" if args.nll_finetune else ""),
-               "train_s": round(time.perf_counter() - t, 1),
-               "train_cpu_s": round(cpu_seconds() - cpu, 1),
-               "final_val_loss": hist.val_loss[-1] if hist.val_loss else None}
-        if args.save_dir:
-            os.makedirs(args.save_dir, exist_ok=True)
-            eqx.tree_serialise_leaves(
-                os.path.join(args.save_dir, f"{args.system}_{args.tag}_{variant}.eqx"), df)
+                       + (f" + {args.nll_finetune} nll_exact" if args.nll_finetune else "")}
+        if args.load_tag:
+            path = os.path.join(args.save_dir, f"{args.system}_{args.load_tag}_{base}.eqx")
+            df = eqx.tree_deserialise_leaves(path, map_ffjords(df, lambda f: f.with_ode(HEUN4)))
+            row["loaded"] = path
+        else:
+            df, row["train_s"], row["train_cpu_s"], row["final_val_loss"] = train(
+                df, train_data, k, args)
+            if args.save_dir:
+                os.makedirs(args.save_dir, exist_ok=True)
+                eqx.tree_serialise_leaves(
+                    os.path.join(args.save_dir, f"{args.system}_{args.tag}_{base}.eqx"), df)
+        if variant.endswith("-reflect"):
+            df = Reflected(df, "radial_velocity" if halo else "meridional_velocity")
         w_test = jnp.asarray(test.w[:8192], jnp.float32)
         row["heldout_nll"] = float(-jnp.mean(df.log_prob(w_test)))
         t = time.perf_counter()
@@ -305,7 +337,7 @@ def main(argv=None):
         print(json.dumps(row), flush=True)
     if halo and not args.quick:
         # the fit's floor: the same fits from exact scores at true stars
-        w = np.asarray(train.w)
+        w = np.asarray(train_data.w)
         ex_x, ex_v = exact(w)
         # galpy's NFW f is 0 at the truncation (ln f = -inf there): keep the finite rows
         ok = np.all(np.isfinite(ex_x), -1) & np.all(np.isfinite(ex_v), -1)
@@ -339,12 +371,13 @@ def _md(args, rows):
     lines = [head, "|" + "---|" * 8]
     for r in rows:
         f, x = r["mn_fit"]["free_mass"], r["mn_fit"]["fixed_mass"]
+        tr = f"{r['train_s']:.0f} ({r['train_cpu_s']:.0f})" if "train_s" in r else "-"
         neural = "-"
         if "neural" in r:
             acc = r["neural"]["accuracy"]
             neural = f"{acc['force']['median']:.4f} / {acc['density']['median']:.4f}"
         lines.append(
-            f"| {r['variant']} | {r['flow']} | {r['train_s']:.0f} ({r['train_cpu_s']:.0f}) | "
+            f"| {r['variant']} | {r['flow']} | {tr} | "
             f"{r['heldout_nll']:.4f} | {r['cbe_residual']:.3f} ({r['cbe_residual_z']:.3f}) | "
             f"{f['m_tot']:.3f}, {f['a']:.3f}, {f['b']:.4f} | {x['a']:.3f}, {x['b']:.4f} | "
             f"{neural} |")
