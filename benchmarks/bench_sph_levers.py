@@ -50,20 +50,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deeppot.flows import FFJORD, ODESettings, PlummerDF, Reflected, SphericalDF
+from deeppot.flows import FFJORD, ODESettings, PlummerDF, Reflected, SphericalDF, reflect
 from deeppot.train import fit_df
 
 RESULTS = Path(__file__).parent / "results" / "sph_levers_cpu.jsonl"
 RUNS = Path(__file__).parent.parent / "runs" / "sph"
 BINS = ((0.0, 0.3), (0.3, 1.0), (1.0, 3.0), (3.0, 10.0))
 CHUNK = 2048
-
-
-def flip_radial_velocity(w):
-    """v → v − 2 (v·r̂) r̂: v_r reversed, E and L unchanged."""
-    x, v = w[:, :3], w[:, 3:]
-    rh = x / jnp.linalg.norm(x, axis=-1, keepdims=True)
-    return jnp.concatenate([x, v - 2 * jnp.sum(v * rh, -1, keepdims=True) * rh], -1)
 
 
 def scores(df, w):
@@ -101,7 +94,7 @@ def main(argv=None):
     w_train = truth.sample(jax.random.key(2024), 2**log2_stars)
     w_test = truth.sample(jax.random.key(7), 2**14)
     if args.variant == "flip":
-        w_train = jnp.concatenate([w_train, flip_radial_velocity(w_train)])
+        w_train = jnp.concatenate([w_train, reflect(w_train, "radial_velocity")])
     act = {"tanh": jnp.tanh, "silu": jax.nn.silu}[args.activation]
     vector = args.tangential == "vector"
     df = SphericalDF(FFJORD(jax.random.key(102), dim=4 if vector else 3, n_blocks=1,
