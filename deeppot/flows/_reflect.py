@@ -49,6 +49,8 @@ REFLECTIONS: dict[str, Callable] = {
     "mirror_z": _mirror_z,
     "time_reversal": _time_reversal,
 }
+
+
 def reflect(w: Float[Array, "... 6"], name: str) -> Float[Array, "... 6"]:
     """Apply one of the phase-space reflections of `Reflected` to points.
 

@@ -564,6 +564,10 @@ def _cross_checks(cfg: Config, errors: list[str]) -> None:
         errors.append(f"kind = 'exact' in [df] (the mock's own analytic DF) needs a [data] "
                       f"source that records one ({', '.join(with_df)}), without observe or "
                       "selection")
+    if cfg.df.reflect and cfg.df.symmetry == "none":
+        errors.append("reflect = true in [df] averages over the velocity reflection of a "
+                      "symmetry; it needs symmetry = 'spherical' or 'axisymmetric' (for the "
+                      "mid-plane alone use mirror_z = true)")
     if cfg.df.symmetry != "none" and cfg.df.augment not in ("none", "mirror_z"):
         errors.append(f"augment = {cfg.df.augment!r} in [df] is redundant with symmetry = "
                       f"{cfg.df.symmetry!r} (only 'mirror_z' adds to a reduced DF)")

@@ -203,14 +203,14 @@ def test_docs_list_every_key_as_the_schema_does():
     ("axisymmetric", "mirror_z", "vector", True, False,
      ["Reflected", "Augmented", "AxisymmetricDF"], 5),
     ("axisymmetric", "none", "vector", True, True, ["Reflected", "AxisymmetricDF"], 5),
-    ("none", "spherical", "vector", True, False, ["Augmented"], 6),
-    ("none", "none", "vector", True, True, ["Reflected"], 6),
+    ("none", "spherical", "vector", False, False, ["Augmented"], 6),
+    ("none", "none", "vector", False, True, ["Reflected"], 6),
 ])
 def test_df_symmetry_and_augmentation_build_the_wrappers(symmetry, augment, tangential,
                                                          reflect, mirror, wrappers, dim):
     """[df] symmetry reduces the flow's dimension (tangential chooses the spherical one);
     augment wraps the DF for training; reflect averages a symmetric DF over the velocity
-    reflection of its symmetry (nothing for the general 6-D DF), mirror_z over z → −z."""
+    reflection of its symmetry, mirror_z over z → −z."""
     from deeppot.pipeline.build import build_df
 
     cfg = pipeline.parse_config({"df": {"kind": "ffjord", "width": 8, "depth": 1,
@@ -232,6 +232,11 @@ def test_df_symmetry_and_augmentation_build_the_wrappers(symmetry, augment, tang
         assert names == wrappers
         assert type(flow).__name__ == "FFJORD" and flow.loc.shape == (dim,)
         assert flow.pair_invariant == (dim == 4)
+
+
+def test_reflect_needs_a_symmetry():
+    msg = _error({"df": {"kind": "ffjord", "reflect": True}})
+    assert "reflect = true in [df]" in msg and "symmetry = 'spherical' or 'axisymmetric'" in msg
 
 
 def test_rotating_frame_keys_are_checked():
