@@ -25,9 +25,11 @@ from pathlib import Path
 import jax
 
 import deeppot as dp
-from deeppot import pipeline
 from deeppot.flows import Reflected
 from deeppot.modelfile import load_model
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_df_systems import fit_miyamoto_nagai  # noqa: E402
 
 HERE = Path(__file__).parent
 
@@ -51,12 +53,7 @@ def main(argv=None):
         row = {"run": args.run_dir, "df": type(df).__name__, "reflections": names,
                "score_seed": args.score_seed,
                "score_s": round(time.perf_counter() - t, 1)}
-        for label, name in (("free_mass", "case-c-mn"), ("fixed_mass", "case-c-mn-fixed")):
-            cfg = pipeline.load_config(HERE / "configs" / f"{name}.toml")
-            fitted, _ = pipeline.train_potential(cfg.potential, cfg.fit, scores,
-                                                 jax.random.key(5))
-            row[label] = {q: round(float(getattr(fitted.potential, q)), 5)
-                          for q in ("m_tot", "a", "b")}
+        row |= fit_miyamoto_nagai(scores, jax.random.key(5), quick=False)
         rows.append(row)
         print(json.dumps(row), flush=True)
     out = HERE / "results" / f"reflect_fits_{args.tag}.json"

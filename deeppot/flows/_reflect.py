@@ -138,10 +138,15 @@ class Reflected(AbstractTrainableDF):
 
     # ------------------------------------------------------------------ evaluation
 
+    def _mean_log(self, lps):
+        """ln of the group average of the inner densities, from their logs."""
+        return jax.nn.logsumexp(jnp.stack(lps), axis=0) - self._log_n()
+
+    def _inner_log_probs(self, w, elements):
+        return [self.inner._log_prob_chunk(self._apply(g, w)) for g in elements]
+
     def _log_prob_chunk(self, w):
-        lps = jnp.stack([self.inner._log_prob_chunk(self._apply(g, w))
-                         for g in self._elements()])
-        return jax.nn.logsumexp(lps, axis=0) - self._log_n()
+        return self._mean_log(self._inner_log_probs(w, self._elements()))
 
     def _terms(self, w, elements):
         """Inner log-densities at g w and their scores pulled back to w, for each g."""
@@ -154,10 +159,8 @@ class Reflected(AbstractTrainableDF):
         return lps, grads
 
     def _combine(self, lps, grads):
-        lps, grads = jnp.stack(lps), jnp.stack(grads)
-        weights = jax.nn.softmax(lps, axis=0)
-        return (jax.nn.logsumexp(lps, axis=0) - self._log_n(),
-                jnp.sum(weights[..., None] * grads, axis=0))
+        weights = jax.nn.softmax(jnp.stack(lps), axis=0)
+        return self._mean_log(lps), jnp.sum(weights[..., None] * jnp.stack(grads), axis=0)
 
     def _log_prob_score_chunk(self, w):
         return self._combine(*self._terms(w, self._elements()))
@@ -174,10 +177,12 @@ class Reflected(AbstractTrainableDF):
         return jnp.take_along_axis(moved, idx[None, :, None], axis=0)[0], idx
 
     def _sample_chunk(self, key, m):
+        # the density is the same at every g w: average the inner's at the drawn points
+        # (its own log-density from the draw, the other elements evaluated) and move them
         k_inner, k_pick = jax.random.split(key)
-        w, _ = self.inner._sample_chunk(k_inner, m)
-        w, _ = self._pick(k_pick, w)
-        return w, self._log_prob_chunk(w)
+        w, lp0 = self.inner._sample_chunk(k_inner, m)
+        lp = self._mean_log([lp0, *self._inner_log_probs(w, self._elements()[1:])])
+        return self._pick(k_pick, w)[0], lp
 
     def _sample_score_chunk(self, key, m):
         k_inner, k_pick = jax.random.split(key)
