@@ -197,3 +197,17 @@ def test_every_public_name_has_an_api_entry():
                 missing.append(path)
     assert not missing, ("public names without a `::: name` entry in docs/api/:\n"
                          + "\n".join(missing))
+
+
+def test_architecture_names_every_module():
+    """docs/architecture.md's layout names each module and package of deeppot/ and each
+    plugin (by its stem, so `evaluate.py` and a package `evaluate/` are the same entry)."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    layout = text[text.index("## Layout"):text.index("## Registries and plugins")]
+    named = set(re.findall(r"^ {2}([\w-]+)(?:\.py|/)\s", layout, re.M))
+    assert {"flows", "catalog", "deeppot-galpy"} <= named, "layout block not recognised"
+    tree = {p.stem for p in (ROOT / "deeppot").iterdir()
+            if p.name != "__init__.py" and (p.suffix == ".py" or p.is_dir() and
+                                            not p.name.startswith("__"))}
+    tree |= {p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").exists()}
+    assert tree - named == set(), f"docs/architecture.md's layout does not name {tree - named}"
