@@ -70,8 +70,22 @@ def _path_of(obj) -> str:
                     "class or function (a lambda or a local function?)")
 
 
+# Classes and functions that moved after files naming them were written: old `module:qualname`
+# -> new. `_resolve` reads every path through this table, so old files keep loading; add a
+# row for each class or function a file may name whenever one moves.
+MOVED = {
+    "deeppot.flows._symmetry:Augmented": "deeppot.flows._augment:Augmented",
+    "deeppot.flows._symmetry:symmetry_transform": "deeppot.flows._augment:symmetry_transform",
+    "deeppot.flows._symmetry:AxisymmetricDF": "deeppot.flows._axisymmetric:AxisymmetricDF",
+    "deeppot.flows._symmetry:Precondition": "deeppot.flows._precondition:Precondition",
+    "deeppot.flows._symmetry:VelocityProfile": "deeppot.flows._profile:VelocityProfile",
+    "deeppot.flows._symmetry:AbstractSymmetricDF": "deeppot.flows._reduced:AbstractSymmetricDF",
+    "deeppot.flows._symmetry:SphericalDF": "deeppot.flows._spherical:SphericalDF",
+}
+
+
 def _resolve(path: str, *, check: bool = True):
-    module, _, qualname = path.partition(":")
+    module, _, qualname = MOVED.get(path, path).partition(":")
     if check and module.split(".")[0] not in _trusted():
         raise CheckpointError(f"model files may only name deeppot, its dependencies and its "
                               f"plugins; this one names {path!r}")

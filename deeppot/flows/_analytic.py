@@ -12,6 +12,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._base import AbstractDF
+from ._geometry import unit_vectors
 
 __all__ = ["HernquistDF", "PlummerDF"]
 
@@ -92,15 +93,10 @@ class PlummerDF(AbstractDF):
         # q = v / v_esc has density ∝ q^2 (1 - q^2)^{7/2}, i.e. q^2 ~ Beta(3/2, 9/2)
         q = jnp.sqrt(jax.random.beta(k_q, 1.5, 4.5, (m,), dtype))
         v = q * jnp.sqrt(2.0) * (1.0 + r**2) ** -0.25
-        x = r[:, None] * _unit_vectors(k_dir_x, m, dtype)
-        vel = v[:, None] * _unit_vectors(k_dir_v, m, dtype)
+        x = r[:, None] * unit_vectors(k_dir_x, m, dtype)
+        vel = v[:, None] * unit_vectors(k_dir_v, m, dtype)
         w = jnp.concatenate([x, vel], axis=-1)
         return w, self._log_prob_chunk(w)
-
-
-def _unit_vectors(key, m, dtype):
-    g = jax.random.normal(key, (m, 3), dtype)
-    return g / jnp.linalg.norm(g, axis=-1, keepdims=True)
 
 
 # --- Hernquist (1990) sphere, isotropic or Osipkov–Merritt, in units G = M = a = 1 --------
@@ -299,8 +295,8 @@ class HernquistDF(AbstractDF):
         t = self._sample_t(k_speed, psi)
         # speed in the (v_r, v_t √(1 + k r²)) frame, in which f(Q) is isotropic
         speed = jnp.sqrt(2.0 * t * r / ((1.0 + r) * (1.0 - t)))
-        n_x = _unit_vectors(k_dir_x, m, dtype)
-        vel = speed[:, None] * _unit_vectors(k_dir_v, m, dtype)
+        n_x = unit_vectors(k_dir_x, m, dtype)
+        vel = speed[:, None] * unit_vectors(k_dir_v, m, dtype)
         if self._k:
             radial = jnp.sum(vel * n_x, -1, keepdims=True) * n_x
             vel = radial + (vel - radial) / jnp.sqrt(1.0 + self._k * r * r)[:, None]

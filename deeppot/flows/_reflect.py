@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ._base import AbstractDF, AbstractTrainableDF
-from ._symmetry import _safe_norm
+from ._geometry import safe_norm
 
 __all__ = ["REFLECTIONS", "Reflected", "reflect"]
 
@@ -21,14 +21,14 @@ __all__ = ["REFLECTIONS", "Reflected", "reflect"]
 def _radial_velocity(w):
     """v → v − 2 (v·r̂) r̂ (x kept)."""
     x, v = w[..., :3], w[..., 3:]
-    rh = x / jnp.maximum(_safe_norm(x), jnp.finfo(w.dtype).tiny)[..., None]
+    rh = x / jnp.maximum(safe_norm(x), jnp.finfo(w.dtype).tiny)[..., None]
     return jnp.concatenate([x, v - 2 * jnp.sum(v * rh, -1, keepdims=True) * rh], -1)
 
 
 def _meridional_velocity(w):
     """(v_R, v_z) → −(v_R, v_z) at fixed x: v → −v + 2 (v·φ̂) φ̂."""
     x, v = w[..., :3], w[..., 3:]
-    big_r = jnp.maximum(_safe_norm(x[..., :2]), jnp.finfo(w.dtype).tiny)
+    big_r = jnp.maximum(safe_norm(x[..., :2]), jnp.finfo(w.dtype).tiny)
     phi_hat = jnp.stack([-x[..., 1], x[..., 0], jnp.zeros_like(big_r)], -1) / big_r[..., None]
     return jnp.concatenate([x, -v + 2 * jnp.sum(v * phi_hat, -1, keepdims=True) * phi_hat], -1)
 

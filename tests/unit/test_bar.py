@@ -225,8 +225,10 @@ def test_azimuthal_mean_penalty(x64):
     bar = dp.LongMuraliBar(0.3, 1.0, 0.3, 0.2)
     model = dp.PotentialModel(dp.CompositePotential(axisymmetric=axi, bar=bar))
     angles = np.linspace(0, 2 * np.pi, 256, endpoint=False)
-    monopole = np.mean([np.asarray(bar.potential(evaluate._rotate_z(np.asarray(x), a)))
-                        for a in angles], axis=0)
+    turns = [np.array([[np.cos(a), np.sin(a), 0], [-np.sin(a), np.cos(a), 0], [0, 0, 1]])
+             for a in angles]  # x @ turn: x rotated by a about z
+    monopole = np.mean([np.asarray(bar.potential(np.asarray(x) @ turn)) for turn in turns],
+                       axis=0)
     expected = np.mean(monopole**2) / np.var(np.asarray(model.potential.potential(x)))
     np.testing.assert_allclose(dp.terms.AzimuthalMeanPenalty(component="bar")(model, scores),
                                expected, rtol=1e-4)

@@ -109,3 +109,43 @@ def test_unit_systems_round_trip(tmp_path):
     assert back.units == galactic
     plain, _ = dp.load_model(dp.save_model(tmp_path / "p.eqx", dp.Plummer(G=4.3e-6)))
     assert not plain.units.is_physical and plain.G == 4.3e-6
+
+
+def test_files_naming_moved_classes_still_load(tmp_path, monkeypatch):
+    """A file written when the symmetry wrappers lived in `deeppot.flows._symmetry` names them
+    by that path; `modelfile.MOVED` maps each such path to the class's new home."""
+    from deeppot import modelfile
+
+    flows = dp.flows
+    sph = flows.SphericalDF(flows.FFJORD(jax.random.key(0), dim=3, width=4, depth=1),
+                            scale_velocities=True)
+    model = [flows.Augmented(sph, "mirror_z"),
+             flows.AxisymmetricDF(flows.FFJORD(jax.random.key(1), dim=5, width=4, depth=1)),
+             flows.symmetry_transform]
+    moved = {old.partition(":")[2]: old for old in modelfile.MOVED}
+    for name, old in moved.items():  # write the file as the old layout did
+        monkeypatch.setattr(getattr(flows, name), "__module__", old.partition(":")[0])
+    path = save_model(tmp_path / "old.eqx", model)
+    monkeypatch.undo()
+    text = path.read_bytes()
+    written = {old for old in modelfile.MOVED if old.encode() in text}
+    assert written == set(modelfile.MOVED) - {moved["AbstractSymmetricDF"]}
+    loaded, _ = load_model(path)
+    assert [type(m) for m in loaded[:2]] == [flows.Augmented, flows.AxisymmetricDF]
+    assert loaded[2] is flows.symmetry_transform and _same(model[:2], loaded[:2])
+    monkeypatch.setattr(modelfile, "MOVED", {})
+    with pytest.raises(dp.CheckpointError, match="_symmetry:Augmented.*does not have"):
+        load_model(path)
+
+
+def test_moved_paths_lead_to_where_each_class_lives_now():
+    """Every new path in the table is the one `save_model` writes today."""
+    import importlib
+
+    from deeppot.modelfile import MOVED
+
+    for old, new in MOVED.items():
+        module, _, name = new.partition(":")
+        obj = getattr(importlib.import_module(module), name)
+        assert (obj.__module__, obj.__qualname__) == (module, name)
+        assert obj is getattr(dp.flows, old.partition(":")[2])
