@@ -95,7 +95,7 @@ class ScoreSample(eqx.Module):
                 arrays = [] if missing else [data[k] for k in _FIELDS]
         except FileNotFoundError:
             raise
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        except (OSError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile) as err:
             raise ValueError(f"score file '{path}' is corrupt or truncated "
                              f"({type(err).__name__}: {err})") from None
         if missing:

@@ -377,8 +377,8 @@ def fit(
     plateau settings are unused); fits that must converge tightly, such as potentials from
     exact scores, reach several times smaller errors this way in the same number of steps.
     The run is a deterministic function of `key`; with `checkpoint_path` it writes
-    checkpoints atomically, each with a checksum of its arrays, and, if the file exists,
-    resumes from it and reproduces an uninterrupted run bit-for-bit.
+    checkpoints atomically, each with a checksum of its header and arrays, and, if the file
+    exists, resumes from it and reproduces an uninterrupted run bit-for-bit.
 
     Training stops with a `TrainingError` (a `FloatingPointError`) when a loss, a gradient
     or an updated parameter is not finite (that step is never applied nor checkpointed) and

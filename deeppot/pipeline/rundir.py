@@ -203,9 +203,10 @@ def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after):
             checkpoints = [p for pattern in stage.checkpoints for p in ckpt_dir.glob(pattern)]
             if not same:
                 for p in checkpoints:
-                    p.unlink(missing_ok=True)
+                    p.unlink()
+                checkpoints = []
             _invalidate(STAGES[i:], run_dir, ckpt_dir, plot_dir, state)
-            resuming = same and bool(checkpoints)
+            resuming = bool(checkpoints)
             state[stage.name] = {"fingerprint": fps[stage.name], "done": False}
             _write_json(state_path, state)
             event = "resuming from checkpoint" if resuming else "running"
@@ -218,8 +219,7 @@ def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after):
             except CheckpointError as err:
                 stamp = time.strftime("%Y%m%d-%H%M%S")
                 for p in checkpoints:
-                    if p.exists():
-                        p.rename(p.with_name(f"{p.name}.corrupt-{stamp}"))
+                    p.rename(p.with_name(f"{p.name}.corrupt-{stamp}"))
                 note(f"{stage.name}: {err}; set it aside and starting the stage over")
                 produced = run_stage(stage.name, cfg, inputs, **kwargs)
             sums = {}
