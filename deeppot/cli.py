@@ -67,13 +67,19 @@ def _load(kind: str, path: str):
     return ARTEFACTS[kind].load(Path(path))
 
 
-def _check_output(path: str, *inputs: str) -> Path:
+def _check_output(path: str, *inputs: str, kind: str | None = None) -> Path:
+    """The output path, checked before any work: not an input, in a directory that exists,
+    and (for a `kind` of artefact) not replacing a file of another kind."""
+    from .pipeline.stages import check_replaceable
+
     out = Path(path)
     for i in inputs:
         if Path(i).resolve() == out.resolve():
             raise ValueError(f"the output {path} is also an input: choose another file")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"the output's directory '{out.parent}' does not exist")
+    if kind is not None:
+        check_replaceable(kind, out)
     return out
 
 
@@ -203,7 +209,7 @@ def _run_fit_df(args: argparse.Namespace) -> int:
     from .pipeline import ARTEFACTS
 
     cfg = _config(args)
-    out = _check_output(args.out, args.catalog)
+    out = _check_output(args.out, args.catalog, kind="df")
     df, meta = _stage("df", cfg, {"catalog": _load("catalog", args.catalog)},
                       checkpoint_dir=args.checkpoint_dir)["df"]
     ARTEFACTS["df"].save(df, out, {**meta, "catalog": str(args.catalog)})
@@ -227,7 +233,7 @@ def _run_scores(args: argparse.Namespace) -> int:
     from .pipeline import ARTEFACTS
 
     cfg = _config(args)
-    out = _check_output(args.out, args.df)
+    out = _check_output(args.out, args.df, kind="scores")
     df = _load("df", args.df)
     if df[1].get("stage", "df") != "df":
         raise ValueError(f"{args.df} is a {df[1]['stage']} model, not a DF")
@@ -258,7 +264,7 @@ def _run_fit_potential(args: argparse.Namespace) -> int:
     from .pipeline.report import quality_warnings
 
     cfg = _config(args)
-    out = _check_output(args.out, args.scores)
+    out = _check_output(args.out, args.scores, kind="potential")
     scores = _load("scores", args.scores)
     model, meta = _stage("potential", cfg, {"scores": scores},
                          checkpoint_dir=args.checkpoint_dir)["potential"]

@@ -2,21 +2,24 @@
 
 `save_model(path, model, meta)` writes a single `.eqx` file: a JSON header line that
 describes the model's structure (each Equinox module by its import path and fields, each
-function by its import path, containers and plain values as they are), a checksum, and the
-arrays after it (`eqx.tree_serialise_leaves`). `load_model(path)` rebuilds the structure
-from the header alone and reads the arrays into it, so every model the API can build —
-analytic, neural, symmetric and composite potentials in any frame, flows of any size and
-ODE setting, ensembles, models from plugins — loads without knowing how it was configured.
+function by its import path, containers and plain values as they are), the arrays after it
+(`eqx.tree_serialise_leaves`), and a checksum of both (`deeppot._framed`).
+`load_model(path)` rebuilds the structure from the header alone and reads the arrays into
+it, so every model the API can build — analytic, neural, symmetric and composite
+potentials in any frame, flows of any size and ODE setting, ensembles, models from
+plugins — loads without knowing how it was configured.
 
 Only classes and functions from deeppot, its dependencies and its registered plugins are
 rebuilt from a file, and only Equinox modules are instantiated (without running their
 `__init__`; their `__check_init__` invariants are checked).
+
+Version 2 files checksum the header and the arrays together; version 1 files checksummed
+the arrays only, and are still read, with that check (their header is not protected).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import importlib.metadata
 import inspect
@@ -32,12 +35,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import CheckpointError
+from ._framed import read_framed, write_framed
 from .units import UnitSystem
 
 __all__ = ["load_model", "save_model"]
 
 _MAGIC = "deeppot-model"
-_VERSION = 1
+_VERSION = 2  # 2: the checksum covers the header too
+_BODY_ONLY = (1,)  # versions whose checksum covers the arrays only (still read)
 # top-level packages whose modules and functions a model file may name
 _TRUSTED = ("deeppot", "equinox", "diffrax", "flowjax", "paramax", "jax", "jaxlib", "optax",
             "lineax", "optimistix")
@@ -211,16 +216,8 @@ def save_model(path: str | os.PathLike, model, meta: dict | None = None) -> Path
     body = buffer.getvalue()
     header = {"format": _MAGIC, "version": _VERSION, "model": description,
               "meta": json.loads(json.dumps(meta or {}, default=_json_default)),
-              "x64": bool(jax.config.read("jax_enable_x64")),
-              "sha256": hashlib.sha256(body).hexdigest()}
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(json.dumps(header).encode() + b"\n")
-        f.write(body)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+              "x64": bool(jax.config.read("jax_enable_x64"))}
+    return write_framed(path, header, body)
 
 
 def load_model(path: str | os.PathLike):
@@ -241,20 +238,8 @@ def load_model(path: str | os.PathLike):
     if not path.is_file():
         raise FileNotFoundError(f"no such model file: '{path}'")
     what = f"model file '{path}'"
-    with open(path, "rb") as f:
-        first = f.readline()
-        body = f.read()
-    try:
-        header = json.loads(first.decode())
-        if not isinstance(header, dict) or header.get("format") != _MAGIC:
-            raise ValueError
-    except (UnicodeDecodeError, ValueError):
-        raise CheckpointError(f"{what} is not a deeppot model file") from None
-    if header.get("version") != _VERSION:
-        raise CheckpointError(f"{what} has version {header.get('version')}; this deeppot "
-                              f"reads version {_VERSION}")
-    if hashlib.sha256(body).hexdigest() != header.get("sha256"):
-        raise CheckpointError(f"{what} is corrupt or truncated (its checksum does not match)")
+    header, body = read_framed(path, kind="model file", magic=_MAGIC, versions=(_VERSION,),
+                               body_only=_BODY_ONLY)
     with jax.enable_x64(bool(header.get("x64", False))):
         try:
             shapes: list = []

@@ -7,6 +7,7 @@ time by `fit_potential`), and `load_scores` picks the one that fits.
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import final
 
@@ -88,11 +89,18 @@ class ScoreSample(eqx.Module):
         memory."""
         if Path(path).suffix in _H5_SUFFIXES:
             return ScoreFile(path).load()
-        with np.load(path) as data:
-            missing = [k for k in _FIELDS if k not in data]
-            if missing:
-                raise ValueError(f"{path}: not a ScoreSample file, missing {missing}")
-            return cls(*(data[k] for k in _FIELDS))
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                missing = [k for k in _FIELDS if k not in data]
+                arrays = [] if missing else [data[k] for k in _FIELDS]
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile) as err:
+            raise ValueError(f"score file '{path}' is corrupt or truncated "
+                             f"({type(err).__name__}: {err})") from None
+        if missing:
+            raise ValueError(f"{path}: not a ScoreSample file, missing {missing}")
+        return cls(*arrays)
 
 
 _H5_SUFFIXES = (".h5", ".hdf5")

@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import hashlib
 import io
-import json
 import math
 import os
 import time
@@ -31,6 +30,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
 from ._errors import CheckpointError, TrainingError
+from ._framed import read_framed, write_framed
 from .hostdata import AbstractHostData, HostBatches, batch_indices
 from .sharding import (
     Devices,
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 LR_SCHEDULES = ("plateau", "cosine")  # the values of fit's `lr_schedule`
-_CHECKPOINT_VERSION = 3  # 3: a checksum of the arrays, health and keep-best state
+_CHECKPOINT_VERSION = 4  # 4: a framed file (deeppot._framed), the checksum covers the header
 
 
 @dataclasses.dataclass
@@ -315,42 +315,22 @@ def _val_loss(params, static, data, step, key, cdf=None, *, loss_fn, batch_size,
 def _save_checkpoint(path, arrays, header: dict):
     buffer = io.BytesIO()
     eqx.tree_serialise_leaves(buffer, arrays)
-    body = buffer.getvalue()
-    header = {**header, "sha256": hashlib.sha256(body).hexdigest()}
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(json.dumps(header).encode() + b"\n")
-        f.write(body)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_framed(path, header, buffer.getvalue())
 
 
 def _load_checkpoint(path, like):
     """The arrays and header of a checkpoint, or `CheckpointError` naming the file."""
-    what = f"checkpoint {os.fspath(path)!r}"
-    fix = "delete it (or its run directory's stage) to start this training over"
+    what = f"checkpoint '{os.fspath(path)}'"
+    fix = "; delete it (or its run directory's stage) to start this training over"
     try:
-        with open(path, "rb") as f:
-            first = f.readline()
-            body = f.read()
+        header, body = read_framed(path, kind="checkpoint", versions=(_CHECKPOINT_VERSION,),
+                                   fix=fix)
     except OSError as err:
         raise CheckpointError(f"cannot read {what}: {err}") from None
     try:
-        header = json.loads(first.decode())
-        if not isinstance(header, dict):
-            raise ValueError("no header")
-    except (UnicodeDecodeError, ValueError):
-        raise CheckpointError(f"{what} is not a deeppot checkpoint; {fix}") from None
-    if header.get("version") != _CHECKPOINT_VERSION:
-        raise CheckpointError(f"{what} has checkpoint version {header.get('version')}; this "
-                              f"deeppot reads version {_CHECKPOINT_VERSION}: {fix}")
-    if hashlib.sha256(body).hexdigest() != header.get("sha256"):
-        raise CheckpointError(f"{what} is corrupt (its checksum does not match): {fix}")
-    try:
         arrays = eqx.tree_deserialise_leaves(io.BytesIO(body), like)
     except Exception as err:  # a checkpoint of another model
-        raise CheckpointError(f"{what} does not fit this model ({type(err).__name__}): "
+        raise CheckpointError(f"{what} does not fit this model ({type(err).__name__})"
                               f"{fix}") from None
     return arrays, header
 
@@ -397,8 +377,8 @@ def fit(
     plateau settings are unused); fits that must converge tightly, such as potentials from
     exact scores, reach several times smaller errors this way in the same number of steps.
     The run is a deterministic function of `key`; with `checkpoint_path` it writes
-    checkpoints atomically, each with a checksum of its arrays, and, if the file exists,
-    resumes from it and reproduces an uninterrupted run bit-for-bit.
+    checkpoints atomically, each with a checksum of its header and arrays, and, if the file
+    exists, resumes from it and reproduces an uninterrupted run bit-for-bit.
 
     Training stops with a `TrainingError` (a `FloatingPointError`) when a loss, a gradient
     or an updated parameter is not finite (that step is never applied nor checkpointed) and

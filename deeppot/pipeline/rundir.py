@@ -1,11 +1,21 @@
 """The run directory: stages run in order, skipped when done, resumed when interrupted.
 
 Each stage's fingerprint hashes the settings it depends on, cumulatively (and the content
-of a catalogue file). A stage is skipped when it finished with the same fingerprint and its
-outputs exist; resumed from its checkpoints when it started with the same fingerprint;
-otherwise its outputs and checkpoints are deleted and it runs from scratch, as does every
-later stage. A lock keeps a second process out of a directory in use; a corrupt checkpoint
-is set aside (renamed `*.corrupt-<time>`) and its stage starts over.
+of a catalogue file). A finished stage records the SHA-256 of each output it wrote. A
+stage is skipped when it finished with the same fingerprint and each of its outputs is
+present and matches its recorded checksum; resumed from its checkpoints when it started
+with the same fingerprint; otherwise its checkpoints are deleted and it runs from scratch,
+as does every later stage.
+
+An output that is missing, altered or corrupt since its stage wrote it (or that has no
+recorded checksum) is never used: its stage runs again — resuming from its checkpoint when
+its settings are unchanged — with a notice naming the file, and so does every later stage.
+Before a stage runs, its outputs and everything derived from them (later stages' outputs,
+records, checkpoints and plots) are deleted, so a stage that fails never leaves an older
+run's results beside it that look current.
+
+A lock keeps a second process out of a directory in use; a corrupt checkpoint is set aside
+(renamed `*.corrupt-<time>`) and its stage starts over.
 """
 
 from __future__ import annotations
@@ -78,6 +88,37 @@ def _locked(run_dir: Path):
         f.close()
 
 
+def _unverified(rec: dict, outputs: list[Path]) -> str | None:
+    """Why a finished stage's outputs cannot be trusted (missing, or not the files it
+    wrote), or `None` if each matches the checksum recorded when it was written."""
+    recorded = rec.get("sha256", {})
+    for path in outputs:
+        if not path.exists():
+            return f"'{path}' is missing"
+        if path.name not in recorded:
+            return f"'{path}' has no recorded checksum (an older deeppot wrote it)"
+        if _file_digest(path) != recorded[path.name]:
+            return (f"'{path}' has changed or is corrupt since its stage wrote it: its "
+                    "checksum does not match")
+    return None
+
+
+def _invalidate(stages, run_dir: Path, ckpt_dir: Path, plot_dir: Path, state: dict) -> None:
+    """Delete the outputs of `stages` (a stage about to run and every later one) and the
+    records and checkpoints of the later ones, so that nothing derived from an old result
+    survives a failure of the new one."""
+    for k, stage in enumerate(stages):
+        for name in stage.outputs:
+            (run_dir / ARTEFACTS[name].filename).unlink(missing_ok=True)
+        if stage.name == "report" and plot_dir.exists():
+            shutil.rmtree(plot_dir)
+        if k > 0:
+            state.pop(stage.name, None)
+            for pattern in stage.checkpoints:
+                for p in ckpt_dir.glob(pattern):
+                    p.unlink()
+
+
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
@@ -90,11 +131,13 @@ def run(config: Config | str | os.PathLike, run_dir: str | os.PathLike, *,
     """Run the pipeline (catalogue → DF → scores → potential → report) in a directory.
 
     Each stage writes its outputs into `run_dir` and records a fingerprint of the settings
-    it depends on in `state.json`. On a rerun a stage is skipped when it finished with the
-    same fingerprint and its outputs are present; a stage that was interrupted resumes from
-    its checkpoint; a stage whose settings changed (or that follows a stage that reran) is
-    redone from scratch. A stage that fails (a diverged training, bad data) is never marked
-    done. Every event is appended to `run.log`.
+    it depends on and the checksums of its outputs in `state.json`. On a rerun a stage is
+    skipped when it finished with the same fingerprint and its outputs match their
+    checksums; a stage that was interrupted, or whose outputs are missing or altered, runs
+    again (from its checkpoint when there is one); a stage whose settings changed (or that
+    follows a stage that reran) is redone from scratch. A stage about to run first deletes
+    its outputs and everything derived from them; one that fails (a diverged training, bad
+    data) is never marked done. Every event is appended to `run.log`.
 
     **Arguments:**
 
@@ -149,23 +192,25 @@ def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after):
 
     upstream_reran = False
     t_run = time.perf_counter()
-    for stage in STAGES:
+    for i, stage in enumerate(STAGES):
         rec = state.get(stage.name, {})
         outputs = [run_dir / ARTEFACTS[o].filename for o in stage.outputs]
-        checkpoints = [p for pattern in stage.checkpoints for p in ckpt_dir.glob(pattern)]
         same = rec.get("fingerprint") == fps[stage.name] and not upstream_reran
-        if same and rec.get("done") and all(p.exists() for p in outputs):
-            note(f"{stage.name}: skipped (done, outputs present)")
+        why = _unverified(rec, outputs) if same and rec.get("done") else None
+        if same and rec.get("done") and why is None:
+            note(f"{stage.name}: skipped (done, outputs verified)")
         else:
+            checkpoints = [p for pattern in stage.checkpoints for p in ckpt_dir.glob(pattern)]
             if not same:
-                for p in outputs + checkpoints:
-                    p.unlink(missing_ok=True)
-                if stage.name == "report" and plot_dir.exists():
-                    shutil.rmtree(plot_dir)
-            resuming = same and bool(checkpoints)
+                for p in checkpoints:
+                    p.unlink()
+                checkpoints = []
+            _invalidate(STAGES[i:], run_dir, ckpt_dir, plot_dir, state)
+            resuming = bool(checkpoints)
             state[stage.name] = {"fingerprint": fps[stage.name], "done": False}
             _write_json(state_path, state)
-            note(f"{stage.name}: {'resuming from checkpoint' if resuming else 'running'}")
+            event = "resuming from checkpoint" if resuming else "running"
+            note(f"{stage.name}: {event}" + (f" ({why})" if why else ""))
             t0 = time.perf_counter()
             inputs = {name: artefact(name) for name in stage.inputs}
             kwargs = dict(checkpoint_dir=ckpt_dir, plot_dir=plot_dir, progress=progress)
@@ -177,12 +222,15 @@ def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after):
                     p.rename(p.with_name(f"{p.name}.corrupt-{stamp}"))
                 note(f"{stage.name}: {err}; set it aside and starting the stage over")
                 produced = run_stage(stage.name, cfg, inputs, **kwargs)
+            sums = {}
             for name, (obj, meta) in produced.items():
-                ARTEFACTS[name].save(obj, run_dir / ARTEFACTS[name].filename,
-                                     {**meta, "fingerprint": fps[stage.name]})
+                path = run_dir / ARTEFACTS[name].filename
+                ARTEFACTS[name].save(obj, path, {**meta, "fingerprint": fps[stage.name]})
+                sums[path.name] = _file_digest(path)
                 loaded[name] = (obj, meta)
             dt = time.perf_counter() - t0
-            state[stage.name] = {"fingerprint": fps[stage.name], "done": True, "seconds": dt}
+            state[stage.name] = {"fingerprint": fps[stage.name], "done": True, "seconds": dt,
+                                 "sha256": sums}
             _write_json(state_path, state)
             note(f"{stage.name}: done in {dt:.1f} s")
             if stage.name == "report":

@@ -14,6 +14,7 @@ orchestration path for all of them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -35,6 +36,7 @@ __all__ = [
     "Artefact",
     "Stage",
     "StageContext",
+    "check_replaceable",
     "draw_scores",
     "run_stage",
     "stage_key",
@@ -67,6 +69,7 @@ def _load_catalog(path):
 
 
 def _save_scores(scores, path, meta):
+    check_replaceable("scores", path)
     scores.save(path, meta=meta)
 
 
@@ -76,9 +79,10 @@ def _load_scores(path):
     return ScoreSample.load(path), {}
 
 
-def _save_model(model, path, meta):
+def _save_model(kind, model, path, meta):
     from ..modelfile import save_model
 
+    check_replaceable(kind, path)
     save_model(path, model, meta)
 
 
@@ -99,7 +103,39 @@ def _save_metrics(metrics, path, meta):
 
 
 def _load_metrics(path):
-    return json.loads(Path(path).read_text()), {}
+    try:
+        return json.loads(Path(path).read_text()), {}
+    except ValueError as err:  # not JSON, or not text
+        raise ValueError(f"metrics file '{path}' is corrupt ({err})") from None
+
+
+def check_replaceable(kind: str, path: str | os.PathLike) -> None:
+    """Refuse to replace an existing file that is not a `kind` artefact (`"df"`,
+    `"potential"` or `"scores"`): an output never replaces a file of another kind.
+
+    **Raises:** `FileExistsError` naming the file and what it holds.
+    """
+    from ..modelfile import load_model
+    from ..scores import load_scores
+
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        if kind == "scores":
+            load_scores(path, in_memory=False)
+            held = "scores"
+        else:
+            held = load_model(path)[1].get("stage", "model of no stage")
+    except (ValueError, OSError) as err:  # CheckpointError is a ValueError
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        held = f"not a {kind} file ({reason})"
+    else:
+        if held == kind:
+            return
+        held = f"a {held} file"
+    raise FileExistsError(f"'{path}' exists and is {held}: refusing to replace it with a "
+                          f"{kind} file; choose another output or delete it first")
 
 
 def _json_default(obj):
@@ -112,9 +148,10 @@ def _json_default(obj):
 
 ARTEFACTS: dict[str, Artefact] = {
     "catalog": Artefact("catalog.npz", _save_catalog, _load_catalog),
-    "df": Artefact("df.eqx", _save_model, _load_model),
+    "df": Artefact("df.eqx", functools.partial(_save_model, "df"), _load_model),
     "scores": Artefact("scores.npz", _save_scores, _load_scores),
-    "potential": Artefact("potential.eqx", _save_model, _load_model),
+    "potential": Artefact("potential.eqx", functools.partial(_save_model, "potential"),
+                          _load_model),
     "metrics": Artefact("metrics.json", _save_metrics, _load_metrics),
 }
 

@@ -283,3 +283,121 @@ def test_the_gravitational_constant_is_validated(G):
         dp.Plummer(G=G)
     with pytest.raises(ValueError, match="G must be positive and finite"):
         dp.NeuralPotential(key=jax.random.key(0), width=2, depth=1, G=G)
+
+
+# --- issue 27: integrity ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished TINY run, its metrics and `copy(dst)` giving a fresh copy of it."""
+    import shutil
+
+    run_dir = tmp_path_factory.mktemp("integrity") / "run"
+    metrics = pipeline.run(pipeline.parse_config(TINY), run_dir, log=None)
+    return metrics, lambda dst: shutil.copytree(run_dir, dst)
+
+
+def _flip(path, at):
+    data = bytearray(path.read_bytes())
+    data[at] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def test_a_checkpoint_with_an_edited_header_is_not_resumed(tmp_path):
+    """The checkpoint's checksum covers its header: step 20 edited to 21 is corrupt."""
+    path = tmp_path / "fit.ckpt"
+    _checkpointed_fit(path, steps=20)
+    data = path.read_bytes()
+    assert data.count(b'"step": 20,') == 1
+    path.write_bytes(data.replace(b'"step": 20,', b'"step": 21,'))
+    with pytest.raises(dp.CheckpointError, match=r"fit.ckpt' is corrupt.*delete it"):
+        _checkpointed_fit(path)
+
+
+def test_a_model_file_with_an_edited_header_is_refused(tmp_path, capsys):
+    path = dp.save_model(tmp_path / "pot.eqx", dp.Plummer(G=1.0), {"stage": "potential"})
+    data = path.read_bytes()
+    assert data.count(b'"G": 1.0') == 1
+    path.write_bytes(data.replace(b'"G": 1.0', b'"G": 3.0'))
+    with pytest.raises(dp.CheckpointError, match="pot.eqx' is corrupt or truncated"):
+        dp.load_model(path)
+    code, _, err = _cli(capsys, "evaluate", str(path), "--catalog", str(tmp_path / "c.npz"))
+    assert code == 1 and "pot.eqx' is corrupt" in _one_clean_line(err)
+
+
+def test_an_output_never_replaces_a_file_of_another_kind(finished_run, tmp_path, capsys):
+    metrics, copy = finished_run
+    run_dir = copy(tmp_path / "run")
+    before = (run_dir / "df.eqx").read_bytes()
+    code, _, err = _cli(capsys, "fit-potential", str(run_dir / "scores.npz"), "-o",
+                        str(run_dir / "df.eqx"), "--no-progress", "--set", "fit.steps=1")
+    line = _one_clean_line(err)
+    assert code == 1 and "df.eqx' exists and is a df file" in line and "refusing" in line
+    assert (run_dir / "df.eqx").read_bytes() == before
+    lines = []
+    assert pipeline.run(pipeline.parse_config(TINY), run_dir, log=lines.append) == metrics
+    assert all("skipped" in line for line in lines[:5])
+    with pytest.raises(FileExistsError, match=r"catalog.npz' exists and is not a scores file"):
+        pipeline.ARTEFACTS["scores"].save(None, run_dir / "catalog.npz", {})
+    # a file of the same kind is replaced
+    code, _, _ = _cli(capsys, "fit-potential", str(run_dir / "scores.npz"), "-o",
+                      str(run_dir / "potential.eqx"), "--no-progress", "--set", "fit.steps=1")
+    assert code == 0 and dp.load_model(run_dir / "potential.eqx")[1]["training"]["steps"] == 1
+
+
+def test_a_corrupt_score_file_is_named(finished_run, tmp_path, capsys):
+    _, copy = finished_run
+    scores = copy(tmp_path / "run") / "scores.npz"
+    _flip(scores, scores.stat().st_size // 2)
+    code, _, err = _cli(capsys, "fit-potential", str(scores), "-o", str(tmp_path / "p.eqx"))
+    assert code == 1 and f"score file '{scores}' is corrupt" in _one_clean_line(err)
+    assert not (tmp_path / "p.eqx").exists()
+
+
+@pytest.mark.parametrize(("name", "stage"), [("catalog.npz", "data"), ("scores.npz", "scores"),
+                                             ("potential.eqx", "potential"),
+                                             ("report.md", "report")])
+def test_an_altered_output_of_a_finished_run_is_redone(finished_run, tmp_path, name, stage):
+    """A finished run verifies its outputs' checksums: the stage of an altered one runs again
+    (with a notice naming the file), as does every later stage, and the result is that of
+    the untouched run."""
+    metrics, copy = finished_run
+    run_dir = copy(tmp_path / "run")
+    _flip(run_dir / name, (run_dir / name).stat().st_size - 5)
+    lines = []
+    again = pipeline.run(pipeline.parse_config(TINY), run_dir, log=lines.append)
+    names = list(pipeline.rundir.STAGE_NAMES)
+    first = names.index(stage)
+    for s in names[:first]:
+        assert f"{s}: skipped (done, outputs verified)" in lines
+    notice = [line for line in lines if line.startswith(f"{stage}: ")][0]
+    assert f"'{run_dir / name}' has changed or is corrupt" in notice
+    assert notice.startswith((f"{stage}: running", f"{stage}: resuming"))
+    for s in names[first:]:
+        assert f"{s}: done" in " ".join(lines)
+    assert again["accuracy"] == metrics["accuracy"]
+    lines = []
+    pipeline.run(pipeline.parse_config(TINY), run_dir, log=lines.append)
+    assert all("skipped" in line for line in lines[:5])
+
+
+def test_a_failed_rerun_leaves_nothing_derived_from_the_old_result(finished_run, tmp_path,
+                                                                   monkeypatch):
+    _, copy = finished_run
+    run_dir = copy(tmp_path / "run")
+    catalog = (run_dir / "catalog.npz").stat().st_mtime_ns
+
+    def diverge(*args, **kwargs):
+        raise dp.TrainingError("the training loss diverged at step 3")
+
+    monkeypatch.setattr(train, "fit_df", diverge)
+    with pytest.raises(dp.TrainingError):
+        pipeline.run(pipeline.parse_config({**TINY, "df": {"kind": "spline"}}), run_dir,
+                     log=None)
+    for name in ("df.eqx", "scores.npz", "potential.eqx", "metrics.json", "report.md",
+                 "checkpoints/potential.ckpt"):
+        assert not (run_dir / name).exists(), name
+    state = json.loads((run_dir / "state.json").read_text())
+    assert sorted(state) == ["data", "df"] and not state["df"]["done"]
+    assert (run_dir / "catalog.npz").stat().st_mtime_ns == catalog

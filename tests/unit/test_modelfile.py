@@ -1,5 +1,7 @@
 """Model files: every model the API builds is saved and read back exactly, from the file alone."""
 
+import json
+
 import diffrax
 import equinox as eqx
 import jax
@@ -8,6 +10,7 @@ import numpy as np
 import pytest
 
 import deeppot as dp
+from deeppot._framed import write_framed
 from deeppot.modelfile import load_model, save_model
 from tests import models
 
@@ -83,13 +86,49 @@ def test_broken_files_name_the_file(tmp_path):
         load_model(tmp_path / "missing.eqx")
 
 
+def _reframe(path, edit):
+    """The model file at `path` with its header edited, under a valid checksum (what a
+    hostile author, not an accident, would write)."""
+    head, body = path.read_bytes().split(b"\n", 1)
+    header = edit(json.loads(head))
+    del header["sha256"]
+    return write_framed(path.with_name("edited.eqx"), header, body)
+
+
 def test_only_trusted_code_is_named(tmp_path):
     path = save_model(tmp_path / "m.eqx", dp.Plummer())
-    text = path.read_bytes().replace(b"deeppot.potentials._analytic:Plummer", b"os:system", 1)
-    head, body = text.split(b"\n", 1)
-    (tmp_path / "evil.eqx").write_bytes(head + b"\n" + body)
+    evil = _reframe(path, lambda h: {**h, "model": {**h["model"], "module": "os:system"}})
     with pytest.raises(dp.CheckpointError, match="may only name deeppot"):
-        load_model(tmp_path / "evil.eqx")
+        load_model(evil)
+
+
+def test_one_edited_header_byte_is_refused(tmp_path):
+    """The checksum covers the header: an edited parameter (G 1 -> 3) is corrupt, as is an
+    edited version; a file of an unknown version with a valid checksum says so."""
+    path = save_model(tmp_path / "m.eqx", dp.Plummer(G=1.0))
+    data = path.read_bytes()
+    assert data.count(b'"G": 1.0') == 1
+    for old, new in [(b'"G": 1.0', b'"G": 3.0'),
+                     (b'"version": 2', b'"version": 3'), (b'"version": 2', b'"version": 1')]:
+        (tmp_path / "edited.eqx").write_bytes(data.replace(old, new, 1))
+        with pytest.raises(dp.CheckpointError, match="edited.eqx' is corrupt or truncated"):
+            load_model(tmp_path / "edited.eqx")
+    newer = _reframe(path, lambda h: {**h, "version": 9})
+    with pytest.raises(dp.CheckpointError, match="has version 9; this deeppot reads version 1, 2"):
+        load_model(newer)
+
+
+def test_version_1_files_are_read_with_their_body_checksum(tmp_path):
+    """tests/data holds version 1 files (checksum of the arrays only): they load, and an
+    altered array is still refused."""
+    path = models.DATA / "trained_spherical.eqx"
+    head, body = path.read_bytes().split(b"\n", 1)
+    assert json.loads(head)["version"] == 1
+    pot, _ = load_model(path)
+    assert np.isfinite(float(pot.potential(jnp.ones(3))))
+    (tmp_path / "v1.eqx").write_bytes(head + b"\n" + body[:-1] + bytes([body[-1] ^ 1]))
+    with pytest.raises(dp.CheckpointError, match="v1.eqx' is corrupt or truncated"):
+        load_model(tmp_path / "v1.eqx")
 
 
 def test_unnameable_functions_are_refused_at_save(tmp_path):
