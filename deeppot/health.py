@@ -19,6 +19,7 @@ benchmarks, a first look) return their model: call it on the result when it matt
 import math
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -46,14 +47,13 @@ def _chunk_stats(model: PotentialModel, batch: ScoreSample):
     residual = frame.residual(grad, *scores)
     residual_zero = frame.residual(jnp.zeros_like(grad), *scores)
     finite = jnp.all(jnp.isfinite(grad), -1) & jnp.isfinite(lap)
-    g = jnp.where(finite[:, None], grad, 0.0)
-    big = jnp.finfo(g.dtype).max
+    big = jnp.finfo(grad.dtype).max
     # the force the scores call for: |v · ∂ln f/∂x| / |∂ln f/∂v| = |∇Φ · ∂ln f/∂v| / |∂ln f/∂v|
     # where the DF is stationary (the component of the force along ∂ln f/∂v)
     need = (jnp.abs(jnp.sum(batch.v * batch.dlnf_dx, -1))
             / jnp.linalg.norm(batch.dlnf_dv, axis=-1))
     return {"nonfinite": jnp.sum(~finite),
-            "force_sq": jnp.sum(g * g),
+            "force_sq": jnp.sum(jnp.where(finite[:, None], grad * grad, 0.0)),
             "force_min": jnp.min(jnp.where(finite[:, None], grad, big), 0),
             "force_max": jnp.max(jnp.where(finite[:, None], grad, -big), 0),
             "negative": jnp.sum(finite & (lap < 0)),
@@ -127,12 +127,11 @@ def check_potential_fit(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     n = len(scores)
-    parts = [_chunk_stats(model, _rows(scores, i, min(i + chunk_size, n)))
+    parts = [jax.device_get(_chunk_stats(model, _rows(scores, i, min(i + chunk_size, n))))
              for i in range(0, n, chunk_size)]
-    parts = [{k: np.asarray(v, dtype=np.float64) for k, v in p.items()} for p in parts]
 
     def total(name):
-        return float(sum(np.sum(p[name]) for p in parts))
+        return float(sum(np.sum(p[name], dtype=np.float64) for p in parts))
 
     def joined(name):
         return np.concatenate([p[name] for p in parts])
@@ -140,7 +139,7 @@ def check_potential_fit(
     nonfinite = int(total("nonfinite"))
     n_finite = n - nonfinite
     rms = math.sqrt(total("force_sq") / n_finite) if n_finite else math.nan
-    extent = (np.max([p["force_max"] for p in parts], 0)
+    extent = (np.max([p["force_max"] for p in parts], 0).astype(np.float64)
               - np.min([p["force_min"] for p in parts], 0))
     med, med_zero = _median(joined("residual")), _median(joined("residual_zero"))
     out = {"n_points": n, "rms_force": rms, "force_scale": _median(joined("need")),

@@ -406,7 +406,7 @@ def _report(ctx: StageContext):
             ev["plots"].append("training.png")
 
     def strip(s):
-        return {k: v for k, v in s.items() if k != "curve"}
+        return {k: v for k, v in s.items() if k not in ("curve", "check")}
 
     score_error = None
     if cfg.df.kind != "exact" and "truth_df" in cat.meta:
