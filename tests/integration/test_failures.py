@@ -303,7 +303,7 @@ def test_a_dead_network_fails_its_stage_and_is_never_marked_done(tmp_path, capsy
     cfg = tmp_path / "dead.toml"
     cfg.write_text(pipeline.dumps_toml(pipeline.parse_config(DEAD).to_dict()))
     run_dir = tmp_path / "run"
-    for attempt in range(2):  # a rerun does not skip the stage: it fails again
+    for _ in range(2):  # a rerun does not skip the stage: it fails again
         code, _, err = _cli(capsys, "run", str(cfg), "--run-dir", str(run_dir))
         line = _one_clean_line(err)
         assert code == 1 and "has no force: rms |∇Φ| = 0 at the score points" in line
@@ -319,4 +319,3 @@ def test_a_dead_network_fails_its_stage_and_is_never_marked_done(tmp_path, capsy
     code, _, err = _cli(capsys, "fit-potential", str(run_dir / "scores.npz"), "-o", str(out),
                         "--config", str(cfg))
     assert code == 1 and "has no force" in _one_clean_line(err) and not out.exists()
-
