@@ -16,12 +16,14 @@ from . import units as units
 from ._errors import CheckpointError as CheckpointError
 from ._errors import ConfigError as ConfigError
 from ._errors import DeeppotError as DeeppotError
+from ._errors import FitFailed as FitFailed
 from ._errors import TrainingError as TrainingError
 from .catalog import PhaseSpaceCatalog as PhaseSpaceCatalog
 from .frames import AbstractFrame as AbstractFrame
 from .frames import InertialFrame as InertialFrame
 from .frames import MovingFrame as MovingFrame
 from .frames import RotatingFrame as RotatingFrame
+from .health import check_potential_fit as check_potential_fit
 from .laplacian import value_grad_laplacian as value_grad_laplacian
 from .model import PotentialModel as PotentialModel
 from .modelfile import load_model as load_model

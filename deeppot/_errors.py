@@ -24,3 +24,8 @@ class TrainingError(DeeppotError, FloatingPointError):
 
 class RunDirectoryBusy(DeeppotError, RuntimeError):
     """Another process holds the run directory's lock."""
+
+
+class FitFailed(TrainingError):
+    """A fit that finished but whose result is physically dead (a zero or uniform force, a
+    negative density, a residual no better than no potential); the stage is not marked done."""

@@ -819,7 +819,11 @@ def fit_potential(
     - `**kwargs`: passed to `fit` (e.g. `checkpoint_path`, `clip_norm`, `progress`,
       `devices`).
 
-    **Returns:** the trained `PotentialModel` (and the history if `return_history`).
+    **Returns:** the trained `PotentialModel` (and the history if `return_history`). It is
+    not checked for physical sense, so that deliberately short or tiny fits (tests,
+    benchmarks) return their model: `check_potential_fit(model, scores)` raises if the fit
+    is dead (a zero or uniform force, a negative density, a residual no better than Φ = 0),
+    as the pipeline's potential stage does after every fit.
     """
     from .model import PotentialModel
     from .potentials import AbstractPotential

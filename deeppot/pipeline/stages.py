@@ -311,9 +311,14 @@ def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *
     - `checkpoint_path`: checkpoint file (resumed if it exists).
     - `progress`: show a progress bar.
 
-    **Returns:** `(model, summary)`.
+    **Returns:** `(model, summary)`; `summary["check"]` holds the diagnostics of
+    `deeppot.check_potential_fit`, which every fitted model must pass.
+
+    **Raises:** `FitFailed` (a `TrainingError`) when the fitted potential is dead (a zero,
+    uniform or non-finite force, a negative density, a residual no better than Φ = 0).
     """
     from .. import train
+    from ..health import check_potential_fit
 
     k_init, k_fit = jax.random.split(key)
     model = build_model(pot_cfg, k_init, units=units)
@@ -326,7 +331,10 @@ def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *
         checkpoint_every=fit_cfg.checkpoint_every, devices=devices, progress=progress,
         return_history=True,
     )
-    return model, _history_summary(history)
+    advice = (f"lower [fit] learning_rate (it is {fit_cfg.learning_rate:g}) or raise [fit] "
+              f"steps (it is {fit_cfg.steps})")
+    check = check_potential_fit(model, scores, advice=advice)
+    return model, {**_history_summary(history), "check": check}
 
 
 def _trainable(model, pot_cfg: PotentialConfig):
@@ -435,7 +443,7 @@ def _report(ctx: StageContext):
             ev["plots"].append("training.png")
 
     def strip(s):
-        return {k: v for k, v in s.items() if k != "curve"}
+        return {k: v for k, v in s.items() if k not in ("curve", "check")}
 
     score_error = None
     if cfg.df.kind != "exact" and "truth_df" in cat.meta:
@@ -450,6 +458,7 @@ def _report(ctx: StageContext):
         "df_check": df_train.get("check"),
         "df_score_error": score_error,
         "potential_training": strip(pot_train),
+        "potential_check": pot_train.get("check"),
         **ev,
         "warnings": quality_warnings(ev),
     }

@@ -115,10 +115,15 @@ def test_a_broken_df_is_refused_before_its_scores_are_cached():
 
 
 def test_a_poor_fit_is_reported_with_a_warning(tmp_path, capsys):
-    raw = {**TINY, "fit": {**TINY["fit"], "steps": 1},
-           "potential": {"model": "neural", "width": 8, "depth": 1}}
+    """A fit that explains part of the scores is a warning, not an error (one that explains
+    nothing is, issue 27 below): a Plummer sphere of a tenth of the true mass, not trained,
+    has the force 0.1 F, a relative residual (1 − 0.1) / (1 + 0.1) and a residual 0.9 times
+    that of Φ = 0 at every point."""
+    raw = {**TINY, "fit": {**TINY["fit"], "steps": 0},
+           "potential": {"model": "plummer", "params": {"m_tot": 0.1}}}
     metrics = pipeline.run(pipeline.parse_config(raw), tmp_path, log=None)
-    assert metrics["fit_quality"]["median_relative_residual"] > 0.5
+    assert metrics["fit_quality"]["median_relative_residual"] == pytest.approx(0.9 / 1.1)
+    assert metrics["potential_check"]["residual_ratio"] == pytest.approx(0.9, rel=1e-5)
     assert any("the fit is poor" in w for w in metrics["warnings"])
     assert "**Warning:** the fit is poor" in (tmp_path / "report.md").read_text()
 
@@ -401,3 +406,34 @@ def test_a_failed_rerun_leaves_nothing_derived_from_the_old_result(finished_run,
     state = json.loads((run_dir / "state.json").read_text())
     assert sorted(state) == ["data", "df"] and not state["df"]["done"]
     assert (run_dir / "catalog.npz").stat().st_mtime_ns == catalog
+
+
+# --- issue 27: fit health ---------------------------------------------------------------------
+
+
+DEAD = {**TINY, "potential": {"model": "neural", "width": 16, "depth": 2},
+        "fit": {**TINY["fit"], "steps": 60, "learning_rate": 1e3}}
+
+
+def test_a_dead_network_fails_its_stage_and_is_never_marked_done(tmp_path, capsys):
+    """At learning rate 1e3 the network's units saturate: finite weights, Φ constant, the
+    force exactly 0 at every point. `deeppot run` once exited 0 and marked it done."""
+    cfg = tmp_path / "dead.toml"
+    cfg.write_text(pipeline.dumps_toml(pipeline.parse_config(DEAD).to_dict()))
+    run_dir = tmp_path / "run"
+    for _ in range(2):  # a rerun does not skip the stage: it fails again
+        code, _, err = _cli(capsys, "run", str(cfg), "--run-dir", str(run_dir))
+        line = _one_clean_line(err)
+        assert code == 1 and "has no force: rms |∇Φ| = 0 at the score points" in line
+        assert line.endswith("lower [fit] learning_rate (it is 1000) or raise [fit] steps "
+                             "(it is 60)")
+        state = json.loads((run_dir / "state.json").read_text())
+        assert state["scores"]["done"] and not state["potential"]["done"]
+        assert not (run_dir / "potential.eqx").exists()
+    log = (run_dir / "run.log").read_text()
+    assert "potential: resuming from checkpoint" in log and "potential: skipped" not in log
+    # the fit-potential command runs the same stage, so the same check
+    out = tmp_path / "pot.eqx"
+    code, _, err = _cli(capsys, "fit-potential", str(run_dir / "scores.npz"), "-o", str(out),
+                        "--config", str(cfg))
+    assert code == 1 and "has no force" in _one_clean_line(err) and not out.exists()

@@ -159,8 +159,11 @@ def test_cli_subcommands_chain_on_tiny_inputs(tmp_path, capsys):
     cat, df, scores, pot = (str(tmp_path / n) for n in
                             ("cat.npz", "df.eqx", "scores.npz", "pot.eqx"))
     # exact scores keep this test cheap; the quick demo covers training a flow
+    # an analytic family: a network 3 steps from its start explains less than Φ = 0 (a
+    # failed fit, issue 27); a Plummer sphere from the wrong start still beats it
     tiny = ["--no-progress", "--set", "df.kind=exact", "--set", "scores.n=512",
-            "--set", "potential.width=8", "--set", "potential.depth=1", "--set", "fit.steps=3",
+            "--set", "potential.model=plummer", "--set", "potential.params={r_s = 2.0}",
+            "--set", "fit.steps=3",
             "--set", "fit.batch_size=256", "--set", "evaluate.n_points=512"]
     assert cli.main(["mock", "plummer", "--n", "1024", "--out", cat, "--no-progress"]) == 0
     assert cli.main(["fit-df", cat, "-o", df, *tiny]) == 0
@@ -174,3 +177,14 @@ def test_cli_subcommands_chain_on_tiny_inputs(tmp_path, capsys):
     assert (tmp_path / "ev" / "residuals_radial.png").exists()
     model, meta = pipeline.load_model(pot)
     assert meta["training"]["steps"] == 3 and meta["scores"] == scores
+
+
+def test_the_fit_check_is_in_the_models_metadata_and_the_metrics(finished_run):
+    """The potential stage's health check (issue 27) passes a healthy tiny fit with a wide
+    margin and records its diagnostics for the report."""
+    run_dir, metrics, _ = finished_run
+    _, meta = pipeline.load_model(run_dir / "potential.eqx")
+    check = meta["training"]["check"]
+    assert metrics["potential_check"] == check and check["n_points"] == TINY["scores"]["n"]
+    assert 0 < check["residual_ratio"] < 0.5 and check["negative_density_fraction"] < 0.5
+    assert check["rms_force"] > 0.5 * check["force_scale"] and check["force_spread"] > 1
