@@ -542,8 +542,9 @@ class PowerLawCutoff(AbstractPotential):
     `PowerLawCutoffPotential`). The enclosed mass is m_tot P((3 − α)/2, r²/r_c²) (P the
     regularised lower incomplete gamma function) and
     Φ = −G M(<r)/r − G m_tot Γ(1 − α/2, r²/r_c²) / (Γ((3 − α)/2) r_c). `alpha` lies in
-    (0, 3) and is stored as is (not as a logarithm); Φ diverges at the centre for α ≥ 2, and
-    within about 1e-3 of α = 2 it loses digits (about 1e-16/|1 − α/2|).
+    (0, 3) and is stored as is (not as a logarithm); Φ diverges at the centre for α ≥ 2.
+    Within r_c, Φ and its force are exact bounded series (finite down to r → 0 for α < 2);
+    beyond r_c, within about 1e-3 of α = 2, Φ's tail loses digits (about ε/|1 − α/2|).
     """
 
     log_m_tot: Float[Array, ""]
