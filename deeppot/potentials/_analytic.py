@@ -1,8 +1,10 @@
 """Analytic potential families with closed-form Φ, ∇Φ and ∇²Φ.
 
-Each family is a thin final class over a pure function `(G, params…, x) -> (Φ, ∇Φ, ∇²Φ)`.
-Positive parameters are stored as logarithms (fields `log_…`); the physical values are read
-back through properties of the same name as the constructor argument.
+Each family is a thin final class over a pure function `(G, params…, x) -> (Φ, ∇Φ, ∇²Φ)`:
+its fields and that function. A positive parameter is declared once, as a field
+`log_<name>: … = positive_field(dimension)`: it is stored as a logarithm, set by
+`init_parameters` from the constructor argument `<name>` (a number or a quantity), and read
+back through a property `<name>` that the base class adds.
 
 Every constructor takes `units=` (a `deeppot.units.UnitSystem` or a name such as
 `"galactic"`) or, for a dimensionless model, `G=` (default 1). Parameters may be astropy
@@ -10,6 +12,7 @@ quantities of the right dimension (`MiyamotoNagai(m_tot=6e10 * u.Msun, a=3 * u.k
 b=0.28 * u.kpc)` is in `galactic` units); bare numbers are in the model's units.
 """
 
+import dataclasses
 from typing import final
 
 import equinox as eqx
@@ -20,8 +23,14 @@ from jaxtyping import Array, Float
 
 from .. import registry
 from .._custom_types import Position, Scalar, ScalarLike
-from .._params import finite_scalar, positive_log, scalar_in_range, to_model_units
-from ..units import UnitSystem, resolve_units
+from .._params import (
+    finite_scalar,
+    init_parameters,
+    positive_field,
+    scalar_in_range,
+    to_model_units,
+)
+from ..units import UnitSystem
 from ._base import AbstractPotential
 
 VGL = tuple[Scalar, Position, Scalar]
@@ -277,24 +286,32 @@ def power_law_cutoff_vgl(G, m, alpha, r_c, x: Position) -> VGL:
     return _radial(x, r, phi, dphi_dr, lap)
 
 
+class AbstractAnalyticPotential(AbstractPotential):
+    """A closed-form family: Φ is the first of its (Φ, ∇Φ, ∇²Φ), and each positive field
+    `log_<name>` (declared with `positive_field`) is read back as a property `<name>`."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name, value in list(vars(cls).items()):
+            if isinstance(value, dataclasses.Field) and "positive" in value.metadata:
+                setattr(cls, name.removeprefix("log_"), property(
+                    lambda self, field=name: jnp.exp(getattr(self, field)),
+                    doc=f"exp({name}), in the model's units ({value.metadata['positive']})."))
+
+    def _potential(self, x: Position) -> Scalar:
+        return self._value_grad_laplacian(x)[0]
+
+
 @registry.potentials.register
 @final
-class Kepler(AbstractPotential):
+class Kepler(AbstractAnalyticPotential):
     """Point mass: Φ = −G m_tot / r."""
 
-    log_m_tot: Float[Array, ""]
+    log_m_tot: Float[Array, ""] = positive_field("mass")
     units: UnitSystem = eqx.field(static=True)
 
     def __init__(self, m_tot: ScalarLike, *, G: float | None = None, units=None):
-        self.units = resolve_units(units, G, m_tot)
-        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
-
-    @property
-    def m_tot(self):
-        return jnp.exp(self.log_m_tot)
-
-    def _potential(self, x: Position) -> Scalar:
-        return kepler_vgl(self.G, self.m_tot, x)[0]
+        init_parameters(self, units, G, m_tot=m_tot)
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return kepler_vgl(self.G, self.m_tot, x)
@@ -302,11 +319,11 @@ class Kepler(AbstractPotential):
 
 @registry.potentials.register
 @final
-class Plummer(AbstractPotential):
+class Plummer(AbstractAnalyticPotential):
     """Plummer sphere: Φ = −G m_tot / sqrt(r² + r_s²)."""
 
-    log_m_tot: Float[Array, ""]
-    log_r_s: Float[Array, ""]
+    log_m_tot: Float[Array, ""] = positive_field("mass")
+    log_r_s: Float[Array, ""] = positive_field("length")
     units: UnitSystem = eqx.field(static=True)
 
     def __init__(
@@ -317,20 +334,7 @@ class Plummer(AbstractPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, m_tot, r_s)
-        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
-        self.log_r_s = positive_log("r_s", r_s, "length", self.units)
-
-    @property
-    def m_tot(self):
-        return jnp.exp(self.log_m_tot)
-
-    @property
-    def r_s(self):
-        return jnp.exp(self.log_r_s)
-
-    def _potential(self, x: Position) -> Scalar:
-        return plummer_vgl(self.G, self.m_tot, self.r_s, x)[0]
+        init_parameters(self, units, G, m_tot=m_tot, r_s=r_s)
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return plummer_vgl(self.G, self.m_tot, self.r_s, x)
@@ -338,11 +342,11 @@ class Plummer(AbstractPotential):
 
 @registry.potentials.register
 @final
-class Hernquist(AbstractPotential):
+class Hernquist(AbstractAnalyticPotential):
     """Hernquist sphere: Φ = −G m_tot / (r + r_s)."""
 
-    log_m_tot: Float[Array, ""]
-    log_r_s: Float[Array, ""]
+    log_m_tot: Float[Array, ""] = positive_field("mass")
+    log_r_s: Float[Array, ""] = positive_field("length")
     units: UnitSystem = eqx.field(static=True)
 
     def __init__(
@@ -353,20 +357,7 @@ class Hernquist(AbstractPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, m_tot, r_s)
-        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
-        self.log_r_s = positive_log("r_s", r_s, "length", self.units)
-
-    @property
-    def m_tot(self):
-        return jnp.exp(self.log_m_tot)
-
-    @property
-    def r_s(self):
-        return jnp.exp(self.log_r_s)
-
-    def _potential(self, x: Position) -> Scalar:
-        return hernquist_vgl(self.G, self.m_tot, self.r_s, x)[0]
+        init_parameters(self, units, G, m_tot=m_tot, r_s=r_s)
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return hernquist_vgl(self.G, self.m_tot, self.r_s, x)
@@ -374,11 +365,11 @@ class Hernquist(AbstractPotential):
 
 @registry.potentials.register
 @final
-class NFW(AbstractPotential):
+class NFW(AbstractAnalyticPotential):
     """Navarro–Frenk–White halo: Φ = −G m_s ln(1 + r/r_s) / r, with m_s = 4π ρ_0 r_s³."""
 
-    log_m_s: Float[Array, ""]
-    log_r_s: Float[Array, ""]
+    log_m_s: Float[Array, ""] = positive_field("mass")
+    log_r_s: Float[Array, ""] = positive_field("length")
     units: UnitSystem = eqx.field(static=True)
 
     def __init__(
@@ -389,20 +380,7 @@ class NFW(AbstractPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, m_s, r_s)
-        self.log_m_s = positive_log("m_s", m_s, "mass", self.units)
-        self.log_r_s = positive_log("r_s", r_s, "length", self.units)
-
-    @property
-    def m_s(self):
-        return jnp.exp(self.log_m_s)
-
-    @property
-    def r_s(self):
-        return jnp.exp(self.log_r_s)
-
-    def _potential(self, x: Position) -> Scalar:
-        return nfw_vgl(self.G, self.m_s, self.r_s, x)[0]
+        init_parameters(self, units, G, m_s=m_s, r_s=r_s)
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return nfw_vgl(self.G, self.m_s, self.r_s, x)
@@ -410,11 +388,11 @@ class NFW(AbstractPotential):
 
 @registry.potentials.register
 @final
-class Isochrone(AbstractPotential):
+class Isochrone(AbstractAnalyticPotential):
     """Hénon's isochrone: Φ = −G m_tot / (b + sqrt(r² + b²))."""
 
-    log_m_tot: Float[Array, ""]
-    log_b: Float[Array, ""]
+    log_m_tot: Float[Array, ""] = positive_field("mass")
+    log_b: Float[Array, ""] = positive_field("length")
     units: UnitSystem = eqx.field(static=True)
 
     def __init__(
@@ -425,20 +403,7 @@ class Isochrone(AbstractPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, m_tot, b)
-        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
-        self.log_b = positive_log("b", b, "length", self.units)
-
-    @property
-    def m_tot(self):
-        return jnp.exp(self.log_m_tot)
-
-    @property
-    def b(self):
-        return jnp.exp(self.log_b)
-
-    def _potential(self, x: Position) -> Scalar:
-        return isochrone_vgl(self.G, self.m_tot, self.b, x)[0]
+        init_parameters(self, units, G, m_tot=m_tot, b=b)
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return isochrone_vgl(self.G, self.m_tot, self.b, x)
@@ -446,12 +411,12 @@ class Isochrone(AbstractPotential):
 
 @registry.potentials.register
 @final
-class MiyamotoNagai(AbstractPotential):
+class MiyamotoNagai(AbstractAnalyticPotential):
     """Miyamoto–Nagai disk: Φ = −G m_tot / sqrt(R² + (a + sqrt(z² + b²))²)."""
 
-    log_m_tot: Float[Array, ""]
-    log_a: Float[Array, ""]
-    log_b: Float[Array, ""]
+    log_m_tot: Float[Array, ""] = positive_field("mass")
+    log_a: Float[Array, ""] = positive_field("length")
+    log_b: Float[Array, ""] = positive_field("length")
     units: UnitSystem = eqx.field(static=True)
 
     def __init__(
@@ -463,25 +428,7 @@ class MiyamotoNagai(AbstractPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, m_tot, a, b)
-        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
-        self.log_a = positive_log("a", a, "length", self.units)
-        self.log_b = positive_log("b", b, "length", self.units)
-
-    @property
-    def m_tot(self):
-        return jnp.exp(self.log_m_tot)
-
-    @property
-    def a(self):
-        return jnp.exp(self.log_a)
-
-    @property
-    def b(self):
-        return jnp.exp(self.log_b)
-
-    def _potential(self, x: Position) -> Scalar:
-        return miyamoto_nagai_vgl(self.G, self.m_tot, self.a, self.b, x)[0]
+        init_parameters(self, units, G, m_tot=m_tot, a=a, b=b)
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return miyamoto_nagai_vgl(self.G, self.m_tot, self.a, self.b, x)
@@ -489,15 +436,15 @@ class MiyamotoNagai(AbstractPotential):
 
 @registry.potentials.register
 @final
-class Logarithmic(AbstractPotential):
+class Logarithmic(AbstractAnalyticPotential):
     """Flattened logarithmic potential: Φ = ½ v_c² ln(r_c² + R² + z²/q²).
 
     `G` does not enter Φ (the amplitude is v_c²); it only converts ∇²Φ to a density.
     """
 
-    log_v_c: Float[Array, ""]
-    log_r_c: Float[Array, ""]
-    log_q: Float[Array, ""]
+    log_v_c: Float[Array, ""] = positive_field("velocity")
+    log_r_c: Float[Array, ""] = positive_field("length")
+    log_q: Float[Array, ""] = positive_field("dimensionless")
     units: UnitSystem = eqx.field(static=True)
 
     def __init__(
@@ -509,25 +456,7 @@ class Logarithmic(AbstractPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, v_c, r_c, q)
-        self.log_v_c = positive_log("v_c", v_c, "velocity", self.units)
-        self.log_r_c = positive_log("r_c", r_c, "length", self.units)
-        self.log_q = positive_log("q", q, "dimensionless", self.units)
-
-    @property
-    def v_c(self):
-        return jnp.exp(self.log_v_c)
-
-    @property
-    def r_c(self):
-        return jnp.exp(self.log_r_c)
-
-    @property
-    def q(self):
-        return jnp.exp(self.log_q)
-
-    def _potential(self, x: Position) -> Scalar:
-        return logarithmic_vgl(self.G, self.v_c, self.r_c, self.q, x)[0]
+        init_parameters(self, units, G, v_c=v_c, r_c=r_c, q=q)
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return logarithmic_vgl(self.G, self.v_c, self.r_c, self.q, x)
@@ -535,7 +464,7 @@ class Logarithmic(AbstractPotential):
 
 @registry.potentials.register
 @final
-class PowerLawCutoff(AbstractPotential):
+class PowerLawCutoff(AbstractAnalyticPotential):
     """Power-law density with a Gaussian cut-off: ρ ∝ r^−α exp(−r²/r_c²), total mass m_tot.
 
     The bulge of galpy's `MWPotential2014` (galpy's `PowerSphericalPotentialwCutoff`, gala's
@@ -547,9 +476,9 @@ class PowerLawCutoff(AbstractPotential):
     beyond r_c, within about 1e-3 of α = 2, Φ's tail loses digits (about ε/|1 − α/2|).
     """
 
-    log_m_tot: Float[Array, ""]
+    log_m_tot: Float[Array, ""] = positive_field("mass")
     alpha: Float[Array, ""]
-    log_r_c: Float[Array, ""]
+    log_r_c: Float[Array, ""] = positive_field("length")
     units: UnitSystem = eqx.field(static=True)
 
     def __init__(
@@ -561,22 +490,9 @@ class PowerLawCutoff(AbstractPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, m_tot, alpha, r_c)
-        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
+        init_parameters(self, units, G, alpha, m_tot=m_tot, r_c=r_c)
         self.alpha = scalar_in_range("alpha", to_model_units("alpha", alpha, "dimensionless",
                                                               self.units), 0.0, 3.0)
-        self.log_r_c = positive_log("r_c", r_c, "length", self.units)
-
-    @property
-    def m_tot(self):
-        return jnp.exp(self.log_m_tot)
-
-    @property
-    def r_c(self):
-        return jnp.exp(self.log_r_c)
-
-    def _potential(self, x: Position) -> Scalar:
-        return power_law_cutoff_vgl(self.G, self.m_tot, self.alpha, self.r_c, x)[0]
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return power_law_cutoff_vgl(self.G, self.m_tot, self.alpha, self.r_c, x)
@@ -584,7 +500,7 @@ class PowerLawCutoff(AbstractPotential):
 
 @registry.potentials.register
 @final
-class LongMuraliBar(AbstractPotential):
+class LongMuraliBar(AbstractAnalyticPotential):
     """Long & Murali's (1992) softened-needle bar (galpy's `SoftenedNeedleBarPotential`).
 
     Φ = (G m_tot / 2a) ln[(x − a + T₋)/(x + a + T₊)], T± = sqrt((a ± x)² + y² + (b +
@@ -596,10 +512,10 @@ class LongMuraliBar(AbstractPotential):
     `angle` is the bar's angle at the snapshot.
     """
 
-    log_m_tot: Float[Array, ""]
-    log_a: Float[Array, ""]
-    log_b: Float[Array, ""]
-    log_c: Float[Array, ""]
+    log_m_tot: Float[Array, ""] = positive_field("mass")
+    log_a: Float[Array, ""] = positive_field("length")
+    log_b: Float[Array, ""] = positive_field("length")
+    log_c: Float[Array, ""] = positive_field("length")
     angle: Float[Array, ""]
     units: UnitSystem = eqx.field(static=True)
 
@@ -614,35 +530,12 @@ class LongMuraliBar(AbstractPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, m_tot, a, b, c, angle)
-        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
-        self.log_a = positive_log("a", a, "length", self.units)
-        self.log_b = positive_log("b", b, "length", self.units)
-        self.log_c = positive_log("c", c, "length", self.units)
+        init_parameters(self, units, G, angle, m_tot=m_tot, a=a, b=b, c=c)
         self.angle = finite_scalar(  # radians
             "angle", to_model_units("angle", angle, "dimensionless", self.units))
 
-    @property
-    def m_tot(self):
-        return jnp.exp(self.log_m_tot)
-
-    @property
-    def a(self):
-        return jnp.exp(self.log_a)
-
-    @property
-    def b(self):
-        return jnp.exp(self.log_b)
-
-    @property
-    def c(self):
-        return jnp.exp(self.log_c)
-
     def _args(self):
         return self.G, self.m_tot, self.a, self.b, self.c, self.angle
-
-    def _potential(self, x: Position) -> Scalar:
-        return long_murali_bar_vgl(*self._args(), x)[0]
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return long_murali_bar_vgl(*self._args(), x)
