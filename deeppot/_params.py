@@ -3,8 +3,9 @@
 Every helper takes the parameter's physical dimension and the model's unit system: an
 astropy `Quantity` is converted to that system (or refused with an error naming the
 parameter); plain numbers are taken to be in the system's units already. A new model family
-gets quantity support by declaring each parameter's dimension here, e.g.
-`positive_log("r_s", r_s, "length", self.units)` after `self.units = resolve_units(...)`.
+gets quantity support by declaring each parameter's dimension: a positive one as a field
+`log_r_s: Float[Array, ""] = positive_field("length")` set by `init_parameters(self, units, G,
+r_s=r_s)`, others through `to_model_units` (or `positive_log(...)` directly).
 """
 
 import dataclasses
