@@ -3,16 +3,20 @@
 Every helper takes the parameter's physical dimension and the model's unit system: an
 astropy `Quantity` is converted to that system (or refused with an error naming the
 parameter); plain numbers are taken to be in the system's units already. A new model family
-gets quantity support by declaring each parameter's dimension here, e.g.
-`positive_log("r_s", r_s, "length", self.units)` after `self.units = resolve_units(...)`.
+gets quantity support by declaring each parameter's dimension: a positive one as a field
+`log_r_s: Float[Array, ""] = positive_field("length")` set by `init_parameters(self, units, G,
+r_s=r_s)`, others through `to_model_units` (or `positive_log(...)` directly).
 """
 
+import dataclasses
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .units import UnitSystem, dimensionless, is_quantity
+from .units import UnitSystem, dimensionless, is_quantity, resolve_units
 
 
 def _is_concrete(value) -> bool:
@@ -85,6 +89,37 @@ def positive_log(
             raise ValueError(f"parameter {name!r} = {float(arr)!r} is outside the range of "
                              f"{np.dtype(dtype).name}; use other units or jax.enable_x64")
     return jnp.log(jnp.asarray(value, dtype=float))
+
+
+def positive_field(dimension: str | None):
+    """Declare a positive parameter: a field `log_<name>` holding its logarithm.
+
+    **Arguments:**
+
+    - `dimension`: the parameter's physical dimension (`"mass"`, `"length"`, ...), used to
+      convert a `Quantity` given for it.
+
+    **Returns:** an `eqx.field` for the final class's declaration; `init_parameters` fills it.
+    """
+    return eqx.field(metadata={"positive": dimension})
+
+
+def init_parameters(module, units, G, *others, **positive) -> None:
+    """Set a model's unit system and its positive parameters, in its `__init__`.
+
+    **Arguments:**
+
+    - `module`: the model being initialised.
+    - `units`, `G`: its constructor's arguments (`deeppot.units.resolve_units`).
+    - `others`: its other parameter values, which only take part in choosing the units.
+    - `positive`: each positive parameter by name: stored as `log_<name>` (declared with
+      `positive_field`, whose dimension converts a `Quantity`).
+    """
+    module.units = resolve_units(units, G, *positive.values(), *others)
+    fields = {f.name: f for f in dataclasses.fields(module)}
+    for name, value in positive.items():
+        dimension = fields[f"log_{name}"].metadata["positive"]
+        setattr(module, f"log_{name}", positive_log(name, value, dimension, module.units))
 
 
 def vector3(

@@ -1,8 +1,10 @@
 """Analytic potential families with closed-form Φ, ∇Φ and ∇²Φ.
 
-Each family is a thin final class over a pure function `(G, params…, x) -> (Φ, ∇Φ, ∇²Φ)`.
-Positive parameters are stored as logarithms (fields `log_…`); the physical values are read
-back through properties of the same name as the constructor argument.
+Each family is a thin final class over a pure function `(G, params…, x) -> (Φ, ∇Φ, ∇²Φ)`:
+its fields and that function. A positive parameter is declared once, as a field
+`log_<name>: … = positive_field(dimension)`: it is stored as a logarithm, set by
+`init_parameters` from the constructor argument `<name>` (a number or a quantity), and read
+back through a property `<name>` that the base class adds.
 
 Every constructor takes `units=` (a `deeppot.units.UnitSystem` or a name such as
 `"galactic"`) or, for a dimensionless model, `G=` (default 1). Parameters may be astropy
@@ -10,6 +12,7 @@ quantities of the right dimension (`MiyamotoNagai(m_tot=6e10 * u.Msun, a=3 * u.k
 b=0.28 * u.kpc)` is in `galactic` units); bare numbers are in the model's units.
 """
 
+import dataclasses
 from typing import final
 
 import equinox as eqx
@@ -20,43 +23,58 @@ from jaxtyping import Array, Float
 
 from .. import registry
 from .._custom_types import Position, Scalar, ScalarLike
-from .._params import finite_scalar, positive_log, scalar_in_range, to_model_units
-from ..units import UnitSystem, resolve_units
+from .._params import (
+    finite_scalar,
+    init_parameters,
+    positive_field,
+    scalar_in_range,
+    to_model_units,
+)
+from ..units import UnitSystem
 from ._base import AbstractPotential
 
 VGL = tuple[Scalar, Position, Scalar]
 
 
-def _radial(x: Position, phi, dphi_over_r, lap) -> VGL:
-    """Assemble (Φ, ∇Φ, ∇²Φ) for a spherical potential given dΦ/dr / r."""
-    return phi, dphi_over_r * x, lap
-
-
-def plummer_vgl(G, m, b, x: Position) -> VGL:
-    s2 = jnp.sum(x * x) + b * b
-    inv_s = 1 / jnp.sqrt(s2)
-    gm = G * m
-    return _radial(x, -gm * inv_s, gm * inv_s**3, 3 * gm * b * b * inv_s**5)
+def _norm(v: Float[Array, " n"]) -> Scalar:
+    """|v| without overflow or underflow (float32 squares overflow past ~1e19)."""
+    big = jnp.max(jnp.abs(v))
+    return big * jnp.sqrt(jnp.sum((v / jnp.where(big > 0, big, 1)) ** 2))
 
 
 def _radius(x: Position) -> Scalar:
-    """|x| without overflow for huge coordinates (float32 squares overflow past ~1e19)."""
-    big = jnp.max(jnp.abs(x))
-    return big * jnp.sqrt(jnp.sum((x / jnp.where(big > 0, big, 1)) ** 2))
+    return _norm(x)
+
+
+def _radial(x: Position, r: Scalar, phi, dphi_dr, lap) -> VGL:
+    """Assemble (Φ, ∇Φ, ∇²Φ) of a spherical potential from dΦ/dr. At r = 0 the force's
+    direction is undefined: ∇Φ = 0 there."""
+    return phi, jnp.where(r > 0, dphi_dr, 0) * (x / jnp.where(r > 0, r, 1)), lap
+
+
+# Every family below is written in ratios of lengths (each at most about one) and scaled
+# norms, so that no square of a coordinate is formed: Φ, ∇Φ and ∇²Φ stay finite (and as
+# accurate as the result's precision allows) from the centre out to the largest float32.
+
+
+def plummer_vgl(G, m, b, x: Position) -> VGL:
+    r = _radius(x)
+    s = jnp.hypot(r, b)
+    phi_s = G * m / s
+    return _radial(x, r, -phi_s, phi_s * (r / s) / s, 3 * phi_s * (b / s) ** 2 / s / s)
 
 
 def kepler_vgl(G, m, x: Position) -> VGL:
     r = _radius(x)
-    gm = G * m
-    return _radial(x, -gm / r, gm / r**3, jnp.zeros_like(r))
+    phi_r = G * m / r
+    return _radial(x, r, -phi_r, phi_r / r, jnp.zeros_like(r))
 
 
 def hernquist_vgl(G, m, a, x: Position) -> VGL:
     r = _radius(x)
-    gm = G * m
-    safe = jnp.where(r > 0, r, 1)  # at the cusp the force's direction is undefined: ∇Φ = 0
-    dphi_over_r = jnp.where(r > 0, gm / (safe * (r + a) ** 2), 0)
-    return _radial(x, -gm / (r + a), dphi_over_r, 2 * gm * a / (r * (r + a) ** 3))
+    p = r + a
+    phi_p = G * m / p
+    return _radial(x, r, -phi_p, phi_p / p, 2 * phi_p * (a / p) / p / r)
 
 
 def nfw_vgl(G, m_s, r_s, x: Position) -> VGL:
@@ -66,86 +84,114 @@ def nfw_vgl(G, m_s, r_s, x: Position) -> VGL:
     safe = jnp.where(small, 1.0, s)
     ln_over_s = jnp.where(small, 1 - s / 2 + s**2 / 3 - s**3 / 4 + s**4 / 5,
                           jnp.log1p(safe) / safe)
-    # M(<r)/(m_s s³) = (ln(1 + s) − s/(1 + s)) / s³ = 1/(2s) − 2/3 + 3s/4 − 4s²/5 + 5s³/6
-    series = 0.5 / jnp.where(s > 0, s, 1) - 2 / 3 + 0.75 * s - 0.8 * s**2 + 5 / 6 * s**3
-    mass_over_s3 = jnp.where(small, series,
-                             (jnp.log1p(safe) - safe / (1 + safe)) / safe**3)
-    dphi_over_r = jnp.where(r > 0, G * m_s * mass_over_s3 / r_s**3, 0)
-    return _radial(x, -G * m_s * ln_over_s / r_s, dphi_over_r,
-                   G * m_s / (r * (r + r_s) ** 2))
+    # M(<r)/(m_s s²) = (ln(1 + s) − s/(1 + s)) / s² = Σ_k (−s)ᵏ (k + 1)/(k + 2), summed where
+    # the difference loses more than a few digits (s < 0.1 in float32)
+    series = s < (1e-3 if s.dtype == jnp.float64 else 0.1)
+    safe_m = jnp.where(series, 1.0, s)
+    mass_over_s2 = jnp.where(series, sum((-s) ** k * (k + 1) / (k + 2) for k in range(8)),
+                             (jnp.log1p(safe_m) - safe_m / (1 + safe_m)) / safe_m / safe_m)
+    gm = G * m_s
+    return _radial(x, r, -gm * ln_over_s / r_s, gm / r_s * mass_over_s2 / r_s,
+                   gm / (r + r_s) / (r + r_s) / r)
 
 
 def isochrone_vgl(G, m, b, x: Position) -> VGL:
-    r2 = jnp.sum(x * x)
-    a = jnp.sqrt(r2 + b * b)
-    gm = G * m
-    lap = gm * (3 * (b + a) * a * a - r2 * (b + 3 * a)) / ((b + a) ** 3 * a**3)
-    return _radial(x, -gm / (b + a), gm / (a * (b + a) ** 2), lap)
+    r = _radius(x)
+    a = jnp.hypot(r, b)
+    p = b + a
+    phi_p = G * m / p
+    # ∇²Φ = G m b (2a + b) / ((a + b)² a³)
+    return _radial(x, r, -phi_p, phi_p * (r / a) / p, phi_p * ((2 * a + b) / p) * (b / a) / a / a)
 
 
 def miyamoto_nagai_vgl(G, m, a, b, x: Position) -> VGL:
-    R2 = x[0] ** 2 + x[1] ** 2
-    zeta = jnp.sqrt(x[2] ** 2 + b * b)
+    zeta = jnp.hypot(x[2], b)
     azeta = a + zeta
-    D = R2 + azeta**2
-    gm = G * m
-    # rsqrt and integer powers: XLA:CPU's general pow for D**-1.5 is ~7x slower.
-    inv_sqrt_D = jax.lax.rsqrt(D)
-    inv_D32 = inv_sqrt_D**3
-    grad = gm * inv_D32 * jnp.stack([x[0], x[1], x[2] * azeta / zeta])
-    lap = gm * b * b * (a * R2 + (a + 3 * zeta) * azeta**2) * inv_sqrt_D**5 / zeta**3
-    return -gm * inv_sqrt_D, grad, lap
+    S = _norm(jnp.stack([x[0], x[1], azeta]))  # sqrt(R² + (a + ζ)²)
+    u = jnp.stack([x[0], x[1], azeta]) / S
+    phi_S = G * m / S
+    grad = phi_S / S * jnp.stack([u[0], u[1], x[2] / zeta * u[2]])
+    # ∇²Φ = G m b² (a R² + (a + 3ζ)(a + ζ)²) / (S⁵ ζ³)
+    big_a = a * (u[0] ** 2 + u[1] ** 2) + (a + 3 * zeta) * u[2] ** 2
+    lap = phi_S * (b / zeta) ** 2 * (big_a / zeta) / S / S
+    return -phi_S, grad, lap
 
 
 def long_murali_bar_vgl(G, m, a, b, c, angle, x: Position) -> VGL:
     """Long & Murali's (1992) softened needle: a line of Miyamoto–Nagai disks along the
-    bar's long axis, in the bar's own axes rotated by `angle` about z."""
+    bar's long axis, in the bar's own axes rotated by `angle` about z.
+
+    Φ, ∇Φ and ∇²Φ are even in the coordinate along the bar, so they are written for
+    |x| (the sign comes back in ∂Φ/∂x), in forms free of cancellation near and far.
+    """
     ca, sa = jnp.cos(angle), jnp.sin(angle)
     xb = ca * x[0] + sa * x[1]  # coordinates along and across the bar
     yb = -sa * x[0] + ca * x[1]
-    zeta = jnp.sqrt(x[2] ** 2 + c * c)
+    xp = jnp.abs(xb)
+    zeta = jnp.hypot(x[2], c)
     B = b + zeta
-    C = yb**2 + B**2
-    t_plus = jnp.sqrt((a + xb) ** 2 + C)
-    t_minus = jnp.sqrt((a - xb) ** 2 + C)
-    # ln[(x − a + T−)/(x + a + T+)] without cancellation: where x − a < 0 (x + a < 0) the
-    # numerator (denominator) is C / (T− + a − x) (C / (T+ − a − x)).
-    num = jnp.where(xb < a, C / (t_minus + a - xb), xb - a + t_minus)
-    den = jnp.where(xb > -a, xb + a + t_plus, C / (t_plus - a - xb))
-    gm = G * m
-    phi = gm / (2 * a) * jnp.log(num / den)
+    sqrt_c = jnp.hypot(yb, B)  # C = y² + B²
+    t_plus = jnp.hypot(xp + a, sqrt_c)
+    t_minus = jnp.hypot(xp - a, sqrt_c)
     tsum = t_plus + t_minus
-    tprod = t_plus * t_minus
-    common = gm * (tsum - 4 * xb**2 / tsum) / (2 * tprod * C)
-    gx = 2 * gm * xb / (tprod * tsum)
-    gy = yb * common
-    gz = x[2] * common * B / zeta
+    u_plus, u_minus = (xp + a) / t_plus, (xp - a) / t_minus
+    outside = xp >= a
+    gm = G * m
+    # Φ = (G m / 2a) ln[(x − a + T−)/(x + a + T+)]. Inside |x| < a the numerator is
+    # C / (T− + a − x); the ratio minus one is −2a (1 + 2x/(T+ + T−)) / (x + a + T+),
+    # taken through log1p where the ratio is close to one (far from the bar).
+    den = xp + a + t_plus
+    num = jnp.where(outside, xp - a + t_minus, sqrt_c * (sqrt_c / (t_minus + a - xp)))
+    ratio_m1 = -2 * a * (1 + 2 * xp / tsum) / den
+    near_one = ratio_m1 > -0.5
+    log_ratio = jnp.where(near_one, jnp.log1p(jnp.where(near_one, ratio_m1, 0.0)),
+                          jnp.log(num / den))
+    phi = gm / (2 * a) * log_ratio
+    # ∂Φ/∂x = 2 G m x / (T+ T− (T+ + T−)); ∂Φ/∂y = y G m Q / (C T+ T− (T+ + T−)) with
+    # Q/C = 1 + (2a² + 2x² + C) / (T+T− + x² − a²) outside, (a² − x² + C + T+T−)/C inside.
+    rc_plus, rc_minus = sqrt_c / t_plus, sqrt_c / t_minus
+    q_out = 1 + (t_plus / t_minus + t_minus / t_plus - rc_plus * rc_minus) / (
+        1 + u_plus * jnp.where(outside, u_minus, 0.0))
+    q_in = 1 + ((xp + a) / sqrt_c) * ((a - xp) / sqrt_c) + (t_plus / sqrt_c) * (t_minus / sqrt_c)
+    q_over_c = jnp.where(outside, q_out, q_in)
+    g_t = gm / t_plus / t_minus
+    gx = 2 * g_t * (xb / tsum)
+    gy = g_t * (yb / tsum) * q_over_c
+    gz = g_t * (x[2] / zeta) * (B / tsum) * q_over_c
     grad = jnp.stack([ca * gx - sa * gy, sa * gx + ca * gy, gz])
-    # ∇²Φ = 4πGρ, the needle's density (the Miyamoto–Nagai density integrated along x).
-    big_a = b * yb**2 + (b + 3 * zeta) * B**2
-    k = 2 * big_a + b * C
-
-    def h(s, t):
-        return s * (3 * big_a * C + k * s * s) / t**3
-
-    lap = gm * c * c / (6 * a * C**2 * zeta**3) * (h(xb + a, t_plus) - h(xb - a, t_minus))
+    # ∇²Φ = 4πGρ, the needle's density (the Miyamoto–Nagai density integrated along x):
+    # G m c² (u+ − u−) [A (3 − P) + b C P] / (6 a C² ζ³), u± = (x ± a)/T±, P = u+² + u+u− +
+    # u−², A = b y² + (b + 3ζ) B², with (u+ − u−)/a = ((T+ + T−)² − 4x²) / ((T+ + T−) T+ T−)
+    # = 2Q / ((T+ + T−) T+ T−) and (3 − P)/C = 1/T+² + 1/T−² + (T+T− − (x + a)(x − a)) /
+    # (C T+ T−).
+    du_over_a = 2 * rc_plus * rc_minus * q_over_c / tsum
+    p = u_plus**2 + u_plus * u_minus + u_minus**2
+    w_out = ((xp + a) / t_plus * (xp + a) / t_minus + (xp - a) / t_plus * (xp - a) / t_minus
+             + rc_plus * rc_minus) / (1 + u_plus * jnp.where(outside, u_minus, 0.0))
+    w_in = ((t_plus / sqrt_c) * (t_minus / sqrt_c)
+            + ((xp + a) / sqrt_c) * ((a - xp) / sqrt_c)) / (t_plus * t_minus)
+    three_minus_p_over_c = (1 / t_plus**2 + 1 / t_minus**2
+                            + jnp.where(outside, w_out / t_plus / t_minus, w_in))
+    a_over_c = b * (yb / sqrt_c) ** 2 + (b + 3 * zeta) * (B / sqrt_c) ** 2
+    bracket = a_over_c * three_minus_p_over_c + b * p / sqrt_c / sqrt_c
+    lap = gm / 6 * (c / zeta) ** 2 / zeta * du_over_a * bracket
     return phi, grad, lap
 
 
-
-
 def logarithmic_vgl(G, v_c, r_c, q, x: Position) -> VGL:
-    # G does not enter: v_c sets the amplitude.
+    # G does not enter: v_c sets the amplitude. N = sqrt(r_c² + R² + z²/q²).
     c = jnp.stack([jnp.ones_like(q), jnp.ones_like(q), 1 / q**2])
-    S = r_c**2 + jnp.sum(c * x * x)
+    N = _norm(jnp.stack([r_c, x[0], x[1], x[2] / q]))
+    u = x / N
     v2 = v_c**2
-    lap = v2 * (jnp.sum(c) / S - 2 * jnp.sum(c * c * x * x) / S**2)
-    return 0.5 * v2 * jnp.log(S), v2 * c * x / S, lap
+    lap = v2 / N * (jnp.sum(c) - 2 * jnp.sum(c * c * u * u)) / N
+    return v2 * jnp.log(N), v2 / N * c * u, lap
 
 
 @jax.custom_jvp
 def _exp1(x):
-    """E₁(x), with a derivative rule that can be differentiated again (jax's cannot)."""
+    """E₁(x) for x ≥ 1, with a derivative rule that can be differentiated again (jax's
+    cannot). Only called with x ≥ 1: jax's E₁ never returns for tiny x under `vmap`."""
     return jsp.exp1(x)
 
 
@@ -155,56 +201,117 @@ def _exp1_jvp(primals, tangents):
     return _exp1(x), -jnp.exp(-x) / x * dx
 
 
-def _upper_gamma_over_gamma(a, s, x):
-    """Γ(a, x) / Γ(s) for a ∈ (−½, 1½), x ≥ 0 (the upper incomplete gamma, unregularised).
+# ln Γ(1 + a) = −γ a + Σ_{k≥2} (−1)ᵏ ζ(k) aᵏ / k, for |a| ≤ 0.1 to 1e-17 with k ≤ 16
+_EULER_GAMMA = 0.5772156649015329
+_ZETA = (1.6449340668482264, 1.2020569031595942, 1.0823232337111382, 1.0369277551433699,
+         1.0173430619844491, 1.0083492773819228, 1.0040773561979443, 1.0020083928260822,
+         1.0009945751278181, 1.0004941886041195, 1.0002460865533080, 1.0001227133475785,
+         1.0000612481350587, 1.0000305882363070, 1.0000152822594087)
 
-    a > 0 directly; a < 0 from Γ(a, x) = (Γ(a + 1, x) − xᵃ e⁻ˣ) / a (which loses digits as
-    |a| → 0, about ε/|a|); a = 0 is the exponential integral E₁(x).
-    """
+
+def _exprel(y):
+    """(eʸ − 1)/y, 1 at y = 0."""
+    small = jnp.abs(y) < 1e-3
+    safe = jnp.where(small, 1.0, y)
+    return jnp.where(small, 1 + y / 2 + y * y / 6, jnp.expm1(safe) / safe)
+
+
+def _gamma1p_m1_over_a(a):
+    """(Γ(1 + a) − 1)/a for a ∈ (−½, 1½), exact also at and near a = 0 (−γ there)."""
+    small = jnp.abs(a) <= 0.1
+    t = jnp.where(small, a, 0.0)
+    lg_over_a = -_EULER_GAMMA + sum((-1) ** k * z / k * t ** (k - 1)
+                                    for k, z in enumerate(_ZETA, 2))
+    safe = jnp.where(small, 1.0, a)
+    return jnp.where(small, lg_over_a * _exprel(t * lg_over_a),
+                     jnp.expm1(jsp.gammaln(1 + safe)) / safe)
+
+
+def _upper_gamma_large(a, x):
+    """Γ(a, x) for a ∈ (−½, 1), x ≥ 1: a > 0 directly, a < 0 from Γ(a, x) = (Γ(a + 1, x)
+    − xᵃ e⁻ˣ) / a (which loses digits as |a| → 0, about ε/|a|), a = 0 as E₁(x)."""
     pos = jnp.where(a > 0, a, 1.0)
     neg = jnp.where(a < 0, a, -0.5)
-    safe_x = jnp.where(x > 0, x, 1.0)
-    upper_pos = jsp.gammaincc(pos, x) * jnp.exp(jsp.gammaln(pos) - jsp.gammaln(s))
-    upper_next = jsp.gammaincc(neg + 1, x) * jnp.exp(jsp.gammaln(neg + 1) - jsp.gammaln(s))
-    upper_neg = (upper_next - jnp.exp(neg * jnp.log(safe_x) - x - jsp.gammaln(s))) / neg
-    upper_zero = _exp1(safe_x) / jnp.exp(jsp.gammaln(s))
-    return jnp.where(a > 0, upper_pos, jnp.where(a < 0, upper_neg, upper_zero))
+    upper_pos = jsp.gammaincc(pos, x) * jnp.exp(jsp.gammaln(pos))
+    upper_next = jsp.gammaincc(neg + 1, x) * jnp.exp(jsp.gammaln(neg + 1))
+    upper_neg = (upper_next - jnp.exp(neg * jnp.log(x) - x)) / neg
+    return jnp.where(a > 0, upper_pos, jnp.where(a < 0, upper_neg, _exp1(x)))
+
+
+_SERIES_TERMS = 24  # terms of the small-r series (u < 1): 1/24! ≈ 1.6e-24
 
 
 def power_law_cutoff_vgl(G, m, alpha, r_c, x: Position) -> VGL:
-    # ρ ∝ r^−α exp(−r²/r_c²) with total mass m: M(<r) = m P(s, r²/r_c²), s = (3 − α)/2, and
-    # Φ = −G M(<r)/r − G m Γ(s − ½, r²/r_c²) / (Γ(s) r_c).
+    # ρ ∝ r^−α exp(−r²/r_c²) with total mass m: M(<r) = m P(s, u), u = r²/r_c²,
+    # s = (3 − α)/2, and Φ = −G M(<r)/r − G m Γ(a, u) / (Γ(s) r_c), a = s − ½.
+    # For u < 1, with Σ_b = Σ_k (−u)ᵏ/(k! (b + k)) and Γ(a, u) = Γ(a) − uᵃ Σ_a:
+    #   M(<r)/r² = m r^(1−α) Σ_s / (Γ(s) r_c^(3−α)),
+    #   Φ = −G m / (Γ(s) r_c) [Γ(a) − uᵃ/a + uᵃ/s − ½ uᵃ Σ_{k≥1} (−u)ᵏ/(k! (s + k)(a + k))],
+    #   Γ(a) − uᵃ/a = (Γ(1 + a) − 1)/a − ln u (e^(a ln u) − 1)/(a ln u),
+    # bounded sums exact to rounding, finite at a = 0 (α = 2) and at r → 0 for α < 2.
+    # For u ≥ 1 the incomplete gamma functions.
     r = _radius(x)
     s = (3 - alpha) / 2
-    u = (r / r_c) ** 2
-    safe = jnp.where(r > 0, r, 1)
-    enclosed = m * jsp.gammainc(s, u)
-    tail = m * _upper_gamma_over_gamma(s - 0.5, s, u) / r_c
-    phi = -G * (jnp.where(r > 0, enclosed / safe, 0) + tail)
-    dphi_over_r = jnp.where(r > 0, G * enclosed / safe**3, 0)
-    rho_norm = m / (2 * jnp.pi * r_c ** (3 - alpha) * jnp.exp(jsp.gammaln(s)))
-    lap = 4 * jnp.pi * G * rho_norm * safe ** (-alpha) * jnp.exp(-u)
-    return _radial(x, phi, dphi_over_r, lap)
+    a = s - 0.5
+    gm = G * m
+    lgs = jsp.gammaln(s)
+    ln_r = jnp.log(r / r_c)  # −inf at r = 0
+    ln_u = 2 * ln_r
+    u = jnp.exp(jnp.minimum(ln_u, 10.0))  # capped where exp(−u) = 0 and P(s, u) = 1
+    small = u < 1
+    us = jnp.where(small, u, 0.0)
+    k = jnp.arange(1, _SERIES_TERMS + 1, dtype=us.dtype)
+    powers = jnp.cumprod(-us / k)  # (−u)ᵏ / k!
+    sum_s = 1 / s + jnp.sum(powers / (s + k))
+    sum_sa = jnp.sum(powers / ((s + k) * (a + k)))
+    ua = jnp.exp(a * jnp.where(small, ln_u, 0.0))
+    lnu_s = jnp.where(small, ln_u, -1.0)
+    head = jnp.where(jnp.abs(a * lnu_s) < 1e-3, -lnu_s * _exprel(a * lnu_s),
+                     -jnp.expm1(a * lnu_s) / a)  # −ln u (uᵃ − 1)/(a ln u)
+    bracket = _gamma1p_m1_over_a(a) + head + ua / s - 0.5 * ua * sum_sa
+    phi_small = -gm / r_c * jnp.exp(-lgs) * bracket
+    force_small = gm / r_c / r_c * jnp.exp((1 - alpha) * jnp.where(small, ln_r, 0.0) - lgs) * sum_s
+    # u ≥ 1
+    ul = jnp.where(small, 1.0, u)
+    enclosed_over_r = gm * jsp.gammainc(s, ul) / jnp.where(small, 1.0, r)
+    phi_large = -enclosed_over_r - gm / r_c * _upper_gamma_large(a, ul) * jnp.exp(-lgs)
+    force_large = enclosed_over_r / jnp.where(small, 1.0, r)
+    at_centre = r == 0
+    phi_centre = jnp.where(a > 0, -gm / r_c * jnp.exp(jsp.gammaln(jnp.where(a > 0, a, 1.0))
+                                                       - lgs), -jnp.inf)
+    phi = jnp.where(at_centre, phi_centre, jnp.where(small, phi_small, phi_large))
+    dphi_dr = jnp.where(small, force_small, force_large)
+    # ∇²Φ = 4πGρ = 2 G m r^−α exp(−u) / (Γ(s) r_c^(3−α))
+    lap = 2 * gm / r_c**3 * jnp.exp(-alpha * ln_r - u - lgs)
+    return _radial(x, r, phi, dphi_dr, lap)
+
+
+class AbstractAnalyticPotential(AbstractPotential):
+    """A closed-form family: Φ is the first of its (Φ, ∇Φ, ∇²Φ), and each positive field
+    `log_<name>` (declared with `positive_field`) is read back as a property `<name>`."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name, value in list(vars(cls).items()):
+            if isinstance(value, dataclasses.Field) and "positive" in value.metadata:
+                setattr(cls, name.removeprefix("log_"), property(
+                    lambda self, field=name: jnp.exp(getattr(self, field)),
+                    doc=f"exp({name}), in the model's units ({value.metadata['positive']})."))
+
+    def _potential(self, x: Position) -> Scalar:
+        return self._value_grad_laplacian(x)[0]
 
 
 @registry.potentials.register
 @final
-class Kepler(AbstractPotential):
+class Kepler(AbstractAnalyticPotential):
     """Point mass: Φ = −G m_tot / r."""
 
-    log_m_tot: Float[Array, ""]
+    log_m_tot: Float[Array, ""] = positive_field("mass")
     units: UnitSystem = eqx.field(static=True)
 
     def __init__(self, m_tot: ScalarLike, *, G: float | None = None, units=None):
-        self.units = resolve_units(units, G, m_tot)
-        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
-
-    @property
-    def m_tot(self):
-        return jnp.exp(self.log_m_tot)
-
-    def _potential(self, x: Position) -> Scalar:
-        return kepler_vgl(self.G, self.m_tot, x)[0]
+        init_parameters(self, units, G, m_tot=m_tot)
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return kepler_vgl(self.G, self.m_tot, x)
@@ -212,11 +319,11 @@ class Kepler(AbstractPotential):
 
 @registry.potentials.register
 @final
-class Plummer(AbstractPotential):
+class Plummer(AbstractAnalyticPotential):
     """Plummer sphere: Φ = −G m_tot / sqrt(r² + r_s²)."""
 
-    log_m_tot: Float[Array, ""]
-    log_r_s: Float[Array, ""]
+    log_m_tot: Float[Array, ""] = positive_field("mass")
+    log_r_s: Float[Array, ""] = positive_field("length")
     units: UnitSystem = eqx.field(static=True)
 
     def __init__(
@@ -227,20 +334,7 @@ class Plummer(AbstractPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, m_tot, r_s)
-        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
-        self.log_r_s = positive_log("r_s", r_s, "length", self.units)
-
-    @property
-    def m_tot(self):
-        return jnp.exp(self.log_m_tot)
-
-    @property
-    def r_s(self):
-        return jnp.exp(self.log_r_s)
-
-    def _potential(self, x: Position) -> Scalar:
-        return plummer_vgl(self.G, self.m_tot, self.r_s, x)[0]
+        init_parameters(self, units, G, m_tot=m_tot, r_s=r_s)
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return plummer_vgl(self.G, self.m_tot, self.r_s, x)
@@ -248,11 +342,11 @@ class Plummer(AbstractPotential):
 
 @registry.potentials.register
 @final
-class Hernquist(AbstractPotential):
+class Hernquist(AbstractAnalyticPotential):
     """Hernquist sphere: Φ = −G m_tot / (r + r_s)."""
 
-    log_m_tot: Float[Array, ""]
-    log_r_s: Float[Array, ""]
+    log_m_tot: Float[Array, ""] = positive_field("mass")
+    log_r_s: Float[Array, ""] = positive_field("length")
     units: UnitSystem = eqx.field(static=True)
 
     def __init__(
@@ -263,20 +357,7 @@ class Hernquist(AbstractPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, m_tot, r_s)
-        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
-        self.log_r_s = positive_log("r_s", r_s, "length", self.units)
-
-    @property
-    def m_tot(self):
-        return jnp.exp(self.log_m_tot)
-
-    @property
-    def r_s(self):
-        return jnp.exp(self.log_r_s)
-
-    def _potential(self, x: Position) -> Scalar:
-        return hernquist_vgl(self.G, self.m_tot, self.r_s, x)[0]
+        init_parameters(self, units, G, m_tot=m_tot, r_s=r_s)
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return hernquist_vgl(self.G, self.m_tot, self.r_s, x)
@@ -284,11 +365,11 @@ class Hernquist(AbstractPotential):
 
 @registry.potentials.register
 @final
-class NFW(AbstractPotential):
+class NFW(AbstractAnalyticPotential):
     """Navarro–Frenk–White halo: Φ = −G m_s ln(1 + r/r_s) / r, with m_s = 4π ρ_0 r_s³."""
 
-    log_m_s: Float[Array, ""]
-    log_r_s: Float[Array, ""]
+    log_m_s: Float[Array, ""] = positive_field("mass")
+    log_r_s: Float[Array, ""] = positive_field("length")
     units: UnitSystem = eqx.field(static=True)
 
     def __init__(
@@ -299,20 +380,7 @@ class NFW(AbstractPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, m_s, r_s)
-        self.log_m_s = positive_log("m_s", m_s, "mass", self.units)
-        self.log_r_s = positive_log("r_s", r_s, "length", self.units)
-
-    @property
-    def m_s(self):
-        return jnp.exp(self.log_m_s)
-
-    @property
-    def r_s(self):
-        return jnp.exp(self.log_r_s)
-
-    def _potential(self, x: Position) -> Scalar:
-        return nfw_vgl(self.G, self.m_s, self.r_s, x)[0]
+        init_parameters(self, units, G, m_s=m_s, r_s=r_s)
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return nfw_vgl(self.G, self.m_s, self.r_s, x)
@@ -320,11 +388,11 @@ class NFW(AbstractPotential):
 
 @registry.potentials.register
 @final
-class Isochrone(AbstractPotential):
+class Isochrone(AbstractAnalyticPotential):
     """Hénon's isochrone: Φ = −G m_tot / (b + sqrt(r² + b²))."""
 
-    log_m_tot: Float[Array, ""]
-    log_b: Float[Array, ""]
+    log_m_tot: Float[Array, ""] = positive_field("mass")
+    log_b: Float[Array, ""] = positive_field("length")
     units: UnitSystem = eqx.field(static=True)
 
     def __init__(
@@ -335,20 +403,7 @@ class Isochrone(AbstractPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, m_tot, b)
-        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
-        self.log_b = positive_log("b", b, "length", self.units)
-
-    @property
-    def m_tot(self):
-        return jnp.exp(self.log_m_tot)
-
-    @property
-    def b(self):
-        return jnp.exp(self.log_b)
-
-    def _potential(self, x: Position) -> Scalar:
-        return isochrone_vgl(self.G, self.m_tot, self.b, x)[0]
+        init_parameters(self, units, G, m_tot=m_tot, b=b)
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return isochrone_vgl(self.G, self.m_tot, self.b, x)
@@ -356,12 +411,12 @@ class Isochrone(AbstractPotential):
 
 @registry.potentials.register
 @final
-class MiyamotoNagai(AbstractPotential):
+class MiyamotoNagai(AbstractAnalyticPotential):
     """Miyamoto–Nagai disk: Φ = −G m_tot / sqrt(R² + (a + sqrt(z² + b²))²)."""
 
-    log_m_tot: Float[Array, ""]
-    log_a: Float[Array, ""]
-    log_b: Float[Array, ""]
+    log_m_tot: Float[Array, ""] = positive_field("mass")
+    log_a: Float[Array, ""] = positive_field("length")
+    log_b: Float[Array, ""] = positive_field("length")
     units: UnitSystem = eqx.field(static=True)
 
     def __init__(
@@ -373,25 +428,7 @@ class MiyamotoNagai(AbstractPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, m_tot, a, b)
-        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
-        self.log_a = positive_log("a", a, "length", self.units)
-        self.log_b = positive_log("b", b, "length", self.units)
-
-    @property
-    def m_tot(self):
-        return jnp.exp(self.log_m_tot)
-
-    @property
-    def a(self):
-        return jnp.exp(self.log_a)
-
-    @property
-    def b(self):
-        return jnp.exp(self.log_b)
-
-    def _potential(self, x: Position) -> Scalar:
-        return miyamoto_nagai_vgl(self.G, self.m_tot, self.a, self.b, x)[0]
+        init_parameters(self, units, G, m_tot=m_tot, a=a, b=b)
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return miyamoto_nagai_vgl(self.G, self.m_tot, self.a, self.b, x)
@@ -399,15 +436,15 @@ class MiyamotoNagai(AbstractPotential):
 
 @registry.potentials.register
 @final
-class Logarithmic(AbstractPotential):
+class Logarithmic(AbstractAnalyticPotential):
     """Flattened logarithmic potential: Φ = ½ v_c² ln(r_c² + R² + z²/q²).
 
     `G` does not enter Φ (the amplitude is v_c²); it only converts ∇²Φ to a density.
     """
 
-    log_v_c: Float[Array, ""]
-    log_r_c: Float[Array, ""]
-    log_q: Float[Array, ""]
+    log_v_c: Float[Array, ""] = positive_field("velocity")
+    log_r_c: Float[Array, ""] = positive_field("length")
+    log_q: Float[Array, ""] = positive_field("dimensionless")
     units: UnitSystem = eqx.field(static=True)
 
     def __init__(
@@ -419,25 +456,7 @@ class Logarithmic(AbstractPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, v_c, r_c, q)
-        self.log_v_c = positive_log("v_c", v_c, "velocity", self.units)
-        self.log_r_c = positive_log("r_c", r_c, "length", self.units)
-        self.log_q = positive_log("q", q, "dimensionless", self.units)
-
-    @property
-    def v_c(self):
-        return jnp.exp(self.log_v_c)
-
-    @property
-    def r_c(self):
-        return jnp.exp(self.log_r_c)
-
-    @property
-    def q(self):
-        return jnp.exp(self.log_q)
-
-    def _potential(self, x: Position) -> Scalar:
-        return logarithmic_vgl(self.G, self.v_c, self.r_c, self.q, x)[0]
+        init_parameters(self, units, G, v_c=v_c, r_c=r_c, q=q)
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return logarithmic_vgl(self.G, self.v_c, self.r_c, self.q, x)
@@ -445,20 +464,21 @@ class Logarithmic(AbstractPotential):
 
 @registry.potentials.register
 @final
-class PowerLawCutoff(AbstractPotential):
+class PowerLawCutoff(AbstractAnalyticPotential):
     """Power-law density with a Gaussian cut-off: ρ ∝ r^−α exp(−r²/r_c²), total mass m_tot.
 
     The bulge of galpy's `MWPotential2014` (galpy's `PowerSphericalPotentialwCutoff`, gala's
     `PowerLawCutoffPotential`). The enclosed mass is m_tot P((3 − α)/2, r²/r_c²) (P the
     regularised lower incomplete gamma function) and
     Φ = −G M(<r)/r − G m_tot Γ(1 − α/2, r²/r_c²) / (Γ((3 − α)/2) r_c). `alpha` lies in
-    (0, 3) and is stored as is (not as a logarithm); Φ diverges at the centre for α ≥ 2, and
-    within about 1e-3 of α = 2 it loses digits (about 1e-16/|1 − α/2|).
+    (0, 3) and is stored as is (not as a logarithm); Φ diverges at the centre for α ≥ 2.
+    Within r_c, Φ and its force are exact bounded series (finite down to r → 0 for α < 2);
+    beyond r_c, within about 1e-3 of α = 2, Φ's tail loses digits (about ε/|1 − α/2|).
     """
 
-    log_m_tot: Float[Array, ""]
+    log_m_tot: Float[Array, ""] = positive_field("mass")
     alpha: Float[Array, ""]
-    log_r_c: Float[Array, ""]
+    log_r_c: Float[Array, ""] = positive_field("length")
     units: UnitSystem = eqx.field(static=True)
 
     def __init__(
@@ -470,22 +490,9 @@ class PowerLawCutoff(AbstractPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, m_tot, alpha, r_c)
-        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
+        init_parameters(self, units, G, alpha, m_tot=m_tot, r_c=r_c)
         self.alpha = scalar_in_range("alpha", to_model_units("alpha", alpha, "dimensionless",
                                                               self.units), 0.0, 3.0)
-        self.log_r_c = positive_log("r_c", r_c, "length", self.units)
-
-    @property
-    def m_tot(self):
-        return jnp.exp(self.log_m_tot)
-
-    @property
-    def r_c(self):
-        return jnp.exp(self.log_r_c)
-
-    def _potential(self, x: Position) -> Scalar:
-        return power_law_cutoff_vgl(self.G, self.m_tot, self.alpha, self.r_c, x)[0]
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return power_law_cutoff_vgl(self.G, self.m_tot, self.alpha, self.r_c, x)
@@ -493,7 +500,7 @@ class PowerLawCutoff(AbstractPotential):
 
 @registry.potentials.register
 @final
-class LongMuraliBar(AbstractPotential):
+class LongMuraliBar(AbstractAnalyticPotential):
     """Long & Murali's (1992) softened-needle bar (galpy's `SoftenedNeedleBarPotential`).
 
     Φ = (G m_tot / 2a) ln[(x − a + T₋)/(x + a + T₊)], T± = sqrt((a ± x)² + y² + (b +
@@ -505,10 +512,10 @@ class LongMuraliBar(AbstractPotential):
     `angle` is the bar's angle at the snapshot.
     """
 
-    log_m_tot: Float[Array, ""]
-    log_a: Float[Array, ""]
-    log_b: Float[Array, ""]
-    log_c: Float[Array, ""]
+    log_m_tot: Float[Array, ""] = positive_field("mass")
+    log_a: Float[Array, ""] = positive_field("length")
+    log_b: Float[Array, ""] = positive_field("length")
+    log_c: Float[Array, ""] = positive_field("length")
     angle: Float[Array, ""]
     units: UnitSystem = eqx.field(static=True)
 
@@ -523,35 +530,12 @@ class LongMuraliBar(AbstractPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, m_tot, a, b, c, angle)
-        self.log_m_tot = positive_log("m_tot", m_tot, "mass", self.units)
-        self.log_a = positive_log("a", a, "length", self.units)
-        self.log_b = positive_log("b", b, "length", self.units)
-        self.log_c = positive_log("c", c, "length", self.units)
+        init_parameters(self, units, G, angle, m_tot=m_tot, a=a, b=b, c=c)
         self.angle = finite_scalar(  # radians
             "angle", to_model_units("angle", angle, "dimensionless", self.units))
 
-    @property
-    def m_tot(self):
-        return jnp.exp(self.log_m_tot)
-
-    @property
-    def a(self):
-        return jnp.exp(self.log_a)
-
-    @property
-    def b(self):
-        return jnp.exp(self.log_b)
-
-    @property
-    def c(self):
-        return jnp.exp(self.log_c)
-
     def _args(self):
         return self.G, self.m_tot, self.a, self.b, self.c, self.angle
-
-    def _potential(self, x: Position) -> Scalar:
-        return long_murali_bar_vgl(*self._args(), x)[0]
 
     def _value_grad_laplacian(self, x: Position) -> VGL:
         return long_murali_bar_vgl(*self._args(), x)

@@ -5,7 +5,9 @@ traceback before (issue 11), and asserts the behaviour that replaced it.
 """
 
 import json
+import math
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -437,3 +439,28 @@ def test_a_dead_network_fails_its_stage_and_is_never_marked_done(tmp_path, capsy
     code, _, err = _cli(capsys, "fit-potential", str(run_dir / "scores.npz"), "-o", str(out),
                         "--config", str(cfg))
     assert code == 1 and "has no force" in _one_clean_line(err) and not out.exists()
+
+
+# --- issue 27: numeric edges ------------------------------------------------------------------
+
+
+def test_power_law_cutoff_near_the_centre_returns_quickly_and_finite():
+    pot = dp.PowerLawCutoff(1.0, 1.8, 1.0)
+    x = jnp.array([[1e-6, 0, 0], [1e-20, 0, 0], [0, 0, 0]], jnp.float32)
+    start = time.perf_counter()
+    phi, acc, rho = pot.potential(x), pot.acceleration(x), pot.density(x)
+    assert time.perf_counter() - start < 30  # it never returned before (jax's E1 under vmap)
+    # Φ(0) = −G m Γ(1 − α/2) / (Γ((3 − α)/2) r_c) for α < 2
+    assert float(phi[2]) == pytest.approx(-math.gamma(0.1) / math.gamma(0.6), rel=1e-6)
+    assert np.all(np.isfinite(phi)) and np.all(np.isfinite(acc)) and np.all(np.isfinite(rho[:2]))
+    # the force −G M(<r)/r², M(<r) → m r^(3−α) / ((3 − α)/2 · Γ((3 − α)/2) r_c^(3−α))
+    assert float(-acc[1, 0]) == pytest.approx(1e-20 ** -0.8 / (0.6 * math.gamma(0.6)), rel=1e-5)
+
+
+def test_isochrone_density_far_away_in_float32_is_finite_and_right():
+    x = jnp.array([1e15, 0, 0], jnp.float32)
+    rho = float(dp.Isochrone(m_tot=1e30, b=1.0).density(x))  # r² overflowed to a NaN
+    # ρ = m b (2a + b) / (4π (a + b)² a³), a = sqrt(r² + b²) ≈ r: 2m / (4π r⁴) ≈ 1.6e-31
+    assert rho == pytest.approx(2e30 / (4 * math.pi * 1e15**4), rel=1e-5, abs=0)
+    phi = float(dp.Logarithmic(v_c=1.0, r_c=1.0, q=0.7).potential(x * 1e15))  # was +inf
+    assert phi == pytest.approx(math.log(1e30), rel=1e-6, abs=0)

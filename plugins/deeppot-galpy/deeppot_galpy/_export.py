@@ -14,6 +14,19 @@ from deeppot.export import FieldEvaluator, unit_system
 from deeppot.potentials import AbstractPotential
 
 
+def _check_scale(name: str, value, unit) -> None:
+    """`ValueError` naming galpy's unit `name` unless it is None or positive and finite."""
+    if value is None:
+        return
+    number = value.to_value(unit) if isinstance(value, u.Quantity) else value
+    try:
+        number = float(number)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+
+
 @typing.final
 class DeeppotPotential(Potential):
     """A deeppot potential as a galpy `Potential` (build it with `to_galpy`).
@@ -38,6 +51,8 @@ class DeeppotPotential(Potential):
     def __init__(self, potential: AbstractPotential, *, ro=None, vo=None):
         if not isinstance(potential, AbstractPotential):
             raise TypeError(f"to_galpy needs a deeppot potential, got {type(potential).__name__}")
+        _check_scale("ro", ro, u.kpc)
+        _check_scale("vo", vo, u.km / u.s)
         Potential.__init__(self, amp=1.0, ro=ro, vo=vo)
         self.potential = potential
         self._fields = FieldEvaluator(potential)

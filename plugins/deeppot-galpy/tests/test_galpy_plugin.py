@@ -214,3 +214,21 @@ def test_physical_unit_system_maps_to_ro_vo(x64):
     # galpy converts its density with its own G (astropy's to ~1e-5)
     np.testing.assert_allclose(g.dens(R, 0.1 / 8.0, use_physical=True),
                                pot.density(x).to_value(u.Msun / u.pc**3), rtol=1e-4)
+
+
+@pytest.mark.parametrize("ro, vo, name", [(-8.0, None, "ro"), (0.0, None, "ro"),
+                                          (float("nan"), None, "ro"), (None, float("inf"), "vo"),
+                                          (8.0, -220.0, "vo"), (None, "fast", "vo")])
+def test_to_galpy_refuses_non_positive_or_non_finite_units(ro, vo, name):
+    with pytest.raises(ValueError, match=f"^{name} must be positive") as err:
+        to_galpy(dp.Plummer(), ro=ro, vo=vo)
+    assert "\n" not in str(err.value)
+
+
+def test_to_galpy_takes_units_as_quantities():
+    import astropy.units as u
+
+    with pytest.raises(ValueError, match="ro must be positive and finite"):
+        to_galpy(dp.Plummer(), ro=-8.0 * u.kpc)
+    g = to_galpy(dp.Plummer(units="galactic"), ro=8000.0 * u.pc, vo=220.0 * u.km / u.s)
+    assert g._ro == pytest.approx(8.0) and g._vo == pytest.approx(220.0)
