@@ -281,3 +281,56 @@ def test_quantities_and_units():
     with pytest.raises(ValueError, match="different unit systems"):
         PhaseSpaceCatalog.concatenate([plain, PhaseSpaceCatalog(plain.x, plain.v,
                                                                 units="galactic")])
+
+
+def test_load_refuses_stars_no_df_can_fit(tmp_path):
+    x, v = _arrays(6)
+    p = tmp_path / "c.npz"
+    np.savez(p, x=np.concatenate([x, x[:1]]), v=np.concatenate([v, v[:1]]))
+    assert len(PhaseSpaceCatalog.load(p)) == 7  # one copy among seven is data, not an error
+    half = np.concatenate([x[:3], x[:3]]), np.concatenate([v[:3], v[:3]])
+    np.savez(p, x=half[0], v=half[1])
+    assert len(PhaseSpaceCatalog.load(p)) == 6  # exactly half distinct: kept
+    np.savez(p, x=np.concatenate([half[0], x[:1]]), v=np.concatenate([half[1], v[:1]]))
+    with pytest.raises(ValueError, match=r"c\.npz': only 3 of 7 stars are distinct rows"):
+        PhaseSpaceCatalog.load(p)
+    assert len(PhaseSpaceCatalog.load(p, check_fit=False)) == 7
+    weights = np.array([1.0, 1, 1, 1, 0, 0])
+    v_same = v.copy()
+    v_same[:4, 2] = 0.5  # the same for every star that counts; stars 4, 5 have no weight
+    np.savez(p, x=x, v=v_same, weights=weights)
+    with pytest.raises(ValueError, match="vz is the same for all 4 stars"):
+        PhaseSpaceCatalog.load(p)
+    np.savez(p, x=x, v=v_same, weights=np.ones(6))
+    assert len(PhaseSpaceCatalog.load(p)) == 6
+
+
+def test_overflow_is_measured_against_float32(tmp_path):
+    x, v = _arrays(4)
+    p = tmp_path / "c.npz"
+    limit = np.sqrt(np.finfo(np.float32).max / 1e3)  # the sum of squares' allowance
+    np.savez(p, x=x, v=np.concatenate([v[:3], [[0.99 * limit, 0, 0]]]))
+    assert len(PhaseSpaceCatalog.load(p)) == 4
+    np.savez(p, x=x, v=np.concatenate([v[:3], [[1.01 * limit, 0, 0]]]))
+    with pytest.raises(ValueError, match=r"velocities overflow float32.*largest in row 3"):
+        PhaseSpaceCatalog.load(p)
+
+
+def test_zero_total_weight_is_refused():
+    x, v = _arrays(3)
+    with pytest.raises(ValueError, match="weights are all zero"):
+        PhaseSpaceCatalog(x, v, np.zeros(3))
+    assert PhaseSpaceCatalog(x, v, [0.0, 0.0, 2.0]).weights.sum() == 2.0
+
+
+def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    p = PhaseSpaceCatalog(*_arrays(3)).save(tmp_path / "c.npz")
+    before = p.read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        PhaseSpaceCatalog(*_arrays(4)).save(p)
+    assert p.read_bytes() == before and [f.name for f in tmp_path.iterdir()] == ["c.npz"]
