@@ -14,7 +14,9 @@ units, and `quantity("x")` gives the positions back as an astropy `Quantity`.
 Files: `.npz`, `.h5`/`.hdf5` and `.csv` (columns `x,y,z,vx,vy,vz`, optionally `weight` and
 the 21 covariance columns `cov_x_x, cov_x_y, …, cov_vz_vz`; the metadata is stored as JSON, in
 a `# deeppot-meta:` comment line for CSV). Saves are atomic: the file is written next to its
-destination and then moved into place.
+destination and then moved into place. A damaged file is named as corrupt or truncated: NPZ
+members and HDF5 datasets carry checksums, and a deeppot CSV records its row count and ends
+in a newline.
 """
 
 import json
@@ -106,9 +108,10 @@ class PhaseSpaceCatalog:
       a `UserWarning` (instead of raising).
 
     **Raises:** `ValueError` naming the problem: wrong shapes, mismatched lengths, an empty
-    catalogue, NaN/inf values (with their count and first row indices), negative weights,
-    a covariance that is not symmetric or has a negative variance, metadata that cannot be
-    stored as JSON, or a unit system different from the one `meta` already records.
+    catalogue, NaN/inf values (with their count and first row indices), negative weights
+    or weights that are all zero, a covariance that is not symmetric or has a negative
+    variance, metadata that cannot be stored as JSON, or a unit system different from the
+    one `meta` already records.
     """
 
     __slots__ = ("_x", "_v", "_weights", "_cov", "_meta")
@@ -454,9 +457,10 @@ def _check_fit(cat: PhaseSpaceCatalog) -> None:
         if not squares <= limit:
             row = int(np.argmax(np.max(np.abs(arr), axis=1)))
             raise ValueError(
-                f"{name} overflow {dtype.name}: their sum of squares is {squares:.3g}, beyond "
-                f"{dtype.name}'s range ({np.finfo(dtype).max:.3g}; largest in row {row}: "
-                f"{np.max(np.abs(arr[row])):.3g}); use larger units or enable x64"
+                f"{name} overflow {dtype.name}: their squares sum to {squares:.3g}, too close "
+                f"to {dtype.name}'s largest number ({np.finfo(dtype).max:.3g}) for a fit "
+                f"(largest in row {row}: {np.max(np.abs(arr[row])):.3g}); use larger units or "
+                "enable x64"
             )
     w = cat.w if cat.weights is None else cat.w[cat.weights > 0]
     flat = [_COLUMNS[i] for i in np.flatnonzero(np.ptp(w, axis=0) == 0)]
