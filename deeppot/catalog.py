@@ -14,20 +14,24 @@ units, and `quantity("x")` gives the positions back as an astropy `Quantity`.
 Files: `.npz`, `.h5`/`.hdf5` and `.csv` (columns `x,y,z,vx,vy,vz`, optionally `weight` and
 the 21 covariance columns `cov_x_x, cov_x_y, …, cov_vz_vz`; the metadata is stored as JSON, in
 a `# deeppot-meta:` comment line for CSV). Saves are atomic: the file is written next to its
-destination and then moved into place.
+destination and then moved into place. A damaged file is named as corrupt or truncated: NPZ
+members and HDF5 datasets carry checksums, and a deeppot CSV records its row count and ends
+in a newline.
 """
 
 import json
 import os
-import tempfile
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, final
 
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Float
 
+from . import _atomic
 from .units import UnitSystem, dimensionless, get_units, resolve_units
 
 __all__ = ["PhaseSpaceCatalog"]
@@ -42,6 +46,8 @@ _META_PREFIX = "# deeppot-meta:"
 _ROWS_PREFIX = "# deeppot-rows:"
 _FORMATS = {".npz": "npz", ".h5": "h5", ".hdf5": "h5", ".csv": "csv"}
 _MAX_LISTED = 10
+# room left above a file's sum of squares for the constants computations multiply it by
+_OVERFLOW_HEADROOM = 1e3
 
 
 def _json_default(obj: Any) -> Any:
@@ -102,9 +108,10 @@ class PhaseSpaceCatalog:
       a `UserWarning` (instead of raising).
 
     **Raises:** `ValueError` naming the problem: wrong shapes, mismatched lengths, an empty
-    catalogue, NaN/inf values (with their count and first row indices), negative weights,
-    a covariance that is not symmetric or has a negative variance, metadata that cannot be
-    stored as JSON, or a unit system different from the one `meta` already records.
+    catalogue, NaN/inf values (with their count and first row indices), negative weights
+    or weights that are all zero, a covariance that is not symmetric or has a negative
+    variance, metadata that cannot be stored as JSON, or a unit system different from the
+    one `meta` already records.
     """
 
     __slots__ = ("_x", "_v", "_weights", "_cov", "_meta")
@@ -162,6 +169,8 @@ class PhaseSpaceCatalog:
                 f"weights must be non-negative: {len(rows)} rows are negative "
                 f"(first rows: {_first(rows)})"
             )
+        if weights is not None and not weights.sum() > 0:
+            raise ValueError("weights are all zero: at least one star needs a positive weight")
         if cov is not None:
             _check_cov(cov)
         for arr in (x, v, weights, cov):
@@ -363,38 +372,25 @@ class PhaseSpaceCatalog:
         path = Path(path)
         fmt = _format_of(path)
         meta_json = json.dumps(self._meta)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                if fmt == "npz":
-                    arrays = {"x": self._x, "v": self._v, "meta": np.array(meta_json)}
-                    if self._weights is not None:
-                        arrays["weights"] = self._weights
-                    if self._cov is not None:
-                        arrays["cov"] = self._cov
-                    np.savez(f, **arrays)
-                elif fmt == "csv":
-                    _write_csv(f, self, meta_json)
+        with _atomic.replacing(path) as tmp:
             if fmt == "h5":
-                import h5py
-
-                with h5py.File(tmp, "w") as h5:
-                    h5.create_dataset("x", data=self._x)
-                    h5.create_dataset("v", data=self._v)
-                    if self._weights is not None:
-                        h5.create_dataset("weights", data=self._weights)
-                    if self._cov is not None:
-                        h5.create_dataset("cov", data=self._cov)
-                    h5.attrs["meta"] = meta_json
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+                _write_h5(tmp, self, meta_json)
+            else:
+                with open(tmp, "wb") as f:
+                    if fmt == "npz":
+                        arrays = {"x": self._x, "v": self._v, "meta": np.array(meta_json)}
+                        if self._weights is not None:
+                            arrays["weights"] = self._weights
+                        if self._cov is not None:
+                            arrays["cov"] = self._cov
+                        np.savez(f, **arrays)
+                    else:
+                        _write_csv(f, self, meta_json)
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, drop_invalid: bool = False) -> "PhaseSpaceCatalog":
+    def load(cls, path: str | os.PathLike, *, drop_invalid: bool = False,
+             check_fit: bool = True) -> "PhaseSpaceCatalog":
         """Read a catalogue written by `save` (or any file with the same layout).
 
         **Arguments:**
@@ -405,11 +401,17 @@ class PhaseSpaceCatalog:
           `weight` and all 21 `cov_…` columns; other columns are ignored and their names
           recorded in `meta["ignored_columns"]`.
         - `drop_invalid`: drop rows with NaN/inf (with a warning) instead of raising.
+        - `check_fit`: refuse stars no DF can be fitted to: positions or velocities whose
+          squares overflow the working precision (float32 unless x64 is enabled), a
+          coordinate that does not vary, or more than half of the stars exact copies of
+          others (a bootstrap resample keeps 1 - 1/e ≈ 63% distinct). False loads any valid
+          catalogue as it was saved.
 
         **Returns:** the `PhaseSpaceCatalog`.
 
-        **Raises:** `FileNotFoundError` if the file does not exist; `ValueError` for an unknown
-        extension, an unreadable file, missing arrays or columns, or invalid values.
+        **Raises:** `FileNotFoundError` if the file does not exist; `ValueError` naming the
+        file for an unknown extension, a corrupt or truncated file, missing arrays or
+        columns, invalid values, or (`check_fit`) stars no DF can be fitted to.
         """
         path = Path(path)
         fmt = _format_of(path)
@@ -418,9 +420,12 @@ class PhaseSpaceCatalog:
         reader = {"npz": _read_npz, "h5": _read_h5, "csv": _read_csv}[fmt]
         x, v, weights, cov, meta = reader(path)
         try:
-            return cls(x, v, weights, meta, cov=cov, drop_invalid=drop_invalid)
+            cat = cls(x, v, weights, meta, cov=cov, drop_invalid=drop_invalid)
+            if check_fit:
+                _check_fit(cat)
         except ValueError as err:
             raise ValueError(f"'{path}': {err}") from None
+        return cat
 
 
 def _catalog_units(units, meta: dict[str, Any], x, v) -> UnitSystem:
@@ -439,6 +444,37 @@ def _catalog_units(units, meta: dict[str, Any], x, v) -> UnitSystem:
     if recorded is not None and recorded != system:
         raise ValueError(f"units={system!r} but meta records {recorded!r}")
     return system
+
+
+def _check_fit(cat: PhaseSpaceCatalog) -> None:
+    """A ValueError unless a DF can be fitted to the stars that have weight (`load`'s
+    `check_fit`)."""
+    dtype = np.dtype(jnp.result_type(float))
+    limit = np.finfo(dtype).max / _OVERFLOW_HEADROOM
+    for name, arr in (("positions", cat.x), ("velocities", cat.v)):
+        with np.errstate(over="ignore"):
+            squares = np.sum(arr**2)
+        if not squares <= limit:
+            row = int(np.argmax(np.max(np.abs(arr), axis=1)))
+            raise ValueError(
+                f"{name} overflow {dtype.name}: their squares sum to {squares:.3g}, too close "
+                f"to {dtype.name}'s largest number ({np.finfo(dtype).max:.3g}) for a fit "
+                f"(largest in row {row}: {np.max(np.abs(arr[row])):.3g}); use larger units or "
+                "enable x64"
+            )
+    w = cat.w if cat.weights is None else cat.w[cat.weights > 0]
+    flat = [_COLUMNS[i] for i in np.flatnonzero(np.ptp(w, axis=0) == 0)]
+    if flat:
+        raise ValueError(
+            f"{', '.join(flat)} {'is' if len(flat) == 1 else 'are'} the same for all "
+            f"{len(w)} stars: every coordinate must vary"
+        )
+    distinct = len(np.unique(w, axis=0))
+    if 2 * distinct < len(w):
+        raise ValueError(
+            f"only {distinct} of {len(w)} stars are distinct rows; the rest repeat them "
+            "(remove the copies, or give each distinct star a weight)"
+        )
 
 
 def _check_cov(cov: np.ndarray) -> None:
@@ -483,8 +519,10 @@ def _read_npz(path: Path):
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"could not read '{path}' as .npz: {err}") from None
+    except (ValueError, OSError, EOFError, KeyError, NotImplementedError,
+            zipfile.BadZipFile) as err:
+        raise ValueError(f"'{path}' is corrupt or truncated: cannot read it as .npz ({err})"
+                         ) from None
     missing = [k for k in ("x", "v") if k not in arrays]
     if missing:
         raise ValueError(f"'{path}' is missing arrays {missing} (found: {sorted(arrays)})")
@@ -506,13 +544,25 @@ def _read_h5(path: Path):
             weights = h5["weights"][()] if "weights" in h5 else None
             cov = h5["cov"][()] if "cov" in h5 else None
             raw = h5.attrs.get("meta")
-    except OSError as err:
-        raise ValueError(f"could not read '{path}' as HDF5: {err}") from None
+    except (OSError, KeyError, RuntimeError) as err:
+        raise ValueError(f"'{path}' is corrupt or truncated: cannot read it as HDF5 ({err})"
+                         ) from None
     if raw is None:
         meta = {}
     else:
         meta = _parse_meta(path, raw.decode() if isinstance(raw, bytes) else str(raw))
     return x, v, weights, cov, meta
+
+
+def _write_h5(path: Path, cat: PhaseSpaceCatalog, meta_json: str) -> None:
+    import h5py
+
+    with h5py.File(path, "w") as h5:
+        for name in ("x", "v", "weights", "cov"):
+            arr = getattr(cat, name)
+            if arr is not None:  # with checksums, so that a damaged file is noticed
+                h5.create_dataset(name, data=arr, fletcher32=True)
+        h5.attrs["meta"] = meta_json
 
 
 def _write_csv(f, cat: PhaseSpaceCatalog, meta_json: str) -> None:
@@ -539,6 +589,15 @@ def _write_csv(f, cat: PhaseSpaceCatalog, meta_json: str) -> None:
 def _read_csv(path: Path):
     meta: dict[str, Any] = {}
     declared = None
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                raise ValueError(
+                    f"'{path}' may be truncated: its last line does not end in a newline "
+                    "(if that row is complete, add a newline at the end of the file)"
+                )
     try:
         with open(path, encoding="utf-8") as f:
             header = None
@@ -565,11 +624,11 @@ def _read_csv(path: Path):
                 warnings.simplefilter("ignore")  # numpy warns on an empty body; handled below
                 table = np.loadtxt(f, delimiter=",", ndmin=2, comments="#", dtype=np.float64)
     except UnicodeDecodeError as err:
-        raise ValueError(f"could not read '{path}' as CSV text: {err}") from None
+        raise ValueError(f"'{path}' is corrupt or not CSV text: {err}") from None
     except ValueError as err:
         if str(err).startswith(f"'{path}'"):
             raise
-        raise ValueError(f"could not parse '{path}' as CSV: {err}") from None
+        raise ValueError(f"'{path}' is corrupt or not a catalogue CSV: {err}") from None
     if table.size == 0:
         raise ValueError(f"'{path}': catalogue is empty: it needs at least one star")
     if declared is not None and declared != str(len(table)):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, final
@@ -37,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from astropy.table import MaskedColumn, Table
 
+from ._atomic import replacing
 from .catalog import PhaseSpaceCatalog
 from .units import UnitSystem, get_units, is_quantity
 
@@ -666,17 +666,9 @@ def write_table(table: Table, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     fmt = _table_format(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                               suffix="".join(path.suffixes))
-    os.close(fd)
-    try:
+    with replacing(path, suffix="".join(path.suffixes)) as tmp:
         kwargs: dict[str, Any] = {"overwrite": True}
         if fmt == "hdf5":
             kwargs.update(path=_HDF5_PATH, serialize_meta=True)
         table.write(tmp, format=fmt, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path

@@ -464,3 +464,109 @@ def test_isochrone_density_far_away_in_float32_is_finite_and_right():
     assert rho == pytest.approx(2e30 / (4 * math.pi * 1e15**4), rel=1e-5, abs=0)
     phi = float(dp.Logarithmic(v_c=1.0, r_c=1.0, q=0.7).potential(x * 1e15))  # was +inf
     assert phi == pytest.approx(math.log(1e30), rel=1e-6, abs=0)
+
+
+# --- issue 27: catalogues ----------------------------------------------------------------------
+
+
+def _run_on(tmp_path, capsys, catalogue):
+    """`deeppot run` with `[data] source = "file"` on `catalogue`: (exit status, error line)."""
+    cfg = tmp_path / "c.toml"
+    raw = {**TINY, "data": {"source": "file", "path": str(catalogue)}, "df": {"kind": "spline"}}
+    cfg.write_text(pipeline.dumps_toml(pipeline.parse_config(raw).to_dict()))
+    code, _, err = _cli(capsys, "run", str(cfg), "--run-dir", str(tmp_path / "run"))
+    return code, _one_clean_line(err) if code else err
+
+
+def _write_csv(path, rows, header="x,y,z,vx,vy,vz"):
+    np.savetxt(path, rows, delimiter=",", header=header, comments="")
+    return path
+
+
+def test_identical_stars_are_refused_before_a_df_is_trained(tmp_path, capsys):
+    same = _write_csv(tmp_path / "same.csv", np.tile([[1.0, 2, 3, 4, 5, 6]], (400, 1)))
+    code, line = _run_on(tmp_path, capsys, same)
+    assert code == 1 and str(same) in line
+    assert "x, y, z, vx, vy, vz are the same for all 400 stars" in line
+    assert not (tmp_path / "run" / "df.eqx").exists()
+    two = np.tile(np.random.default_rng(0).normal(size=(2, 6)), (200, 1))
+    code, line = _run_on(tmp_path, capsys, _write_csv(tmp_path / "two.csv", two))
+    assert code == 1 and "only 2 of 400 stars are distinct rows" in line
+
+
+def test_a_csv_cut_inside_its_last_number_is_refused(tmp_path):
+    path = tmp_path / "cat.csv"
+    dp.mocks.plummer(jax.random.key(0), 100).save(path)
+    path.write_bytes(path.read_bytes()[:-4])  # the last row loses its last three digits
+    with pytest.raises(ValueError, match=r"cat\.csv' may be truncated: its last line does not "
+                                         r"end in a newline \(if that row is complete, add"):
+        dp.PhaseSpaceCatalog.load(path)
+    rows = np.random.default_rng(1).normal(size=(10, 6))
+    own = _write_csv(tmp_path / "own.csv", rows)  # a user's file, without deeppot's header
+    np.testing.assert_array_equal(dp.PhaseSpaceCatalog.load(own).w, rows)
+    own.write_bytes(own.read_bytes().rstrip(b"\n"))
+    with pytest.raises(ValueError, match="may be truncated"):
+        dp.PhaseSpaceCatalog.load(own)
+
+
+@pytest.mark.parametrize("scale", ["one", "all"])
+def test_values_that_overflow_float32_are_named_as_overflow(tmp_path, capsys, scale):
+    cat = dp.mocks.plummer(jax.random.key(0), 256)
+    x = cat.x.copy()
+    if scale == "one":
+        x[7, 1] = 1e30
+    else:
+        x *= 1e30
+    path = dp.PhaseSpaceCatalog(x, cat.v).save(tmp_path / "big.npz")
+    code, line = _run_on(tmp_path, capsys, path)
+    assert code == 1 and str(path) in line and "positions overflow float32" in line
+    assert "use larger units or enable x64" in line
+    assert ("largest in row 7: 1e+30" in line) == (scale == "one")
+    with jax.enable_x64(True):  # in float64 the same stars fit
+        np.testing.assert_array_equal(dp.PhaseSpaceCatalog.load(path).x, x)
+
+
+def test_weights_that_are_all_zero_are_refused(tmp_path, capsys):
+    cat = dp.mocks.plummer(jax.random.key(0), 256)
+    with pytest.raises(ValueError, match="weights are all zero"):
+        cat.with_weights(np.zeros(len(cat)))
+    path = tmp_path / "w0.npz"
+    np.savez(path, x=cat.x, v=cat.v, weights=np.zeros(len(cat)))
+    code, line = _run_on(tmp_path, capsys, path)
+    assert code == 1 and str(path) in line and "weights are all zero" in line
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_catalogues_get_the_umasks_mode(tmp_path, capsys, umask):
+    old = os.umask(umask)
+    try:
+        cat = dp.mocks.plummer(jax.random.key(0), 64)
+        paths = [cat.save(tmp_path / f"cat{ext}") for ext in (".npz", ".h5", ".csv")]
+        galactic = dp.PhaseSpaceCatalog(cat.x, cat.v, units="galactic")
+        paths.append(dp.survey.write_table(dp.survey.to_observables(galactic),
+                                           tmp_path / "obs.fits"))
+        mock = tmp_path / "mock.npz"
+        code, _, err = _cli(capsys, "mock", "plummer", "--n", "64", "--out", str(mock))
+        assert code == 0, err
+        paths.append(mock)
+    finally:
+        os.umask(old)
+    for path in paths:
+        assert (path.stat().st_mode & 0o777) == 0o666 & ~umask, path
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
+
+
+@pytest.mark.parametrize("ext", [".npz", ".h5", ".csv"])
+def test_a_flipped_byte_names_the_catalogue_as_corrupt(tmp_path, capsys, ext):
+    path = dp.mocks.plummer(jax.random.key(0), 256).save(tmp_path / f"catalog{ext}")
+    data = bytearray(path.read_bytes())
+    if ext == ".csv":
+        at = data.rindex(b".")  # '.' becomes '>'
+    elif ext == ".h5":  # inside the velocities
+        at = data.index(dp.PhaseSpaceCatalog.load(path).v[100].tobytes())
+    else:
+        at = len(data) // 2
+    data[at] ^= 0x10
+    path.write_bytes(bytes(data))
+    code, line = _run_on(tmp_path, capsys, path)
+    assert code == 1 and f"'{path}' is corrupt" in line

@@ -137,7 +137,7 @@ def test_unknown_extension_and_missing_file(tmp_path):
 def test_bad_npz(tmp_path):
     p = tmp_path / "bad.npz"
     p.write_bytes(b"not a zip file")
-    with pytest.raises(ValueError, match="could not read"):
+    with pytest.raises(ValueError, match=r"bad\.npz. is corrupt or truncated"):
         PhaseSpaceCatalog.load(p)
     np.savez(p, x=np.zeros((3, 3)), vel=np.zeros((3, 3)))
     with pytest.raises(ValueError, match=r"missing arrays \['v'\] \(found: \['vel', 'x'\]\)"):
@@ -153,7 +153,7 @@ def test_bad_npz(tmp_path):
 def test_bad_h5(tmp_path):
     p = tmp_path / "bad.h5"
     p.write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="as HDF5"):
+    with pytest.raises(ValueError, match=r"bad\.h5. is corrupt or truncated.*as HDF5"):
         PhaseSpaceCatalog.load(p)
     with h5py.File(p, "w") as f:
         f["x"] = np.zeros((3, 3))
@@ -176,8 +176,8 @@ def test_csv_columns(tmp_path):
     np.testing.assert_array_equal(cat.x, [[4, 5, 6], [10, 11, 12]])
     np.testing.assert_array_equal(cat.v, [[1, 2, 3], [7, 8, 9]])
     assert cat.meta == {"ignored_columns": ["mag"]}
-    p.write_text("x,y,z,vx,vy,vz,weight\n1,2,3,4,5,6,0.5\n")
-    np.testing.assert_array_equal(PhaseSpaceCatalog.load(p).weights, [0.5])
+    p.write_text("x,y,z,vx,vy,vz,weight\n1,2,3,4,5,6,0.5\n2,3,4,5,6,7,1.5\n")
+    np.testing.assert_array_equal(PhaseSpaceCatalog.load(p).weights, [0.5, 1.5])
 
 
 @pytest.mark.parametrize(
@@ -186,7 +186,7 @@ def test_csv_columns(tmp_path):
         ("x,y,z,vx,vy\n1,2,3,4,5\n", r"missing columns \['vz'\]"),
         ("x,y,z,vx,vy,vz\n", "empty"),
         ("", "no header"),
-        ("x,y,z,vx,vy,vz\n1,2,3,4,5,six\n", "could not parse"),
+        ("x,y,z,vx,vy,vz\n1,2,3,4,5,six\n", "is corrupt or not a catalogue CSV"),
         (
             "x,y,z,vx,vy,vz\n1,2,3,4,5,nan\n",
             r"1 of 1 rows contain NaN or inf \(first rows: \[0\]\)",
@@ -249,7 +249,7 @@ def test_covariances_are_validated_and_carried():
 def test_covariances_and_units_survive_files(tmp_path, ext):
     cat = PhaseSpaceCatalog(np.arange(12.0).reshape(4, 3), np.ones((4, 3)), np.arange(4.0),
                             {"a": 1}, cov=_cov(4), units="galactic")
-    back = PhaseSpaceCatalog.load(cat.save(tmp_path / f"c{ext}"))
+    back = PhaseSpaceCatalog.load(cat.save(tmp_path / f"c{ext}"), check_fit=False)
     assert back == cat and back.units.name == "galactic"
     np.testing.assert_array_equal(back.cov, cat.cov)
 
@@ -281,3 +281,56 @@ def test_quantities_and_units():
     with pytest.raises(ValueError, match="different unit systems"):
         PhaseSpaceCatalog.concatenate([plain, PhaseSpaceCatalog(plain.x, plain.v,
                                                                 units="galactic")])
+
+
+def test_load_refuses_stars_no_df_can_fit(tmp_path):
+    x, v = _arrays(6)
+    p = tmp_path / "c.npz"
+    np.savez(p, x=np.concatenate([x, x[:1]]), v=np.concatenate([v, v[:1]]))
+    assert len(PhaseSpaceCatalog.load(p)) == 7  # one copy among seven is data, not an error
+    half = np.concatenate([x[:3], x[:3]]), np.concatenate([v[:3], v[:3]])
+    np.savez(p, x=half[0], v=half[1])
+    assert len(PhaseSpaceCatalog.load(p)) == 6  # exactly half distinct: kept
+    np.savez(p, x=np.concatenate([half[0], x[:1]]), v=np.concatenate([half[1], v[:1]]))
+    with pytest.raises(ValueError, match=r"c\.npz': only 3 of 7 stars are distinct rows"):
+        PhaseSpaceCatalog.load(p)
+    assert len(PhaseSpaceCatalog.load(p, check_fit=False)) == 7
+    weights = np.array([1.0, 1, 1, 1, 0, 0])
+    v_same = v.copy()
+    v_same[:4, 2] = 0.5  # the same for every star that counts; stars 4, 5 have no weight
+    np.savez(p, x=x, v=v_same, weights=weights)
+    with pytest.raises(ValueError, match="vz is the same for all 4 stars"):
+        PhaseSpaceCatalog.load(p)
+    np.savez(p, x=x, v=v_same, weights=np.ones(6))
+    assert len(PhaseSpaceCatalog.load(p)) == 6
+
+
+def test_overflow_is_measured_against_float32(tmp_path):
+    x, v = _arrays(4)
+    p = tmp_path / "c.npz"
+    limit = np.sqrt(np.finfo(np.float32).max / 1e3)  # the sum of squares' allowance
+    np.savez(p, x=x, v=np.concatenate([v[:3], [[0.99 * limit, 0, 0]]]))
+    assert len(PhaseSpaceCatalog.load(p)) == 4
+    np.savez(p, x=x, v=np.concatenate([v[:3], [[1.01 * limit, 0, 0]]]))
+    with pytest.raises(ValueError, match=r"velocities overflow float32.*largest in row 3"):
+        PhaseSpaceCatalog.load(p)
+
+
+def test_zero_total_weight_is_refused():
+    x, v = _arrays(3)
+    with pytest.raises(ValueError, match="weights are all zero"):
+        PhaseSpaceCatalog(x, v, np.zeros(3))
+    assert PhaseSpaceCatalog(x, v, [0.0, 0.0, 2.0]).weights.sum() == 2.0
+
+
+def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    p = PhaseSpaceCatalog(*_arrays(3)).save(tmp_path / "c.npz")
+    before = p.read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        PhaseSpaceCatalog(*_arrays(4)).save(p)
+    assert p.read_bytes() == before and [f.name for f in tmp_path.iterdir()] == ["c.npz"]
