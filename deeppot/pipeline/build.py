@@ -21,11 +21,11 @@ from .config import (
 __all__ = ["build_catalog", "build_df", "build_loss", "build_model"]
 
 
-def _call(entry, supplied: dict, params: dict, registry_kind: str):
+def _call(entry, supplied: dict, params: dict, section: str):
     """A registry entry called with the arguments the pipeline supplies that its signature
     names, and its `params` (as Python values)."""
     arguments = {k: v for k, v in supplied.items() if takes(entry, k)}
-    return entry(**arguments, **python_params(entry, params, registry_kind))
+    return entry(**arguments, **python_params(entry, params, section))
 
 
 def build_catalog(cfg: DataConfig, key, *, units: str = "dimensionless",
@@ -48,11 +48,11 @@ def build_catalog(cfg: DataConfig, key, *, units: str = "dimensionless",
     source = registry.sources[cfg.source]
     supplied = {"path": cfg.path, "units": units, "progress": progress}
     if not (takes(source, "key") and takes(source, "n")):
-        return _call(source, supplied, cfg.params, "source")
+        return _call(source, supplied, cfg.params, "data")
     k_draw, k_noise = jax.random.split(key)
 
     def sampler(k, m):
-        return _call(source, {**supplied, "key": k, "n": m}, cfg.params, "source")
+        return _call(source, {**supplied, "key": k, "n": m}, cfg.params, "data")
 
     if cfg.select_radius > 0:
         cat = mocks.sample_selected(

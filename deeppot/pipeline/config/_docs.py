@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from ... import registry
-from ._kinds import parameters
+from ._kinds import REGISTRIES, parameters
 from ._schema import SECTIONS, SELECTOR
 
 __all__ = ["reference_markdown"]
@@ -46,12 +45,17 @@ def _section_table(name: str, cls: type) -> list[str]:
     return [*out, ""]
 
 
-def _kind_table(title: str, column: str, reg: registry.Registry, what: str) -> list[str]:
+def _kind_table(title: str, column: str, section: str) -> list[str]:
+    """The built-in entries of a section's registry with their parameters (a plugin's are
+    documented by the plugin)."""
     out = [f"### {title}", "", f"| {column} | registered object | `params` (defaults) |",
            "|---|---|---|"]
+    reg = REGISTRIES[section]
     for name in reg:
         entry = reg[name]
-        specs, open_ended = parameters(entry, what)
+        if not entry.__module__.startswith("deeppot."):
+            continue
+        specs, open_ended = parameters(entry, section)
         listed = [spec.describe() + (f" ({spec.converter.doc})" if spec.converter else "")
                   for spec in specs.values()]
         if open_ended:
@@ -67,8 +71,7 @@ def reference_markdown() -> str:
     out = []
     for name, cls in SECTIONS.items():
         out += _section_table(name, cls)
-    out += _kind_table("Sources (`[data] source`)", "source", registry.sources, "source")
-    out += _kind_table("DF kinds (`[df] kind`)", "kind", registry.distribution_functions, "df")
-    out += _kind_table("Potential families (`[potential] model`)", "model",
-                       registry.potentials, "potential")
+    out += _kind_table("Sources (`[data] source`)", "source", "data")
+    out += _kind_table("DF kinds (`[df] kind`)", "kind", "df")
+    out += _kind_table("Potential families (`[potential] model`)", "model", "potential")
     return "\n".join(out)

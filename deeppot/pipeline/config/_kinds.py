@@ -44,6 +44,7 @@ __all__ = [
     "ACTIVATIONS",
     "CONVERTERS",
     "SUPPLIED",
+    "REGISTRIES",
     "Converter",
     "Parameter",
     "check_params",
@@ -88,9 +89,13 @@ CONVERTERS: dict[Any, Converter] = {
                            _ode_steps),
 }
 
-# what the pipeline passes itself, per registry (those of them an entry's signature names)
+# the registry each section's selector names an entry of
+REGISTRIES: dict[str, registry.Registry] = {
+    "data": registry.sources, "df": registry.distribution_functions,
+    "potential": registry.potentials}
+# what the pipeline passes itself, per section (those of them an entry's signature names)
 SUPPLIED: dict[str, tuple[str, ...]] = {
-    "source": ("key", "n", "path", "units", "progress"),
+    "data": ("key", "n", "path", "units", "progress"),
     "df": ("key", "dim", "pair_invariant", "catalog"),
     "potential": ("key", "G", "width", "depth", "input_scale"),
 }
@@ -171,40 +176,40 @@ def _spec(name: str, hint, default) -> Parameter:
     return Parameter(name, kind, toml_default, required, None, is_tuple)
 
 
-def parameters(entry, registry_kind: str) -> tuple[dict[str, Parameter], bool]:
+def parameters(entry, section: str) -> tuple[dict[str, Parameter], bool]:
     """The parameters a config's `params` may set for a registered entry, and whether it
     takes any other keyword (`**kwargs`).
 
     **Arguments:**
 
     - `entry`: the registered class or function.
-    - `registry_kind`: `"source"`, `"df"` or `"potential"` (what the pipeline supplies).
+    - `section`: `"data"`, `"df"` or `"potential"` (what the pipeline supplies).
     """
     hints = _hints(entry)
     out, open_ended = {}, False
     for name, p in inspect.signature(entry).parameters.items():
         if p.kind == p.VAR_KEYWORD:
             open_ended = True
-        elif p.kind != p.VAR_POSITIONAL and name not in SUPPLIED[registry_kind]:
+        elif p.kind != p.VAR_POSITIONAL and name not in SUPPLIED[section]:
             out[name] = _spec(name, hints.get(name), p.default)
     return out, open_ended
 
 
-def check_params(where: str, entry, params: Mapping[str, Any], registry_kind: str,
+def check_params(where: str, entry, params: Mapping[str, Any], section: str,
                  errors: list[str]) -> dict[str, Any]:
     """Check a `params` table against a registered entry's signature.
 
     **Arguments:**
 
     - `where`: how messages name the table (e.g. `"key 'params' in [df]: kind 'ffjord'"`).
-    - `entry`, `registry_kind`: as for `parameters`.
+    - `entry`, `section`: as for `parameters`.
     - `params`: the table.
     - `errors`: where each problem is appended, one line each.
 
     **Returns:** the table with its values converted (integers given for numbers become
     floats).
     """
-    specs, open_ended = parameters(entry, registry_kind)
+    specs, open_ended = parameters(entry, section)
     out = {}
     for name, value in params.items():
         spec = specs.get(name)
@@ -225,10 +230,10 @@ def check_params(where: str, entry, params: Mapping[str, Any], registry_kind: st
     return out
 
 
-def python_params(entry, params: Mapping[str, Any], registry_kind: str) -> dict[str, Any]:
+def python_params(entry, params: Mapping[str, Any], section: str) -> dict[str, Any]:
     """A checked `params` table as the entry's keyword arguments (converted values, arrays
     as tuples where the parameter is a tuple)."""
-    specs, _ = parameters(entry, registry_kind)
+    specs, _ = parameters(entry, section)
     out = {}
     for name, value in params.items():
         spec = specs.get(name)

@@ -13,7 +13,7 @@ from typing import Any
 from ... import registry
 from ..._errors import ConfigError
 from ._fields import check_value, typename
-from ._kinds import check_params, learned_model, parameters, takes, trainable
+from ._kinds import REGISTRIES, check_params, learned_model, parameters, takes, trainable
 from ._schema import SECTIONS, SELECTOR, Config, applies
 
 __all__ = ["MOVED", "parse_config"]
@@ -31,11 +31,9 @@ MOVED: dict[str, dict[str, str]] = {
 def _moved(section: str, key: str, value, chosen) -> str | None:
     """Where a key that is a kind's parameter now lives, or None if it is no such key."""
     new = MOVED.get(section, {}).get(key)
-    reg = {"data": registry.sources, "df": registry.distribution_functions,
-           "potential": registry.potentials}.get(section)
+    reg = REGISTRIES.get(section)
     if new is None and reg is not None and isinstance(chosen, str) and chosen in reg:
-        what = {"data": "source", "df": "df", "potential": "potential"}[section]
-        new = key if key in parameters(reg[chosen], what)[0] else None
+        new = key if key in parameters(reg[chosen], section)[0] else None
     if new is None:
         return None
     return (f"key {key!r} in [{section}] moved: a {SELECTOR[section]}'s own settings are its "
@@ -94,7 +92,7 @@ def _check_data(cfg: Config, errors: list[str]) -> dict[str, Any]:
         errors.append(f"{where} is a dimensionless mock (its function has no units "
                       "parameter); it needs units = 'dimensionless' in [run]")
     return check_params(f"key 'params' in [data]: source {data.source!r}", source,
-                        data.params, "source", errors)
+                        data.params, "data", errors)
 
 
 def _check_df(cfg: Config, errors: list[str]) -> dict[str, Any]:
