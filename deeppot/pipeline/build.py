@@ -13,6 +13,7 @@ from .config import (
     DFConfig,
     FitConfig,
     PotentialConfig,
+    generates,
     python_params,
     takes,
     trainable,
@@ -47,7 +48,7 @@ def build_catalog(cfg: DataConfig, key, *, units: str = "dimensionless",
 
     source = registry.sources[cfg.source]
     supplied = {"path": cfg.path, "units": units, "progress": progress}
-    if not (takes(source, "key") and takes(source, "n")):
+    if not generates(cfg.source):
         return _call(source, supplied, cfg.params, "data")
     k_draw, k_noise = jax.random.split(key)
 
@@ -122,7 +123,9 @@ def build_df(cfg: DFConfig, key, *, catalog=None):
 
 
 def build_model(cfg: PotentialConfig, key, *, units: str = "dimensionless"):
-    """An untrained `PotentialModel` as described by `[potential]`.
+    """An untrained `PotentialModel` as described by `[potential]`: its registered family
+    called with its `params` and what it takes of `key`, `width`, `depth`, `input_scale` and
+    `units`, in the frame of `[potential]`.
 
     **Arguments:**
 
@@ -135,15 +138,11 @@ def build_model(cfg: PotentialConfig, key, *, units: str = "dimensionless"):
     from .. import frames
     from ..model import PotentialModel
 
-    make = registry.potentials[cfg.model]
-    params = python_params(make, cfg.params, "potential")
-    if units != "dimensionless" and takes(make, "units"):
-        params.setdefault("units", units)
-    if takes(make, "key"):  # a learned family
-        pot = make(key=key, width=cfg.width, depth=cfg.depth, input_scale=cfg.input_scale,
-                   **params)
-    else:
-        pot = make(**params)
+    supplied = {"key": key, "width": cfg.width, "depth": cfg.depth,
+                "input_scale": cfg.input_scale}
+    if units != "dimensionless" and "units" not in cfg.params:
+        supplied["units"] = units
+    pot = _call(registry.potentials[cfg.model], supplied, cfg.params, "potential")
     if cfg.frame == "inertial":
         frame = None
     elif cfg.frame == "moving":
