@@ -91,28 +91,26 @@ def _stage(name: str, cfg, inputs, *, checkpoint_dir=None, plot_dir=None):
 
 
 def _add_mock(subparsers) -> None:
+    from .pipeline.config import generates
+    from .registry import sources
+
+    kinds = [name for name in sources if generates(name)]
     p = subparsers.add_parser(
         "mock",
-        help="generate a mock catalogue (Plummer sphere, Miyamoto–Nagai disk, …)",
+        help=f"generate a mock catalogue ({', '.join(kinds)})",
         description="Generate a mock phase-space catalogue with known truth and save it "
         "(.npz, .h5 or .csv): the data stage of a run with [data] source = KIND. With "
         "--select, enough parent stars are drawn that --n remain.",
     )
-    p.add_argument("kind", help="a registered mock source: plummer, disk, …")
+    p.add_argument("kind", metavar="KIND",
+                   help=f"a registered mock source: {', '.join(kinds)}")
     p.add_argument("--n", type=_positive_int, default=None, help="number of stars")
     p.add_argument("--seed", type=int, default=None, help="random seed ([run] seed)")
     p.add_argument("--out", required=True, help="output file: .npz, .h5/.hdf5 or .csv")
-    g = p.add_argument_group("plummer")
-    g.add_argument("--r-max", type=float, help="truncation radius (10)")
-    g = p.add_argument_group("disk")
-    g.add_argument("--a", type=float, help="Miyamoto–Nagai a (1.0)")
-    g.add_argument("--b", type=float, help="Miyamoto–Nagai b (0.1)")
-    g.add_argument("--h-R", dest="h_R", type=float, help="radial scale (1.0)")
-    g.add_argument("--h-z", dest="h_z", type=float, help="vertical scale (0.1)")
-    g.add_argument("--n-dyn", type=float,
-                   help="dynamical times (128; 8 = the paper's non-stationary disk)")
-    g.add_argument("--workers", type=_positive_int,
-                   help="threads integrating orbits (set to the CPU cores)")
+    p.add_argument("--param", dest="params", action="append", default=[],
+                   metavar="NAME=VALUE",
+                   help="a parameter of the source's generator ([data.params]; "
+                   "docs/pipeline.md lists them), e.g. --param n_dyn=8 (repeatable)")
     g = p.add_argument_group("observation")
     g.add_argument("--observe", action="store_true", help="add the paper's Gaia-like errors")
     g.add_argument("--observer", type=float, nargs=3, metavar=("X", "Y", "Z"),
@@ -127,12 +125,14 @@ def _add_mock(subparsers) -> None:
 
 
 def _run_mock(args: argparse.Namespace) -> int:
-    flags = {"n": args.n, "r_max": args.r_max, "a": args.a, "b": args.b, "h_R": args.h_R,
-             "h_z": args.h_z, "n_dyn": args.n_dyn, "workers": args.workers,
-             "observer": None if args.observer is None else list(args.observer),
+    flags = {"n": args.n, "observer": None if args.observer is None else list(args.observer),
              "select_center": None if args.select_center is None else list(args.select_center)}
     extra = [f"data.source={args.kind}"]
     extra += [f"data.{k}={_toml(v)}" for k, v in flags.items() if v is not None]
+    for item in args.params:
+        if "=" not in item:
+            raise ValueError(f"--param {item!r} must look like name=value")
+        extra.append(f"data.params.{item}")
     if args.observe:
         extra.append("data.observe=true")
     if args.select:

@@ -28,9 +28,18 @@ galpy = "deeppot_galpy"        # a module whose import registers things, or
 galpy = "deeppot_galpy:register"   # a function called with no arguments
 ```
 
-A data source is a function `(key, n, **params) -> PhaseSpaceCatalog`; one whose catalogues
-record their exact distribution function in `meta["truth_df"]` (so `[df] kind = "exact"`
-can use it) sets the attribute `exact_df = True` on that function.
+Built-in kinds and plugins' are configured the same way: a run config names an entry
+(`[data] source`, `[df] kind`, `[potential] model`) and its section's `params` table holds
+the entry's keyword arguments, checked against its signature (`deeppot.pipeline.config`).
+The pipeline passes the arguments its signature names of those it supplies itself: a data
+source is a function returning a `PhaseSpaceCatalog` that takes `key` and `n` (a mock
+generator), or `path` (a file it reads), and may take `units` and `progress`; a DF is a
+class (or function) that may take `key`, `dim` and `pair_invariant` (for the symmetry
+wrappers) or the run's `catalog`, and is trained when it has `objectives`. Attributes say
+the rest: `exact_df = True` on a source whose catalogues record their exact distribution
+function in `meta["truth_df"]` (so `[df] kind = "exact"` can use it; the recorded class is
+looked up among the registered DFs), `physical_units = True` on one that needs physical
+units, `suffixes` on one that reads files.
 
 Plugins are loaded the first time a registry is looked up. A plugin that fails to load is
 reported with a warning and skipped; deeppot itself keeps working.

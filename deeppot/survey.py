@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from astropy.table import MaskedColumn, Table
 
+from . import registry
 from ._atomic import replacing
 from .catalog import PhaseSpaceCatalog
 from .units import UnitSystem, get_units, is_quantity
@@ -50,6 +51,7 @@ __all__ = [
     "galactocentric_rotation",
     "icrs_jacobian",
     "read_table",
+    "survey_table",
     "to_observables",
     "write_table",
 ]
@@ -672,3 +674,41 @@ def write_table(table: Table, path: str | os.PathLike) -> Path:
             kwargs.update(path=_HDF5_PATH, serialize_meta=True)
         table.write(tmp, format=fmt, **kwargs)
     return path
+
+
+# -- the pipeline's source --------------------------------------------------------------------
+
+
+@registry.sources.register("survey")
+def survey_table(
+    path: str,
+    *,
+    units: str = "galactic",
+    sun: dict | None = None,
+    min_parallax_over_error: float | None = None,
+    cuts: dict | None = None,
+    weight_column: str | None = None,
+    drop_invalid: bool = False,
+) -> PhaseSpaceCatalog:
+    """`[data] source = "survey"`: `from_observables` on a table file, its arguments as a
+    config writes them.
+
+    **Arguments:**
+
+    - `path`: the table file (`read_table`'s formats).
+    - `units`: the catalogue's unit system (physical).
+    - `sun`: the Sun's parameters, a table of `Sun`'s arguments as plain numbers.
+    - `cuts`: `{column: [lo, hi]}`.
+    - the others: as for `from_observables`.
+
+    **Returns:** the Galactocentric `PhaseSpaceCatalog`.
+    """
+    return from_observables(
+        path, units=units, sun=None if sun is None else Sun(**sun),
+        min_parallax_over_error=min_parallax_over_error,
+        cuts=None if cuts is None else {k: tuple(v) for k, v in cuts.items()},
+        weight_column=weight_column, drop_invalid=drop_invalid)
+
+
+survey_table.suffixes = tuple(_TABLE_FORMATS)  # the files it reads
+survey_table.physical_units = True  # observables need physical [run] units

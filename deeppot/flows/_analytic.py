@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .. import registry
 from ._base import AbstractDF
 from ._geometry import unit_vectors
 
@@ -25,6 +26,7 @@ def _enclosed_mass(r):
     return r**3 / (1.0 + r**2) ** 1.5
 
 
+@registry.distribution_functions.register
 @typing.final
 class PlummerDF(AbstractDF):
     """The isotropic Plummer sphere (G = M = b = 1), f(E) ∝ (−E)^{7/2}.

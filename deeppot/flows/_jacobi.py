@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .. import registry
 from ..potentials import AbstractPotential
 from ._base import AbstractDF
 
@@ -29,6 +30,7 @@ def _rotating_quantities(potential, omega, w):
     return e_j, de_dx, de_dv
 
 
+@registry.distribution_functions.register
 @typing.final
 class JacobiDF(AbstractDF):
     """f(x, v) ∝ (E₀ − E_J)^n for E_J < E₀, the stars bound inside corotation of a bar.

@@ -10,10 +10,15 @@ from .. import registry
 from ..potentials import AbstractPotential, CompositePotential
 
 
+def _registered_classes(reg: registry.Registry) -> dict[str, type]:
+    """The classes a registry holds, by class name (the name a truth description records)."""
+    return {entry.__name__: entry for entry in reg.values() if isinstance(entry, type)}
+
+
 def _analytic_families() -> dict[str, type]:
     """Registered analytic families (classes, not factories of learned models) by class name."""
-    return {cls.__name__: cls for cls in registry.potentials.values()
-            if isinstance(cls, type) and issubclass(cls, AbstractPotential)
+    return {name: cls for name, cls in _registered_classes(registry.potentials).items()
+            if issubclass(cls, AbstractPotential)
             and "key" not in inspect.signature(cls).parameters}
 
 
@@ -92,15 +97,14 @@ def truth_df(meta: dict[str, Any]):
     **Raises:** `ValueError` if the catalogue records none (files, observed or selected
     mocks).
     """
-    from .. import flows
-
     desc = meta.get("truth_df")
-    if not isinstance(desc, dict) or not hasattr(flows, str(desc.get("class"))):
+    classes = _registered_classes(registry.distribution_functions)
+    if not isinstance(desc, dict) or desc.get("class") not in classes:
         raise ValueError(f"this catalogue records no exact distribution function "
                          f"(generator {meta.get('generator', 'unknown')!r})")
     params = {k: truth_potential(v) if isinstance(v, dict) and "class" in v else v
               for k, v in desc.items() if k != "class"}  # nested potentials are rebuilt
-    return getattr(flows, desc["class"])(**params)
+    return classes[desc["class"]](**params)
 
 
 def truth_potential(meta_or_desc: dict[str, Any]) -> AbstractPotential:

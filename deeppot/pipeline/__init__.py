@@ -11,6 +11,7 @@ registries (`build`), and written as self-describing model files (`deeppot.model
 
 from ..modelfile import load_model as load_model
 from ..modelfile import save_model as save_model
+from . import entries as entries
 from .build import build_catalog as build_catalog
 from .build import build_df as build_df
 from .build import build_loss as build_loss

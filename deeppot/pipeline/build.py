@@ -5,64 +5,55 @@ Each builder reads one validated section and the registries; nothing here trains
 
 from __future__ import annotations
 
-import inspect
-
 import jax
 
 from .. import registry
-from .config import ACTIVATIONS, DataConfig, DFConfig, FitConfig, PotentialConfig, learned_model
+from .config import (
+    DataConfig,
+    DFConfig,
+    FitConfig,
+    PotentialConfig,
+    generates,
+    python_params,
+    takes,
+    trainable,
+)
 
 __all__ = ["build_catalog", "build_df", "build_loss", "build_model"]
 
 
-def _source_arguments(cfg: DataConfig) -> dict:
-    if cfg.source == "plummer":
-        return {"r_max": cfg.r_max}
-    if cfg.source == "disk":
-        return {"a": cfg.a, "b": cfg.b, "h_R": cfg.h_R, "h_z": cfg.h_z, "n_dyn": cfg.n_dyn,
-                "workers": cfg.workers}
-    return dict(cfg.params)
+def _call(entry, supplied: dict, params: dict, section: str):
+    """A registry entry called with the arguments the pipeline supplies that its signature
+    names, and its `params` (as Python values)."""
+    arguments = {k: v for k, v in supplied.items() if takes(entry, k)}
+    return entry(**arguments, **python_params(entry, params, section))
 
 
 def build_catalog(cfg: DataConfig, key, *, units: str = "dimensionless",
                   progress: bool = False):
-    """The catalogue described by `[data]`: a registered mock (with noise and selection),
-    a catalogue file, or a survey table of Gaia-like observables.
+    """The catalogue described by `[data]`: its registered source called with its `params`
+    and what it takes of `key`, `n`, `path`, `units` and `progress`; a mock generator's
+    catalogue then gets the observational errors and the selection of `[data]`.
 
     **Arguments:**
 
     - `cfg`: the `[data]` settings.
     - `key`: a typed key (mocks only).
     - `units`: the run's unit system (`[run] units`); a file's catalogue must be in it.
-    - `progress`: show the mock generator's progress bar where it has one.
+    - `progress`: show the source's progress bar where it has one.
 
     **Returns:** a `PhaseSpaceCatalog`; mocks record their truth in `meta`.
     """
-    from .. import mocks, survey
-    from ..catalog import PhaseSpaceCatalog
-    from ..units import get_units
+    from .. import mocks
 
-    if cfg.source == "survey":
-        params = dict(cfg.params)
-        if "sun" in params:
-            params["sun"] = survey.Sun(**params["sun"])
-        if "cuts" in params:
-            params["cuts"] = {k: tuple(v) for k, v in params["cuts"].items()}
-        return survey.from_observables(cfg.path, units=units, **params)
-    if cfg.source == "file":
-        cat = PhaseSpaceCatalog.load(cfg.path)
-        if not cat.units.same_units(get_units(units)):
-            raise ValueError(f"catalogue {cfg.path!r} is in {cat.units!r} but [run] units = "
-                             f"{units!r}")
-        return cat
+    source = registry.sources[cfg.source]
+    supplied = {"path": cfg.path, "units": units, "progress": progress}
+    if not generates(cfg.source):
+        return _call(source, supplied, cfg.params, "data")
     k_draw, k_noise = jax.random.split(key)
-    generate = registry.sources[cfg.source]
-    arguments = _source_arguments(cfg)
-    if units != "dimensionless" and "units" in inspect.signature(generate).parameters:
-        arguments.setdefault("units", units)
 
     def sampler(k, m):
-        return generate(k, m, **arguments)
+        return _call(source, {**supplied, "key": k, "n": m}, cfg.params, "data")
 
     if cfg.select_radius > 0:
         cat = mocks.sample_selected(
@@ -75,60 +66,49 @@ def build_catalog(cfg: DataConfig, key, *, units: str = "dimensionless",
     return cat
 
 
-def _df_arguments(cfg: DFConfig) -> dict:
-    if cfg.kind == "spline":
-        return {"kind": cfg.spline_kind, "flow_layers": cfg.flow_layers, "knots": cfg.knots,
-                "interval": cfg.interval, "nn_width": cfg.nn_width, "nn_depth": cfg.nn_depth}
-    if cfg.kind == "ffjord":
-        import diffrax
-
-        from ..flows import ODESettings
-
-        ode = (ODESettings() if cfg.ode_steps == 0
-               else ODESettings(solver=diffrax.Tsit5(), n_steps=cfg.ode_steps))
-        return {"n_blocks": cfg.n_blocks, "width": cfg.width, "depth": cfg.depth,
-                "activation": ACTIVATIONS[cfg.activation], "ode": ode}
-    return dict(cfg.params)
-
-
 # the velocity reflection every stationary DF with the symmetry has (`[df] reflect`)
 _REFLECTION = {"spherical": "radial_velocity", "axisymmetric": "meridional_velocity"}
 
 
 def build_df(cfg: DFConfig, key, *, catalog=None):
-    """An untrained DF as described by `[df]`.
+    """An untrained DF as described by `[df]`: its registered kind called with its `params`
+    and what it takes of `key` and `catalog`; a trained kind is then wrapped as `symmetry`,
+    `augment`, `reflect` and `mirror_z` say (its `dim` and `pair_invariant` set to match)
+    and made an ensemble of `ensemble` members.
 
     **Arguments:**
 
     - `cfg`: the `[df]` settings.
     - `key`: a typed key for the initial weights.
-    - `catalog`: the catalogue; needed for `kind = "exact"`, which returns the analytic DF
-      its mock generator recorded (`deeppot.mocks.truth_df`).
+    - `catalog`: the catalogue; needed by a kind that takes one (`exact`, which returns the
+      analytic DF its mock generator recorded, `deeppot.mocks.truth_df`).
 
     **Returns:** a `deeppot.flows` DF (an `Ensemble` if `cfg.ensemble > 1`).
     """
-    from .. import flows, mocks
+    from .. import flows
 
-    if cfg.kind == "exact":
-        if catalog is None:
-            raise ValueError("kind = 'exact' needs the catalogue whose DF it is")
-        return mocks.truth_df(catalog.meta)
     make = registry.distribution_functions[cfg.kind]
-    arguments = _df_arguments(cfg)
-    # spherical with kind = "ffjord": the tangential velocity as `cfg.tangential` says
-    vector = cfg.symmetry == "spherical" and cfg.kind == "ffjord" and cfg.tangential == "vector"
+    if not trainable(cfg.kind):
+        if takes(make, "catalog") and catalog is None:
+            raise ValueError(f"kind = {cfg.kind!r} needs the catalogue whose DF it is")
+        return _call(make, {"key": key, "catalog": catalog}, cfg.params, "df")
+    # spherical with a pair-invariant flow: the tangential velocity as `cfg.tangential` says
+    vector = cfg.symmetry == "spherical" and cfg.tangential == "vector" and \
+        takes(make, "pair_invariant")
 
     def member(k):
+        def flow(**supplied):
+            return _call(make, {"key": k, **supplied}, cfg.params, "df")
+
         if cfg.symmetry == "none":
-            df = make(k, **arguments)
+            df = flow()
         elif vector:
-            df = flows.SphericalDF(make(k, dim=4, pair_invariant=True, **arguments),
-                                   tangential="vector", scale_velocities=cfg.scale_velocities)
-        elif cfg.symmetry == "spherical":
-            df = flows.SphericalDF(make(k, dim=3, **arguments),
+            df = flows.SphericalDF(flow(dim=4, pair_invariant=True), tangential="vector",
                                    scale_velocities=cfg.scale_velocities)
+        elif cfg.symmetry == "spherical":
+            df = flows.SphericalDF(flow(dim=3), scale_velocities=cfg.scale_velocities)
         else:
-            df = flows.AxisymmetricDF(make(k, dim=5, **arguments))
+            df = flows.AxisymmetricDF(flow(dim=5))
         if cfg.augment != "none":
             df = flows.Augmented(df, cfg.augment)
         reflections = [_REFLECTION[cfg.symmetry]] if cfg.reflect and cfg.symmetry != "none" \
@@ -143,7 +123,9 @@ def build_df(cfg: DFConfig, key, *, catalog=None):
 
 
 def build_model(cfg: PotentialConfig, key, *, units: str = "dimensionless"):
-    """An untrained `PotentialModel` as described by `[potential]`.
+    """An untrained `PotentialModel` as described by `[potential]`: its registered family
+    called with its `params` and what it takes of `key`, `width`, `depth`, `input_scale` and
+    `units`, in the frame of `[potential]`.
 
     **Arguments:**
 
@@ -156,15 +138,11 @@ def build_model(cfg: PotentialConfig, key, *, units: str = "dimensionless"):
     from .. import frames
     from ..model import PotentialModel
 
-    make = registry.potentials[cfg.model]
-    params = dict(cfg.params)
-    if units != "dimensionless" and "units" in inspect.signature(make).parameters:
-        params.setdefault("units", units)
-    if learned_model(cfg.model):
-        pot = make(key=key, width=cfg.width, depth=cfg.depth, input_scale=cfg.input_scale,
-                   **params)
-    else:
-        pot = make(**params)
+    supplied = {"key": key, "width": cfg.width, "depth": cfg.depth,
+                "input_scale": cfg.input_scale}
+    if units != "dimensionless" and "units" not in cfg.params:
+        supplied["units"] = units
+    pot = _call(registry.potentials[cfg.model], supplied, cfg.params, "potential")
     if cfg.frame == "inertial":
         frame = None
     elif cfg.frame == "moving":

@@ -57,7 +57,7 @@ def fingerprints(cfg: Config) -> dict[str, str]:
     for stage in STAGES:
         for section in stage.sections:
             d = dataclasses.asdict(getattr(cfg, section))
-            if section == "data" and cfg.data.source in ("file", "survey"):
+            if section == "data" and cfg.data.path:  # a source that reads a file
                 d["file_sha256"] = _file_digest(cfg.data.path)
             h.update(json.dumps({section: d}, sort_keys=True).encode())
         out[stage.name] = h.copy().hexdigest()[:16]

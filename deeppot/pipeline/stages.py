@@ -27,7 +27,15 @@ import numpy as np
 
 from .._errors import TrainingError
 from .build import build_catalog, build_df, build_loss, build_model
-from .config import Config, DFConfig, FitConfig, PotentialConfig, ScoresConfig, section_dict
+from .config import (
+    Config,
+    DFConfig,
+    FitConfig,
+    PotentialConfig,
+    ScoresConfig,
+    section_dict,
+    trainable,
+)
 from .report import evaluate_model, plot_losses, quality_warnings, write_report
 
 __all__ = [
@@ -236,7 +244,7 @@ def train_df(cfg: DFConfig, catalog, key, *, checkpoint_dir=None, devices=None,
 
     k_init, k_fit = jax.random.split(key)
     df = build_df(cfg, k_init, catalog=catalog)
-    if cfg.kind == "exact":
+    if not trainable(cfg.kind):
         return df, {"members": []}
     members = df.members if isinstance(df, Ensemble) else (df,)
     trained, summaries = [], []
@@ -446,7 +454,7 @@ def _report(ctx: StageContext):
         return {k: v for k, v in s.items() if k not in ("curve", "check")}
 
     score_error = None
-    if cfg.df.kind != "exact" and "truth_df" in cat.meta:
+    if trainable(cfg.df.kind) and "truth_df" in cat.meta:
         from .. import evaluate, mocks
 
         w = np.asarray(cat.w[: cfg.evaluate.n_points])

@@ -28,7 +28,7 @@ def _config(table, **sections):
            "data": {"source": "survey", "path": str(table),
                     "params": {"min_parallax_over_error": 5.0,
                                "sun": {"distance": 8.122, "z": 20.8}}},
-           "df": {"kind": "ffjord", "width": 32, "depth": 2, "ode_steps": 4, "steps": 400,
+           "df": {"kind": "ffjord", "params": {"width": 32, "depth": 2, "ode": 4}, "steps": 400,
                   "batch_size": 256, "warmup_steps": 20},
            "scores": {"n": 512, "chunk_size": 512, "selection": SELECTION},
            "potential": {"model": "miyamoto_nagai",

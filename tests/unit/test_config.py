@@ -36,10 +36,13 @@ def test_defaults_are_valid_and_are_the_api_defaults():
         assert getattr(cfg.df, key) == default(fit_df, name), key
         assert getattr(cfg.fit, key) == default(fit_potential, name), key
     assert cfg.df.ema_decay == default(fit_df, "ema_decay")
-    for key in ("width", "depth", "n_blocks"):
-        assert getattr(cfg.df, key) == default(FFJORD, key), key
-    assert pipeline.build_df(cfg.df, jax.random.key(0)).blocks[0].field.mlp.activation \
-        is default(FFJORD, "activation")
+    # the kind's own parameters are its constructor's: FFJORD's defaults, unless set
+    assert cfg.df.params == {}
+    df = pipeline.build_df(cfg.df, jax.random.key(0))
+    mlp = df.blocks[0].field.mlp
+    assert (len(df.blocks), mlp.width_size, mlp.depth) == tuple(
+        default(FFJORD, key) for key in ("n_blocks", "width", "depth"))
+    assert mlp.activation is default(FFJORD, "activation")
 
 
 def test_unknown_key_names_key_section_and_valid_keys():
@@ -63,7 +66,7 @@ def test_unknown_section_is_named():
         ({"fit": {"learning_rate": 0.0}}, "key 'learning_rate' in [fit] must be > 0, got 0.0"),
         ({"scores": {"n": -5}}, "key 'n' in [scores] must be ≥ 1, got -5"),
         ({"evaluate": {"density_fraction": 2}}, "key 'density_fraction' in [evaluate] must be ≤ 1"),
-        ({"df": {"kind": "maf"}}, "key 'kind' in [df] must be one of 'exact', 'ffjord', 'spline'"),
+        ({"df": {"kind": "maf"}}, "key 'kind' in [df] must be one of 'exact', 'ffjord', "),
         ({"run": {"x64": "yes"}}, "key 'x64' in [run] must be true or false"),
         ({"potential": {"omega": [0, 0]}}, "key 'omega' in [potential] must be an array of 3"),
         ({"fit": 3}, "[fit] must be a table"),
@@ -74,8 +77,12 @@ def test_bad_values_name_the_key(raw, expected):
 
 
 def test_key_for_another_kind_is_rejected():
-    msg = _error({"data": {"source": "plummer", "h_z": 0.2}})
-    assert "key 'h_z' in [data] applies only when source = 'disk'" in msg
+    msg = _error({"data": {"source": "file", "path": "x.npz", "observe": True}})
+    assert "key 'observe' in [data] applies only when source = a mock generator" in msg
+    msg = _error({"data": {"source": "plummer", "path": "x.npz"}})
+    assert "key 'path' in [data] applies only when source = a source that reads a file" in msg
+    msg = _error({"df": {"kind": "exact", "steps": 10}})
+    assert "key 'steps' in [df] applies only when kind = a trained DF" in msg
     msg = _error({"potential": {"model": "plummer", "width": 64}})
     assert "key 'width' in [potential] applies only when model = a learned model" in msg
 
@@ -116,9 +123,16 @@ def test_overrides_are_parsed_as_toml_or_bare_strings(tmp_path):
     assert cfg.potential.omega == [0.0, 0.0, 0.3] and cfg.df.learning_rate == 1e-3
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(pipeline.default_config_path("demo"), ["steps=10"])
-    # the demo config tunes FFJORD keys, so switching the kind flags them by name
-    with pytest.raises(ConfigError, match="key 'ode_steps' in \\[df\\] applies only"):
+    # the demo config tunes FFJORD's parameters, so switching the kind flags them by name
+    with pytest.raises(ConfigError, match="kind 'spline' has no parameter 'width'; valid: kind"):
         load_config(pipeline.default_config_path("demo"), ["df.kind=spline"])
+    # a key of a table is a dotted path
+    cfg = load_config(pipeline.default_config_path("demo"), ["df.params.width=64",
+                                                             "data.params.r_max=20"])
+    assert cfg.df.params == {"width": 64, "depth": 3, "activation": "tanh", "ode": 4}
+    assert cfg.data.params == {"r_max": 20.0}
+    with pytest.raises(ConfigError, match="cannot override df.kind.width: df.kind is not a"):
+        load_config(pipeline.default_config_path("demo"), ["df.kind.width=64"])
 
 
 def test_file_errors(tmp_path):
@@ -161,7 +175,13 @@ def test_extends_merges_key_by_key_and_refuses_cycles(tmp_path):
     assert (cfg.fit.steps, cfg.fit.batch_size, cfg.df.kind) == (9, 64, "exact")
     quick = load_config(pipeline.default_config_path("demo-quick"))
     demo = load_config(pipeline.default_config_path("demo"))
-    assert quick.df.width == demo.df.width and quick.df.steps < demo.df.steps
+    assert quick.df.params == demo.df.params and quick.df.steps < demo.df.steps
+    # `params` tables merge key by key too, unless the kind changes
+    base.write_text("[df]\nkind = 'spline'\nparams = { knots = 4, nn_depth = 1 }\n")
+    child.write_text("extends = 'base.toml'\n[df.params]\nknots = 6\n")
+    assert load_config(child).df.params == {"knots": 6, "nn_depth": 1}
+    child.write_text("extends = 'base.toml'\n[df]\nkind = 'ffjord'\nparams = { width = 8 }\n")
+    assert load_config(child).df.params == {"width": 8}
     base.write_text("extends = 'child.toml'\n")
     with pytest.raises(ConfigError, match="cycle"):
         load_config(child)
@@ -213,7 +233,7 @@ def test_df_symmetry_and_augmentation_build_the_wrappers(symmetry, augment, tang
     reflection of its symmetry, mirror_z over z → −z."""
     from deeppot.pipeline.build import build_df
 
-    cfg = pipeline.parse_config({"df": {"kind": "ffjord", "width": 8, "depth": 1,
+    cfg = pipeline.parse_config({"df": {"kind": "ffjord", "params": {"width": 8, "depth": 1},
                                         "symmetry": symmetry, "augment": augment,
                                         "tangential": tangential, "reflect": reflect,
                                         "mirror_z": mirror, "ensemble": 2}})
@@ -281,3 +301,66 @@ def test_azimuthal_mean_adds_the_penalty_to_the_loss():
     pairs = [(w, t) for w, t in zip(loss.weights, loss.terms)
              if isinstance(t, terms.AzimuthalMeanPenalty)]
     assert [w for w, _ in pairs] == [0.5]
+
+
+def test_kind_params_are_checked_against_the_registered_signature():
+    """`params` of a source, DF or potential family: names and TOML types come from the
+    registered object's signature; values convert (integers to floats, activation names and
+    ODE step counts to the constructor's objects)."""
+    msg = _error({"data": {"source": "disk", "params": {"n_dyn": "long", "h_r": 1.0}},
+                  "df": {"kind": "ffjord", "params": {"widht": 8, "activation": "relu",
+                                                      "depth": 2.5}},
+                  "potential": {"model": "plummer", "params": {"m_tot": True}}})
+    assert "key 'params' in [data]: source 'disk': parameter 'n_dyn' must be a number, got " \
+        "string 'long'" in msg
+    assert "key 'params' in [data]: source 'disk' has no parameter 'h_r'; valid: a, b, h_R, " \
+        "h_z, n_dyn, m_tot," in msg
+    assert "key 'params' in [df]: kind 'ffjord' has no parameter 'widht'; valid: n_blocks, " \
+        "width, depth, activation, ode," in msg
+    assert "parameter 'activation' must be one of 'tanh', 'silu'; got 'relu'" in msg
+    assert "parameter 'depth' must be an integer, got float 2.5" in msg
+    assert "key 'params' in [potential]: plummer: parameter 'm_tot' must be a number" in msg
+    # what the pipeline supplies (key, n, dim, …) is not a parameter
+    assert "has no parameter 'dim'" in _error({"df": {"params": {"dim": 4}}})
+    assert "has no parameter 'n'" in _error({"data": {"params": {"n": 4}}})
+
+    import diffrax
+
+    cfg = parse_config({"data": {"source": "disk", "params": {"n_dyn": 8}},
+                        "df": {"params": {"width": 8, "depth": 1, "activation": "tanh",
+                                          "ode": 3}}})
+    assert cfg.data.params == {"n_dyn": 8.0} and isinstance(cfg.data.params["n_dyn"], float)
+    flow = pipeline.build_df(cfg.df, jax.random.key(0))
+    assert flow.blocks[0].field.mlp.activation is jax.numpy.tanh
+    ode = flow.blocks[0].ode
+    assert ode.n_steps == 3 and isinstance(ode.solver, diffrax.Tsit5)
+    cfg = parse_config({"df": {"params": {"width": 8, "depth": 1, "ode": 0}}})
+    assert pipeline.build_df(cfg.df, jax.random.key(0)).blocks[0].ode.n_steps is None
+
+
+@pytest.mark.parametrize("section, key, value, where", [
+    ("df", "width", 128, "[df.params] (width = 128)"),
+    ("df", "ode_steps", 4, "[df.params] (ode = 4)"),
+    ("df", "spline_kind", "coupling", "[df.params] (kind = 'coupling')"),
+    ("data", "n_dyn", 8.0, "[data.params] (n_dyn = 8.0)"),
+    ("data", "r_max", 10.0, "[data.params] (r_max = 10.0)"),
+])
+def test_old_kind_keys_say_where_they_moved(section, key, value, where):
+    msg = _error({section: {key: value}})
+    assert msg.splitlines()[1].strip() == (
+        f"key {key!r} in [{section}] moved: a {'kind' if section == 'df' else 'source'}'s own "
+        f"settings are its parameters, in {where}")
+
+
+def test_sources_declare_their_needs():
+    """A source's signature and attributes say what it needs: survey a path and physical
+    units, a mock without a units parameter dimensionless units, exact a mock recording
+    its DF; nothing is checked by a source's name."""
+    assert "key 'path' in [data] is required when source = 'survey'" in _error(
+        {"run": {"units": "galactic"}, "data": {"source": "survey"}})
+    assert "[data] source 'survey' needs physical units" in _error({"data": {
+        "source": "survey", "path": "t.fits"}})
+    assert "[data] source 'plummer' is a dimensionless mock" in _error(
+        {"run": {"units": "galactic"}})
+    assert "kind = 'exact' in [df]" in _error({"data": {"source": "bar"}, "df": {"kind": "exact"}})
+    parse_config({"data": {"source": "bar_jacobi"}, "df": {"kind": "exact"}})

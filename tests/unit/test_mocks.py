@@ -225,7 +225,20 @@ def test_cli_mock_disk(tmp_path):
 
     out = tmp_path / "d.h5"
     assert (
-        main(["mock", "disk", "--n", "2048", "--n-dyn", "8", "--out", str(out), "--no-progress"])
+        main(["mock", "disk", "--n", "2048", "--param", "n_dyn=8", "--out", str(out),
+              "--no-progress"])
         == 0
     )
     assert len(PhaseSpaceCatalog.load(out)) == 2048
+
+
+def test_cli_mock_passes_generator_parameters(tmp_path):
+    """`--param NAME=VALUE` sets a parameter of the source's generator ([data.params])."""
+    from deeppot.cli import main
+
+    out = tmp_path / "p.npz"
+    assert main(["mock", "plummer", "--n", "300", "--param", "r_max=0.5", "--out", str(out),
+                 "--no-progress"]) == 0
+    cat = PhaseSpaceCatalog.load(out)
+    assert cat.meta["truth_df"]["r_max"] == 0.5
+    assert float(np.max(np.linalg.norm(np.asarray(cat.x), axis=1))) <= 0.5
