@@ -13,6 +13,16 @@ from ._base import AbstractTerm
 PENALTIES = ("asinh", "cauchy", "square")  # the values of Stationarity's `penalty`
 
 
+def _free_component(term, pot):
+    """The component `term.component` of a composite potential, or a `ValueError` naming
+    the term and what the potential has."""
+    if not isinstance(pot, CompositePotential) or term.component not in pot:
+        names = list(pot) if isinstance(pot, CompositePotential) else type(pot).__name__
+        raise ValueError(f"{type(term).__name__} needs a CompositePotential with a component "
+                         f"{term.component!r}; the model's potential has {names}")
+    return pot[term.component]
+
+
 def _positive(name, value) -> float:
     value = float(value)
     if not value > 0:
@@ -139,14 +149,7 @@ class SymmetryPenalty(AbstractTerm):
     component: str = "neural_potential"
 
     def evaluate(self, model, batch, fields):
-        pot = model.potential
-        if not isinstance(pot, CompositePotential) or self.component not in pot:
-            names = list(pot) if isinstance(pot, CompositePotential) else type(pot).__name__
-            raise ValueError(
-                f"SymmetryPenalty needs a CompositePotential with a component "
-                f"{self.component!r}; the model's potential has {names}"
-            )
-        free = jax.vmap(pot[self.component]._gradient)(batch.x)
+        free = jax.vmap(_free_component(self, model.potential)._gradient)(batch.x)
         return jnp.mean(jnp.sum(free**2, -1)) / jnp.mean(jnp.sum(fields.grad**2, -1))
 
 
@@ -184,14 +187,7 @@ class AzimuthalMeanPenalty(AbstractTerm):
                              f"{self.max_points}")
 
     def evaluate(self, model, batch, fields):
-        pot = model.potential
-        if not isinstance(pot, CompositePotential) or self.component not in pot:
-            names = list(pot) if isinstance(pot, CompositePotential) else type(pot).__name__
-            raise ValueError(
-                f"AzimuthalMeanPenalty needs a CompositePotential with a component "
-                f"{self.component!r}; the model's potential has {names}"
-            )
-        free = pot[self.component]
+        free = _free_component(self, model.potential)
         x = batch.x[: self.max_points]
         angles = 2 * jnp.pi * jnp.arange(self.n_phi, dtype=x.dtype) / self.n_phi
         c, s = jnp.cos(angles), jnp.sin(angles)

@@ -10,7 +10,12 @@ Each page runs in a fresh namespace, in a temporary working directory, and the g
 settings a page changes (e.g. `jax_enable_x64`) are restored afterwards.
 """
 
+import ast
+import contextlib
+import importlib
 import importlib.util
+import inspect
+import pkgutil
 import re
 from pathlib import Path
 
@@ -78,3 +83,134 @@ def test_docs_are_self_contained():
         text = page.read_text()
         for bad in ("../shared", "DESIGN.md", "/work/"):
             assert bad not in text, f"{page.relative_to(ROOT)} refers to {bad!r}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The API reference: every public name has a mkdocstrings entry (`::: module.name`) in docs/api/
+# ---------------------------------------------------------------------------------------------
+
+API_PAGES = sorted((ROOT / "docs" / "api").glob("*.md"))
+ENTRY = re.compile(r"^:::\s+([\w.]+)\s*$", re.M)
+PLUGINS = ("deeppot_galpy", "deeppot_gala", "deeppot_agama")
+
+
+def api_modules() -> list[str]:
+    """deeppot, each of its public modules and subpackages, and the installed plugins."""
+    import deeppot
+
+    names = ["deeppot"] + [f"deeppot.{info.name}" for info in pkgutil.iter_modules(deeppot.__path__)
+                           if not info.name.startswith("_")]
+    return names + [p for p in PLUGINS if importlib.util.find_spec(p) is not None]
+
+
+def public_names(module) -> list[str]:
+    """A module's `__all__`; without one, the names its source binds at top level — its own
+    definitions, `import x as x` re-exports and, in a package's `__init__`, every import from
+    inside the package — that are not private (`_name`) and not modules."""
+    if hasattr(module, "__all__"):
+        return list(module.__all__)
+    tree = ast.parse(Path(module.__file__).read_text())
+    is_package = Path(module.__file__).name == "__init__.py"
+    names = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, ast.Assign):
+            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.append(node.target.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            relative = isinstance(node, ast.ImportFrom) and node.level > 0
+            names += [a.asname for a in node.names
+                      if a.asname is not None and (a.asname == a.name or is_package and relative)]
+            if is_package and relative:
+                names += [a.name for a in node.names if a.asname is None]
+    return [n for n in dict.fromkeys(names)
+            if not n.startswith("_") and not inspect.ismodule(getattr(module, n))]
+
+
+def resolve(path: str):
+    """The object a dotted path names: the longest importable module, then attributes."""
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(path)
+
+
+def api_entries() -> dict[str, str]:
+    """Every `::: path` entry of docs/api/, with the page it is on."""
+    return {path: page.name for page in API_PAGES for path in ENTRY.findall(page.read_text())}
+
+
+def test_public_names_rule():
+    """The rule that finds public names reads `__all__`, definitions and re-exports."""
+    import deeppot
+    import deeppot.frames
+    import deeppot.laplacian
+
+    assert public_names(deeppot.mocks) == deeppot.mocks.__all__
+    top = public_names(deeppot)
+    assert {"Plummer", "fit_df", "PhaseSpaceCatalog", "load_model", "ConfigError"} <= set(top)
+    assert "flows" not in top and "jax" not in top
+    # a plain module's names are its definitions, not what it imports (UnitSystem, vector3,
+    # jaxtyping's Float, the private module's Position)
+    laplacian = set(public_names(deeppot.laplacian))
+    assert {"Method", "METHODS", "value_grad_laplacian"} <= laplacian
+    assert not laplacian & {"Position", "Float", "Literal", "AbstractPotential", "jnp"}
+    frames = set(public_names(deeppot.frames))
+    assert {"AbstractFrame", "InertialFrame", "MovingFrame", "RotatingFrame"} <= frames
+    assert not frames & {"UnitSystem", "resolve_units", "vector3", "final", "eqx"}
+    assert {"FFJORD", "SphericalDF", "REFLECTIONS"} <= set(public_names(deeppot.flows))
+
+
+def test_api_entries_resolve():
+    """Every `::: path` in docs/api/ names an existing object (a stale one breaks the site)."""
+    entries = api_entries()
+    assert len(entries) > 100
+    stale = []
+    for path, page in entries.items():
+        try:
+            resolve(path)
+        except (ImportError, AttributeError):
+            stale.append(f"docs/api/{page}: ::: {path}")
+    assert not stale, "entries naming nothing:\n" + "\n".join(stale)
+
+
+def test_every_public_name_has_an_api_entry():
+    """A public name is documented by an entry of its own path, or of another public path to
+    the same object (`deeppot.Plummer` documents `deeppot.potentials.Plummer`)."""
+    entries = api_entries()
+    documented = {}
+    for path in entries:
+        with contextlib.suppress(ImportError, AttributeError):
+            documented[id(resolve(path))] = path
+    missing = []
+    for modname in api_modules():
+        module = importlib.import_module(modname)
+        for name in public_names(module):
+            path, obj = f"{modname}.{name}", getattr(module, name)
+            plain = isinstance(obj, (str, int, float, bool, type(None)))  # equal values share ids
+            if path not in entries and (plain or id(obj) not in documented):
+                missing.append(path)
+    assert not missing, ("public names without a `::: name` entry in docs/api/:\n"
+                         + "\n".join(missing))
+
+
+def test_architecture_names_every_module():
+    """docs/architecture.md's layout names each module and package of deeppot/ and each
+    plugin (by its stem, so `evaluate.py` and a package `evaluate/` are the same entry)."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    layout = text[text.index("## Layout"):text.index("## Registries and plugins")]
+    named = set(re.findall(r"^ {2}([\w-]+)(?:\.py|/)\s", layout, re.M))
+    assert {"flows", "catalog", "deeppot-galpy"} <= named, "layout block not recognised"
+    tree = {p.stem for p in (ROOT / "deeppot").iterdir()
+            if p.name != "__init__.py" and (p.suffix == ".py" or p.is_dir() and
+                                            not p.name.startswith("__"))}
+    tree |= {p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").exists()}
+    assert tree - named == set(), f"docs/architecture.md's layout does not name {tree - named}"
