@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check deeppot tests benchmarks plugins
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_laplacian.py
+	$(PY) -m benchmarks.bench_laplacian
 
 # the documentation site (mkdocs; fails on broken links or references)
 docs: $(STAMP)

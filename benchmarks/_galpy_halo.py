@@ -5,14 +5,14 @@
   truncation). In galpy's natural units (G = 1) `HernquistPotential(amp=2M, a=r_s)` is
   `deeppot.Hernquist(M, r_s)`. Its exact scores are those of `deeppot.flows.HernquistDF(
   r_a=...)`, a closed form written independently of galpy: the two agree (Stein's
-  identity on galpy's stars, `benchmarks/check_equilibrium.py`; ln f to a constant,
+  identity on galpy's stars, `python -m benchmarks.check_equilibrium`; ln f to a constant,
   `tests/unit/test_analytic_dfs.py`), and galpy's stars stay in equilibrium in the
   potential.
 - `nfw_halo`: galpy's `osipkovmerrittNFWdf` truncated at `rmax` (the halo of earlier
   results). **Not an equilibrium**: galpy draws radii from the truncated NFW density and
   velocities from f(Q) at each radius, which do not agree with each other, so in the
   NFW potential the stars' radial velocity dispersion at 1–3 r_s grows by 16% within
-  20 time units (`benchmarks/check_equilibrium.py`), and galpy's f(Q) is not the
+  20 time units (`python -m benchmarks.check_equilibrium`), and galpy's f(Q) is not the
   density of its own stars (Stein's identity fails beyond r_s). Kept to reproduce the
   earlier rows and that diagnosis.
 """
@@ -115,12 +115,19 @@ class NFWGalpyScores:
         return dx, dv
 
 
-if __name__ == "__main__":
-    # python benchmarks/_galpy_halo.py [PATH]: write hernquist_halo(0, 2^16) as a catalogue
-    # file (its meta records the truth), the input of benchmarks/configs/halo.toml
-    import sys
+def main(argv=None):
+    """`python -m benchmarks._galpy_halo [PATH]`: write `hernquist_halo(0, 2^16)` as a
+    catalogue file (its meta records the truth), the input of benchmarks/configs/halo.toml."""
     from pathlib import Path
 
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/halo/hernquist_om.npz")
+    from ._harness import parser
+
+    p = parser(main.__doc__, __file__)
+    p.add_argument("path", nargs="?", default="runs/halo/hernquist_om.npz")
+    path = Path(p.parse_args(argv).path)
     path.parent.mkdir(parents=True, exist_ok=True)
     print(hernquist_halo(0, 2**16)[0].save(path))
+
+
+if __name__ == "__main__":
+    main()

@@ -4,12 +4,12 @@ Each stage is one niced call that reads and writes a run directory (`runs/bar/<n
 the stages run one at a time on a shared machine and resume:
 
 ```
-python benchmarks/bar_experiment.py mock   RUN --source bar_jacobi --n 65536
-python benchmarks/bar_experiment.py df     RUN --steps 20000 [--augment]
-python benchmarks/bar_experiment.py scores RUN --n 262144 [--exact]
-python benchmarks/bar_experiment.py fit    RUN --scores flow --model composite --tag T
-python benchmarks/bar_experiment.py report RUN --tag T      # JSON + .md + plots
-python benchmarks/bar_experiment.py moments RUN             # stationarity of the mock
+python -m benchmarks.bar_experiment mock   RUN --source bar_jacobi --n 65536
+python -m benchmarks.bar_experiment df     RUN --steps 20000 [--augment]
+python -m benchmarks.bar_experiment scores RUN --n 262144 [--exact]
+python -m benchmarks.bar_experiment fit    RUN --scores flow --model composite --tag T
+python -m benchmarks.bar_experiment report RUN --tag T      # JSON + .md + plots
+python -m benchmarks.bar_experiment moments RUN             # stationarity of the mock
 ```
 
 `fit` trains the potential and the frame's Ω jointly (`trainable = (potential,
@@ -20,31 +20,20 @@ from the truth). Reports go to `benchmarks/results/bar_<run>_<tag>.{json,md}`; C
 come from `resource.getrusage` (the machine is shared, so wall times are upper bounds).
 """
 
-import argparse
 import inspect
 import json
-import resource
-import sys
-import time
 from pathlib import Path
 
 import equinox as eqx
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import deeppot as dp
+from deeppot import evaluate, mocks
 
-import deeppot as dp  # noqa: E402
-from deeppot import evaluate, mocks  # noqa: E402
+from . import _harness as harness
 
-ROOT = Path(__file__).resolve().parents[1]
-RUNS = ROOT / "runs" / "bar"
-RESULTS = ROOT / "benchmarks" / "results"
-
-
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+RUNS = harness.ROOT / "runs" / "bar"
 
 
 def _run_dir(name: str) -> Path:
@@ -62,9 +51,9 @@ def _log(run: Path, stage: str, record: dict) -> None:
 
 
 def _timed(fn):
-    t0, c0 = time.time(), _cpu()
-    out = fn()
-    return out, {"wall_s": round(time.time() - t0, 1), "cpu_s": round(_cpu() - c0, 1)}
+    with harness.Stage() as st:
+        out = fn()
+    return out, st.info()
 
 
 def _catalog(run: Path) -> dp.PhaseSpaceCatalog:
@@ -259,11 +248,9 @@ def cmd_report(args):
                       "argmin": float(land["omega"][np.argmin(land["loss"])])},
         "fit_quality": evaluate.fit_quality(model, scores),
     }
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"bar_{args.run}_{args.tag}"
-    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    command = harness.command(__file__, ["report", args.run, "--tag", args.tag])
     lines = [f"# Bar run `{args.run}`, fit `{args.tag}`", "",
-             f"Command: `python benchmarks/bar_experiment.py report {args.run} --tag {args.tag}`"
+             f"Command: `{command}`"
              " (after the mock/df/scores/fit stages in runs/bar/<run>/log.json).", "",
              f"Pattern speed: **{omega:.5f}** (truth {omega_true:g}, error "
              f"**{100 * payload['omega_error']:+.2f}%**); scores: {fit['scores']}, model: "
@@ -282,7 +269,8 @@ def cmd_report(args):
               f"force, {100 * payload['bar_force_error_vs_bar_median']:.1f}% of the bar's own.",
               f"Loss landscape in Ω_p at the fitted potential: minimum at "
               f"{payload['landscape']['argmin']:.4f}."]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    harness.write_results(f"bar_{args.run}_{args.tag}", payload, "\n".join(lines),
+                          default=float)
     print("\n".join(lines))
     if args.plots:
         _plots(run, args, model, truth, omega_true, scores, land, r_bar)
@@ -325,7 +313,7 @@ def _plots(run, args, model, truth, omega_true, scores, land, r_bar):
     axes[1, 2].axvline(omega_true, color="k", ls=":")
     axes[1, 2].axvline(float(model.frame.omega[2]), color="r", ls="--")
     axes[1, 2].set(xlabel="Ω_p", ylabel="ln L_stationarity", title="loss landscape")
-    fig.savefig(RESULTS / f"bar_{args.run}_{args.tag}.png", dpi=90)
+    fig.savefig(harness.RESULTS / f"bar_{args.run}_{args.tag}.png", dpi=90)
 
 
 def cmd_moments(args):
@@ -344,19 +332,17 @@ def cmd_moments(args):
                      f"({b['z']:+.1f}) |")
     header = [f"# Stationarity of the mock `{args.run}` ({cat.meta['generator']}, "
               f"n = {len(cat)})", "",
-              f"Command: `python benchmarks/bar_experiment.py moments {args.run}`. "
+              f"Command: `{harness.command(__file__, ['moments', args.run])}`. "
               "d⟨g⟩/dt from the true potential and the stars alone "
               "(`evaluate.stationarity_moments`), with its z-score; inertial frame vs the "
               f"frame rotating at the true Ω_p = {omega_true:g}.", ""]
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"bar_{args.run}_moments"
-    stem.with_suffix(".json").write_text(json.dumps(out, indent=2, default=float) + "\n")
-    stem.with_suffix(".md").write_text("\n".join(header + lines) + "\n")
+    harness.write_results(f"bar_{args.run}_moments", out, "\n".join(header + lines),
+                          default=float)
     print("\n".join(lines))
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__, __file__)
     sub = p.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("mock")
     m.add_argument("run")

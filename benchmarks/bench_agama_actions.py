@@ -1,7 +1,7 @@
 """Actions in a learned potential, by agama: the Miyamoto–Nagai reproduction case (issue 16).
 
     deeppot run deeppot/configs/disk.toml --run-dir runs/disk      # the case (~35 min)
-    python benchmarks/bench_agama_actions.py --run runs/disk [--n 1000]
+    python -m benchmarks.bench_agama_actions --run runs/disk [--n 1000]
 
 For `n` stars of the case's catalogue inside the accuracy region (ρ > 10% ρ_max), agama's
 `actions` (Stäckel fudge with one focal distance `--fd` for every potential, so that the
@@ -22,21 +22,17 @@ Each row gives the median and 84th percentile of |ΔJ|/J over the stars. Results
 `benchmarks/results/agama_actions.{json,md}`. Needs agama (`make agama`).
 """
 
-import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import deeppot as dp
+from deeppot import evaluate, mocks
 
-import deeppot as dp  # noqa: E402
-from deeppot import evaluate, mocks  # noqa: E402
+from . import _harness as harness
 
-RESULTS = Path(__file__).parent / "results"
 GRID = dict(r_min=0.02, r_max=30.0, z_min=0.01, z_max=30.0)  # beyond the data on all sides
 
 
@@ -48,8 +44,8 @@ def action_errors(J, J_ref):
             for i, name in enumerate(("J_R", "J_z", "J_phi"))}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    ap = harness.parser(__doc__, __file__)
     ap.add_argument("--run", required=True, help="run directory of the disk case")
     ap.add_argument("--n", type=int, default=1000, help="stars")
     ap.add_argument("--tag", default="")
@@ -58,7 +54,7 @@ def main():
     ap.add_argument("--learned-r-max", type=float, default=6.0,
                     help="outer radius of the learned potential's grid: the data region (beyond "
                          "it a learned Φ is unconstrained; agama extrapolates as a power law)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     import agama
 
@@ -118,7 +114,7 @@ def main():
     out = {"run": str(run), "n_stars": int(len(inside)), "n_finite": int(bound.sum()),
            "learned_median_force_error": eps, "expansion_build_s": round(build_s, 1),
            "export_force_error_vs_its_source": force, "action_errors": rows,
-           "command": "python benchmarks/bench_agama_actions.py " + " ".join(sys.argv[1:])}
+           "command": harness.command(__file__, argv)}
     lines = [f"Command: `{out['command']}`", "",
              f"{out['n_stars']} stars of `{run}` in ρ > 0.1 ρ_max ({out['n_finite']} with "
              f"finite actions in every potential); the learned potential's median force "
@@ -131,10 +127,7 @@ def main():
                      f"({100 * r['J_R']['p84']:.3g}%) | {100 * r['J_z']['median']:.3g}% "
                      f"({100 * r['J_z']['p84']:.3g}%) | {100 * r['J_phi']['median']:.2g}% |")
     print("\n".join(lines), flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    tag = "agama_actions" + args.tag
-    (RESULTS / f"{tag}.json").write_text(json.dumps(out, indent=2) + "\n")
-    (RESULTS / f"{tag}.md").write_text("\n".join(lines) + "\n")
+    harness.write_results("agama_actions" + args.tag, out, "\n".join(lines))
 
 
 if __name__ == "__main__":

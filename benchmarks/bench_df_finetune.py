@@ -1,26 +1,23 @@
 """Fine-tune a flow-matching DF on the Plummer sphere and follow its score error.
 
-Loads a DF saved by `bench_scores.py --save-dir` (a `SphericalDF(FFJORD(dim=3))` or a 6-D
-`FFJORD`), then trains it further in segments with one objective and prints, after each
-segment, the median score errors against the exact `PlummerDF` at 2^14 truth points, the
-held-out NLL and the held-out score-matching loss (Hyvärinen: ½|∇ln q|² + Δln q, which is
-the Fisher divergence ½E|∇ln q − ∇ln p|² up to a constant, so it ranks models by score
-accuracy without knowing p). Objectives:
+Loads a DF saved by `python -m benchmarks.bench_scores --save-dir` (a
+`SphericalDF(FFJORD(dim=3))` or a 6-D `FFJORD`), then trains it further in segments with
+one objective and prints, after each segment, the median score errors against the exact
+`PlummerDF` at 2^14 truth points, the held-out NLL and the held-out score-matching loss
+(Hyvärinen: ½|∇ln q|² + Δln q, which is the Fisher divergence ½E|∇ln q − ∇ln p|² up to a
+constant, so it ranks models by score accuracy without knowing p). Objectives:
 
   nll_exact   exact-trace maximum likelihood of the flow as its fixed-step solver
               discretises it (the flow's own objective)
   sm          score matching on the flow's coordinates (prototype; loss below)
 
-    python benchmarks/bench_df_finetune.py MODEL.eqx --symmetry spherical \
+    python -m benchmarks.bench_df_finetune MODEL.eqx --symmetry spherical \
         --objective sm --segments 6 --segment-steps 250
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
 
 import diffrax
 import equinox as eqx
@@ -30,8 +27,8 @@ import jax.numpy as jnp
 from deeppot.flows import FFJORD, ODESettings, PlummerDF, SphericalDF
 from deeppot.train import fit, fit_df
 
-sys.path.insert(0, os.path.dirname(__file__))
-from bench_scores import cpu_seconds  # noqa: E402
+from . import _harness as harness
+from ._harness import cpu_seconds
 
 TSIT4 = ODESettings(solver=diffrax.Tsit5(), n_steps=4)
 
@@ -96,7 +93,7 @@ def metrics(df, truth, w_test):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__, __file__)
     p.add_argument("model")
     p.add_argument("--symmetry", choices=("none", "spherical"), default="spherical")
     p.add_argument("--width", type=int, default=128)
@@ -141,18 +138,13 @@ def main(argv=None):
         rows.append({"segment": seg, "steps": seg * args.segment_steps,
                      "cpu_s": round(cpu_seconds() - cpu0, 1), **metrics(df, truth, w_test)})
         print(json.dumps(rows[-1]), flush=True)
-    out = {"command": "python benchmarks/bench_df_finetune.py " + " ".join(sys.argv[1:]),
-           "rows": rows}
-    os.makedirs("benchmarks/results", exist_ok=True)
-    stem = f"benchmarks/results/finetune_{args.tag}_{args.objective}"
-    with open(stem + ".json", "w") as f:
-        json.dump(out, f, indent=2)
+    out = {"command": harness.command(__file__, argv), "rows": rows}
     lines = ["| steps | CPU s | err ∂x | err ∂v | held-out NLL | held-out SM loss |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['steps']} | {r['cpu_s']:.0f} | {r['err_x']:.4f} | {r['err_v']:.4f} | "
               f"{r['heldout_nll']:.4f} | {r['heldout_sm']:.4f} |" for r in rows]
-    with open(stem + ".md", "w") as f:
-        f.write(f"Command: `{out['command']}`\n\n" + "\n".join(lines) + "\n")
+    harness.write_results(f"finetune_{args.tag}_{args.objective}", out,
+                          f"Command: `{out['command']}`\n\n" + "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -1,35 +1,37 @@
 """Distribution-function recipes on the disk and on a cusped halo, end to end.
 
-    python benchmarks/bench_df_systems.py --system disk --variants general axisymmetric
-    python benchmarks/bench_df_systems.py --system disk8 --variants axisymmetric
-    python benchmarks/bench_df_systems.py --system halo --variants spherical spherical-vector
+    python -m benchmarks.bench_df_systems --system disk --variants general axisymmetric
+    python -m benchmarks.bench_df_systems --system disk8 --variants axisymmetric
+    python -m benchmarks.bench_df_systems --system halo --variants spherical spherical-vector
 
 Systems:
   disk      the paper's case (c): `dp.mocks.miyamoto_nagai_disk`, n_dyn = 128 (2^16 stars);
   disk8     case (d): the non-stationary disk, n_dyn = 8;
   halo      an Osipkov–Merritt Hernquist halo sampled by galpy (r_a = r_s: radial orbits
             outside r_s; stars from 0.1 to 200 r_s between the 1st and 99th percentiles),
-            exact scores from `deeppot.flows.HernquistDF(r_a=1)` (see _galpy_halo.py);
+            exact scores from `deeppot.flows.HernquistDF(r_a=1)` (see benchmarks/_galpy_halo.py);
   halo-nfw  galpy's Osipkov–Merritt NFW truncated at 30 r_s, the halo of earlier rows. Not
-            an equilibrium (`benchmarks/check_equilibrium.py`): its "exact" scores (galpy's
+            an equilibrium (`python -m benchmarks.check_equilibrium`): its "exact" scores (galpy's
             f(Q)) are not its stars' and no potential makes its stars stationary.
 
-Variants (the DF trained by conditional flow matching, FFJORD 1 × (depth × width)):
-  general                  the 6-D flow
+Variants (the DF trained by conditional flow matching, FFJORD 1 × (depth × width)), each
+a `[df]` section built by `deeppot.pipeline.build_df` (`benchmarks._systems.VARIANTS`):
+  general                  the 6-D flow (`symmetry = "none"`)
   general-aug              the 6-D flow on batches transformed by the system's symmetry
-                           group (`Augmented`: axisymmetric + z-mirror / spherical)
+                           group (`augment`: axisymmetric + z-mirror / spherical)
   axisymmetric[-q<Q>]      `AxisymmetricDF` on (ln R, asinh(z/z0), v_R, v_z, v_φ), z0 the
-                           Q-quantile of |z| (default 0.2)
-  axisymmetric-noasinh     the same with z unpreconditioned
+                           Q-quantile of |z| (default 0.2; not a `[df]` setting)
   axisymmetric-mirror      `AxisymmetricDF` trained on z-mirrored batches too
-  spherical                `SphericalDF` on (ln r, v_r, ln v_t)
+                           (`augment = "mirror_z"`)
+  spherical                `SphericalDF` on (ln r, v_r, ln v_t) (`tangential = "speed"`)
   spherical-vector         `SphericalDF(tangential="vector")` on (ln r, v_r, v_t as a 2-D
                            vector), the inner flow exactly invariant under its rotations
-  spherical[-vector]-scaled  the same with `scale_velocities=True`: the velocities divided
+  spherical[-vector]-scaled  the same with `scale_velocities = true`: the velocities divided
                            by smooth dispersion profiles σ_r(r), σ_t(r) fitted to the data
-  <variant>-reflect        the trained DF averaged over the velocity reflection every
-                           stationary DF of the system has (`Reflected`: v_r → −v_r for
-                           the halo, (v_R, v_z) → −(v_R, v_z) for the disk)
+  <variant>-reflect        `reflect = true`: the trained DF averaged over the velocity
+                           reflection every stationary DF of its symmetry has (`Reflected`:
+                           v_r → −v_r for the spherical DFs, (v_R, v_z) → −(v_R, v_z) for
+                           the axisymmetric ones); trained as the DF without it
 
 `--load-tag T` skips training: each variant's flow is read from
 `<save-dir>/<system>_<T>_<variant without -reflect>.eqx` (written by `--save-dir`).
@@ -47,134 +49,34 @@ measured; JSON and markdown go to benchmarks/results/df_<system>_<tag>.*
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import deeppot as dp
-from deeppot.flows import (
-    FFJORD,
-    Augmented,
-    AxisymmetricDF,
-    ODESettings,
-    Reflected,
-    SphericalDF,
+from deeppot import pipeline
+
+from . import _harness as harness
+from ._harness import cpu_seconds
+from ._systems import (
+    HEUN4,
+    case_config,
+    fit_miyamoto_nagai,
+    load_system,
+    make_df,
+    map_ffjords,
 )
-
-sys.path.insert(0, os.path.dirname(__file__))
-from _common import machine  # noqa: E402
-from bench_scores import cpu_seconds, map_ffjords  # noqa: E402
-
-from deeppot import pipeline  # noqa: E402
-
-HERE = Path(__file__).parent
-CONFIGS = HERE / "configs"
-RESULTS = HERE / "results"
-# the potential fits of benchmarks/reproduce.py's case (c), and its smoke-run sizes
-QUICK_FIT = ["fit.steps=100", "fit.warmup_steps=10", "fit.batch_size=512"]
-
-
-def case_config(name: str, quick: bool):
-    """The `[potential]` and `[fit]` settings of `benchmarks/configs/<name>.toml`."""
-    return pipeline.load_config(CONFIGS / f"{name}.toml", QUICK_FIT if quick else ())
-
-
-def fit_miyamoto_nagai(scores, key, quick):
-    """Case (c)'s analytic fits: (m_tot, a, b) free, and (a, b) with the mass fixed."""
-    out = {}
-    for label, name in (("free_mass", "case-c-mn"), ("fixed_mass", "case-c-mn-fixed")):
-        cfg = case_config(name, quick)
-        fitted, info = pipeline.train_potential(cfg.potential, cfg.fit, scores, key)
-        out[label] = {p: float(getattr(fitted.potential, p)) for p in ("m_tot", "a", "b")}
-        out[label]["fit"] = info
-    return out
 
 
 def disk_accuracy(model, x):
     """Errors at disk tracers where the true density exceeds 10% of its maximum."""
     res = dp.evaluate.residuals(model, dp.MiyamotoNagai(1.0, 1.0, 0.1), x)
     return dp.evaluate.summarise(res, dp.evaluate.density_region(res, 0.1))
-
-CACHE = os.environ.get("DEEPPOT_BENCH_CACHE", "/tmp/deeppot_bench_cache")
-HEUN4 = ODESettings(solver=diffrax.Heun(), n_steps=4)
-
-
-def _cached(name, make):
-    os.makedirs(CACHE, exist_ok=True)
-    path = os.path.join(CACHE, name + ".npz")
-    if os.path.exists(path):
-        with np.load(path) as d:
-            return dp.PhaseSpaceCatalog(d["x"], d["v"])
-    cat = make()
-    np.savez(path, x=np.asarray(cat.x), v=np.asarray(cat.v))
-    return cat
-
-
-def load_system(system: str, n: int):
-    """(training catalogue, truth potential, held-out catalogue, exact scores or None)."""
-    if system in ("disk", "disk8"):
-        n_dyn = 128 if system == "disk" else 8
-
-        def make(seed, m):
-            return dp.mocks.miyamoto_nagai_disk(jax.random.key(seed), m, n_dyn=n_dyn, workers=2)
-
-        train = _cached(f"{system}_{n}", lambda: make(0, n))
-        test = _cached(f"{system}_test_16384", lambda: make(1, 2**14))
-        return train, dp.MiyamotoNagai(1.0, 1.0, 0.1), test, None
-    import _galpy_halo as halos
-
-    if system == "halo":
-        train = _cached(f"hernquist_om_{n}", lambda: halos.hernquist_halo(0, n)[0])
-        test = _cached("hernquist_om_test_16384", lambda: halos.hernquist_halo(1, 2**14)[0])
-        return train, dp.Hernquist(1.0, 1.0), test, halos.hernquist_exact_scores()
-    train = _cached(f"halo_{n}", lambda: halos.nfw_halo(0, n)[0])
-    test = _cached("halo_test_16384", lambda: halos.nfw_halo(1, 2**14)[0])
-    return train, dp.NFW(1.0, 1.0), test, halos.NFWGalpyScores()
-
-
-def make_df(variant: str, system: str, key, width: int, depth: int, activation):
-    def flow(dim, **kwargs):
-        return FFJORD(key, dim=dim, n_blocks=1, width=width, depth=depth,
-                      activation=activation, chunk_size=4096, **kwargs)
-
-    if variant == "general":
-        return flow(6)
-    if variant == "general-aug":
-        return Augmented(flow(6), "spherical" if system.startswith("halo")
-                         else "axisymmetric_mirror_z")
-    if variant.startswith("spherical"):
-        scaled = variant.endswith("-scaled")
-        if variant.removesuffix("-scaled") == "spherical":
-            return SphericalDF(flow(3), scale_velocities=scaled)
-        if variant.removesuffix("-scaled") == "spherical-vector":
-            return SphericalDF(flow(4, pair_invariant=True), tangential="vector",
-                               scale_velocities=scaled)
-    if variant.startswith("axisymmetric"):
-        kinds = ("log", "asinh", "identity", "identity", "identity")
-        quantile = 0.2
-        rest = variant[len("axisymmetric"):]
-        mirror = False
-        for part in filter(None, rest.split("-")):
-            if part == "noasinh":
-                kinds = ("log", "identity", "identity", "identity", "identity")
-            elif part == "mirror":
-                mirror = True
-            elif part.startswith("q"):
-                quantile = float(part[1:])
-            else:
-                raise ValueError(f"unknown variant part {part!r}")
-        df = AxisymmetricDF(flow(5), precondition=kinds, quantile=quantile)
-        return Augmented(df, "mirror_z") if mirror else df
-    raise ValueError(f"unknown variant {variant!r}")
 
 
 def stationarity_residual(truth, scores, vertical: bool):
@@ -259,7 +161,7 @@ def train(df, data, k, args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__, __file__)
     p.add_argument("--system", choices=("disk", "disk8", "halo", "halo-nfw"), required=True)
     p.add_argument("--variants", nargs="*", default=[],
                    help="none: the halo's exact-score floor alone")
@@ -290,7 +192,6 @@ def main(argv=None):
         args.sph_steps = 50
     cfg = {"quick": args.quick, "sph_width": 64, "sph_input_scale": 3.0,
            "sph_steps": args.sph_steps}
-    activation = {"tanh": jnp.tanh, "silu": jax.nn.silu}[args.activation]
     train_data, truth, test, exact = load_system(args.system, args.n_stars)
     halo = args.system.startswith("halo")
     rows = []
@@ -298,8 +199,8 @@ def main(argv=None):
     for i, variant in enumerate(args.variants):
         k = jax.random.fold_in(key, i)
         base = variant.removesuffix("-reflect")
-        df = make_df(base, args.system, jax.random.fold_in(k, 0), args.width, args.depth,
-                     activation)
+        df = make_df(variant, args.system, jax.random.fold_in(k, 0), args.width, args.depth,
+                     args.activation)
         row = {"system": args.system, "variant": variant,
                "flow": f"1x({args.depth}x{args.width} {args.activation}), {args.steps} cfm"
                        + (f" + {args.nll_finetune} nll_exact" if args.nll_finetune else "")}
@@ -314,8 +215,6 @@ def main(argv=None):
                 os.makedirs(args.save_dir, exist_ok=True)
                 eqx.tree_serialise_leaves(
                     os.path.join(args.save_dir, f"{args.system}_{args.tag}_{base}.eqx"), df)
-        if variant.endswith("-reflect"):
-            df = Reflected(df, "radial_velocity" if halo else "meridional_velocity")
         w_test = jnp.asarray(test.w[:8192], jnp.float32)
         row["heldout_nll"] = float(-jnp.mean(df.log_prob(w_test)))
         t = time.perf_counter()
@@ -347,7 +246,7 @@ def main(argv=None):
                **fit_halo_potentials(scores, test, truth, cfg, jax.random.fold_in(key, 99))}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    write(args, rows)
+    write(args, rows, argv)
 
 
 def _md(args, rows):
@@ -384,17 +283,16 @@ def _md(args, rows):
     return "\n".join(lines)
 
 
-def write(args, rows):
-    os.makedirs(RESULTS, exist_ok=True)
-    stem = RESULTS / f"df_{args.system}_{args.tag}{'_quick' if args.quick else ''}"
-    command = "python benchmarks/bench_df_systems.py " + " ".join(sys.argv[1:])
-    payload = {"command": command, "note": args.note, "machine": machine(), "rows": rows}
-    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
+def write(args, rows, argv=None):
+    command = harness.command(__file__, argv)
+    payload = {"command": command, "note": args.note, "machine": harness.machine(),
+               "rows": rows}
     table = _md(args, rows)
     print(table)
-    stem.with_suffix(".md").write_text(
+    harness.write_results(
+        f"df_{args.system}_{args.tag}{'_quick' if args.quick else ''}", payload,
         f"# DF recipes: {args.system} ({args.tag})\n\nCommand: `{command}`\n\n"
-        + (f"Note: {args.note}\n\n" if args.note else "") + table + "\n")
+        + (f"Note: {args.note}\n\n" if args.note else "") + table)
 
 
 if __name__ == "__main__":

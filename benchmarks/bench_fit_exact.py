@@ -1,7 +1,7 @@
 """Potential fits on exact scores: how good is the fit itself, and which recipe is best?
 
-    python benchmarks/bench_fit_exact.py --rows plummer_paper hernquist_default [--tag T]
-    python benchmarks/bench_fit_exact.py --row system=hernquist,features=x+log_r,steps=4000
+    python -m benchmarks.bench_fit_exact --rows plummer_paper hernquist_default [--tag T]
+    python -m benchmarks.bench_fit_exact --row system=hernquist,features=x+log_r,steps=4000
 
 Scores come from analytic DFs (`PlummerDF`, `HernquistDF`, isotropic or Osipkov–Merritt),
 so the truth makes the loss vanish and what is left is the fit: network inputs, schedule,
@@ -14,13 +14,9 @@ A row is a recipe: `key=value` pairs (see `BASE`) joined by commas; `features` j
 feature names with `+`. `steps=0` skips Adam; `lbfgs_steps` adds the L-BFGS finish.
 """
 
-import argparse
-import json
 import math
-import resource
 import sys
 import time
-from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -29,7 +25,8 @@ import numpy as np
 
 import deeppot as dp
 
-RESULTS = Path(__file__).parent / "results"
+from . import _harness as harness
+from ._harness import cpu_seconds
 
 BASE = {
     "system": "plummer",  # plummer | hernquist | hernquist_om
@@ -108,11 +105,6 @@ def parse_row(text: str) -> dict:
     return row
 
 
-def _cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def _scores(row):
     make_df = SYSTEMS[row["system"]][0]
     with jax.enable_x64(True):
@@ -152,7 +144,7 @@ def run_row(row) -> dict:
                                  depth=row["depth"], input_scale=scale,
                                  features=tuple(row["features"].split("+")))
         model = dp.PotentialModel(pot)
-        t0, c0 = time.perf_counter(), _cpu_seconds()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         history = None
         if row["defaults"]:
             model, history = dp.fit_potential(model, scores, key=jax.random.fold_in(key, 2),
@@ -166,7 +158,7 @@ def run_row(row) -> dict:
                 lr_schedule=row["schedule"], patience=1000, validate_every=10,
                 return_history=True, progress=False,
             )
-        t1, c1 = time.perf_counter(), _cpu_seconds()
+        t1, c1 = time.perf_counter(), cpu_seconds()
         lbfgs_info = None
         x64_finish = row["lbfgs_x64"] and not x64
         if row["lbfgs_steps"] and x64_finish:
@@ -197,7 +189,7 @@ def run_row(row) -> dict:
                 done += m
                 if lh.stop_reason != "max_steps":
                     break
-        t2, c2 = time.perf_counter(), _cpu_seconds()
+        t2, c2 = time.perf_counter(), cpu_seconds()
         acc = accuracy(model, row)
         if x64_finish:
             jax.config.update("jax_enable_x64", False)
@@ -250,18 +242,16 @@ HEADER = ("| system | recipe (differences from BASE) | force, main region | dens
           "|---|---|---|---|---|---|---|---|")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    parser = harness.parser(__doc__, __file__)
     parser.add_argument("--rows", nargs="*", default=[], choices=sorted(NAMED))
     parser.add_argument("--row", action="append", default=[], help="ad hoc recipe key=value,...")
     parser.add_argument("--tag", default="cpu")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rows = [parse_row(NAMED[n]) for n in args.rows] + [parse_row(t) for t in args.row]
     if not rows:
         parser.error("give --rows and/or --row")
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"fit_exact_{args.tag}"
-    cmd = "python benchmarks/bench_fit_exact.py " + " ".join(sys.argv[1:])
+    cmd = harness.command(__file__, argv)
     results = []
     print(HEADER, flush=True)
     for row in rows:
@@ -272,11 +262,11 @@ def main():
                    ((n, v) for n, v in SYSTEMS[row["system"]][3].items())}
         payload = {"command": cmd, "machine": {"cpu_count": 2, "shared": True,
                                                "jax": jax.__version__}, "results": results}
-        stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
         table = "\n".join([HEADER] + [md_row(r) for r in results])
-        stem.with_suffix(".md").write_text(
+        harness.write_results(
+            f"fit_exact_{args.tag}", payload,
             f"Command: `{cmd}`\n\nMedian (p16–p84) relative errors at 2^15 fresh tracers; "
-            f"main region first ({regions}); shared 2-core CPU.\n\n{table}\n"
+            f"main region first ({regions}); shared 2-core CPU.\n\n{table}"
         )
     if not math.isfinite(results[-1]["fit_wall_s"]):
         sys.exit(1)

@@ -9,22 +9,18 @@ galpy, and one disk orbit integrated by galpy (dop853) in the exported potential
 `--periods` orbital periods. With agama installed, the agama rows (expansion force error over
 the data region) are added. Rows print as they are measured.
 
-    PYTHONPATH=. python benchmarks/bench_interop.py [--periods 100] [--quick]
+    python -m benchmarks.bench_interop [--periods 100] [--quick]
 """
 
-import argparse
-import resource
 import time
 
 import jax
+import numpy as np
 
-jax.config.update("jax_enable_x64", True)
+import deeppot as dp
+from tests.models import EXPORTED, EXPORTED_FAST, exported_model
 
-import numpy as np  # noqa: E402
-
-import deeppot as dp  # noqa: E402
-from benchmarks._common import machine, write_results  # noqa: E402
-from tests.models import EXPORTED, EXPORTED_FAST, exported_model  # noqa: E402
+from . import _harness as harness
 
 
 def _points(n=256, seed=3):
@@ -131,15 +127,17 @@ def agama_rows():
     return rows
 
 
-def main():
-    ap = argparse.ArgumentParser()
+def main(argv=None):
+    ap = harness.parser(__doc__, __file__)
     ap.add_argument("--periods", type=int, default=100)
     ap.add_argument("--quick", action="store_true", help="only the models make test checks")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    jax.config.update("jax_enable_x64", True)
     names = EXPORTED_FAST if args.quick else EXPORTED
     t0 = time.perf_counter()
-    out = {"machine": machine(), "command": "PYTHONPATH=. python benchmarks/bench_interop.py"
-           + (" --quick" if args.quick else "") + f" --periods {args.periods}",
+    out = {"machine": harness.machine(),
+           "command": harness.command(__file__, (["--quick"] if args.quick else [])
+                                      + ["--periods", str(args.periods)]),
            "galpy": {}, "gala": {}}
     for name in names:
         pot = exported_model(name)
@@ -153,8 +151,7 @@ def main():
         out["orbits"][name] = orbit_row(exported_model(name), args.periods)
         print(f"orbit {name}: {out['orbits'][name]}", flush=True)
     out["agama"] = agama_rows()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    out["cpu_s"] = usage.ru_utime + usage.ru_stime
+    out["cpu_s"] = harness.cpu_seconds()
     out["wall_s"] = time.perf_counter() - t0
     lines = [f"`{out['command']}` (float64; shared 2-core machine, wall {out['wall_s']:.0f} s, "
              f"CPU {out['cpu_s']:.0f} s)", "",
@@ -179,7 +176,8 @@ def main():
                   "|---|---|---|---|"]
         lines += [f"| {n} | {r['kind']} | {r['median']:.1e} | {r['max']:.1e} |"
                   for n, r in out["agama"].items()]
-    print(write_results("interop", out, "\n".join(lines)), flush=True)
+    print(harness.write_results(f"interop_{harness.device_platform(out['machine'])}", out,
+                                "\n".join(lines)), flush=True)
 
 
 if __name__ == "__main__":

@@ -15,79 +15,24 @@ products) at the measured rate; `step / floor` says how close the step is to it.
 Methods and timings are interleaved so that load drift hits all alike; each row is printed
 as soon as it is measured. Machine, device, dtype and matmul precision are recorded.
 
-    python benchmarks/bench_laplacian.py                     # 2^10, 2^12, 2^14; forward + hessian
-    python benchmarks/bench_laplacian.py --quick             # 2^12 forward only, < 60 s
-    python benchmarks/bench_laplacian.py --batches 14 --methods forward --repeats 7
+    python -m benchmarks.bench_laplacian                 # 2^10, 2^12, 2^14; forward + hessian
+    python -m benchmarks.bench_laplacian --quick         # 2^12 forward only, < 60 s
+    python -m benchmarks.bench_laplacian --batches 14 --methods forward --repeats 7
 
 On a GPU it runs in full float32 (`jax.default_matmul_precision("highest")`) by default;
 `--tf32` adds a run with TF32 matmuls, reported separately.
 """
 
-import argparse
-import resource
-import sys
 import time
-from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, summary, write_results  # noqa: E402
+import deeppot as dp
 
-import deeppot as dp  # noqa: E402
-
-WIDTH, DEPTH = 512, 4
-ROWS = 5  # value, three Jacobian rows and the Laplacian go through every hidden layer
-
-
-def _cpu_seconds():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def timed(fn, *args):
-    """(wall ms, process CPU ms) of one blocking call."""
-    c0, t0 = _cpu_seconds(), time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return 1e3 * (time.perf_counter() - t0), 1e3 * (_cpu_seconds() - c0)
-
-
-def scores(key, n):
-    k = jax.random.split(key, 5)
-    return dp.ScoreSample(
-        jax.random.normal(k[0], (n, 3)),
-        jax.random.normal(k[1], (n, 3)),
-        1e-1 * jax.random.normal(k[2], (n, 3)),
-        1e-1 * jax.random.normal(k[3], (n, 3)),
-        jax.random.normal(k[4], (n,)),
-    )
-
-
-def fit_potential_step(model, data, batch_size, loss=None):
-    """The step `fit_potential(model, data, loss)` runs, with its initial arguments."""
-    step, tx = dp.train.make_train_step(dp.train.potential_loss_fn(loss), batch_size=batch_size)
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    args = (params, static, tx.init(params), None, data, jnp.asarray(0, jnp.int32),
-            jnp.asarray(1e-3, jnp.float32), (jax.random.key(1), jax.random.key(2)))
-    return step, args
-
-
-def step_flops(batch):
-    """Matmul FLOPs of the forward-Laplacian step: 5 row-sets through each layer, forward,
-    input gradient and weight gradient (3 products); the first layer has 3 inputs."""
-    hidden = (DEPTH - 1) * 2 * ROWS * batch * WIDTH * WIDTH
-    first = 2 * ROWS * batch * 3 * WIDTH
-    return 3 * (hidden + first)
-
-
-def matmul_floor_fns(batch):
-    a = jax.random.normal(jax.random.key(3), (ROWS * batch, WIDTH))
-    w = jax.random.normal(jax.random.key(4), (WIDTH, WIDTH))
-    forward = jax.jit(lambda a, w: a @ w.T)
-    weight_grad = jax.jit(lambda a, b: a.T @ b)
-    return {"matmul_fwd": (forward, (a, w)), "matmul_wgrad": (weight_grad, (a, a))}
+from . import _harness as harness
+from ._step import DEPTH, ROWS, WIDTH, fit_potential_step, matmul_floor_fns, scores, step_flops
 
 
 def temp_bytes(fn, *args):
@@ -111,26 +56,16 @@ def run_batch(log2, methods, repeats, precision, emit):
         calls[f"fields/{m}"] = (eqx.filter_jit(dp.value_grad_laplacian), (pot, x, m))
         calls[f"step/{m}"] = fit_potential_step(model, data, n)
     calls.update(matmul_floor_fns(n))
-    compile_s = {}
-    for name, (fn, args) in calls.items():
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        compile_s[name] = time.perf_counter() - t0
-    wall = {name: [] for name in calls}
-    cpu = {name: [] for name in calls}
-    for _ in range(repeats):  # interleaved: each round runs everything once
-        for name, (fn, args) in calls.items():
-            w, c = timed(fn, *args)
-            wall[name].append(w)
-            cpu[name].append(c)
+    t = harness.interleaved(calls, repeats)
+    compile_s, wall, cpu = t["first_call_s"], t["wall_ms"], t["cpu_ms"]
     mm_flops = 2 * ROWS * n * WIDTH * WIDTH
-    t_fwd = summary(wall["matmul_fwd"])["min_ms"]
-    t_wgrad = summary(wall["matmul_wgrad"])["min_ms"]
+    t_fwd = harness.summary(wall["matmul_fwd"])["min_ms"]
+    t_wgrad = harness.summary(wall["matmul_wgrad"])["min_ms"]
     floor_ms = (DEPTH - 1) * (2 * t_fwd + t_wgrad)
     rows = []
     for m in methods:
-        s = summary(wall[f"step/{m}"])
-        fields = summary(wall[f"fields/{m}"])
+        s = harness.summary(wall[f"step/{m}"])
+        fields = harness.summary(wall[f"fields/{m}"])
         row = {
             "batch": n,
             "method": m,
@@ -170,8 +105,8 @@ def line(r):
     )
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    parser = harness.parser(__doc__, __file__)
     parser.add_argument("--batches", type=int, nargs="+", default=[10, 12, 14])
     parser.add_argument("--methods", nargs="+", default=["forward", "hessian"],
                         choices=["forward", "hessian", "hvp"])
@@ -180,11 +115,11 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="2^12, forward only, 3 repeats (under a minute with compilation)")
     parser.add_argument("--name", default="laplacian", help="results file stem")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.batches, args.methods, args.repeats = [12], ["forward"], 3
     precisions = ["highest"] + (["tensorfloat32"] if args.tf32 else [])
-    info = machine() | {"dtype": str(jnp.zeros(()).dtype), "width": WIDTH, "depth": DEPTH,
+    info = harness.machine() | {"dtype": str(jnp.zeros(()).dtype), "width": WIDTH, "depth": DEPTH,
                         "precisions": precisions, "loss": "fit_potential default (paper Eq. 13)"}
     print(f"training step of fit_potential, {info['device']}, {info['cpu_count']} CPUs, "
           f"jax {info['jax']}, 4x512 tanh MLP, {info['dtype']}", flush=True)
@@ -200,10 +135,12 @@ def main():
     text = (
         f"Training step of `fit_potential` (`dp.train.make_train_step`), {info['device']}, "
         f"{info['cpu_count']} CPUs, jax {info['jax']}, 4x512 tanh MLP, {info['dtype']}\n\n"
-        f"    {' '.join(['python'] + sys.argv)}\n\n" + HEAD + "\n"
+        f"    {harness.command(__file__, argv)}\n\n" + HEAD + "\n"
         + "\n".join(line(r) for r in rows)
     )
-    path = write_results(args.name, {"machine": info, "rows": rows, "argv": sys.argv}, text)
+    path = harness.write_results(f"{args.name}_{harness.device_platform(info)}",
+                                 {"machine": info, "rows": rows,
+                                  "argv": harness.invocation(__file__, argv)}, text)
     print(f"\n{info['total_s']:.0f} s; wrote {path}", flush=True)
 
 

@@ -6,21 +6,16 @@ integrated for n_dyn dynamical times at 1/16 of the shortest period, and galpy's
 wall and CPU time per orbit-step (CPU time counts every thread of the process). Optionally
 generates the full 2^19-star disk with `deeppot.mocks.miyamoto_nagai_disk`.
 
-    python benchmarks/bench_mocks.py                      # 2^12, 2^16 and galpy on 2^10
-    python benchmarks/bench_mocks.py --sizes 12 --full    # + a 2^19-star disk, end to end
+    python -m benchmarks.bench_mocks                      # 2^12, 2^16 and galpy on 2^10
+    python -m benchmarks.bench_mocks --sizes 12 --full    # + a 2^19-star disk, end to end
 
 Prints a table and writes JSON (and a Markdown table) to benchmarks/results/.
 """
 
-import argparse
 import datetime
-import json
 import os
 import platform
-import sys
-import time
 import warnings
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -28,13 +23,13 @@ import numpy as np
 from deeppot import mocks
 from deeppot.orbits import integrate_orbits
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from . import _harness as harness
 
 
 def _timed(fn):
-    w0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - w0, time.process_time() - c0
+    with harness.Stage() as st:
+        out = fn()
+    return out, st.wall, st.cpu
 
 
 def bench_deeppot(n: int, n_dyn: float, batch_size: int, workers: int, seed: int) -> dict:
@@ -162,7 +157,7 @@ def _table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__, __file__)
     p.add_argument("--sizes", type=int, nargs="*", default=[12, 16], help="log2 orbit counts")
     p.add_argument("--galpy", type=int, default=10, help="log2 orbits for galpy (0: skip)")
     p.add_argument("--galpy-numcores", type=int, default=1)
@@ -208,7 +203,7 @@ def main(argv=None) -> int:
         load = None
     info = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "command": harness.command(__file__, argv),
         "platform": platform.platform(),
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
@@ -218,16 +213,13 @@ def main(argv=None) -> int:
         "n_dyn": args.n_dyn,
         "note": args.note,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"mocks_{args.tag}.json"
-    out.write_text(json.dumps({"info": info, "rows": rows, "summary": summary}, indent=2) + "\n")
-    md = RESULTS / f"mocks_{args.tag}.md"
-    md.write_text(
+    out = harness.write_results(
+        f"mocks_{args.tag}", {"info": info, "rows": rows, "summary": summary},
         f"# Mock-orbit benchmark ({info['date']})\n\n`{info['command']}` on "
         f"{info['cpu_count']} CPUs, load average {load}\n\n{args.note}\n\n{table}\n\n"
-        f"{summary}\n"
+        f"{summary}",
     )
-    print(f"wrote {out} and {md}")
+    print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Which score errors bias a potential fit: errors of ln f that are odd under a symmetry of
 the system against errors that are even (exact Plummer scores, perturbed on purpose).
 
-    python benchmarks/bench_odd_errors.py
+    python -m benchmarks.bench_odd_errors
 
 The CBE operator D = v·∂_x − ∇Φ·∂_v flips the parity of a function under v_r → −v_r in a
 spherical potential, and ∂R/∂θ = −∇(∂Φ/∂θ)·∂ln f/∂v is odd for a spherical family. So an
@@ -21,14 +21,13 @@ median score errors but not the force errors of spherical or axisymmetric fits
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 import deeppot as dp
 
-OUT = Path(__file__).parent / "results" / "odd_errors_cpu.json"
+from . import _harness as harness
 
 
 def v_r(w):
@@ -54,7 +53,8 @@ def fit(w, sx, sv, key):
     return float(fitted.potential.m_tot), float(fitted.potential.r_s)
 
 
-def main():
+def main(argv=None):
+    harness.parser(__doc__, __file__).parse_args(argv)
     truth = dp.flows.PlummerDF(r_max=10.0)
     w = truth.sample(jax.random.key(0), 2**16)
     sx, sv = truth.score(w)
@@ -70,8 +70,8 @@ def main():
             rows.append({"perturbation": name, "eps": eps, "m_tot": m, "r_s": r,
                          "score_err_x": median_rel(px, sx), "score_err_v": median_rel(pv, sv)})
             print(json.dumps(rows[-1]), flush=True)
-    OUT.write_text(json.dumps({"command": "python benchmarks/bench_odd_errors.py",
-                               "rows": rows}, indent=2) + "\n")
+    harness.write_results("odd_errors_cpu", {"command": harness.command(__file__, argv),
+                                             "rows": rows})
 
 
 if __name__ == "__main__":

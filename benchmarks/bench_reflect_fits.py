@@ -1,9 +1,9 @@
 """Case (c)'s analytic Miyamoto–Nagai fits from a run's trained DF, as it is and averaged
 over reflections (`deeppot.flows.Reflected`).
 
-    python benchmarks/bench_reflect_fits.py runs/disk_axidf none meridional_velocity \\
+    python -m benchmarks.bench_reflect_fits runs/disk_axidf none meridional_velocity \\
         meridional_velocity+mirror_z --tag c
-    python benchmarks/bench_reflect_fits.py runs/cased_axi256 none meridional_velocity \\
+    python -m benchmarks.bench_reflect_fits runs/cased_axi256 none meridional_velocity \\
         meridional_velocity+mirror_z --tag d
 
 Each variant names the reflections joined by `+` (`none`: the DF unchanged; a run made
@@ -16,9 +16,7 @@ mass fixed at the truth); truth a = 1, b = 0.1. Rows are printed as measured and
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -28,14 +26,12 @@ import deeppot as dp
 from deeppot.flows import Reflected
 from deeppot.modelfile import load_model
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_df_systems import fit_miyamoto_nagai  # noqa: E402
-
-HERE = Path(__file__).parent
+from . import _harness as harness
+from ._systems import fit_miyamoto_nagai
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__, __file__)
     p.add_argument("run_dir")
     p.add_argument("variants", nargs="+")
     p.add_argument("--n-scores", type=int, default=2**16)
@@ -56,9 +52,8 @@ def main(argv=None):
         row |= fit_miyamoto_nagai(scores, jax.random.key(5), quick=False)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    out = HERE / "results" / f"reflect_fits_{args.tag}.json"
-    out.write_text(json.dumps({"command": "python benchmarks/bench_reflect_fits.py "
-                               + " ".join(sys.argv[1:]), "rows": rows}, indent=2) + "\n")
+    harness.write_results(f"reflect_fits_{args.tag}",
+                          {"command": harness.command(__file__, argv), "rows": rows})
 
 
 if __name__ == "__main__":

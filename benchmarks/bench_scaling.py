@@ -15,9 +15,9 @@ Per device count it measures, after a warm-up that compiles everything:
   vector field, Heun ×4 evaluation; untrained: the cost does not depend on the weights)
   for `--n-scores` points in chunks of `--chunk` per device, scaled to 2^20 points.
 
-    python benchmarks/bench_scaling.py                      # CPU: 1, 2, 4 forced devices
-    python benchmarks/bench_scaling.py --quick              # small sizes (smoke run)
-    python benchmarks/bench_scaling.py --real --devices 1   # the accelerators themselves
+    python -m benchmarks.bench_scaling                      # CPU: 1, 2, 4 forced devices
+    python -m benchmarks.bench_scaling --quick              # small sizes (smoke run)
+    python -m benchmarks.bench_scaling --real --devices 1   # the accelerators themselves
 """
 
 from __future__ import annotations
@@ -25,19 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-HERE = Path(__file__).parent
-
-
-def _cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+from . import _harness as harness
+from ._harness import cpu_seconds
 
 
 def child(args) -> dict:
@@ -45,9 +38,6 @@ def child(args) -> dict:
     import diffrax
     import jax
     import jax.numpy as jnp
-
-    sys.path.insert(0, str(HERE))
-    from _common import machine
 
     import deeppot as dp
     from deeppot.terms import Log, PositiveDensity, Stationarity
@@ -75,9 +65,9 @@ def child(args) -> dict:
                   validate_every=10, progress=False, devices=k)
 
         def timed_fit(steps):
-            c0, t0 = _cpu_s(), time.perf_counter()
+            c0, t0 = cpu_seconds(), time.perf_counter()
             fit(model, loss_fn, scores, max_steps=steps, **kw)
-            return time.perf_counter() - t0, _cpu_s() - c0
+            return time.perf_counter() - t0, cpu_seconds() - c0
 
         # every `fit` call traces its step anew (its optimiser is a new object); with the
         # persistent compilation cache the XLA compilation is done once, and the
@@ -97,16 +87,16 @@ def child(args) -> dict:
         dp.sample_scores(flow, jax.random.key(4), k * args.chunk, chunk_size=args.chunk,
                          devices=k)  # one chunk per device: compiles
         row["scores_compile_s"] = time.perf_counter() - t0
-        c0, t0 = _cpu_s(), time.perf_counter()
+        c0, t0 = cpu_seconds(), time.perf_counter()
         out = dp.sample_scores(flow, jax.random.key(5), args.n_scores, chunk_size=args.chunk,
                                devices=k)
-        wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
+        wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
         assert len(out) == args.n_scores and bool(jnp.all(jnp.isfinite(out.dlnf_dv)))
         row["n_scores"] = args.n_scores
         row["scores_per_s"] = args.n_scores / wall
         row["s_per_2^20_scores"] = wall * 2**20 / args.n_scores
         row["cpu_s_per_2^20_scores"] = cpu * 2**20 / args.n_scores
-    row["machine"] = machine()
+    row["machine"] = harness.machine()
     row["load_avg"] = os.getloadavg()[0]
     return row
 
@@ -123,8 +113,8 @@ def line(r, base) -> str:
             f"| {r['load_avg']:.1f} |")
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    p = harness.parser(__doc__, __file__)
     p.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--real", action="store_true",
                    help="use the accelerators JAX sees instead of forced CPU devices")
@@ -140,7 +130,8 @@ def main():
     p.add_argument("--name", default=None, help="results file stem (default scaling_<kind>)")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     if args.quick:
         args.batch, args.width, args.steps = 512, 128, 20
         args.n_scores, args.chunk, args.df_chunk = 2**13, 2**10, 2**10
@@ -149,7 +140,7 @@ def main():
         return
 
     rows = []
-    passthrough = [a for a in sys.argv[1:] if a not in ("--quick",)]
+    passthrough = [a for a in argv if a not in ("--quick",)]
     print(f"data-parallel scaling ({'accelerators' if args.real else 'forced CPU devices'}); "
           f"each row is one process", flush=True)
     print(HEAD, flush=True)
@@ -159,23 +150,20 @@ def main():
         if not args.real:
             env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={k}"
             env["JAX_PLATFORMS"] = "cpu"
-        env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])
-        cmd = [sys.executable, __file__, *passthrough, "--child", str(k), "--cache-dir",
-               os.path.join(cache.name, str(k))]
-        if args.quick:
-            cmd.append("--quick")
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"| {k} | failed: {proc.stderr.strip().splitlines()[-1:]} |", flush=True)
+        child_args = [*passthrough, "--child", str(k), "--cache-dir",
+                      os.path.join(cache.name, str(k))] + (["--quick"] if args.quick else [])
+        try:
+            rows.append(harness.run_child(__file__, child_args, env))
+        except harness.ChildFailed as e:
+            print(f"| {k} | failed: {e.stderr.strip().splitlines()[-1:]} |", flush=True)
             continue
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(line(rows[-1], rows[0]), flush=True)
     if not rows:
         raise SystemExit("no device count ran")
     info = rows[0]["machine"]
-    kind = info["device"].split(":")[0] if args.real else "cpu_forced"
+    kind = harness.device_platform(info) if args.real else "cpu_forced"
     stem = args.name or f"scaling_{kind}{'_quick' if args.quick else ''}"
-    command = "python " + " ".join(["benchmarks/bench_scaling.py", *sys.argv[1:]])
+    command = harness.command(__file__, argv)
     text = (
         f"# Data-parallel scaling ({'accelerators' if args.real else 'forced CPU devices'})\n\n"
         f"    {command}\n\n"
@@ -190,12 +178,8 @@ def main():
     if not args.real:
         text += ("\n\nForced CPU devices share the same cores: the rows show that sharding "
                  "works and its overhead, not a speed-up.")
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps({"command": command, "rows": rows},
-                                                 indent=2) + "\n")
-    (out / f"{stem}.md").write_text(text + "\n")
-    print(f"\nwrote {out / stem}.json and .md", flush=True)
+    path = harness.write_results(stem, {"command": command, "rows": rows}, text)
+    print(f"\nwrote {path} and .md", flush=True)
 
 
 if __name__ == "__main__":

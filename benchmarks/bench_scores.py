@@ -7,8 +7,8 @@ wall time and the score throughput. Also times FFJORD log-prob + input gradient 
 points at the TensorFlow reference size and tolerances (chain of 3, 3×128 tanh, Dopri5,
 rtol 1e-7, atol 1e-5, untrained; reference 4.1 s).
 
-    python benchmarks/bench_scores.py            # full run (long)
-    python benchmarks/bench_scores.py --quick    # GPU preset (< 60 s there): TF-size timing
+    python -m benchmarks.bench_scores            # full run (long)
+    python -m benchmarks.bench_scores --quick    # GPU preset (< 60 s there): TF-size timing
                                                  # and the CFM flow on 2^12 stars, 60 steps
 
 Rows are printed as they are measured; the device, the matmul precision (float32
@@ -25,13 +25,10 @@ fairer figure).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import platform
-import resource
-import sys
 import time
 
 import diffrax
@@ -50,26 +47,13 @@ from deeppot.flows import (
 )
 from deeppot.train import fit_df
 
-sys.path.insert(0, os.path.dirname(__file__))
-from _common import machine, time_call  # noqa: E402
+from . import _harness as harness
+from ._harness import cpu_seconds, time_call
+from ._systems import map_ffjords
 
 IDEAL_NLL = 5.0785
 TF_REFERENCE_S = 4.1
 EVAL_CHUNK = 2048
-
-
-def cpu_seconds() -> float:
-    """User + system CPU time of this process (all threads) so far."""
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
-def map_ffjords(df, fn):
-    """Apply `fn` to every `FFJORD` inside `df` (wrappers, ensembles)."""
-    def is_ffjord(x):
-        return isinstance(x, FFJORD)
-
-    return jax.tree.map(lambda x: fn(x) if is_ffjord(x) else x, df, is_leaf=is_ffjord)
 
 
 def _score_eval(df, w):
@@ -182,7 +166,7 @@ def _cases(quick: bool, scale: float, cfm_steps: int, cfm_width: int = 128,
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__, __file__)
     p.add_argument("--quick", action="store_true",
                    help="GPU preset: the TF-size timing and the CFM flow, small (< 60 s)")
     p.add_argument("--precision", default="highest",
@@ -222,8 +206,8 @@ def main(argv=None):
         args.n_train, args.n_test, args.ensemble = 2**12, 2**14, 1
         args.only = args.only or ["ffjord-cfm"]
     jax.config.update("jax_default_matmul_precision", args.precision)
-    info = machine() | {"precision": args.precision, "dtype": str(jnp.zeros(()).dtype)}
-    args.tag = args.tag or info["device"].split(":")[0]
+    info = harness.machine() | {"precision": args.precision, "dtype": str(jnp.zeros(()).dtype)}
+    args.tag = args.tag or harness.device_platform(info)
     print(f"score benchmark on {info['device']} ({info['n_devices']} device(s)), "
           f"{info['dtype']}, matmul precision {args.precision}", flush=True)
 
@@ -298,7 +282,7 @@ def main(argv=None):
 
     t_2_20 = {r["model"]: 2**20 / r["score_points_per_s"] / 60 for r in rows}
     result = {
-        "command": "python " + " ".join(sys.argv),
+        "command": harness.command(__file__, argv),
         "note": args.note,
         "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
@@ -324,24 +308,19 @@ def main(argv=None):
     print(f"TF-reference FFJORD: {tf['score_only_s']:.2f} s (score) / "
           f"{tf['log_prob_plus_score_s']:.2f} s (log-prob + score) vs 4.1 s → "
           f"{tf['speedup_vs_tf']:.2f}x")
-    os.makedirs("benchmarks/results", exist_ok=True)
-    stem = f"benchmarks/results/scores_{args.tag}{'_quick' if args.quick else ''}"
-    with open(stem + ".json", "w") as f:
-        json.dump(result, f, indent=2)
-    with open(stem + ".md", "w") as f:
-        f.write(f"# Score benchmark ({args.tag})\n\nCommand: `{result['command']}`\n\n"
-                f"{info['device']}, {info['dtype']}, matmul precision {args.precision}.\n\n")
-        if args.note:
-            f.write(f"Note: {args.note}\n\n")
-        f.write(f"Trained on {args.n_train} exact Plummer stars (r_max = 10); metrics on "
-                f"{args.n_test} fresh truth points (ideal NLL there {ideal:.4f}; quoted "
-                f"{IDEAL_NLL}).\n\n{table}\n\n")
-        f.write(f"FFJORD at the TF reference size/tolerances, 1024 points: score "
-                f"{tf['score_only_s']:.2f} s, log-prob + score (`log_prob_and_score`) "
-                f"{tf['log_prob_plus_score_s']:.2f} s, reference 4.1 s → "
-                f"{tf['speedup_vs_tf']:.2f}x (score by the score ODE; "
-                f"by autodiff through the solver {tf.get('score_autodiff_s', float('nan')):.2f}"
-                f" s; log-prob alone {tf.get('log_prob_only_s', float('nan')):.2f} s).\n")
+    text = (f"# Score benchmark ({args.tag})\n\nCommand: `{result['command']}`\n\n"
+            f"{info['device']}, {info['dtype']}, matmul precision {args.precision}.\n\n"
+            + (f"Note: {args.note}\n\n" if args.note else "")
+            + f"Trained on {args.n_train} exact Plummer stars (r_max = 10); metrics on "
+            f"{args.n_test} fresh truth points (ideal NLL there {ideal:.4f}; quoted "
+            f"{IDEAL_NLL}).\n\n{table}\n\n"
+            f"FFJORD at the TF reference size/tolerances, 1024 points: score "
+            f"{tf['score_only_s']:.2f} s, log-prob + score (`log_prob_and_score`) "
+            f"{tf['log_prob_plus_score_s']:.2f} s, reference 4.1 s → "
+            f"{tf['speedup_vs_tf']:.2f}x (score by the score ODE; "
+            f"by autodiff through the solver {tf.get('score_autodiff_s', float('nan')):.2f}"
+            f" s; log-prob alone {tf.get('log_prob_only_s', float('nan')):.2f} s).")
+    harness.write_results(f"scores_{args.tag}{'_quick' if args.quick else ''}", result, text)
     return result
 
 

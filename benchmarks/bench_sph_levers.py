@@ -1,14 +1,14 @@
 """Levers on the spherical DF's score error, with the error split by radius (issue 10).
 
-    python benchmarks/bench_sph_levers.py base                    # SphericalDF, 3×128 tanh
-    python benchmarks/bench_sph_levers.py flip                    # + the v_r → −v_r copies
-    python benchmarks/bench_sph_levers.py n18                     # 2^18 training stars
-    python benchmarks/bench_sph_levers.py base --width 256 --activation silu
-    python benchmarks/bench_sph_levers.py base --smooth 0.01 0.03 # + post-hoc smoothing
-    python benchmarks/bench_sph_levers.py base --tangential vector # v_t as a 2-D vector
-    python benchmarks/bench_sph_levers.py base --tangential vector --scale-velocities
-    python benchmarks/bench_sph_levers.py base --log2-stars 21 --steps 45000  # data vs steps
-    python benchmarks/bench_sph_levers.py base --tangential vector --reuse --reflect
+    python -m benchmarks.bench_sph_levers base                    # SphericalDF, 3×128 tanh
+    python -m benchmarks.bench_sph_levers flip                    # + the v_r → −v_r copies
+    python -m benchmarks.bench_sph_levers n18                     # 2^18 training stars
+    python -m benchmarks.bench_sph_levers base --width 256 --activation silu
+    python -m benchmarks.bench_sph_levers base --smooth 0.01 0.03 # + post-hoc smoothing
+    python -m benchmarks.bench_sph_levers base --tangential vector # v_t as a 2-D vector
+    python -m benchmarks.bench_sph_levers base --tangential vector --scale-velocities
+    python -m benchmarks.bench_sph_levers base --log2-stars 21 --steps 45000  # data vs steps
+    python -m benchmarks.bench_sph_levers base --tangential vector --reuse --reflect
 
 Trains `SphericalDF(FFJORD(dim=3))` (with `--tangential vector`,
 `SphericalDF(FFJORD(dim=4, pair_invariant=True), tangential="vector")`) by flow matching
@@ -39,10 +39,7 @@ instead of training when it exists. Rows are appended to
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
 import diffrax
 import equinox as eqx
@@ -53,8 +50,9 @@ import numpy as np
 from deeppot.flows import FFJORD, ODESettings, PlummerDF, Reflected, SphericalDF, reflect
 from deeppot.train import fit_df
 
-RESULTS = Path(__file__).parent / "results" / "sph_levers_cpu.jsonl"
-RUNS = Path(__file__).parent.parent / "runs" / "sph"
+from . import _harness as harness
+
+RUNS = harness.ROOT / "runs" / "sph"
 BINS = ((0.0, 0.3), (0.3, 1.0), (1.0, 3.0), (3.0, 10.0))
 CHUNK = 2048
 
@@ -72,7 +70,7 @@ def relative_errors(s, exact):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__, __file__)
     p.add_argument("variant", choices=("base", "flip", "n18"))
     p.add_argument("--steps", type=int, default=15000)
     p.add_argument("--width", type=int, default=128)
@@ -141,10 +139,7 @@ def main(argv=None):
         sx, sv = relative_errors(total / 8, exact)
         rows.append({"variant": tag, "smooth_sigma": sigma, "K": 8,
                      "err_x": float(np.median(sx)), "err_v": float(np.median(sv))})
-    with open(RESULTS, "a") as f:
-        for row in rows:
-            print(json.dumps(row), flush=True)
-            f.write(json.dumps(row) + "\n")
+    harness.append_rows("sph_levers_cpu.jsonl", rows)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ own; rows are printed as they are measured.
 - `fit`: `fit_potential` from the `ScoreFile` (streamed batches) and, for comparison, from
   an in-memory `ScoreSample` of 2^20 of the rows: time per step and peak memory.
 
-    python benchmarks/bench_streaming.py                  # 2^24 scores
-    python benchmarks/bench_streaming.py --log2-n 20      # smaller
+    python -m benchmarks.bench_streaming                  # 2^24 scores
+    python -m benchmarks.bench_streaming --log2-n 20      # smaller
 """
 
 from __future__ import annotations
@@ -20,23 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).parent
-
-
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-
-
-def _cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+from . import _harness as harness
+from ._harness import cpu_seconds, peak_rss_mib
 
 
 def phase_write(args) -> dict:
@@ -48,15 +37,15 @@ def phase_write(args) -> dict:
     path = Path(args.dir) / "scores.h5"
     dp.sample_scores(df, jax.random.key(0), 2 * args.chunk, chunk_size=args.chunk,
                      path=Path(args.dir) / "warm.h5")  # compiles
-    rss_before = _rss_mib()
-    c0, t0 = _cpu_s(), time.perf_counter()
+    rss_before = peak_rss_mib()
+    c0, t0 = cpu_seconds(), time.perf_counter()
     out = dp.sample_scores(df, jax.random.key(1), 2**args.log2_n, chunk_size=args.chunk,
                            path=path)
-    wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     return {"phase": "write", "n": len(out), "chunk": args.chunk, "wall_s": wall,
             "cpu_s": cpu, "file_mib": path.stat().st_size / 2**20,
             "in_memory_mib": out.nbytes / 2**20, "rss_before_mib": rss_before,
-            "peak_rss_mib": _rss_mib()}
+            "peak_rss_mib": peak_rss_mib()}
 
 
 def phase_read(args) -> dict:
@@ -74,7 +63,7 @@ def phase_read(args) -> dict:
         times.append(time.perf_counter() - t0)
     return {"phase": "read", "n": len(scores), "batch": args.batch,
             "median_ms": 1e3 * float(np.median(times)), "min_ms": 1e3 * min(times),
-            "peak_rss_mib": _rss_mib()}
+            "peak_rss_mib": peak_rss_mib()}
 
 
 def phase_fit(args) -> dict:
@@ -92,27 +81,27 @@ def phase_fit(args) -> dict:
     model = dp.PotentialModel(dp.NeuralPotential(key=jax.random.key(2), width=args.width,
                                                  depth=args.depth))
     kw = dict(key=jax.random.key(3), batch_size=args.batch, progress=False)
-    c0, t0 = _cpu_s(), time.perf_counter()
+    c0, t0 = cpu_seconds(), time.perf_counter()
     _, short = dp.fit_potential(model, data, max_steps=11, return_history=True, **kw)
-    t_short, c_short = time.perf_counter() - t0, _cpu_s() - c0
-    c0, t0 = _cpu_s(), time.perf_counter()
+    t_short, c_short = time.perf_counter() - t0, cpu_seconds() - c0
+    c0, t0 = cpu_seconds(), time.perf_counter()
     _, hist = dp.fit_potential(model, data, max_steps=11 + args.steps, return_history=True,
                                **kw)
-    t_long, c_long = time.perf_counter() - t0, _cpu_s() - c0
+    t_long, c_long = time.perf_counter() - t0, cpu_seconds() - c0
     return {"phase": "fit", "source": "memory (2^20 rows)" if args.in_memory else
             f"ScoreFile ({len(scores)} rows)", "batch": args.batch,
             "model": f"{args.depth}x{args.width} tanh",
             # each fit call compiles anew: the difference is the time of the extra steps
             "step_ms": 1e3 * (t_long - t_short) / args.steps,
             "step_cpu_ms": 1e3 * (c_long - c_short) / args.steps,
-            "final_train_loss": hist.train_loss[-1], "peak_rss_mib": _rss_mib()}
+            "final_train_loss": hist.train_loss[-1], "peak_rss_mib": peak_rss_mib()}
 
 
 PHASES = {"write": phase_write, "read": phase_read, "fit": phase_fit}
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    p = harness.parser(__doc__, __file__)
     p.add_argument("--log2-n", type=int, default=24)
     p.add_argument("--chunk", type=int, default=2**16, help="sample_scores chunk size")
     p.add_argument("--batch", type=int, default=2048)
@@ -123,34 +112,29 @@ def main():
     p.add_argument("--dir", default=None, help="where the HDF5 file goes (default: a temp dir)")
     p.add_argument("--phase", choices=list(PHASES), default=None, help=argparse.SUPPRESS)
     p.add_argument("--in-memory", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.phase is not None:
         print(json.dumps(PHASES[args.phase](args)), flush=True)
         return
 
     tmp = tempfile.TemporaryDirectory(prefix="deeppot-stream-", dir=args.dir)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])
-    base = [sys.executable, __file__, "--dir", tmp.name, "--log2-n", str(args.log2_n),
+    base = ["--dir", tmp.name, "--log2-n", str(args.log2_n),
             "--chunk", str(args.chunk), "--batch", str(args.batch), "--reads",
             str(args.reads), "--steps", str(args.steps), "--width", str(args.width),
             "--depth", str(args.depth)]
     rows = []
     for extra in (["--phase", "write"], ["--phase", "read"], ["--phase", "fit"],
                   ["--phase", "fit", "--in-memory"]):
-        proc = subprocess.run(base + extra, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"{' '.join(extra)} failed:\n{proc.stderr[-3000:]}", flush=True)
+        try:
+            rows.append(harness.run_child(__file__, base + extra))
+        except harness.ChildFailed as e:
+            print(f"{' '.join(extra)} failed:\n{e.stderr[-3000:]}", flush=True)
             continue
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
     if not rows:
         raise SystemExit("every phase failed")
-    sys.path.insert(0, str(HERE))
-    from _common import machine
-
-    info = machine()
-    command = "python " + " ".join(["benchmarks/bench_streaming.py", *sys.argv[1:]])
+    info = harness.machine()
+    command = harness.command(__file__, argv)
     lines = [f"# Streaming scores ({info['device']}, {info['cpu_count']} CPU cores, shared "
              f"machine, load {os.getloadavg()[0]:.0f})", "", f"    {command}", "",
              "| phase | what | wall | CPU | peak RSS |", "|---|---|---|---|---|"]
@@ -171,11 +155,8 @@ def main():
                          f"{r['step_cpu_ms']:.0f} ms | {r['peak_rss_mib']:.0f} MiB |")
     text = "\n".join(lines)
     print(text, flush=True)
-    out = HERE / "results"
-    stem = f"streaming_{info['device'].split(':')[0]}"
-    (out / f"{stem}.json").write_text(json.dumps({"command": command, "machine": info,
-                                                  "rows": rows}, indent=2) + "\n")
-    (out / f"{stem}.md").write_text(text + "\n")
+    harness.write_results(f"streaming_{harness.device_platform(info)}",
+                          {"command": command, "machine": info, "rows": rows}, text)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ rounds, logging `uptime` before each round, as `../shared/anchors/README.md` pre
   reference's 4×512 tanh `PhiNN` loss, nested-tape gradient and Laplacian, gradient,
   `clip_by_global_norm(1.0)` and RAdam), run with the reference's Python (`--tf-python`,
   a separate venv built by the anchors' recipe; never part of this project);
-- deeppot: the step `fit_potential` runs (`bench_laplacian.fit_potential_step`: default
+- deeppot: the step `fit_potential` runs (`benchmarks._step.fit_potential_step`: default
   loss `Log(Stationarity() + PositiveDensity()) + L2Weights(0.1)`, batch gather, clip 1,
   RAdam), with the three same-shape matrix products of a hidden layer timed in the same
   process to give the matmul floor (3 layers × (forward + input gradient + weight gradient)).
@@ -16,7 +16,7 @@ Each process times `--reps` calls after warm-up; a round's ratio is reference me
 deeppot median, and the result is the median of the rounds' ratios (and of the
 deeppot step / floor ratios). Results go to `benchmarks/results/vs_reference_cpu.{json,md}`.
 
-    nice -n -5 python benchmarks/bench_vs_reference.py --tf-python /work/tfvenv/bin/python \\
+    nice -n -5 python -m benchmarks.bench_vs_reference --tf-python /work/tfvenv/bin/python \\
         --rounds 5 --batch-log2 14
 """
 
@@ -25,16 +25,15 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from . import _harness as harness
+
 # the anchors sit in shared/ beside the checkout (../shared from main, ../../shared from a
 # worktree under wt/); DEEPPOT_ANCHORS overrides
 _CANDIDATES = [Path(os.environ["DEEPPOT_ANCHORS"])] if "DEEPPOT_ANCHORS" in os.environ else []
-_CANDIDATES += [p / "shared" / "anchors" for p in HERE.parents[1:3]]
+_CANDIDATES += [p / "shared" / "anchors" for p in harness.ROOT.parents[0:2]]
 ANCHORS = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[-1]) / "bench_tf_reference.py"
 
 
@@ -47,30 +46,21 @@ def uptime() -> str:
 
 def deeppot_child(log2: int, reps: int, warmup: int) -> dict:
     """Time fit_potential's step and the floor's matrix products in this process."""
-    sys.path.insert(0, str(HERE))
     import jax
-    from bench_laplacian import fit_potential_step, matmul_floor_fns, scores, step_flops, timed
 
     import deeppot as dp
+
+    from ._step import fit_potential_step, matmul_floor_fns, scores, step_flops
 
     n = 2**log2
     pot = dp.NeuralPotential(key=jax.random.key(0), width=512, depth=4, features=("x",))
     step, args = fit_potential_step(dp.PotentialModel(pot), scores(jax.random.key(log2), 4 * n), n)
     calls = {"step": (step, args), **matmul_floor_fns(n)}
     out = {"batch": n, "device": str(jax.devices()[0]), "jax": jax.__version__}
-    for name, (fn, a) in calls.items():
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*a))
-        out[f"{name}_first_call_s"] = time.perf_counter() - t0
-        for _ in range(warmup):
-            jax.block_until_ready(fn(*a))
-    wall = {name: [] for name in calls}
-    cpu = {name: [] for name in calls}
-    for _ in range(reps):
-        for name, (fn, a) in calls.items():
-            w, c = timed(fn, *a)
-            wall[name].append(w / 1e3)
-            cpu[name].append(c / 1e3)
+    t = harness.interleaved(calls, reps, warmup)
+    out |= {f"{name}_first_call_s": s for name, s in t["first_call_s"].items()}
+    wall, cpu = ({name: [ms / 1e3 for ms in v] for name, v in t[k].items()}
+                 for k in ("wall_ms", "cpu_ms"))
     out["wall_s"], out["cpu_s"] = wall, cpu
     floor = 3 * (2 * min(wall["matmul_fwd"]) + min(wall["matmul_wgrad"]))
     out["floor_s"] = floor
@@ -93,17 +83,11 @@ def run_reference(tf_python: str, script: Path, log2: int, reps: int, warmup: in
 
 
 def run_deeppot(log2: int, reps: int, warmup: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", "--batch-log2", str(log2), "--reps", str(reps),
-           "--warmup", str(warmup)]
-    path = str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")
-    env = dict(os.environ, PYTHONPATH=path)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"deeppot child failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return harness.run_child(__file__, ["--child", "--batch-log2", str(log2), "--reps",
+                                        str(reps), "--warmup", str(warmup)])
 
 
-def write(rounds, args):
+def write(rounds, args, argv=None):
     """Summarise the rounds so far and write JSON + markdown (after every round)."""
     summary = {
         "median_ratio": statistics.median(r["ratio"] for r in rounds),
@@ -118,7 +102,7 @@ def write(rounds, args):
     lines = [
         f"Potential training step vs the TF reference, batch 2^{args.batch_log2}, interleaved "
         f"({len(rounds)} of {args.rounds} rounds, nice {os.nice(0)})", "",
-        "    " + " ".join(["python"] + sys.argv), "",
+        "    " + harness.command(__file__, argv), "",
         "| round | load (1, 5, 15 min) | reference step s | deeppot step s | reference / deeppot "
         "| floor s | deeppot / floor |", "|---|---|---|---|---|---|---|",
     ]
@@ -130,16 +114,13 @@ def write(rounds, args):
         )
     lines += ["", f"median of ratios: **{summary['median_ratio']:.2f}**; median deeppot / floor: "
               f"**{summary['median_deeppot_over_floor']:.2f}**"]
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
-    payload = {"argv": sys.argv, "rounds": rounds, "summary": summary}
-    (results / f"{args.name}.json").write_text(json.dumps(payload, indent=1) + "\n")
-    (results / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {results / args.name}.md", flush=True)
+    payload = {"argv": harness.invocation(__file__, argv), "rounds": rounds, "summary": summary}
+    path = harness.write_results(args.name, payload, "\n".join(lines))
+    print(f"wrote {path.with_suffix('.md')}", flush=True)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    parser = harness.parser(__doc__, __file__)
     parser.add_argument("--tf-python",
                         default=os.environ.get("TFVENV_PYTHON", "/work/tfvenv/bin/python"))
     parser.add_argument("--reference-script", type=Path, default=ANCHORS)
@@ -149,7 +130,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--name", default="vs_reference_cpu")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(deeppot_child(args.batch_log2, args.reps, args.warmup)), flush=True)
         return
@@ -172,7 +153,7 @@ def main():
         print(f"| {r} | {load.split('load average:')[-1].strip()} "
               f"| {ref['pot_step']['median_s']:.3f} | {ours['step_median_s']:.3f} "
               f"| {ratio:.2f} | {ours['floor_s']:.3f} | {over_floor:.2f} |", flush=True)
-        write(rounds, args)
+        write(rounds, args, argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Are a mock's stars an equilibrium of its potential, and are its exact scores theirs?
 
-    python benchmarks/check_equilibrium.py            # the halo mocks of bench_df_systems
-    python benchmarks/check_equilibrium.py --n 16384 --time 30
+    python -m benchmarks.check_equilibrium            # the halo mocks of bench_df_systems
+    python -m benchmarks.check_equilibrium --n 16384 --time 30
 
 Two checks per mock, each independent of any flow:
 
@@ -23,21 +23,16 @@ Rows print as they are measured and go to benchmarks/results/equilibrium_cpu.{js
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
-import _galpy_halo as halos  # noqa: E402
+import deeppot as dp
 
-import deeppot as dp  # noqa: E402
+from . import _galpy_halo as halos
+from . import _harness as harness
 
-RESULTS = Path(__file__).parent / "results"
 EDGES = (0.3, 1.0, 3.0, 10.0, 30.0)
 STEIN_RADII = (0.3, 1.0, 3.0, 10.0)
 
@@ -105,7 +100,7 @@ def stein(w, exact):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__, __file__)
     p.add_argument("--n", type=int, default=2**14)
     p.add_argument("--time", type=float, default=30.0, help="integration time (G = M = 1)")
     args = p.parse_args(argv)
@@ -116,10 +111,7 @@ def main(argv=None):
                **stationarity(w, potential, args.time), "stein_z": stein(w, exact)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    command = "python benchmarks/check_equilibrium.py " + " ".join(sys.argv[1:])
-    (RESULTS / "equilibrium_cpu.json").write_text(
-        json.dumps({"command": command, "rows": rows}, indent=2) + "\n")
+    command = harness.command(__file__, argv)
     lines = [f"# Equilibrium checks of the halo mocks\n\nCommand: `{command}`\n",
              "| mock | max drift of shell counts (σ) | max drift of σ_r (σ) | "
              "Stein z, φ = x h(r) at r₀ = " + ", ".join(f"{r:g}" for r in STEIN_RADII)
@@ -130,7 +122,8 @@ def main(argv=None):
                      f"{r['max_sigma_r_drift_sigma']} | "
                      + ", ".join(str(z[f'x@{r0:g}']) for r0 in STEIN_RADII) + " | "
                      + ", ".join(str(z[f'v@{r0:g}']) for r0 in STEIN_RADII) + " |")
-    (RESULTS / "equilibrium_cpu.md").write_text("\n".join(lines) + "\n")
+    harness.write_results("equilibrium_cpu", {"command": command, "rows": rows},
+                          "\n".join(lines))
     print("\n".join(lines[2:]))
 
 

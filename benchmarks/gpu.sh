@@ -6,10 +6,10 @@
 # What it runs, each step under its own time limit (a step that fails or runs out of time
 # does not stop the others; every benchmark prints its rows as they are measured):
 #   1. the devices JAX sees                                                   (30 s)
-#   2. bench_laplacian.py --quick --tf32: fit_potential's step at 2^12          (90 s)
-#   3. bench_laplacian.py --batches 14 16, forward and Hessian, TF32 too       (150 s)
-#   4. bench_scores.py --quick: FFJORD at the TF reference size, a CFM flow     (90 s)
-#   5. bench_scaling.py --real: fit step at 2^14 and 2^20 scores on the GPU     (90 s)
+#   2. benchmarks.bench_laplacian --quick --tf32: fit_potential's step at 2^12  (90 s)
+#   3. benchmarks.bench_laplacian --batches 14 16, forward and Hessian, TF32  (150 s)
+#   4. benchmarks.bench_scores --quick: FFJORD at the TF reference size, CFM    (90 s)
+#   5. benchmarks.bench_scaling --real: fit step at 2^14, 2^20 scores on GPU    (90 s)
 #
 # A machine without flowjax and paramax (the H200 image lacks them) gets them as wheels in
 # .whl/ (ignored by git; carry it). Download them once where pip can reach PyPI:
@@ -44,11 +44,11 @@ step() {  # step LIMIT_S COMMAND...: run under a time limit, report, go on
 }
 
 step 30 $PY -c "import jax, deeppot; print('jax', jax.__version__, jax.devices())"
-step 90 $PY benchmarks/bench_laplacian.py --quick --tf32 --name laplacian_quick
-step 150 $PY benchmarks/bench_laplacian.py --batches 14 16 --methods forward hessian \
+step 90 $PY -m benchmarks.bench_laplacian --quick --tf32 --name laplacian_quick
+step 150 $PY -m benchmarks.bench_laplacian --batches 14 16 --methods forward hessian \
   --repeats 10 --tf32
-step 90 $PY benchmarks/bench_scores.py --quick --tag gpu
-step 90 $PY benchmarks/bench_scaling.py --real --devices 1 --batch 16384 --steps 100 \
+step 90 $PY -m benchmarks.bench_scores --quick --tag gpu
+step 90 $PY -m benchmarks.bench_scaling --real --devices 1 --batch 16384 --steps 100 \
   --n-scores 1048576 --chunk 65536 --df-chunk 16384 --name scaling_gpu
 echo "=== done in $((SECONDS - start)) s, $failed step(s) failed"
 if [ -n "${OUT:-}" ] && [ -d "${OUT}" ]; then

@@ -1,36 +1,31 @@
 """Where a halo DF's score error sits: by radius, radial against tangential components,
 and whether the velocity profiles put the velocities on unit scale.
 
-    python benchmarks/halo_score_anatomy.py \
+    python -m benchmarks.halo_score_anatomy \
         runs/halo_hq/halo_cpu_hq128tanh_scaled_spherical-vector-scaled.eqx
 
 Reads a `SphericalDF(tangential="vector", scale_velocities=True)` (3×128 tanh) written by
-`bench_df_systems.py --system halo --variants spherical-vector-scaled --save-dir ...`, and
-for the 8192 held-out stars of that benchmark prints, per radial bin: the median error of
-the radial and tangential components of ∂ln f/∂x and ∂ln f/∂v (each relative to the
-exact score's norm) and the exact radial share; then the rms of v_r/σ_r(r) and of
-|v_t|/(√2 σ_t(r)) over the 2^16 training stars per bin (1 where the fitted profiles are
-right). Written to `benchmarks/results/halo_anatomy_cpu.json`.
+`python -m benchmarks.bench_df_systems --system halo --variants spherical-vector-scaled
+--save-dir ...`, and for the 8192 held-out stars of that benchmark prints, per radial bin:
+the median error of the radial and tangential components of ∂ln f/∂x and ∂ln f/∂v (each
+relative to the exact score's norm) and the exact radial share; then the rms of v_r/σ_r(r)
+and of |v_t|/(√2 σ_t(r)) over the 2^16 training stars per bin (1 where the fitted profiles
+are right). Written to `benchmarks/results/halo_anatomy_cpu.json`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
-import bench_df_systems as systems  # noqa: E402
-from bench_scores import map_ffjords  # noqa: E402
+from . import _harness as harness
+from ._systems import HEUN4, load_system, make_df, map_ffjords
 
 BINS = ((0, 1), (1, 3), (3, 10), (10, 30), (30, 100))
-OUT = Path(__file__).parent / "results" / "halo_anatomy_cpu.json"
 
 
 def _split(a, unit):
@@ -39,12 +34,12 @@ def _split(a, unit):
 
 
 def main(argv=None):
-    path = (argv or sys.argv[1:])[0]
-    train, _, test, exact = systems.load_system("halo", 2**16)
-    like = systems.make_df("spherical-vector-scaled", "halo", jax.random.key(0), 128, 3,
-                           jnp.tanh)
-    df = eqx.tree_deserialise_leaves(
-        path, map_ffjords(like, lambda f: f.with_ode(systems.HEUN4)))
+    p = harness.parser(__doc__, __file__)
+    p.add_argument("model", help="the saved spherical-vector-scaled DF (.eqx)")
+    path = p.parse_args(argv).model
+    train, _, test, exact = load_system("halo", 2**16)
+    like = make_df("spherical-vector-scaled", "halo", jax.random.key(0), 128, 3, "tanh")
+    df = eqx.tree_deserialise_leaves(path, map_ffjords(like, lambda f: f.with_ode(HEUN4)))
     w = np.asarray(test.w[:8192])
     ex, ev = exact(w)
     gx, gv = (np.asarray(a) for a in df.score(jnp.asarray(w, jnp.float32)))
@@ -77,8 +72,8 @@ def main(argv=None):
                         "rms_vt_over_sqrt2_sigma_t": float(np.sqrt(np.mean((vt[m] / np.exp(
                             ls_t[m])) ** 2) / 2))})
         print(json.dumps(profile[-1]), flush=True)
-    OUT.write_text(json.dumps({"command": "python benchmarks/halo_score_anatomy.py " + path,
-                               "scores": rows, "profiles": profile}, indent=2) + "\n")
+    harness.write_results("halo_anatomy_cpu", {"command": harness.command(__file__, [path]),
+                                               "scores": rows, "profiles": profile})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Where the potential training step's time goes: a per-op profile of the compiled step.
 
-Runs `fit_potential`'s step (`bench_laplacian.fit_potential_step`, 4×512 tanh) under
+Runs `fit_potential`'s step (`benchmarks._step.fit_potential_step`, 4×512 tanh) under
 `jax.profiler`, reads the XLA:CPU thunk events back with `jax.profiler.ProfileData`, matches
 them to the optimised HLO's instructions and sums their times by kind: the matrix products
 over the batch, the weight-gradient products, elementwise work over the batch, and
@@ -16,31 +16,27 @@ asynchronously: their events are short and their time shows up in the products t
 beside them; thunks on the two threads overlap, so op times can add up to more than the
 wall time. Wall times on a shared machine are inflated; the shares are what to read.
 
-    python benchmarks/profile_step.py --batch-log2 14 --calls 1
-    python benchmarks/profile_step.py --batch-log2 12 --times 4   # before/after, no profile
+    python -m benchmarks.profile_step --batch-log2 14 --calls 1
+    python -m benchmarks.profile_step --batch-log2 12 --times 4   # before/after, no profile
 
 `--times N` instead times both paths' steps and fields and the matmul floor's products
 interleaved in one process, N rounds, wall and process CPU time.
 """
 
-import argparse
 import collections
 import glob
 import re
-import sys
 import tempfile
-from pathlib import Path
 from typing import final
 
 import equinox as eqx
 import jax
 from jax.profiler import ProfileData
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, write_results  # noqa: E402
-from bench_laplacian import fit_potential_step, matmul_floor_fns, scores, timed  # noqa: E402
+import deeppot as dp
 
-import deeppot as dp  # noqa: E402
+from . import _harness as harness
+from ._step import fit_potential_step, matmul_floor_fns, scores
 
 
 @final
@@ -48,7 +44,7 @@ class PerPoint(dp.AbstractPotential):
     """A network potential seen only through its per-point rule (no batched rule)."""
 
     inner: dp.NeuralPotential
-    G: float = 1.0
+    units: dp.units.UnitSystem = eqx.field(default=dp.units.dimensionless, static=True)
 
     def _potential(self, x):
         return self.inner._potential(x)
@@ -135,15 +131,8 @@ def times(log2: int, rounds: int) -> list[str]:
         "fields, batched (now)": (fields, (pot, data.x[:n])),
         **matmul_floor_fns(n),
     }
-    for fn, a in calls.values():
-        jax.block_until_ready(fn(*a))
-    wall = {k: [] for k in calls}
-    cpu = {k: [] for k in calls}
-    for _ in range(rounds):
-        for k, (fn, a) in calls.items():
-            w, c = timed(fn, *a)
-            wall[k].append(w)
-            cpu[k].append(c)
+    t = harness.interleaved(calls, rounds)
+    wall, cpu = t["wall_ms"], t["cpu_ms"]
     floor_w = 3 * (2 * min(wall["matmul_fwd"]) + min(wall["matmul_wgrad"]))
     floor_c = 3 * (2 * min(cpu["matmul_fwd"]) + min(cpu["matmul_wgrad"]))
     lines = ["| | wall min ms | CPU min ms | step CPU / floor CPU |", "|---|---|---|---|"]
@@ -156,28 +145,30 @@ def times(log2: int, rounds: int) -> list[str]:
     return lines
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    parser = harness.parser(__doc__, __file__)
     parser.add_argument("--batch-log2", type=int, default=14)
     parser.add_argument("--calls", type=int, default=1)
     parser.add_argument("--paths", nargs="+", default=["batched", "per-point"],
                         choices=["batched", "per-point"])
     parser.add_argument("--times", type=int, default=0, help="time instead of profiling")
-    args = parser.parse_args()
-    info = machine()
+    args = parser.parse_args(argv)
+    info = harness.machine()
+    kind = harness.device_platform(info)
     if args.times:
         lines = times(args.batch_log2, args.times)
         print("\n".join(lines), flush=True)
         head = [f"Step before/after, batch 2^{args.batch_log2}, {info['device']}", "",
-                "    " + " ".join(["python"] + sys.argv), ""]
-        write_results(f"step_times_2e{args.batch_log2}",
-                      {"machine": info, "argv": sys.argv, "table": lines}, "\n".join(head + lines))
+                "    " + harness.command(__file__, argv), ""]
+        harness.write_results(f"step_times_2e{args.batch_log2}_{kind}",
+                              {"machine": info, "argv": harness.invocation(__file__, argv),
+                               "table": lines}, "\n".join(head + lines))
         return
     results = []
     lines = [
         f"Per-op profile of the `fit_potential` step, 4x512 tanh, batch 2^{args.batch_log2}, "
         f"{info['device']}, {info['cpu_count']} CPUs, jax {info['jax']}", "",
-        "    " + " ".join(["python"] + sys.argv), "",
+        "    " + harness.command(__file__, argv), "",
         "| path | kind | ops | ms per step | share of op time |", "|---|---|---|---|---|",
     ]
     for path in args.paths:
@@ -192,8 +183,9 @@ def main():
                  f"{sum(k['ops'] for k in r['kinds'])} | {r['ops_ms']:.0f} | 100% |")
         lines.append(total)
         print(total, flush=True)
-    path = write_results("step_profile", {"machine": info, "argv": sys.argv, "runs": results},
-                         "\n".join(lines))
+    path = harness.write_results(f"step_profile_{kind}",
+                                 {"machine": info, "argv": harness.invocation(__file__, argv),
+                                  "runs": results}, "\n".join(lines))
     print(f"wrote {path}", flush=True)
 
 

@@ -1,8 +1,8 @@
 """Reproduce the paper's experiments from the TOML configs in benchmarks/configs/.
 
-    python benchmarks/reproduce.py a c              # cases (a) and (c); all by default
-    python benchmarks/reproduce.py c --set df.steps=30000 --tag c-30k
-    python benchmarks/reproduce.py --quick          # tiny sizes: a smoke run of every case
+    python -m benchmarks.reproduce a c              # cases (a) and (c); all by default
+    python -m benchmarks.reproduce c --set df.steps=30000 --tag c-30k
+    python -m benchmarks.reproduce --quick          # tiny sizes: a smoke run of every case
 
 Each case is one or more configs run by `deeppot.pipeline.run` (exactly what
 `deeppot run benchmarks/configs/<config>.toml` does); the configs of one case share a run
@@ -15,17 +15,15 @@ neural potential, and analytic fits with the mass free and fixed; (d) non-statio
 noisy disks, analytic fits.
 """
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 from deeppot import pipeline
 
-HERE = Path(__file__).parent
-CONFIGS = HERE / "configs"
-RESULTS = HERE / "results"
+from . import _harness as harness
+from ._harness import CONFIGS
+
 # case -> groups of configs; the configs of a group share one run directory
 CASES = {
     "a": [["case-a"]],
@@ -68,15 +66,15 @@ def _line(row: dict) -> str:
     return "- " + "; ".join(parts)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> None:
+    parser = harness.parser(__doc__, __file__)
     parser.add_argument("cases", nargs="*", metavar="CASE", help="a, b, c, d (default: all)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value in every case (repeatable)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--runs-dir", default="runs/reproduce", help="where run dirs go")
     parser.add_argument("--tag", default=None, help="results file suffix")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     cases = args.cases or sorted(CASES)
     unknown = [c for c in cases if c not in CASES]
     if unknown:
@@ -85,10 +83,9 @@ def main() -> None:
     tag = args.tag or "_".join(["".join(cases)] + (["quick"] if args.quick else [])
                                + (["custom"] if args.set else []))
     runs = Path(args.runs_dir) / tag
-    out = {"command": "python benchmarks/reproduce.py " + " ".join(sys.argv[1:]),
+    out = {"command": harness.command(__file__, argv),
            "overrides": overrides, "rows": []}
     lines = [f"Command: `{out['command']}`", ""]
-    RESULTS.mkdir(exist_ok=True)
     for case in cases:
         for group in CASES[case]:
             run_dir = runs / group[0]
@@ -101,8 +98,7 @@ def main() -> None:
                 out["rows"].append(row)
                 lines.append(_line(row))
                 print(lines[-1], flush=True)
-                (RESULTS / f"reproduce_{tag}.json").write_text(json.dumps(out, indent=2) + "\n")
-                (RESULTS / f"reproduce_{tag}.md").write_text("\n".join(lines) + "\n")
+                harness.write_results(f"reproduce_{tag}", out, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A survey-like Miyamoto–Nagai disk end to end, in physical units (issue 12).
 
-    python benchmarks/survey_disk.py [--quick] [--variants reference survey selected]
+    python -m benchmarks.survey_disk [--quick] [--variants reference survey selected]
 
 A phase-mixed Miyamoto–Nagai disk (a = 3 kpc, b = 0.3 kpc, m_tot = 1e11 M☉: the paper's
 disk scaled by 3 kpc) rotating like the Milky Way is observed from the Sun (astropy's
@@ -23,11 +23,8 @@ skips what exists). Each row is printed as it is measured; the results go to
 the DF training is ~20 min CPU per variant on 2 cores.
 """
 
-import argparse
 import json
-import resource
 import sys
-import time
 from pathlib import Path
 
 import astropy.units as u
@@ -39,8 +36,10 @@ import numpy as np
 import deeppot as dp
 from deeppot import survey
 
-RESULTS = Path(__file__).parent / "results"
-CACHE = Path(__file__).parent.parent / "runs" / "survey_disk"
+from . import _harness as harness
+from ._harness import Stage
+
+CACHE = harness.ROOT / "runs" / "survey_disk"
 
 CONFIG = {
     "n_stars": 2**16,
@@ -74,26 +73,6 @@ VARIANTS = ("reference", "survey", "selected")
 QUICK = {"n_stars": 2048, "n_parent": 60000, "df_width": 32, "df_steps": 200,
          "df_batch_size": 512, "df_warmup": 20, "n_scores": 4096, "fit_steps": 100,
          "fit_batch_size": 1024, "fit_warmup": 20}
-
-
-def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-class Stage:
-    """Wall and CPU seconds of a block."""
-
-    def __enter__(self):
-        self.wall, self.cpu = time.perf_counter(), cpu_seconds()
-        return self
-
-    def __exit__(self, *exc):
-        self.wall = round(time.perf_counter() - self.wall, 1)
-        self.cpu = round(cpu_seconds() - self.cpu, 1)
-
-    def info(self):
-        return {"wall_s": self.wall, "cpu_s": self.cpu}
 
 
 def truth(cfg):
@@ -244,29 +223,27 @@ def compare(rows):
     return comparisons, lines
 
 
-def write(out, lines, quick, tag_suffix=""):
+def write(out, lines, quick, tag_suffix="", argv=None):
     """Write the JSON and markdown results (called after every variant)."""
     comparisons, comp_lines = compare(out["rows"])
     out["comparisons"] = comparisons
-    RESULTS.mkdir(exist_ok=True)
     tag = "survey_disk_cpu" + ("_quick" if quick else "") + tag_suffix
-    cmd = "python benchmarks/survey_disk.py " + " ".join(sys.argv[1:])
-    (RESULTS / f"{tag}.json").write_text(json.dumps(out | {"command": cmd}, indent=2) + "\n")
+    cmd = harness.command(__file__, argv)
     md = [f"Command: `{cmd}`", "", out["machine"], "", f"Data: {json.dumps(out['data'])}", "",
           f"Truth: {json.dumps(out['truth'])}", "", *lines, *comp_lines]
-    (RESULTS / f"{tag}.md").write_text("\n".join(md) + "\n")
+    harness.write_results(tag, out | {"command": cmd}, "\n".join(md))
     return comp_lines
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    parser = harness.parser(__doc__, __file__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override CONFIG entries (e.g. df_steps=8000 df_width=128)")
     parser.add_argument("--tag", default="", help="suffix of the results and cache names")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     cfg = CONFIG | (QUICK if args.quick else {})
     for item in args.set:
         name, _, value = item.partition("=")
@@ -321,7 +298,7 @@ def main():
             corrected = dp.correct_selection(scores, sel)
             row(variant, "corrected for S", fit_mn(cfg, corrected, k_fit), extra)
             row(variant, "not corrected", fit_mn(cfg, scores, k_fit), extra)
-        comp_lines = write(out, lines, args.quick, args.tag)
+        comp_lines = write(out, lines, args.quick, args.tag, argv)
     print("\n".join(comp_lines), flush=True)
 
 
