@@ -107,8 +107,8 @@ def df_settings(variant: str, system: str, width: int, depth: int, activation: s
     if "augment" in settings and settings["augment"] is None:
         settings["augment"] = ("spherical" if system.startswith("halo")
                                else "axisymmetric_mirror_z")
-    df = {"kind": "ffjord", "n_blocks": 1, "width": width, "depth": depth,
-          "activation": activation, "reflect": bool(m["reflect"]), **settings}
+    df = {"kind": "ffjord", "reflect": bool(m["reflect"]), **settings,
+          "params": {"n_blocks": 1, "width": width, "depth": depth, "activation": activation}}
     return pipeline.parse_config({"df": df}).df, float(m["q"]) if m["q"] else None
 
 
