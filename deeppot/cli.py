@@ -192,9 +192,9 @@ def _run_run(args: argparse.Namespace) -> int:
 def _add_stage_commands(subparsers) -> None:
     """One subcommand per stage record with a `Command` (`deeppot.pipeline.STAGES`), in
     the order of the stages."""
-    from .pipeline import STAGES
+    from .pipeline import stages
 
-    for stage in STAGES:
+    for stage in stages.STAGES:
         if stage.command is not None:
             _add_stage_command(subparsers, stage)
 
