@@ -126,6 +126,8 @@ def _add_mock(subparsers) -> None:
 
 
 def _run_mock(args: argparse.Namespace) -> int:
+    from .pipeline.stages import write_artefact
+
     flags = {"n": args.n, "observer": None if args.observer is None else list(args.observer),
              "select_center": None if args.select_center is None else list(args.select_center)}
     extra = [f"data.source={args.kind}"]
@@ -147,7 +149,7 @@ def _run_mock(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     cat, _ = _stage("data", cfg, {})["catalog"]
     cat = cat.with_meta(seed=cfg.run.seed, command=" ".join(["deeppot", *sys.argv[1:]]))
-    cat.save(out)
+    write_artefact("catalog", cat, out, {})
     print(f"wrote {len(cat)} stars to {out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -228,6 +230,7 @@ def _run_stage_command(stage, args: argparse.Namespace) -> int:
     the stage, write its output with the input paths in its metadata, print its warnings
     and its summary line."""
     from .pipeline import ARTEFACTS
+    from .pipeline.stages import write_artefact
 
     cmd = stage.command
     cfg = _config(args)
@@ -244,7 +247,7 @@ def _run_stage_command(stage, args: argparse.Namespace) -> int:
     summary = cmd.summary(value, paths, out)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        ARTEFACTS[cmd.output].save(value, out, {**meta, **paths})
+        write_artefact(cmd.output, value, out, {**meta, **paths})
     for warning in meta.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
     print(summary)

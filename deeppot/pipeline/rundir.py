@@ -15,7 +15,9 @@ records, checkpoints and plots) are deleted, so a stage that fails never leaves 
 run's results beside it that look current.
 
 A lock keeps a second process out of a directory in use; a corrupt checkpoint is set aside
-(renamed `*.corrupt-<time>`) and its stage starts over.
+(renamed `*.corrupt-<time>`) and its stage starts over. In a multi-host run (`[run]
+coordinator`) every process runs the stages in the same directory, on a file system they
+all read, and process 0 alone holds the lock and writes.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 
 from .._errors import CheckpointError, RunDirectoryBusy
 from .config import Config, dumps_toml, load_config
-from .stages import ARTEFACTS, STAGE_NAMES, STAGES, run_stage, start_processes
+from .stages import ARTEFACTS, STAGE_NAMES, STAGES, run_stage, start_processes, write_artefact
 
 __all__ = ["run"]
 
@@ -168,8 +170,11 @@ def run(config: Config | str | os.PathLike, run_dir: str | os.PathLike, *,
     when `stop_after` ends the run early).
 
     **Raises:** `RunDirectoryBusy` if another process is running in `run_dir`; the error of
-    a failed stage (`TrainingError`, `ValueError`, …).
+    a failed stage (`TrainingError`, `ValueError`, …); `ValueError` if the processes of a
+    multi-host run see different states of `run_dir`.
     """
+    from ..sharding import is_main_process
+
     cfg = config if isinstance(config, Config) else load_config(config)
     if stop_after is not None and stop_after not in STAGE_NAMES:
         raise ValueError(f"stop_after must be one of {STAGE_NAMES}; got {stop_after!r}")
@@ -178,17 +183,23 @@ def run(config: Config | str | os.PathLike, run_dir: str | os.PathLike, *,
     run_dir = Path(run_dir)
     ckpt_dir, plot_dir = run_dir / "checkpoints", run_dir / "plots"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(run_dir):
+    main = is_main_process()
+    with _locked(run_dir) if main else contextlib.nullcontext():
         return _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after,
-                           joined)
+                           joined, main)
 
 
-def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after, joined):
+def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after, joined, main):
+    """The stages in order; `main` is false in the processes of a multi-host run other
+    than process 0, which run every stage and write nothing."""
+    from ..sharding import same_on_all_processes
+
     log_file = run_dir / "run.log"
 
     def note(msg: str) -> None:
-        with open(log_file, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+        if main:
+            with open(log_file, "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
         if log is not None:
             log(msg)
 
@@ -201,7 +212,12 @@ def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after, joi
     except (ValueError, OSError):
         note("state.json is unreadable: every stage runs again")
         state = {}
-    (run_dir / "config.toml").write_text(dumps_toml(cfg.to_dict()))
+    # every process decides from the same state, read before process 0 writes
+    digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+    same_on_all_processes(int(digest[:15], 16), f"the state of '{run_dir}' (a run "
+                          "directory must be on a file system that every process reads)")
+    if main:
+        (run_dir / "config.toml").write_text(dumps_toml(cfg.to_dict()))
     fps = fingerprints(cfg)
     places = _places(cfg, run_dir)
     loaded: dict[str, tuple[Any, dict]] = {}
@@ -223,13 +239,15 @@ def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after, joi
         else:
             checkpoints = [p for pattern in stage.checkpoints for p in ckpt_dir.glob(pattern)]
             if not same:
-                for p in checkpoints:
+                for p in checkpoints if main else ():
                     p.unlink()
                 checkpoints = []
-            _invalidate(STAGES[i:], run_dir, places, ckpt_dir, plot_dir, state)
+            if main:
+                _invalidate(STAGES[i:], run_dir, places, ckpt_dir, plot_dir, state)
             resuming = bool(checkpoints)
             state[stage.name] = {"fingerprint": fps[stage.name], "done": False}
-            _write_json(state_path, state)
+            if main:
+                _write_json(state_path, state)
             event = "resuming from checkpoint" if resuming else "running"
             note(f"{stage.name}: {event}" + (f" ({why})" if why else ""))
             t0 = time.perf_counter()
@@ -239,20 +257,23 @@ def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after, joi
                 produced = run_stage(stage.name, cfg, inputs, **kwargs)
             except CheckpointError as err:
                 stamp = time.strftime("%Y%m%d-%H%M%S")
-                for p in checkpoints:
+                for p in checkpoints if main else ():
                     p.rename(p.with_name(f"{p.name}.corrupt-{stamp}"))
+                same_on_all_processes(i, "the stage whose checkpoint is set aside")
                 note(f"{stage.name}: {err}; set it aside and starting the stage over")
                 produced = run_stage(stage.name, cfg, inputs, **kwargs)
             sums = {}
             for name, (obj, meta) in produced.items():
                 path = places[name]
-                ARTEFACTS[name].save(obj, path, {**meta, "fingerprint": fps[stage.name]})
-                sums[path.name] = _file_digest(path)
+                write_artefact(name, obj, path, {**meta, "fingerprint": fps[stage.name]})
+                if main:
+                    sums[path.name] = _file_digest(path)
                 loaded[name] = (obj, meta)
             dt = time.perf_counter() - t0
             state[stage.name] = {"fingerprint": fps[stage.name], "done": True, "seconds": dt,
                                  "sha256": sums}
-            _write_json(state_path, state)
+            if main:
+                _write_json(state_path, state)
             note(f"{stage.name}: done in {dt:.1f} s")
             if stage.name == "report":
                 for warning in produced["metrics"][0].get("warnings", []):

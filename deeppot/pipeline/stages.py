@@ -54,6 +54,7 @@ __all__ = [
     "start_processes",
     "train_df",
     "train_potential",
+    "write_artefact",
 ]
 
 
@@ -324,10 +325,11 @@ def draw_scores(cfg: ScoresConfig, df, key, *, units: str = "dimensionless", dev
         arrays = [np.asarray(a) for a in (part.x, part.v, part.dlnf_dx, part.dlnf_dv)]
         finite = np.all(np.concatenate([np.isfinite(a) for a in arrays], axis=1), axis=1)
         bad += int(np.sum(~(finite & np.isfinite(np.asarray(part.ln_f)))))
+    if cfg.path:
+        scores.close()  # reopened by the next read; none held while the file is written
     if bad:
         if cfg.path:
-            scores.close()
-            Path(cfg.path).unlink()
+            Path(cfg.path).unlink(missing_ok=True)
         raise TrainingError(f"{bad} of {cfg.n} drawn points have non-finite "
                             "scores or log-densities: the DF is broken; retrain it")
     return scores
@@ -630,6 +632,18 @@ def run_stage(name: str, config: Config, inputs: Mapping[str, tuple[Any, dict]],
         plot_dir=None if plot_dir is None else Path(plot_dir), progress=progress)
     with _x64(config.run.x64):
         return stage.run(ctx)
+
+
+def write_artefact(name: str, value, path: Path, meta: dict) -> None:
+    """Save a stage's output with `ARTEFACTS[name].save`. In a multi-host run only process
+    0 writes, once every process is done with the stage (so no other holds the file open)
+    and before any goes on to read it."""
+    from ..sharding import is_main_process, same_on_all_processes
+
+    same_on_all_processes(0, f"the stages run before writing {path}")  # a barrier
+    if is_main_process():
+        ARTEFACTS[name].save(value, path, meta)
+    same_on_all_processes(0, f"the stages run after writing {path}")
 
 
 def start_processes(config: Config) -> str | None:

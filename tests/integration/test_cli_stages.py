@@ -284,3 +284,27 @@ def test_a_one_process_start_runs_for_real(tmp_path):
     assert proc.stdout.splitlines()[-1] == "True 1"
     log = (tmp_path / "run" / "run.log").read_text()
     assert f"multi-host run: process 0 of 1 (coordinator 127.0.0.1:{port})" in log
+
+
+def test_processes_other_than_the_first_run_every_stage_and_write_nothing(tmp_path,
+                                                                          monkeypatch):
+    """In a multi-host run, process 0 writes the run directory; the others run the same
+    stages (their devices take part in every step) and wait for its writes (simulated here
+    as process 1 of a run whose process 0 is elsewhere)."""
+    from deeppot import sharding, train
+
+    barriers = []
+    monkeypatch.setattr(sharding, "is_main_process", lambda: False)
+    monkeypatch.setattr(train, "is_main_process", lambda: False)  # checkpoints: process 0's
+    monkeypatch.setattr(sharding, "same_on_all_processes",
+                        lambda value, what: barriers.append(what))
+    lines = []
+    states = pipeline.run(pipeline.parse_config(TINY), tmp_path / "run", log=lines.append)
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["checkpoints"]
+    assert not list((tmp_path / "run" / "checkpoints").iterdir())
+    assert all(states[s]["done"] for s in pipeline.rundir.STAGE_NAMES)
+    assert [line.split(":")[0] for line in lines if "done in" in line] == list(states)
+    assert barriers[0].startswith("the state of")
+    written = [w for w in barriers if "before writing" in w]
+    assert [Path(w.split("writing ")[1]).name for w in written] == [
+        "catalog.npz", "df.eqx", "scores.npz", "potential.eqx", "metrics.json", "report.md"]
