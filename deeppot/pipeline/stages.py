@@ -544,6 +544,7 @@ def _save_report(value, path, meta):
 ARTEFACTS["report"] = Artefact("report.md", _save_report,
                                lambda path: (Path(path).read_text(), {}))
 
+
 def _wrote(output, inputs, path) -> str:
     return f"wrote {path}"
 
