@@ -308,3 +308,42 @@ def test_processes_other_than_the_first_run_every_stage_and_write_nothing(tmp_pa
     written = [w for w in barriers if "before writing" in w]
     assert [Path(w.split("writing ")[1]).name for w in written] == [
         "catalog.npz", "df.eqx", "scores.npz", "potential.eqx", "metrics.json", "report.md"]
+
+
+@pytest.mark.slow
+def test_two_processes_run_the_pipeline_in_one_directory(runs, tmp_path):
+    """`deeppot run` on two processes (one CPU device each, joined over localhost) with the
+    scores streamed: process 0 writes the run directory, process 1 runs every stage beside
+    it, and the result is the one-process run's up to the order of the sums over devices."""
+    root, memory, *_ = runs
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    raw = {**TINY, "run": {**TINY["run"], "coordinator": f"127.0.0.1:{port}",
+                           "num_processes": 2},
+           "scores": {**TINY["scores"], "path": str(tmp_path / "s.h5")}}
+    config = _config_file(tmp_path / "c.toml", raw)
+    env = {**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
+           "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    procs = [subprocess.Popen([sys.executable, "-m", "deeppot.cli", "run", str(config),
+                               "--run-dir", str(tmp_path / "run"), "--set",
+                               f"run.process_id={i}"], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert all(p.returncode == 0 for p in procs), outs[0][1][-3000:] + outs[1][1][-3000:]
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert all(state[s]["done"] for s in pipeline.rundir.STAGE_NAMES)
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert log.count("multi-host run: process 0 of 2") == 1  # process 1 writes no log
+    assert "multi-host run: process 1 of 2" in outs[1][0]
+    assert dp.ScoreFile(tmp_path / "s.h5").meta["stage"] == "scores"
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for q in ("force", "density", "phi"):
+        assert metrics["accuracy"][q]["median"] == pytest.approx(
+            memory["accuracy"][q]["median"], rel=1e-3, abs=1e-5)
