@@ -21,6 +21,8 @@ in a newline.
 
 import json
 import os
+import struct
+import tokenize
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -515,11 +517,40 @@ def _parse_meta(path: Path, text: str) -> dict[str, Any]:
     return meta
 
 
+def _zip_gap(path: Path) -> str | None:
+    """Where a zip archive's directory fails to account for its entries (None if it does).
+
+    Each array of an `.npz` carries its own CRC, but the directory that lists them does not:
+    a flipped bit there can make a reader skip an entry (an optional array or the meta
+    silently gone). The entries must tile the file up to the directory, each local header
+    followed by its data (and a data descriptor, for streamed writers), with no gap.
+    """
+    with open(path, "rb") as f, zipfile.ZipFile(f) as z:
+        pos = 0
+        for info in sorted(z.infolist(), key=lambda i: i.header_offset):
+            if info.header_offset != pos:
+                return f"bytes {pos}..{info.header_offset} belong to no listed entry"
+            f.seek(info.header_offset + 26)
+            name_len, extra_len = struct.unpack("<HH", f.read(4))
+            pos = info.header_offset + 30 + name_len + extra_len + info.compress_size
+            if info.flag_bits & 0x08:  # a data descriptor: optional signature, CRC, sizes
+                f.seek(pos)
+                pos += 4 * (f.read(4) == b"PK\x07\x08") + 4 + (16 if info.file_size >= 2**32
+                                                                   else 8)
+        if pos != z.start_dir:
+            return f"bytes {pos}..{z.start_dir} belong to no listed entry"
+    return None
+
+
 def _read_npz(path: Path):
     try:
+        gap = _zip_gap(path)
+        if gap is not None:
+            raise zipfile.BadZipFile(f"its directory is damaged: {gap}")
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (ValueError, OSError, EOFError, KeyError, NotImplementedError,
+    except (ValueError, OSError, EOFError, KeyError, NotImplementedError, RuntimeError,
+            SyntaxError, tokenize.TokenError, struct.error,  # a damaged .npy header or zip
             zipfile.BadZipFile) as err:
         raise ValueError(f"'{path}' is corrupt or truncated: cannot read it as .npz ({err})"
                          ) from None

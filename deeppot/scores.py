@@ -8,6 +8,7 @@ time by `fit_potential`), and `load_scores` picks the one that fits.
 import json
 import os
 import shutil
+import tokenize
 import zipfile
 from pathlib import Path
 from typing import final
@@ -96,7 +97,8 @@ class ScoreSample(eqx.Module):
                 arrays = [] if missing else [data[k] for k in _FIELDS]
         except FileNotFoundError:
             raise
-        except (OSError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile) as err:
+        except (OSError, ValueError, EOFError, NotImplementedError, RuntimeError, SyntaxError,
+                tokenize.TokenError, zipfile.BadZipFile) as err:  # (a damaged .npy header)
             raise ValueError(f"score file '{path}' is corrupt or truncated "
                              f"({type(err).__name__}: {err})") from None
         if missing:

@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from .._atomic import replacing
 from .._errors import TrainingError
 from .build import build_catalog, build_df, build_loss, build_model
 from .config import (
@@ -76,6 +77,7 @@ class Artefact:
 
 
 def _save_catalog(cat, path, meta):
+    check_replaceable("catalog", path)
     cat.save(path)
 
 
@@ -117,9 +119,8 @@ def _load_model(kind, label, path):
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.write_text(text)
 
 
 def _save_metrics(metrics, path, meta):
@@ -134,31 +135,36 @@ def _load_metrics(path):
 
 
 def check_replaceable(kind: str, path: str | os.PathLike) -> None:
-    """Refuse to replace an existing file that is not a `kind` artefact (`"df"`,
-    `"potential"` or `"scores"`): an output never replaces a file of another kind.
+    """Refuse to replace an existing file that is not a `kind` artefact (`"catalog"`,
+    `"df"`, `"potential"` or `"scores"`): an output never replaces a file of another kind.
 
     **Raises:** `FileExistsError` naming the file and what it holds.
     """
+    from ..catalog import PhaseSpaceCatalog
     from ..modelfile import load_model
     from ..scores import load_scores
 
     path = Path(path)
     if not path.exists():
         return
-    try:
-        if kind == "scores":
-            load_scores(path, in_memory=False)
-            held = "scores"
-        else:
-            held = load_model(path)[1].get("stage", "model of no stage")
-    except (ValueError, OSError) as err:  # CheckpointError is a ValueError
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        held = f"not a {kind} file ({reason})"
-    else:
-        if held == kind:
-            return
-        held = f"a {held} file"
-    raise FileExistsError(f"'{path}' exists and is {held}: refusing to replace it with a "
+    # what the file holds, read as each kind in turn (a score file is also readable as a
+    # catalogue: it has x and v, so scores are tried first)
+    readers = (("scores", lambda: load_scores(path, in_memory=False) and "scores"),
+               ("model", lambda: load_model(path)[1].get("stage", "model of no stage")),
+               ("catalog", lambda: PhaseSpaceCatalog.load(path, check_fit=False) and "catalog"))
+    own = "model" if kind in ("df", "potential") else kind
+    held = reason = None
+    for family, read in readers:
+        try:
+            held = read()
+            break
+        except (ValueError, OSError) as err:  # CheckpointError is a ValueError
+            if family == own:
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if held == kind:
+        return
+    what = f"a {held} file" if held else f"not a {kind} file ({reason})"
+    raise FileExistsError(f"'{path}' exists and is {what}: refusing to replace it with a "
                           f"{kind} file; choose another output or delete it first")
 
 
@@ -629,10 +635,19 @@ def run_stage(name: str, config: Config, inputs: Mapping[str, tuple[Any, dict]],
         config=config, key=stage_key(config.run.seed, name),
         inputs={k: inputs[k][0] for k in given},
         input_meta={k: inputs[k][1] for k in given},
-        checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
+        checkpoint_dir=_directory(checkpoint_dir),
         plot_dir=None if plot_dir is None else Path(plot_dir), progress=progress)
     with _x64(config.run.x64):
         return stage.run(ctx)
+
+
+def _directory(path) -> Path | None:
+    """A checkpoint directory, created if it does not exist yet (None stays None)."""
+    if path is None:
+        return None
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def write_artefact(name: str, value, path: Path, meta: dict) -> None:

@@ -37,9 +37,14 @@ VGL = tuple[Scalar, Position, Scalar]
 
 
 def _norm(v: Float[Array, " n"]) -> Scalar:
-    """|v| without overflow or underflow (float32 squares overflow past ~1e19)."""
-    big = jnp.max(jnp.abs(v))
-    return big * jnp.sqrt(jnp.sum((v / jnp.where(big > 0, big, 1)) ** 2))
+    """|v| without overflow or underflow (float32 squares overflow past ~1e19): v is scaled
+    by the power of two that brings its largest component near one, exactly. (Dividing by
+    that component instead fails above ~8.5e37 in float32, where XLA's reciprocal of it is
+    subnormal and flushed to zero.)"""
+    top = jnp.finfo(v.dtype).maxexp - 2  # 2^-top is still a normal number
+    exponent = jnp.clip(jnp.frexp(jnp.max(jnp.abs(v)))[1], -top, top)
+    scale = jnp.ldexp(jnp.ones((), v.dtype), -exponent)
+    return jnp.sqrt(jnp.sum((v * scale) ** 2)) / scale
 
 
 def _radius(x: Position) -> Scalar:
@@ -54,7 +59,8 @@ def _radial(x: Position, r: Scalar, phi, dphi_dr, lap) -> VGL:
 
 # Every family below is written in ratios of lengths (each at most about one) and scaled
 # norms, so that no square of a coordinate is formed: Φ, ∇Φ and ∇²Φ stay finite (and as
-# accurate as the result's precision allows) from the centre out to the largest float32.
+# accurate as the result's precision allows) from the centre out to the largest float32
+# (Logarithmic: while z/q is a float32 too).
 
 
 def plummer_vgl(G, m, b, x: Position) -> VGL:
@@ -101,7 +107,8 @@ def isochrone_vgl(G, m, b, x: Position) -> VGL:
     p = b + a
     phi_p = G * m / p
     # ∇²Φ = G m b (2a + b) / ((a + b)² a³)
-    return _radial(x, r, -phi_p, phi_p * (r / a) / p, phi_p * ((2 * a + b) / p) * (b / a) / a / a)
+    ba = b / a  # (2a + b) / (a + b) without forming 2a, which overflows near the largest float
+    return _radial(x, r, -phi_p, phi_p * (r / a) / p, phi_p * ((2 + ba) / (1 + ba)) * ba / a / a)
 
 
 def miyamoto_nagai_vgl(G, m, a, b, x: Position) -> VGL:

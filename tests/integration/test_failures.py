@@ -345,7 +345,7 @@ def test_an_output_never_replaces_a_file_of_another_kind(finished_run, tmp_path,
     lines = []
     assert pipeline.run(pipeline.parse_config(TINY), run_dir, log=lines.append) == metrics
     assert all("skipped" in line for line in lines[:5])
-    with pytest.raises(FileExistsError, match=r"catalog.npz' exists and is not a scores file"):
+    with pytest.raises(FileExistsError, match=r"catalog.npz' exists and is a catalog file"):
         pipeline.ARTEFACTS["scores"].save(None, run_dir / "catalog.npz", {})
     # a file of the same kind is replaced (with a fit the health check passes)
     code, _, err = _cli(capsys, "fit-potential", str(run_dir / "scores.npz"), "-o",
@@ -571,3 +571,69 @@ def test_a_flipped_byte_names_the_catalogue_as_corrupt(tmp_path, capsys, ext):
     path.write_bytes(bytes(data))
     code, line = _run_on(tmp_path, capsys, path)
     assert code == 1 and f"'{path}' is corrupt" in line
+
+
+def test_no_flipped_bit_in_an_npz_directory_drops_an_array_silently(tmp_path):
+    """Each array of an .npz has a CRC, its directory has none: a flip there made weights or
+    meta vanish (optional when read). Every flip of the directory is refused or harmless."""
+    import zipfile
+
+    rng = np.random.default_rng(0)
+    cat = dp.mocks.plummer(jax.random.key(0), 300).with_weights(rng.uniform(0.1, 5, 300))
+    path = cat.save(tmp_path / "w.npz")
+    good = path.read_bytes()
+    with zipfile.ZipFile(path) as z:
+        start = z.start_dir
+    refused = 0
+    for at in range(start, len(good)):
+        for bit in (0x01, 0x10):
+            data = bytearray(good)
+            data[at] ^= bit
+            path.write_bytes(bytes(data))
+            try:
+                back = dp.PhaseSpaceCatalog.load(path)
+            except ValueError as err:
+                assert f"'{path}' is corrupt" in str(err) and "\n" not in str(err)
+                refused += 1
+                continue
+            assert back.weights is not None and np.array_equal(back.weights, cat.weights)
+            assert back.meta == cat.meta and np.array_equal(back.v, cat.v)
+    assert refused > (len(good) - start)  # most flips are caught, none passes changed
+
+
+def test_a_mock_never_replaces_a_file_of_another_kind(finished_run, tmp_path, capsys):
+    _, copy = finished_run
+    run_dir = copy(tmp_path / "run")
+    before = (run_dir / "scores.npz").read_bytes()
+    code, _, err = _cli(capsys, "mock", "plummer", "--n", "64", "--out",
+                        str(run_dir / "scores.npz"))
+    assert code == 1 and "scores.npz' exists and is a scores file" in _one_clean_line(err)
+    assert (run_dir / "scores.npz").read_bytes() == before
+    code, _, err = _cli(capsys, "mock", "plummer", "--n", "64", "--out",
+                        str(run_dir / "catalog.npz"))  # a catalogue is replaced
+    assert code == 0, err
+    assert len(dp.PhaseSpaceCatalog.load(run_dir / "catalog.npz")) == 64
+
+
+def test_a_checkpoint_directory_that_does_not_exist_is_made(finished_run, tmp_path, capsys):
+    """It was found missing only at the first checkpoint, losing the training so far."""
+    _, copy = finished_run
+    run_dir = copy(tmp_path / "run")
+    ck = tmp_path / "new" / "ck"
+    code, _, err = _cli(capsys, "fit-potential", str(run_dir / "scores.npz"), "-o",
+                        str(tmp_path / "pot.eqx"), "--no-progress", "--checkpoint-dir", str(ck))
+    assert code == 0, err
+    assert (ck / "potential.ckpt").exists() and (tmp_path / "pot.eqx").exists()
+
+
+@pytest.mark.parametrize("pot", [dp.Plummer(), dp.Hernquist(), dp.Isochrone(1.0, 1.0),
+                                 dp.Kepler(1.0), dp.MiyamotoNagai(1.0, 1.0, 0.1)],
+                         ids=lambda p: type(p).__name__)
+def test_float32_radii_near_the_largest_float_are_not_taken_for_the_centre(pot):
+    """Above ~8.5e37 the reciprocal of the radius is subnormal and flushed to zero: the
+    scaled norm gave r = 0 there, so every family returned its central values."""
+    x = jnp.array([[1e38, 0, 0], [0, 3e38, 0], [8e37, 8e37, 0]], jnp.float32)
+    phi, rho = np.asarray(pot.potential(x)), np.asarray(pot.density(x))
+    central = float(pot.potential(jnp.zeros(3, jnp.float32)))
+    assert np.all(np.isfinite(phi)) and np.all(np.isfinite(rho))
+    assert np.all(np.abs(phi) < 1e-36) and np.all(rho < 1e-30) and central <= -0.5
