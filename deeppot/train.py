@@ -1,10 +1,13 @@
 """One training loop for distribution functions and potentials.
 
-`fit` trains any Equinox model on any loss `loss_fn(model, batch, key) -> scalar` with
-optax (RAdam or Adam), a linear learning-rate warm-up, halving on plateaus, early stopping,
-gradient clipping, a shuffled validation split, atomic checkpoints that resume bit-for-bit,
-a progress bar and detection of non-finite losses or gradients. `fit_df` applies it to the
-DF models of `deeppot.flows`.
+`fit` trains any Equinox model on any loss `loss_fn(model, batch, key) -> scalar` with an
+optax optimiser, under the settings of one `TrainSettings`: a learning-rate schedule with a
+linear warm-up (or any `optax.Schedule`), halving on plateaus, early stopping, gradient
+clipping, a shuffled validation split, atomic checkpoints that resume bit-for-bit, a
+progress bar and detection of non-finite losses or gradients. An optimiser with a line
+search (L-BFGS) runs in the same loop on one fixed batch. `fit_df` applies it to the DF
+models of `deeppot.flows` (recipe `DF_SETTINGS`), `fit_potential` to potentials
+(`POTENTIAL_SETTINGS`) and `refine_potential` with L-BFGS.
 """
 
 from __future__ import annotations
@@ -42,7 +45,12 @@ from .sharding import (
 )
 
 __all__ = [
+    "DF_SETTINGS",
+    "LR_SCHEDULES",
+    "OPTIMIZERS",
+    "POTENTIAL_SETTINGS",
     "TrainHistory",
+    "TrainSettings",
     "default_filter_spec",
     "fit",
     "fit_df",
@@ -52,8 +60,171 @@ __all__ = [
     "refine_potential",
 ]
 
-LR_SCHEDULES = ("plateau", "cosine")  # the values of fit's `lr_schedule`
 _CHECKPOINT_VERSION = 4  # 4: a framed file (deeppot._framed), the checksum covers the header
+
+
+# --------------------------------------------------------------------------------------
+# Learning-rate schedules and optimisers: names (the pipeline's config values) for optax
+# objects. Any optax.Schedule or optax.GradientTransformation may be given instead.
+# --------------------------------------------------------------------------------------
+
+
+def _warm(step: int, warmup_steps: int) -> float:
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+
+def _warmup_constant(peak: float, warmup_steps: int, max_steps: int) -> optax.Schedule:
+    """A linear warm-up from `peak / warmup_steps` to `peak`, then `peak`."""
+    return lambda step: peak * _warm(step, warmup_steps)
+
+
+def _warmup_cosine(peak: float, warmup_steps: int, max_steps: int) -> optax.Schedule:
+    """A linear warm-up to `peak`, then a half cosine down to 1% of it at `max_steps`."""
+
+    def schedule(step):
+        lr = peak * _warm(step, warmup_steps)
+        if step >= warmup_steps:
+            frac = (step - warmup_steps) / max(max_steps - warmup_steps, 1)
+            lr *= 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * frac))
+        return lr
+
+    return schedule
+
+
+# name -> `(peak, warmup_steps, max_steps) -> optax.Schedule`, evaluated on the host in
+# double precision; "plateau" also multiplies the peak by `lr_factor` on plateaus
+LR_SCHEDULES: dict[str, Callable[[float, int, int], optax.Schedule]] = {
+    "plateau": _warmup_constant,
+    "cosine": _warmup_cosine,
+}
+# name -> a factory of the optax transformation: the update direction that `fit` scales by
+# −learning rate, or, for an optimiser with a line search (L-BFGS), the whole update
+OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
+    "radam": optax.scale_by_radam,
+    "adam": optax.scale_by_adam,
+    "lbfgs": optax.lbfgs,
+}
+
+
+def _name(value, table: dict, what: str, kind: str) -> str:
+    """The table's name for `value`, `"custom"` for an optax object, or a ValueError."""
+    if isinstance(value, str):
+        if value not in table:
+            names = ", ".join(repr(k) for k in table)
+            raise ValueError(f"{what} must be one of {names} or {kind}; got {value!r}")
+        return value
+    return "custom"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    """The settings of one training run of `fit`, shared by `fit_df`, `fit_potential` and
+    the pipeline's `[df]` and `[fit]` sections.
+
+    The defaults are `fit`'s generic ones; `DF_SETTINGS` and `POTENTIAL_SETTINGS` are the
+    recommended recipes. Change a few with `dataclasses.replace(DF_SETTINGS, max_steps=…)`
+    or by passing them as keywords to `fit`, `fit_df` or `fit_potential`.
+
+    **Arguments:**
+
+    - `max_steps`: total number of optimisation steps (including resumed ones).
+    - `batch_size`: points per batch (drawn with replacement); `None`: every step uses
+      all training points in their order (needed by an optimiser with a line search).
+    - `learning_rate`: peak learning rate.
+    - `optimizer`: a name of `OPTIMIZERS` (`"radam"`, the paper's; `"adam"`; `"lbfgs"`)
+      or an `optax.GradientTransformation` giving the update direction, which `fit`
+      scales by −learning rate (as optax's `scale_by_*`, e.g. `optax.scale_by_lion()`).
+      A transformation with a line search (e.g. `optax.lbfgs()`) gives the whole update:
+      no learning rate or schedule applies, and `batch_size` must be `None`.
+    - `warmup_steps`: length of the linear warm-up.
+    - `lr_schedule`: a name of `LR_SCHEDULES` or an `optax.Schedule` (a function of the
+      step, vectorised as optax's are) giving the learning rate itself, warm-up included
+      (`learning_rate` and `warmup_steps` then do not apply). With `"plateau"` (the
+      paper's) the rate stays at its peak after the warm-up and is multiplied by
+      `lr_factor` whenever the monitored loss (the validation loss if there is a
+      validation split, else the training loss; optionally exponentially smoothed) has
+      not fallen `min_delta` below its minimum for `patience` steps; training stops early
+      after `max_lr_drops` consecutive reductions without improvement. With `"cosine"` it
+      follows a half cosine from the peak down to 1% of it at `max_steps` and runs every
+      step (the plateau settings are unused); fits that must converge tightly, such as
+      potentials from exact scores, reach several times smaller errors this way in the
+      same number of steps.
+    - `patience`, `min_delta`, `lr_factor`, `max_lr_drops`, `smoothing`: the plateau
+      schedule above (`smoothing`: EMA factor in [0, 1) of the monitored loss, 0 = raw).
+    - `validation_fraction`: shuffled share of the data held out for validation (0: none).
+    - `validate_every`: evaluate one validation batch every this many steps.
+    - `clip_norm`: clip gradients to this global norm (`None`: no clipping).
+    - `ema_decay`: if given, also keep an exponential moving average of the trained
+      parameters and return it (decay `min(ema_decay, (1 + step) / (10 + step))`).
+    - `keep_best`: return the weights with the lowest validation loss instead of the last
+      ones (needs a validation split). The validation loss is then measured on the weights
+      that would be returned (the average with `ema_decay`), on one fixed validation batch
+      and key, so that evaluations differ only by the weights: held-out data decide which
+      weights to keep, which guards against over-fitting.
+    - `divergence_tolerance`: stop when the running mean of the training loss rises above
+      its value after the first 20 steps by more than this many times the larger of its
+      best improvement on that value and its noise (`None`: never).
+    - `grad_tolerance`: stop when the gradient's global norm falls to this (`None`: never).
+    - `checkpoint_every`: steps between checkpoints (one is always written at the end).
+    """
+
+    max_steps: int
+    batch_size: int | None = 1024
+    learning_rate: float = 1e-3
+    optimizer: str | optax.GradientTransformation = "radam"
+    warmup_steps: int = 0
+    lr_schedule: str | optax.Schedule = "plateau"
+    patience: int = 2048
+    min_delta: float = 0.01
+    lr_factor: float = 0.5
+    max_lr_drops: int = 4
+    smoothing: float = 0.0
+    validation_fraction: float = 0.25
+    validate_every: int = 1
+    clip_norm: float | None = 1.0
+    ema_decay: float | None = None
+    keep_best: bool = False
+    divergence_tolerance: float | None = 3.0
+    grad_tolerance: float | None = None
+    checkpoint_every: int = 1000
+
+    def __post_init__(self):
+        _name(self.optimizer, OPTIMIZERS, "optimizer", "an optax.GradientTransformation")
+        if not callable(self.lr_schedule):
+            _name(self.lr_schedule, LR_SCHEDULES, "lr_schedule", "an optax.Schedule")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError("validation_fraction must be in [0, 1)")
+        if not 0 <= self.smoothing < 1:
+            raise ValueError("smoothing must be in [0, 1)")
+        if (self.max_steps < 0 or self.validate_every < 1 or self.checkpoint_every < 1
+                or self.batch_size is not None and self.batch_size < 1):
+            raise ValueError("max_steps, batch_size, validate_every, checkpoint_every must be "
+                             "> 0")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be positive and finite; got "
+                             f"{self.learning_rate}")
+        if self.keep_best and self.validation_fraction == 0:
+            raise ValueError("keep_best needs a validation split (validation_fraction > 0)")
+
+
+# The recommended recipes of docs/results.md (the pipeline's [df] and [fit] defaults)
+DF_SETTINGS = TrainSettings(max_steps=20000, batch_size=2048, learning_rate=2e-3,
+                            warmup_steps=500, lr_schedule="cosine", ema_decay=0.998,
+                            validate_every=50)
+POTENTIAL_SETTINGS = TrainSettings(max_steps=8000, batch_size=2048, learning_rate=2e-3,
+                                   warmup_steps=500, lr_schedule="cosine", validate_every=10)
+
+
+def _settings(settings: TrainSettings | None, overrides: dict) -> TrainSettings:
+    """`settings` with `overrides` (fields of `TrainSettings`) applied."""
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainSettings)}
+    if unknown:
+        raise TypeError(f"unknown training settings {sorted(unknown)}; see TrainSettings")
+    if settings is None:
+        if "max_steps" not in overrides:
+            raise TypeError("give max_steps (or settings=TrainSettings(max_steps=…))")
+        return TrainSettings(**overrides)
+    return dataclasses.replace(settings, **overrides) if overrides else settings
 
 
 @dataclasses.dataclass
@@ -84,8 +255,9 @@ class TrainHistory:
 
 
 @dataclasses.dataclass
-class _Scheduler:
-    """Plateau scheduler state (plain Python numbers so checkpoints round-trip exactly)."""
+class _Plateau:
+    """The plateau schedule's state (plain Python numbers so checkpoints round-trip
+    exactly): the scale of the peak learning rate, and the monitored loss's record."""
 
     lr_scale: float = 1.0
     best: float = math.inf
@@ -93,6 +265,25 @@ class _Scheduler:
     drops_since_improvement: int = 0
     smoothed: float = 0.0
     n_smoothed: int = 0
+
+    def update(self, monitored: float, steps: int, s: TrainSettings) -> bool:
+        """Record the monitored loss, `steps` steps after the last; True if the rate drops."""
+        if s.smoothing > 0:
+            self.smoothed = s.smoothing * self.smoothed + (1 - s.smoothing) * monitored
+            self.n_smoothed += 1
+            monitored = self.smoothed / (1 - s.smoothing**self.n_smoothed)
+        if monitored < self.best - s.min_delta:
+            self.since_best = 0
+            self.drops_since_improvement = 0
+        else:
+            self.since_best += steps
+        self.best = min(self.best, monitored)
+        if self.since_best < s.patience:
+            return False
+        self.lr_scale *= s.lr_factor
+        self.since_best = 0
+        self.drops_since_improvement += 1
+        return True
 
 
 @dataclasses.dataclass
@@ -207,13 +398,18 @@ def _weights_cdf(weights, n: int):
     return np.cumsum(w) / total
 
 
+def _has_line_search(opt_state) -> bool:
+    """Whether an optimiser state keeps the loss (a line search's, e.g. L-BFGS's)."""
+    return optax.tree.get(opt_state, "value") is not None
+
+
 @eqx.filter_jit
 def _train_step(
     params, static, opt_state, ema, data, step, lr, keys, cdf=None, *, loss_fn, tx, batch_size,
     ema_decay, batch_sharding=None, gathered=False,
 ):
     # `batch_sharding`: split the batch over devices (params stay replicated); `gathered`:
-    # `data` is already this step's batch (gathered on the host)
+    # `data` is already this step's batch (gathered on the host, or the whole data)
     k_batch, k_loss = keys
     if gathered:
         batch = _shard(data, batch_sharding)
@@ -225,11 +421,20 @@ def _train_step(
     def loss_of(p):
         return loss_fn(eqx.combine(p, static), batch, jax.random.fold_in(k_loss, step))
 
-    loss, grads = eqx.filter_value_and_grad(loss_of)(params)
+    line_search = _has_line_search(opt_state)
+    if line_search:  # the line search may have evaluated these parameters already
+        loss, grads = optax.value_and_grad_from_state(loss_of)(params, state=opt_state)
+    else:
+        loss, grads = eqx.filter_value_and_grad(loss_of)(params)
     loss_ok = jnp.isfinite(loss)
     grads_ok = _all_finite(grads)
-    updates, new_opt_state = tx.update(grads, opt_state, params)
-    updates = jax.tree.map(lambda u: -lr * u, updates)
+    if isinstance(tx, optax.GradientTransformationExtraArgs):
+        updates, new_opt_state = tx.update(grads, opt_state, params, value=loss, grad=grads,
+                                           value_fn=loss_of)
+    else:
+        updates, new_opt_state = tx.update(grads, opt_state, params)
+    if not line_search:  # a line search has chosen the step, sign and length
+        updates = jax.tree.map(lambda u: -lr * u, updates)
     new_params = eqx.apply_updates(params, updates)
     if ema is None:
         new_ema = None
@@ -250,14 +455,21 @@ def _train_step(
         loss,
         loss_ok,
         grads_ok,
+        optax.tree.norm(grads),
     )
+
+
+def _transformation(optimizer, clip_norm) -> optax.GradientTransformation:
+    _name(optimizer, OPTIMIZERS, "optimizer", "an optax.GradientTransformation")
+    base = OPTIMIZERS[optimizer]() if isinstance(optimizer, str) else optimizer
+    return optax.chain(optax.clip_by_global_norm(clip_norm), base) if clip_norm else base
 
 
 def make_train_step(
     loss_fn: Callable[[PyTree, PyTree, PRNGKeyArray], Float[Array, ""]],
     *,
-    batch_size: int,
-    optimizer: str = "radam",
+    batch_size: int | None,
+    optimizer: str | optax.GradientTransformation = "radam",
     clip_norm: float | None = 1.0,
     ema_decay: float | None = None,
     batch_sharding: jax.sharding.NamedSharding | None = None,
@@ -269,12 +481,14 @@ def make_train_step(
 
     **Arguments:**
 
-    - `loss_fn`, `batch_size`, `optimizer`, `clip_norm`, `ema_decay`: as for `fit`.
+    - `loss_fn`: as for `fit`.
+    - `batch_size`, `optimizer`, `clip_norm`, `ema_decay`: as in `TrainSettings`.
     - `batch_sharding`: split each batch over devices along its leading axis
       (`deeppot.sharding.batch_sharding(mesh)`; parameters and data are then expected
       replicated on the mesh); `None` for one device.
     - `gathered`: `data` is already the step's batch (gathered on the host, as `fit` does
-      for an `AbstractHostData`) rather than the rows to draw it from.
+      for an `AbstractHostData`, or all the data with `batch_size=None`) rather than the
+      rows to draw it from.
 
     **Returns:**
 
@@ -282,15 +496,14 @@ def make_train_step(
     draws `batch_size` rows of `data` with replacement (from `keys[0]` folded with `step`;
     ∝ weight when `cdf`, the cumulative sum of the rows' weights, is given),
     evaluates `loss_fn(eqx.combine(params, static), batch, key)` and its gradient, applies
-    `tx` (global-norm clipping, then RAdam or Adam) scaled by `-lr` and the EMA, and returns
-    `(params, opt_state, ema, loss, loss_ok, grads_ok)`, keeping the old state wherever the
-    loss or a gradient is not finite. `params, static = eqx.partition(model, spec)` and
-    `opt_state = tx.init(params)` as in `fit`; `ema` is `None` or a copy of `params`.
+    `tx` (global-norm clipping, then the optimiser) scaled by `-lr` (unless the optimiser
+    has a line search) and the EMA, and returns
+    `(params, opt_state, ema, loss, loss_ok, grads_ok, grad_norm)`, keeping the old state
+    wherever the loss or a gradient is not finite. `params, static = eqx.partition(model,
+    spec)` and `opt_state = tx.init(params)` as in `fit`; `ema` is `None` or a copy of
+    `params`.
     """
-    if optimizer not in ("radam", "adam"):
-        raise ValueError(f"optimizer must be 'radam' or 'adam'; got {optimizer!r}")
-    scale = optax.scale_by_radam() if optimizer == "radam" else optax.scale_by_adam()
-    tx = optax.chain(optax.clip_by_global_norm(clip_norm), scale) if clip_norm else scale
+    tx = _transformation(optimizer, clip_norm)
     step = functools.partial(
         _train_step, loss_fn=loss_fn, tx=tx, batch_size=batch_size, ema_decay=ema_decay,
         batch_sharding=batch_sharding, gathered=gathered,
@@ -303,7 +516,7 @@ def _val_loss(params, static, data, step, key, cdf=None, *, loss_fn, batch_size,
               batch_sharding=None):
     k_batch, k_loss = jax.random.split(key)
     n = _leading_size(data)
-    if n <= batch_size and cdf is None:
+    if (batch_size is None or n <= batch_size) and cdf is None:
         batch = data
     else:
         idx = _shard(batch_indices(k_batch, step, batch_size, n, cdf), batch_sharding)
@@ -335,50 +548,40 @@ def _load_checkpoint(path, like):
     return arrays, header
 
 
+def _rates(schedule: optax.Schedule, max_steps: int) -> np.ndarray:
+    """The learning rate of every step (at once for a vectorised schedule, as optax's)."""
+    try:
+        rates = np.asarray(schedule(np.arange(max_steps)), np.float64)
+    except (TypeError, ValueError):  # a schedule of one step at a time
+        rates = None
+    if rates is None or rates.shape != (max_steps,):
+        rates = np.array([float(schedule(step)) for step in range(max_steps)], np.float64)
+    if not np.all(np.isfinite(rates) & (rates >= 0)):
+        raise ValueError("lr_schedule gives a negative or non-finite learning rate")
+    return rates
+
+
 def fit(
     model: PyTree,
     loss_fn: Callable[[PyTree, PyTree, PRNGKeyArray], Float[Array, ""]],
     data: PyTree,
     *,
     key: PRNGKeyArray,
-    max_steps: int,
-    batch_size: int = 1024,
-    learning_rate: float = 1e-3,
-    optimizer: str = "radam",
-    warmup_steps: int = 0,
-    lr_schedule: str = "plateau",
-    patience: int = 2048,
-    min_delta: float = 0.01,
-    lr_factor: float = 0.5,
-    max_lr_drops: int = 4,
-    validation_fraction: float = 0.25,
-    validate_every: int = 1,
-    smoothing: float = 0.0,
-    clip_norm: float | None = 1.0,
+    settings: TrainSettings | None = None,
     trainable: Callable[[PyTree], Any] | PyTree[bool] | None = None,
-    ema_decay: float | None = None,
-    keep_best: bool = False,
-    divergence_tolerance: float | None = 3.0,
     checkpoint_path: str | os.PathLike | None = None,
-    checkpoint_every: int = 1000,
     progress: bool = True,
     weights: Float[Any, " n"] | None = None,
     devices: Devices = None,
+    **overrides,
 ) -> tuple[PyTree, TrainHistory]:
     """Train `model` by minimising `loss_fn` over random batches of `data`.
 
-    The learning rate rises linearly from 0 over `warmup_steps`. With
-    `lr_schedule="plateau"` (the paper's) it then stays constant and is multiplied by
-    `lr_factor` whenever the monitored loss (the validation loss if there is a validation
-    split, else the training loss; optionally exponentially smoothed) has not fallen
-    `min_delta` below its minimum for `patience` steps; training stops early after
-    `max_lr_drops` consecutive reductions without improvement. With `"cosine"` it follows a
-    half cosine from the peak down to 1% of it at `max_steps` and runs every step (the
-    plateau settings are unused); fits that must converge tightly, such as potentials from
-    exact scores, reach several times smaller errors this way in the same number of steps.
-    The run is a deterministic function of `key`; with `checkpoint_path` it writes
-    checkpoints atomically, each with a checksum of its header and arrays, and, if the file
-    exists, resumes from it and reproduces an uninterrupted run bit-for-bit.
+    The optimiser, schedule, validation, averaging and stopping rules are those of a
+    `TrainSettings` (see there). The run is a deterministic function of `key`; with
+    `checkpoint_path` it writes checkpoints atomically, each with a checksum of its header
+    and arrays, and, if the file exists, resumes from it and reproduces an uninterrupted
+    run bit-for-bit.
 
     Training stops with a `TrainingError` (a `FloatingPointError`) when a loss, a gradient
     or an updated parameter is not finite (that step is never applied nor checkpointed) and
@@ -394,32 +597,11 @@ def fit(
       `AbstractHostData` (e.g. a `ScoreFile`) for data that do not fit in memory: the same
       rows are then read on the host a batch at a time, so the run is the same.
     - `key`: a typed key (`jax.random.key`).
-    - `max_steps`: total number of optimisation steps (including resumed ones).
-    - `batch_size`: points per batch (drawn with replacement).
-    - `learning_rate`: peak learning rate.
-    - `optimizer`: `"radam"` (paper) or `"adam"`.
-    - `warmup_steps`: length of the linear warm-up.
-    - `lr_schedule`: `"plateau"` or `"cosine"`, as above.
-    - `patience`, `min_delta`, `lr_factor`, `max_lr_drops`: the plateau schedule above.
-    - `validation_fraction`: shuffled share of `data` held out for validation (0 for none).
-    - `validate_every`: evaluate one validation batch every this many steps.
-    - `smoothing`: EMA factor in [0, 1) applied to the monitored loss (0 = raw values).
-    - `clip_norm`: clip gradients to this global norm (`None`: no clipping).
+    - `settings`: a `TrainSettings`; `None` builds one from the keywords.
     - `trainable`: `None` (every inexact array not wrapped in `paramax.NonTrainable`
       trains), a function `model -> subtree or tuple of subtrees` selecting the only parts
       that train (as `eqx.tree_at`'s `where`), or a boolean filter spec.
-    - `ema_decay`: if given, also keep an exponential moving average of the trained
-      parameters and return it (decay `min(ema_decay, (1 + step) / (10 + step))`).
-    - `keep_best`: return the weights with the lowest validation loss instead of the last
-      ones (needs a validation split). The validation loss is then measured on the weights
-      that would be returned (the average with `ema_decay`), on one fixed validation batch
-      and key, so that evaluations differ only by the weights: held-out data decide which
-      weights to keep, which guards against over-fitting.
-    - `divergence_tolerance`: stop when the running mean of the training loss rises above
-      its value after the first 20 steps by more than this many times the larger of its
-      best improvement on that value and its noise (`None`: never).
     - `checkpoint_path`: file for atomic checkpoints (resumed from if it exists).
-    - `checkpoint_every`: steps between checkpoints (one is always written at the end).
     - `progress`: show a tqdm progress bar with the training and validation losses.
     - `weights`: optional non-negative per-row weights, shape (n,): training and validation
       batches then draw rows with probability ∝ weight (so every loss is the weighted mean
@@ -433,6 +615,8 @@ def fit(
       floating-point sums, and checkpoints resume bit-for-bit with the same devices.
       With several processes only process 0 writes the checkpoint, so `checkpoint_path`
       must be on a file system every process reads.
+    - `**overrides`: fields of `TrainSettings` (`max_steps`, `batch_size`,
+      `learning_rate`, …), replacing those of `settings`.
 
     **Returns:**
 
@@ -446,28 +630,19 @@ def fit(
     or written with other settings.
     """
     _check_key(key)
-    if optimizer not in ("radam", "adam"):
-        raise ValueError(f"optimizer must be 'radam' or 'adam'; got {optimizer!r}")
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be 'plateau' or 'cosine'; got {lr_schedule!r}")
-    if not 0 <= validation_fraction < 1:
-        raise ValueError("validation_fraction must be in [0, 1)")
-    if not 0 <= smoothing < 1:
-        raise ValueError("smoothing must be in [0, 1)")
-    if max_steps < 0 or batch_size < 1 or validate_every < 1 or checkpoint_every < 1:
-        raise ValueError("max_steps, batch_size, validate_every, checkpoint_every must be > 0")
-    if not (math.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"learning_rate must be positive and finite; got {learning_rate}")
-    if keep_best and validation_fraction == 0:
-        raise ValueError("keep_best needs a validation split (validation_fraction > 0)")
+    s = _settings(settings, overrides)
+    max_steps, batch_size, warmup_steps = s.max_steps, s.batch_size, s.warmup_steps
 
     mesh = data_mesh(devices)
     shard = None if mesh is None else batch_sharding(mesh)
     host = isinstance(data, AbstractHostData)
+    if batch_size is None and (host or weights is not None):
+        raise ValueError("batch_size=None (every row at every step) needs in-memory data "
+                         "without weights")
     n = len(data) if host else _leading_size(data)
     k_split, k_batch, k_loss, k_val = jax.random.split(key, 4)
-    n_val = int(round(n * validation_fraction)) if validation_fraction > 0 else 0
-    if validation_fraction > 0:
+    n_val = int(round(n * s.validation_fraction)) if s.validation_fraction > 0 else 0
+    if s.validation_fraction > 0:
         if n < 2:
             raise ValueError(f"a validation split needs at least 2 points; data has {n}")
         n_val = min(max(n_val, 1), n - 1)
@@ -475,6 +650,8 @@ def fit(
     if host:  # row numbers now; HostBatches below read the rows
         perm = np.asarray(perm)
         val_data, train_data = perm[:n_val] if n_val else None, perm[n_val:]
+    elif batch_size is None and not n_val:  # every row, in the order given
+        val_data, train_data = None, data
     else:
         val_data = _gather(data, perm[:n_val]) if n_val else None
         train_data = _gather(data, perm[n_val:])
@@ -492,21 +669,30 @@ def fit(
     spec = _filter_spec(model, trainable)
     params, static = eqx.partition(model, spec)
     train_step, tx = make_train_step(
-        loss_fn, batch_size=batch_size, optimizer=optimizer, clip_norm=clip_norm,
-        ema_decay=ema_decay, batch_sharding=shard, gathered=host,
+        loss_fn, batch_size=batch_size, optimizer=s.optimizer, clip_norm=s.clip_norm,
+        ema_decay=s.ema_decay, batch_sharding=shard, gathered=host or batch_size is None,
     )
     opt_state = tx.init(params)
-    ema = params if ema_decay is not None else None
-    best = params if keep_best else None
-    sched = _Scheduler()
+    line_search = _has_line_search(opt_state)
+    if line_search and batch_size is not None:
+        raise ValueError("an optimizer with a line search (L-BFGS) needs the same batch at "
+                         "every step: set batch_size=None")
+    ema = params if s.ema_decay is not None else None
+    best = params if s.keep_best else None
+    plateau = _Plateau()
     health = _Health()
     history = TrainHistory()
     start = 0
-    config = {"n": n, "batch_size": batch_size, "validation_fraction": validation_fraction,
-              "optimizer": optimizer, "ema": ema_decay is not None,
-              "learning_rate": learning_rate, "warmup_steps": warmup_steps,
-              "lr_schedule": lr_schedule, "keep_best": keep_best}
-    if lr_schedule == "cosine":  # the rate at every step depends on the run's length
+    config = {"n": n, "batch_size": batch_size, "validation_fraction": s.validation_fraction,
+              "optimizer": _name(s.optimizer, OPTIMIZERS, "optimizer", ""),
+              "ema": s.ema_decay is not None, "learning_rate": s.learning_rate,
+              "warmup_steps": warmup_steps, "lr_schedule": "custom", "keep_best": s.keep_best}
+    if callable(s.lr_schedule):  # the rates themselves, as optax schedules give them
+        rates = _rates(s.lr_schedule, max_steps)
+        config["lr_schedule_sha1"] = hashlib.sha1(rates.tobytes()).hexdigest()
+    else:
+        config["lr_schedule"] = s.lr_schedule
+    if s.lr_schedule == "cosine":  # the rate at every step depends on the run's length
         config["max_steps"] = max_steps
     if weights is not None:
         config["weights_sha1"] = hashlib.sha1(np.asarray(weights, np.float64).tobytes()).hexdigest()
@@ -523,7 +709,7 @@ def fit(
                 "use another path"
             )
         start = header["step"]
-        sched = _Scheduler(**header["scheduler"])
+        plateau = _Plateau(**header["scheduler"])
         health = _Health(**header["health"])
         history = TrainHistory(**header["history"])
         history.wall_time = 0.0
@@ -541,7 +727,15 @@ def fit(
         train_data = HostBatches(data, train_data, k_batch, batch_size, place, cdf=train_cdf)
         if val_data is not None:
             val_data = HostBatches(data, val_data, jax.random.split(k_val)[0], batch_size,
-                                   place, whole=True, stride=validate_every, cdf=val_cdf)
+                                   place, whole=True, stride=s.validate_every, cdf=val_cdf)
+
+    def learning_rate(step: int) -> float:
+        if line_search:  # the line search sets the step
+            return math.nan
+        if callable(s.lr_schedule):
+            return float(rates[step])
+        peak = s.learning_rate * plateau.lr_scale
+        return LR_SCHEDULES[s.lr_schedule](peak, warmup_steps, max_steps)(step)
 
     def checkpoint(step_done: int):
         if checkpoint_path is None or not is_main_process():
@@ -551,14 +745,14 @@ def fit(
             "step": step_done,
             "key": key_data,
             "config": config,
-            "scheduler": dataclasses.asdict(sched),
+            "scheduler": dataclasses.asdict(plateau),
             "health": dataclasses.asdict(health),
             "history": dataclasses.asdict(history),
         }
         _save_checkpoint(checkpoint_path, (params, opt_state, ema, best), header)
 
     def validation_loss(step_arr):
-        if keep_best:  # the returned weights, one fixed batch and key
+        if s.keep_best:  # the returned weights, one fixed batch and key
             weights = ema if ema is not None else params
             step_arr = jnp.asarray(0, jnp.int32)
         else:
@@ -578,25 +772,22 @@ def fit(
     step = start
     try:
         for step in range(start, max_steps):
-            warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-            lr = learning_rate * sched.lr_scale * warm
-            if lr_schedule == "cosine" and step >= warmup_steps:
-                frac = (step - warmup_steps) / max(max_steps - warmup_steps, 1)
-                lr *= 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * frac))
+            lr = learning_rate(step)
             step_arr = jnp.asarray(step, jnp.int32)
-            if val_data is not None and step % validate_every == 0:
+            if val_data is not None and step % s.validate_every == 0:
                 v = float(validation_loss(step_arr))
                 if not math.isfinite(v):
                     raise TrainingError(f"non-finite validation loss ({v}) at step {step}")
                 history.val_step.append(step)
                 history.val_loss.append(v)
                 last_val = v
-                if keep_best and (history.best_val_loss is None or v < history.best_val_loss):
+                if s.keep_best and (history.best_val_loss is None
+                                    or v < history.best_val_loss):
                     best = ema if ema is not None else params
                     history.best_step, history.best_val_loss = step, v
             else:
                 v = None
-            params, opt_state, ema, loss, loss_ok, grads_ok = train_step(
+            params, opt_state, ema, loss, loss_ok, grads_ok, grad_norm = train_step(
                 params, static, opt_state, ema, train_data(step) if host else train_data,
                 step_arr, jnp.asarray(lr, dtype), (k_batch, k_loss),
                 None if host else train_cdf,
@@ -613,43 +804,35 @@ def fit(
             history.train_loss.append(loss)
             history.learning_rate.append(lr)
             health.update(loss)
-            if divergence_tolerance is not None:
-                problem = health.diverged(divergence_tolerance)
+            if s.divergence_tolerance is not None:
+                problem = health.diverged(s.divergence_tolerance)
                 if problem is not None:
                     raise TrainingError(
                         f"{problem} at step {step}; lower the learning rate (it was "
-                        f"{learning_rate:g}); no checkpoint was written after the divergence"
+                        f"{s.learning_rate:g}); no checkpoint was written after the divergence"
                     )
 
             monitored = v if val_data is not None else loss
-            if lr_schedule == "plateau" and monitored is not None and step + 1 >= warmup_steps:
-                if smoothing > 0:
-                    sched.smoothed = smoothing * sched.smoothed + (1 - smoothing) * monitored
-                    sched.n_smoothed += 1
-                    monitored = sched.smoothed / (1 - smoothing**sched.n_smoothed)
-                if monitored < sched.best - min_delta:
-                    sched.since_best = 0
-                    sched.drops_since_improvement = 0
-                else:
-                    sched.since_best += validate_every if val_data is not None else 1
-                sched.best = min(sched.best, monitored)
-                if sched.since_best >= patience:
-                    sched.lr_scale *= lr_factor
-                    sched.since_best = 0
-                    sched.drops_since_improvement += 1
-                    history.lr_drops.append(step)
+            if (s.lr_schedule == "plateau" and not line_search and monitored is not None
+                    and step + 1 >= warmup_steps
+                    and plateau.update(monitored, s.validate_every if val_data is not None
+                                       else 1, s)):
+                history.lr_drops.append(step)
             bar.update(1)
             now = time.perf_counter()
             if progress and now - last_post > 0.5:
                 bar.set_postfix(train=f"{loss:.4f}", val=f"{last_val:.4f}", lr=f"{lr:.2e}")
                 last_post = now
             done = step + 1
-            if sched.drops_since_improvement > max_lr_drops:
-                history.stop_reason = "early_stop"
+            stop = ("early_stop" if plateau.drops_since_improvement > s.max_lr_drops else
+                    "tolerance" if s.grad_tolerance is not None
+                    and float(grad_norm) <= s.grad_tolerance else None)
+            if stop is not None:
+                history.stop_reason = stop
                 history.wall_time = time.perf_counter() - t_start
                 checkpoint(done)
                 break
-            if done % checkpoint_every == 0 and done < max_steps:
+            if done % s.checkpoint_every == 0 and done < max_steps:
                 history.wall_time = time.perf_counter() - t_start
                 checkpoint(done)
         else:
@@ -662,12 +845,12 @@ def fit(
             train_data.close()
             if val_data is not None:
                 val_data.close()
-    if keep_best:  # the last steps' weights were not validated yet
+    if s.keep_best:  # the last steps' weights were not validated yet
         v = float(validation_loss(jnp.asarray(max_steps, jnp.int32)))
         if math.isfinite(v) and (history.best_val_loss is None or v < history.best_val_loss):
             best = ema if ema is not None else params
             history.best_step, history.best_val_loss = step + 1, v
-    final = best if keep_best else (ema if ema is not None else params)
+    final = best if s.keep_best else (ema if ema is not None else params)
     return eqx.combine(final, static), history
 
 
@@ -686,16 +869,8 @@ def fit_df(
     catalog,
     *,
     key: PRNGKeyArray,
-    max_steps: int = 20000,
-    batch_size: int = 2048,
-    learning_rate: float = 2e-3,
+    settings: TrainSettings = DF_SETTINGS,
     objective: str | None = None,
-    warmup_steps: int = 500,
-    lr_schedule: str = "cosine",
-    ema_decay: float | None = 0.998,
-    validate_every: int = 50,
-    patience: int = 2048,
-    min_delta: float = 0.01,
     standardise: bool = True,
     return_history: bool = False,
     **kwargs,
@@ -703,14 +878,15 @@ def fit_df(
     """Fit a trainable distribution function to phase-space points.
 
     Sets the DF's standardisation (`df.standardisation`: `loc` and `scale` of a flow) from
-    the points, then trains everything except the standardisation with `fit`. The defaults
-    are the recommended recipe of `docs/results.md` (RAdam, 20000 steps of 2048, a 500-step
-    warm-up to 2e-3 and a cosine decay, an average of the weights with decay 0.998, 25%
-    validation split). The paper's (§2.4) was batches of 8192, a warm-up over 2048 steps to
-    5e-3 and halving after 2048 steps without a 0.01 improvement
-    (`lr_schedule="plateau"`, `ema_decay=None`). A weighted catalogue (or `weights=`) is
-    fitted as if each star were repeated in proportion to its weight: the standardisation
-    uses weighted moments and batches draw stars ∝ weight, for every objective.
+    the points, then trains everything except the standardisation with `fit`. The default
+    settings, `DF_SETTINGS`, are the recommended recipe of `docs/results.md` (RAdam, 20000
+    steps of 2048, a 500-step warm-up to 2e-3 and a cosine decay, an average of the weights
+    with decay 0.998, 25% validation split, a validation batch every 50 steps). The paper's
+    (§2.4) was batches of 8192, a warm-up over 2048 steps to 5e-3 and halving after 2048
+    steps without a 0.01 improvement (`lr_schedule="plateau"`, `ema_decay=None`). A
+    weighted catalogue (or `weights=`) is fitted as if each star were repeated in
+    proportion to its weight: the standardisation uses weighted moments and batches draw
+    stars ∝ weight, for every objective.
 
     **Arguments:**
 
@@ -719,14 +895,15 @@ def fit_df(
     - `catalog`: a `PhaseSpaceCatalog` (anything with `.w`; its `.weights` are used) or an
       `(n, 6)` array.
     - `key`: a typed key.
-    - `max_steps`, `batch_size`, `learning_rate`, `warmup_steps`, `lr_schedule`,
-      `ema_decay`, `validate_every`, `patience`, `min_delta`: see `fit`.
+    - `settings`: the `TrainSettings` (default `DF_SETTINGS`).
     - `objective`: one of `df.objectives` (default: the first, the model's recommended
       one; flow matching for `FFJORD`).
     - `standardise`: set the standardisation from the data (turn off to keep the DF's own).
     - `return_history`: also return the `TrainHistory`.
-    - `**kwargs`: passed to `fit` (e.g. `optimizer`, `clip_norm`, `checkpoint_path`,
-      `ema_decay`, `progress`, `trainable`, `weights` to override the catalogue's).
+    - `**kwargs`: passed to `fit`: fields of `TrainSettings` replacing those of `settings`
+      (e.g. `max_steps`, `batch_size`, `learning_rate`, `lr_schedule`, `ema_decay`), and
+      `checkpoint_path`, `progress`, `trainable`, `devices`, `weights` (to override the
+      catalogue's).
 
     **Returns:**
 
@@ -752,12 +929,8 @@ def fit_df(
     def loss_fn(model, batch, k):
         return model.train_loss(batch, k, objective)
 
-    out, history = fit(
-        df, loss_fn, w.astype(df.standardisation[0].dtype), key=key, max_steps=max_steps,
-        batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
-        lr_schedule=lr_schedule, ema_decay=ema_decay, validate_every=validate_every,
-        patience=patience, min_delta=min_delta, **kwargs,
-    )
+    out, history = fit(df, loss_fn, w.astype(df.standardisation[0].dtype), key=key,
+                       settings=settings, **kwargs)
     return (out, history) if return_history else out
 
 
@@ -784,14 +957,7 @@ def fit_potential(
     loss=None,
     *,
     key: PRNGKeyArray,
-    max_steps: int = 8000,
-    batch_size: int = 2048,
-    learning_rate: float = 2e-3,
-    warmup_steps: int = 500,
-    lr_schedule: str = "cosine",
-    validate_every: int = 10,
-    patience: int = 2048,
-    min_delta: float = 0.01,
+    settings: TrainSettings = POTENTIAL_SETTINGS,
     trainable=None,
     return_history: bool = False,
     **kwargs,
@@ -799,10 +965,11 @@ def fit_potential(
     """Fit a potential (and frame) so that the sampled distribution function is stationary.
 
     Any pytree model trains: a neural, analytic, symmetric or composite potential, with the
-    frame's Ω, u0 and centre. The defaults are the recommended recipe of `docs/results.md`
-    (RAdam, 8000 steps of 2048, a 500-step warm-up to 2e-3 and a cosine decay, 25%
-    validation split). The paper's (§2.4) was batches of 2^14, a warm-up over 2048 steps to
-    1e-3 and halving after 2048 steps without a 0.01 improvement (`lr_schedule="plateau"`).
+    frame's Ω, u0 and centre. The default settings, `POTENTIAL_SETTINGS`, are the
+    recommended recipe of `docs/results.md` (RAdam, 8000 steps of 2048, a 500-step warm-up
+    to 2e-3 and a cosine decay, 25% validation split, a validation batch every 10 steps).
+    The paper's (§2.4) was batches of 2^14, a warm-up over 2048 steps to 1e-3 and halving
+    after 2048 steps without a 0.01 improvement (`lr_schedule="plateau"`).
 
     **Arguments:**
 
@@ -813,11 +980,13 @@ def fit_potential(
       `Log(Stationarity() + PositiveDensity())`, the paper's Eq. 13 without its ℓ2
       penalty (`+ L2Weights(0.1)`), which biases fits from accurate scores.
     - `key`: a typed key.
+    - `settings`: the `TrainSettings` (default `POTENTIAL_SETTINGS`).
     - `trainable`: `None` trains every inexact array of the model; otherwise a function
       `model -> subtree or tuple of subtrees`, e.g. `lambda m: m.frame.omega`.
     - `return_history`: also return the `TrainHistory`.
-    - `**kwargs`: passed to `fit` (e.g. `checkpoint_path`, `clip_norm`, `progress`,
-      `devices`).
+    - `**kwargs`: passed to `fit`: fields of `TrainSettings` replacing those of `settings`
+      (e.g. `max_steps`, `batch_size`, `learning_rate`, `lr_schedule`), and
+      `checkpoint_path`, `progress`, `devices`, `weights`.
 
     **Returns:** the trained `PotentialModel` (and the history if `return_history`). It is
     not checked for physical sense, so that deliberately short or tiny fits (tests,
@@ -836,32 +1005,9 @@ def fit_potential(
     if not isinstance(scores, (ScoreSample, ScoreFile)):
         raise TypeError(f"scores must be a ScoreSample or ScoreFile; got "
                         f"{type(scores).__name__}")
-    out, history = fit(
-        model, potential_loss_fn(loss), scores, key=key, max_steps=max_steps,
-        batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
-        lr_schedule=lr_schedule, validate_every=validate_every, patience=patience,
-        min_delta=min_delta, trainable=trainable, **kwargs,
-    )
+    out, history = fit(model, potential_loss_fn(loss), scores, key=key, settings=settings,
+                       trainable=trainable, **kwargs)
     return (out, history) if return_history else out
-
-
-# --------------------------------------------------------------------------------------
-# Second-order finish for potential fits (L-BFGS on a fixed batch). Separate from `fit`.
-# --------------------------------------------------------------------------------------
-
-
-@eqx.filter_jit
-def _lbfgs_step(params, static, opt_state, batch, *, loss, tx):
-    def value_fn(p):
-        return loss(eqx.combine(p, static), batch)
-
-    value, grad = optax.value_and_grad_from_state(value_fn)(params, state=opt_state)
-    updates, new_state = tx.update(
-        grad, opt_state, params, value=value, grad=grad, value_fn=value_fn
-    )
-    new_params = eqx.apply_updates(params, updates)
-    ok = jnp.isfinite(value) & _all_finite(grad) & _all_finite(new_params)
-    return new_params, new_state, value, optax.tree.norm(grad), ok
 
 
 def refine_potential(
@@ -878,7 +1024,8 @@ def refine_potential(
     return_history: bool = False,
     progress: bool = False,
 ):
-    """Finish a potential fit with L-BFGS on one fixed batch (a second-order polish).
+    """Finish a potential fit with L-BFGS on one fixed batch (a second-order polish): `fit`
+    with `optax.lbfgs` and `batch_size=None` on a batch drawn once.
 
     First-order training (`fit_potential`) stalls at a floor set by its learning rate and
     batch noise; on scores that a potential can match exactly (analytic DFs) L-BFGS with a
@@ -904,13 +1051,13 @@ def refine_potential(
 
     **Returns:** the refined `PotentialModel` (and the history if `return_history`).
 
-    **Raises:** `FloatingPointError` naming the iteration if the loss or gradient is not
-    finite; the parameters are never updated with it.
+    **Raises:** `TrainingError` (a `FloatingPointError`) naming the iteration if the loss
+    or gradient is not finite; the parameters are never updated with it.
     """
     from .model import PotentialModel
     from .potentials import AbstractPotential
     from .scores import ScoreSample
-    from .terms import AbstractTerm, PositiveDensity, Stationarity
+    from .terms import PositiveDensity, Stationarity
 
     _check_key(key)
     if isinstance(model, AbstractPotential):
@@ -921,39 +1068,13 @@ def refine_potential(
         raise TypeError(f"scores must be a ScoreSample; got {type(scores).__name__}")
     if loss is None:
         loss = Stationarity(penalty="cauchy") + PositiveDensity()
-    if not isinstance(loss, AbstractTerm):
-        raise TypeError(f"loss must be a deeppot loss term; got {type(loss).__name__}")
     if max_steps < 0 or batch_size < 1 or memory_size < 1:
         raise ValueError("max_steps must be >= 0 and batch_size, memory_size positive")
     n = len(scores)
-    idx = jax.random.permutation(key, n)[: min(batch_size, n)]
-    batch = scores[idx]
-    params, static = eqx.partition(model, _filter_spec(model, trainable))
-    tx = optax.lbfgs(memory_size=memory_size)
-    opt_state = tx.init(params)
-    history = TrainHistory()
-    t_start = time.perf_counter()
-    bar = tqdm(total=max_steps, disable=not progress, dynamic_ncols=True)
-    try:
-        for step in range(max_steps):
-            new_params, new_state, value, gnorm, ok = _lbfgs_step(
-                params, static, opt_state, batch, loss=loss, tx=tx
-            )
-            if not bool(ok):
-                raise FloatingPointError(
-                    f"non-finite loss or gradient at L-BFGS iteration {step} (loss = "
-                    f"{float(value)}); the update was not applied"
-                )
-            params, opt_state = new_params, new_state
-            history.step.append(step)
-            history.train_loss.append(float(value))
-            history.learning_rate.append(math.nan)
-            bar.update(1)
-            if float(gnorm) <= tolerance:
-                history.stop_reason = "tolerance"
-                break
-    finally:
-        bar.close()
-    history.wall_time = time.perf_counter() - t_start
-    out = eqx.combine(params, static)
+    batch = scores[jax.random.permutation(key, n)[: min(batch_size, n)]]
+    settings = TrainSettings(max_steps=max_steps, batch_size=None, validation_fraction=0.0,
+                             optimizer=optax.lbfgs(memory_size=memory_size), clip_norm=None,
+                             divergence_tolerance=None, grad_tolerance=tolerance)
+    out, history = fit(model, potential_loss_fn(loss), batch, key=key, settings=settings,
+                       trainable=trainable, progress=progress)
     return (out, history) if return_history else out
