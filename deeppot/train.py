@@ -561,6 +561,59 @@ def _rates(schedule: optax.Schedule, max_steps: int) -> np.ndarray:
     return rates
 
 
+def _split(data, key: PRNGKeyArray, s: TrainSettings, weights, host: bool):
+    """`(n, train_data, val_data, train_cdf, val_cdf)`: the data's shuffled validation split
+    (`key`) and the cumulative weights of each part (None without weights); row numbers
+    for host data, and the data as given when every step takes all of it."""
+    if s.batch_size is None and (host or weights is not None):
+        raise ValueError("batch_size=None (every row at every step) needs in-memory data "
+                         "without weights")
+    n = len(data) if host else _leading_size(data)
+    n_val = int(round(n * s.validation_fraction)) if s.validation_fraction > 0 else 0
+    if s.validation_fraction > 0:
+        if n < 2:
+            raise ValueError(f"a validation split needs at least 2 points; data has {n}")
+        n_val = min(max(n_val, 1), n - 1)
+    perm = jax.random.permutation(key, n)
+    if host:  # row numbers now; HostBatches below read the rows
+        perm = np.asarray(perm)
+        val_data, train_data = perm[:n_val] if n_val else None, perm[n_val:]
+    elif s.batch_size is None and not n_val:  # every row, in the order given
+        val_data, train_data = None, data
+    else:
+        val_data = _gather(data, perm[:n_val]) if n_val else None
+        train_data = _gather(data, perm[n_val:])
+    train_cdf = val_cdf = None
+    if weights is not None:
+        _weights_cdf(weights, n)  # validate all rows
+        w_perm = np.asarray(weights, np.float64)[np.asarray(perm)]
+        dtype_w = jnp.result_type(float)
+        train_cdf = jnp.asarray(_weights_cdf(w_perm[n_val:], n - n_val), dtype_w)
+        if n_val:
+            if not w_perm[:n_val].sum() > 0:
+                raise ValueError("the validation split has zero total weight")
+            val_cdf = jnp.asarray(_weights_cdf(w_perm[:n_val], n_val), dtype_w)
+    return n, train_data, val_data, train_cdf, val_cdf
+
+
+def _run_config(s: TrainSettings, n: int, weights, rates) -> dict:
+    """What a checkpoint must have been written with to be resumed (JSON)."""
+    config = {"n": n, "batch_size": s.batch_size, "validation_fraction": s.validation_fraction,
+              "optimizer": _name(s.optimizer, OPTIMIZERS, "optimizer", ""),
+              "ema": s.ema_decay is not None, "learning_rate": s.learning_rate,
+              "warmup_steps": s.warmup_steps, "lr_schedule": "custom",
+              "keep_best": s.keep_best}
+    if rates is not None:  # a custom schedule: the rates themselves
+        config["lr_schedule_sha1"] = hashlib.sha1(rates.tobytes()).hexdigest()
+    else:
+        config["lr_schedule"] = s.lr_schedule
+    if s.lr_schedule == "cosine":  # the rate at every step depends on the run's length
+        config["max_steps"] = s.max_steps
+    if weights is not None:
+        config["weights_sha1"] = hashlib.sha1(np.asarray(weights, np.float64).tobytes()).hexdigest()
+    return config
+
+
 def fit(
     model: PyTree,
     loss_fn: Callable[[PyTree, PyTree, PRNGKeyArray], Float[Array, ""]],
@@ -636,35 +689,8 @@ def fit(
     mesh = data_mesh(devices)
     shard = None if mesh is None else batch_sharding(mesh)
     host = isinstance(data, AbstractHostData)
-    if batch_size is None and (host or weights is not None):
-        raise ValueError("batch_size=None (every row at every step) needs in-memory data "
-                         "without weights")
-    n = len(data) if host else _leading_size(data)
     k_split, k_batch, k_loss, k_val = jax.random.split(key, 4)
-    n_val = int(round(n * s.validation_fraction)) if s.validation_fraction > 0 else 0
-    if s.validation_fraction > 0:
-        if n < 2:
-            raise ValueError(f"a validation split needs at least 2 points; data has {n}")
-        n_val = min(max(n_val, 1), n - 1)
-    perm = jax.random.permutation(k_split, n)
-    if host:  # row numbers now; HostBatches below read the rows
-        perm = np.asarray(perm)
-        val_data, train_data = perm[:n_val] if n_val else None, perm[n_val:]
-    elif batch_size is None and not n_val:  # every row, in the order given
-        val_data, train_data = None, data
-    else:
-        val_data = _gather(data, perm[:n_val]) if n_val else None
-        train_data = _gather(data, perm[n_val:])
-    train_cdf = val_cdf = None
-    if weights is not None:
-        _weights_cdf(weights, n)  # validate all rows
-        w_perm = np.asarray(weights, np.float64)[np.asarray(perm)]
-        dtype_w = jnp.result_type(float)
-        train_cdf = jnp.asarray(_weights_cdf(w_perm[n_val:], n - n_val), dtype_w)
-        if n_val:
-            if not w_perm[:n_val].sum() > 0:
-                raise ValueError("the validation split has zero total weight")
-            val_cdf = jnp.asarray(_weights_cdf(w_perm[:n_val], n_val), dtype_w)
+    n, train_data, val_data, train_cdf, val_cdf = _split(data, k_split, s, weights, host)
 
     spec = _filter_spec(model, trainable)
     params, static = eqx.partition(model, spec)
@@ -683,19 +709,8 @@ def fit(
     health = _Health()
     history = TrainHistory()
     start = 0
-    config = {"n": n, "batch_size": batch_size, "validation_fraction": s.validation_fraction,
-              "optimizer": _name(s.optimizer, OPTIMIZERS, "optimizer", ""),
-              "ema": s.ema_decay is not None, "learning_rate": s.learning_rate,
-              "warmup_steps": warmup_steps, "lr_schedule": "custom", "keep_best": s.keep_best}
-    if callable(s.lr_schedule):  # the rates themselves, as optax schedules give them
-        rates = _rates(s.lr_schedule, max_steps)
-        config["lr_schedule_sha1"] = hashlib.sha1(rates.tobytes()).hexdigest()
-    else:
-        config["lr_schedule"] = s.lr_schedule
-    if s.lr_schedule == "cosine":  # the rate at every step depends on the run's length
-        config["max_steps"] = max_steps
-    if weights is not None:
-        config["weights_sha1"] = hashlib.sha1(np.asarray(weights, np.float64).tobytes()).hexdigest()
+    rates = _rates(s.lr_schedule, max_steps) if callable(s.lr_schedule) else None
+    config = _run_config(s, n, weights, rates)
     key_data = np.asarray(jax.random.key_data(key)).tolist()
 
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
