@@ -106,14 +106,11 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
 }
 
 
-def _name(value, table: dict, what: str, kind: str) -> str:
-    """The table's name for `value`, `"custom"` for an optax object, or a ValueError."""
-    if isinstance(value, str):
-        if value not in table:
-            names = ", ".join(repr(k) for k in table)
-            raise ValueError(f"{what} must be one of {names} or {kind}; got {value!r}")
-        return value
-    return "custom"
+def _check_name(value, table: dict, what: str, kind: str) -> None:
+    """A ValueError unless `value` is a name in `table`."""
+    if not isinstance(value, str) or value not in table:
+        names = ", ".join(repr(k) for k in table)
+        raise ValueError(f"{what} must be one of {names} or {kind}; got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -189,9 +186,11 @@ class TrainSettings:
     checkpoint_every: int = 1000
 
     def __post_init__(self):
-        _name(self.optimizer, OPTIMIZERS, "optimizer", "an optax.GradientTransformation")
+        if not isinstance(self.optimizer, optax.GradientTransformation):
+            _check_name(self.optimizer, OPTIMIZERS, "optimizer",
+                        "an optax.GradientTransformation")
         if not callable(self.lr_schedule):
-            _name(self.lr_schedule, LR_SCHEDULES, "lr_schedule", "an optax.Schedule")
+            _check_name(self.lr_schedule, LR_SCHEDULES, "lr_schedule", "an optax.Schedule")
         if not 0 <= self.validation_fraction < 1:
             raise ValueError("validation_fraction must be in [0, 1)")
         if not 0 <= self.smoothing < 1:
@@ -460,8 +459,11 @@ def _train_step(
 
 
 def _transformation(optimizer, clip_norm) -> optax.GradientTransformation:
-    _name(optimizer, OPTIMIZERS, "optimizer", "an optax.GradientTransformation")
-    base = OPTIMIZERS[optimizer]() if isinstance(optimizer, str) else optimizer
+    if isinstance(optimizer, optax.GradientTransformation):
+        base = optimizer
+    else:
+        _check_name(optimizer, OPTIMIZERS, "optimizer", "an optax.GradientTransformation")
+        base = OPTIMIZERS[optimizer]()
     return optax.chain(optax.clip_by_global_norm(clip_norm), base) if clip_norm else base
 
 
@@ -599,7 +601,7 @@ def _split(data, key: PRNGKeyArray, s: TrainSettings, weights, host: bool):
 def _run_config(s: TrainSettings, n: int, weights, rates) -> dict:
     """What a checkpoint must have been written with to be resumed (JSON)."""
     config = {"n": n, "batch_size": s.batch_size, "validation_fraction": s.validation_fraction,
-              "optimizer": _name(s.optimizer, OPTIMIZERS, "optimizer", ""),
+              "optimizer": s.optimizer if isinstance(s.optimizer, str) else "custom",
               "ema": s.ema_decay is not None, "learning_rate": s.learning_rate,
               "warmup_steps": s.warmup_steps, "lr_schedule": "custom",
               "keep_best": s.keep_best}

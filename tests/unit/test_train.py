@@ -205,6 +205,10 @@ def test_settings_object_equals_keywords_and_keywords_override_it():
         fit(_line(), _mse, data, key=jax.random.key(4))
     with pytest.raises(ValueError, match="keep_best needs a validation split"):
         TrainSettings(max_steps=1, keep_best=True, validation_fraction=0.0)
+    with pytest.raises(ValueError, match="optimizer must be one of 'radam', 'adam', 'lbfgs'"):
+        TrainSettings(max_steps=1, optimizer=3)
+    with pytest.raises(ValueError, match="lr_schedule must be one of 'plateau', 'cosine'"):
+        TrainSettings(max_steps=1, lr_schedule="linear")
     # the recipes are settings too, and fit_df starts from DF_SETTINGS
     assert dataclasses.replace(DF_SETTINGS, max_steps=5).lr_schedule == "cosine"
 
