@@ -1,14 +1,19 @@
 """The `deeppot` command line.
 
-Each subcommand is a pair of functions: `_add_<name>(subparsers)` registers its parser and
-sets `func=_run_<name>`; `_run_<name>(args) -> int` does the work. Every subcommand takes
-its settings from a config (`--config FILE` or the defaults) with `--set` overrides, and
-runs the pipeline's stages (`deeppot.pipeline.run_stage`) on files: there is one
-orchestration path. Errors reach the user as one line (`deeppot: …`) and a non-zero exit
-status; `--traceback` shows the Python traceback instead.
+`mock`, `run` and `demo` are each a pair of functions: `_add_<name>(subparsers)` registers
+its parser and sets `func=_run_<name>`; `_run_<name>(args) -> int` does the work. The
+per-stage subcommands (`fit-df`, `scores`, `fit-potential`, `evaluate`) are built from the
+stage records (`deeppot.pipeline.STAGES`, each with a `Command`): one parser each from the
+record's inputs, output and help, and one function, `_run_stage_command`, that runs any of
+them through `run_stage`, so a new stage with a command is a new subcommand. Every
+subcommand takes its settings from a config (`--config FILE` or the defaults) with `--set`
+overrides, and runs the pipeline's stages (`deeppot.pipeline.run_stage`) on files: there
+is one orchestration path. Errors reach the user as one line (`deeppot: …`) and a non-zero
+exit status; `--traceback` shows the Python traceback instead.
 """
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -37,18 +42,18 @@ def _add_config_options(p, *, config_required: bool = False) -> None:
             help="TOML config whose sections supply the settings (default: the built-in "
             "defaults of docs/pipeline.md)",
         )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config value, e.g. --set fit.steps=500 (repeatable)",
-    )
+    _add_overrides(p, "override one config value, e.g. --set fit.steps=500 (repeatable)")
+
+
+def _add_overrides(p, help: str) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.KEY=VALUE", help=help)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def _config(args: argparse.Namespace, extra: Sequence[str] = ()):
+    """The validated config of a command; a multi-host run of `[run] coordinator` is
+    joined here, before any command touches a device."""
     from . import pipeline
 
     overrides = list(extra) + list(args.overrides)
@@ -56,15 +61,11 @@ def _config(args: argparse.Namespace, extra: Sequence[str] = ()):
         overrides.append("run.progress=false")
     path = getattr(args, "config", None)
     if path is None:  # the built-in defaults (docs/pipeline.md) with the overrides
-        return pipeline.parse_config(pipeline.apply_overrides({}, overrides))
-    return pipeline.load_config(path, overrides)
-
-
-def _load(kind: str, path: str):
-    """(object, metadata) of an artefact file, e.g. a catalogue or a DF model file."""
-    from .pipeline import ARTEFACTS
-
-    return ARTEFACTS[kind].load(Path(path))
+        cfg = pipeline.parse_config(pipeline.apply_overrides({}, overrides))
+    else:
+        cfg = pipeline.load_config(path, overrides)
+    pipeline.start_processes(cfg)
+    return cfg
 
 
 def _check_output(path: str, *inputs: str, kind: str | None = None) -> Path:
@@ -125,6 +126,8 @@ def _add_mock(subparsers) -> None:
 
 
 def _run_mock(args: argparse.Namespace) -> int:
+    from .pipeline.stages import write_artefact
+
     flags = {"n": args.n, "observer": None if args.observer is None else list(args.observer),
              "select_center": None if args.select_center is None else list(args.select_center)}
     extra = [f"data.source={args.kind}"]
@@ -146,7 +149,7 @@ def _run_mock(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     cat, _ = _stage("data", cfg, {})["catalog"]
     cat = cat.with_meta(seed=cfg.run.seed, command=" ".join(["deeppot", *sys.argv[1:]]))
-    cat.save(out)
+    write_artefact("catalog", cat, out, {})
     print(f"wrote {len(cat)} stars to {out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -183,134 +186,71 @@ def _print_run(metrics, run_dir) -> None:
 def _run_run(args: argparse.Namespace) -> int:
     from . import pipeline
 
-    cfg = _config(args)
     run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
-    metrics = pipeline.run(cfg, run_dir)
-    _print_run(metrics, run_dir)
+    _print_run(pipeline.run(_config(args), run_dir), run_dir)
     return 0
 
 
-def _add_fit_df(subparsers) -> None:
-    p = subparsers.add_parser(
-        "fit-df",
-        help="train the [df] distribution function on a catalogue",
-        description="Train the DF described by the config's [df] section on a catalogue and "
-        "write it to OUT, one self-describing model file.",
-    )
-    p.add_argument("catalog", help="catalogue file (.npz, .h5, .csv)")
-    p.add_argument("--out", "-o", required=True, help="output model file (.eqx)")
-    p.add_argument("--checkpoint-dir", default=None,
-                   help="directory for training checkpoints (resumed from if present)")
-    _add_config_options(p)
-    p.set_defaults(func=_run_fit_df)
+def _add_stage_commands(subparsers) -> None:
+    """One subcommand per stage record with a `Command` (`deeppot.pipeline.STAGES`), in
+    the order of the stages."""
+    from .pipeline import stages
+
+    for stage in stages.STAGES:
+        if stage.command is not None:
+            _add_stage_command(subparsers, stage)
 
 
-def _run_fit_df(args: argparse.Namespace) -> int:
+def _add_stage_command(subparsers, stage) -> None:
     from .pipeline import ARTEFACTS
 
-    cfg = _config(args)
-    out = _check_output(args.out, args.catalog, kind="df")
-    df, meta = _stage("df", cfg, {"catalog": _load("catalog", args.catalog)},
-                      checkpoint_dir=args.checkpoint_dir)["df"]
-    ARTEFACTS["df"].save(df, out, {**meta, "catalog": str(args.catalog)})
-    print(f"wrote {out}")
-    return 0
-
-
-def _add_scores(subparsers) -> None:
-    p = subparsers.add_parser(
-        "scores",
-        help="draw the [scores] sample from a trained DF",
-        description="Draw points from a DF file and evaluate its scores there; write .npz.",
-    )
-    p.add_argument("df", help="DF model file (.eqx, from fit-df or a run directory)")
-    p.add_argument("--out", "-o", required=True, help="output ScoreSample file (.npz)")
+    cmd = stage.command
+    p = subparsers.add_parser(cmd.name, help=cmd.help, description=cmd.description)
+    p.add_argument(cmd.argument, help=ARTEFACTS[cmd.argument].what)
+    for name in (*stage.inputs, *stage.optional):
+        if name != cmd.argument:
+            required = name in stage.inputs
+            p.add_argument(f"--{name}", required=required, default=None,
+                           help=ARTEFACTS[name].what + ("" if required else " (optional)"))
+    if cmd.out_dir:
+        p.add_argument("--out-dir", default=None,
+                       help=f"write {ARTEFACTS[cmd.output].filename} and the plots here")
+    else:
+        p.add_argument("--out", "-o", required=True,
+                       help=f"output {ARTEFACTS[cmd.output].what}")
+    if stage.checkpoints:
+        p.add_argument("--checkpoint-dir", default=None,
+                       help="directory for training checkpoints (resumed from if present)")
     _add_config_options(p)
-    p.set_defaults(func=_run_scores)
+    p.set_defaults(func=functools.partial(_run_stage_command, stage))
 
 
-def _run_scores(args: argparse.Namespace) -> int:
+def _run_stage_command(stage, args: argparse.Namespace) -> int:
+    """Run a stage on files: check the output, load the inputs (the argument first), run
+    the stage, write its output with the input paths in its metadata, print its warnings
+    and its summary line."""
     from .pipeline import ARTEFACTS
+    from .pipeline.stages import write_artefact
 
+    cmd = stage.command
     cfg = _config(args)
-    out = _check_output(args.out, args.df, kind="scores")
-    df = _load("df", args.df)
-    if df[1].get("stage", "df") != "df":
-        raise ValueError(f"{args.df} is a {df[1]['stage']} model, not a DF")
-    scores, meta = _stage("scores", cfg, {"df": df})["scores"]
-    ARTEFACTS["scores"].save(scores, out, {**meta, "df": str(args.df)})
-    print(f"wrote {len(scores)} scores to {out}")
-    return 0
-
-
-def _add_fit_potential(subparsers) -> None:
-    p = subparsers.add_parser(
-        "fit-potential",
-        help="fit the [potential] model to a score sample with the [fit] loss",
-        description="Fit the potential model of [potential] to a ScoreSample file with the "
-        "loss of [fit]; write OUT, one self-describing model file.",
-    )
-    p.add_argument("scores", help="ScoreSample file (.npz)")
-    p.add_argument("--out", "-o", required=True, help="output model file (.eqx)")
-    p.add_argument("--checkpoint-dir", default=None,
-                   help="directory for training checkpoints (resumed from if present)")
-    _add_config_options(p)
-    p.set_defaults(func=_run_fit_potential)
-
-
-def _run_fit_potential(args: argparse.Namespace) -> int:
-    from . import evaluate
-    from .pipeline import ARTEFACTS
-    from .pipeline.report import quality_warnings
-
-    cfg = _config(args)
-    out = _check_output(args.out, args.scores, kind="potential")
-    scores = _load("scores", args.scores)
-    model, meta = _stage("potential", cfg, {"scores": scores},
-                         checkpoint_dir=args.checkpoint_dir)["potential"]
-    quality = evaluate.fit_quality(model, scores[0])
-    ARTEFACTS["potential"].save(model, out, {**meta, "scores": str(args.scores),
-                                             "fit_quality": quality})
-    for warning in quality_warnings({"fit_quality": quality}):
+    names = (cmd.argument, *stage.inputs, *stage.optional)
+    paths = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if cmd.out_dir:
+        out = None if args.out_dir is None else Path(args.out_dir, ARTEFACTS[cmd.output].filename)
+    else:
+        out = _check_output(args.out, *paths.values(), kind=cmd.output)
+    inputs = {name: ARTEFACTS[name].load(Path(path)) for name, path in paths.items()}
+    produced = _stage(stage.name, cfg, inputs, plot_dir=getattr(args, "out_dir", None),
+                      checkpoint_dir=getattr(args, "checkpoint_dir", None))
+    value, meta = produced[cmd.output]
+    summary = cmd.summary(value, paths, out)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_artefact(cmd.output, value, out, {**meta, **paths})
+    for warning in meta.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"wrote {out}")
-    return 0
-
-
-def _add_evaluate(subparsers) -> None:
-    p = subparsers.add_parser(
-        "evaluate",
-        help="compare a fitted potential with a catalogue's true potential",
-        description="Evaluate a potential file against the truth recorded in a catalogue's "
-        "meta (mocks record it), at the catalogue's positions; print the accuracy table and "
-        "optionally write metrics JSON and PNG plots.",
-    )
-    p.add_argument("potential", help="potential model file (.eqx)")
-    p.add_argument("--catalog", required=True, help="catalogue with a truth potential in meta")
-    p.add_argument("--out-dir", default=None, help="write metrics.json and plots here")
-    _add_config_options(p)
-    p.set_defaults(func=_run_evaluate)
-
-
-def _run_evaluate(args: argparse.Namespace) -> int:
-    import json
-
-    from . import pipeline
-
-    cfg = _config(args)
-    model, meta = _load("potential", args.potential)
-    if meta.get("stage", "potential") != "potential":
-        raise ValueError(f"{args.potential} is a {meta['stage']} model, not a potential")
-    cat, _ = _load("catalog", args.catalog)
-    ev = pipeline.evaluate_model(cfg.evaluate, model, cat, out_dir=args.out_dir)
-    if ev["accuracy"] is None:
-        print(f"{args.catalog} records no truth potential; nothing to compare with")
-        return 1
-    print(pipeline.accuracy_table(ev))
-    if args.out_dir:
-        out = Path(args.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(ev, indent=2) + "\n")
+    print(summary)
     return 0
 
 
@@ -327,15 +267,7 @@ def _add_demo(subparsers) -> None:
                    help="short settings (deeppot/configs/demo-quick.toml): what CI runs")
     p.add_argument("--run-dir", default=None,
                    help="run directory (default: runs/demo or runs/demo-quick)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one demo setting, e.g. --set fit.steps=3000 (repeatable)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _add_overrides(p, "override one demo setting, e.g. --set fit.steps=3000 (repeatable)")
     p.set_defaults(func=_run_demo)
 
 
@@ -344,10 +276,9 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     name = "demo-quick" if args.quick else "demo"
     args.config = pipeline.default_config_path(name)
-    cfg = _config(args)
     run_dir = args.run_dir or f"runs/{name}"
     t0 = time.perf_counter()
-    metrics = pipeline.run(cfg, run_dir)
+    metrics = pipeline.run(_config(args), run_dir)
     print()
     _print_run(metrics, run_dir)
     force = metrics["accuracy"]["force"]["median"]
@@ -357,15 +288,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable] = [
-    _add_mock,
-    _add_run,
-    _add_fit_df,
-    _add_scores,
-    _add_fit_potential,
-    _add_evaluate,
-    _add_demo,
-]
+# the functions that add the subcommands, in the order `deeppot --help` lists them
+COMMANDS: list[Callable] = [_add_mock, _add_run, _add_stage_commands, _add_demo]
 
 
 def _version() -> str:

@@ -7,6 +7,7 @@ time by `fit_potential`), and `load_scores` picks the one that fits.
 
 import json
 import os
+import shutil
 import zipfile
 from pathlib import Path
 from typing import final
@@ -221,10 +222,40 @@ class ScoreFile(AbstractHostData):
         unique, inverse = np.unique(rows, return_inverse=True)  # HDF5 reads sorted rows
         return _host_sample(f[name][unique][inverse] for name in _FIELDS)
 
+    def __getitem__(self, index: slice) -> ScoreSample:
+        """A range of rows (`scores[i:j]`, as of a `ScoreSample`), read from the file."""
+        if not isinstance(index, slice):
+            raise TypeError(f"a ScoreFile is sliced by a range of rows; use take() for "
+                            f"{type(index).__name__}")
+        return self.take(np.arange(*index.indices(self._n)))
+
     def load(self) -> ScoreSample:
         """The whole file as an in-memory `ScoreSample`."""
         f = self._handle()
         return ScoreSample(*(f[name][()] for name in _FIELDS))
+
+    def save(self, path: str | os.PathLike, meta: dict | None = None) -> None:
+        """Write the scores to `path` with `meta` (JSON-serialisable), as `ScoreSample.save`
+        does, without holding them in memory: the file's own path keeps its rows and gets
+        `meta`; another `.h5`/`.hdf5` is a copy (written atomically); a `.npz` is written
+        from the loaded sample."""
+        import h5py
+
+        path = Path(path)
+        if path.suffix not in _H5_SUFFIXES:
+            self.load().save(path, meta)
+            return
+        self.close()
+        same = path.exists() and path.resolve() == self.path.resolve()
+        target = path if same else path.with_name(path.name + ".tmp")
+        if not same:
+            shutil.copyfile(self.path, target)
+        with h5py.File(target, "r+") as f:
+            f.attrs["meta"] = json.dumps(meta or {})
+        if same:
+            self.meta = meta or {}
+        else:
+            os.replace(target, path)
 
     def close(self) -> None:
         """Close the file handle (it reopens on the next read)."""

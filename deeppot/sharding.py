@@ -156,19 +156,24 @@ def same_on_all_processes(value: int, what: str) -> None:
 ENV_VARS = ("DEEPPOT_COORDINATOR", "DEEPPOT_NUM_PROCESSES", "DEEPPOT_PROCESS_ID")
 
 
-def initialize_distributed(env: Mapping[str, str] | None = None) -> int:
+def initialize_distributed(env: Mapping[str, str] | None = None, *,
+                           coordinator: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> int:
     """Join a run of several processes (one per host) with `jax.distributed.initialize`.
 
-    Call it first, before any JAX computation, in every process. With the environment
-    variables `DEEPPOT_COORDINATOR` (`host:port` of process 0, reachable from every
-    host), `DEEPPOT_NUM_PROCESSES` and `DEEPPOT_PROCESS_ID` (0, 1, ...) set, they are
-    passed to JAX; without them JAX detects the run itself (Slurm, Open MPI, Kubernetes,
-    Cloud TPU) and fails elsewhere. Then `jax.devices()` lists every process's devices,
-    and `fit` and `sample_scores` shard over all of them by default.
+    Call it first, before any JAX computation, in every process (the pipeline does, for
+    `[run] coordinator`). The coordinator's `host:port` (process 0's, reachable from every
+    host), the number of processes and this process's index are the arguments when given;
+    else the environment variables `DEEPPOT_COORDINATOR`, `DEEPPOT_NUM_PROCESSES` and
+    `DEEPPOT_PROCESS_ID` when set; without either JAX detects the run itself (Slurm, Open
+    MPI, Kubernetes, Cloud TPU) and fails elsewhere. Then `jax.devices()` lists every
+    process's devices, and `fit` and `sample_scores` shard over all of them by default.
+    A process that has joined already is left as it is.
 
     **Arguments:**
 
     - `env`: the environment to read (default `os.environ`).
+    - `coordinator`, `num_processes`, `process_id`: the run, all three or none.
 
     **Returns:**
 
@@ -176,24 +181,35 @@ def initialize_distributed(env: Mapping[str, str] | None = None) -> int:
 
     **Raises:**
 
-    `ValueError` if only some of the three variables are set or they are not integers.
+    `ValueError` if only some of the three (arguments or variables) are given, they are not
+    integers, or the index is not below the number of processes.
     """
-    env = os.environ if env is None else env
-    given = [k for k in ENV_VARS if env.get(k)]
-    if given and len(given) != len(ENV_VARS):
-        missing = [k for k in ENV_VARS if k not in given]
-        raise ValueError(f"set all of {', '.join(ENV_VARS)} or none; missing {missing}")
-    if given:
+    if jax.distributed.is_initialized():
+        return jax.process_index()
+    args = (coordinator, num_processes, process_id)
+    if any(a is not None for a in args):
+        if any(a is None for a in args):
+            raise ValueError("give coordinator, num_processes and process_id together; got "
+                             f"{coordinator=}, {num_processes=}, {process_id=}")
+    else:
+        env = os.environ if env is None else env
+        given = [k for k in ENV_VARS if env.get(k)]
+        if given and len(given) != len(ENV_VARS):
+            missing = [k for k in ENV_VARS if k not in given]
+            raise ValueError(f"set all of {', '.join(ENV_VARS)} or none; missing {missing}")
+        if not given:
+            jax.distributed.initialize()
+            return jax.process_index()
         try:
-            num, pid = int(env["DEEPPOT_NUM_PROCESSES"]), int(env["DEEPPOT_PROCESS_ID"])
+            coordinator = env["DEEPPOT_COORDINATOR"]
+            num_processes = int(env["DEEPPOT_NUM_PROCESSES"])
+            process_id = int(env["DEEPPOT_PROCESS_ID"])
         except ValueError:
             raise ValueError("DEEPPOT_NUM_PROCESSES and DEEPPOT_PROCESS_ID must be integers; "
                              f"got {env['DEEPPOT_NUM_PROCESSES']!r}, "
                              f"{env['DEEPPOT_PROCESS_ID']!r}") from None
-        if not 0 <= pid < num:
-            raise ValueError(f"DEEPPOT_PROCESS_ID must be in [0, {num}); got {pid}")
-        jax.distributed.initialize(coordinator_address=env["DEEPPOT_COORDINATOR"],
-                                   num_processes=num, process_id=pid)
-    else:
-        jax.distributed.initialize()
+    if not 0 <= process_id < num_processes:
+        raise ValueError(f"the process index must be in [0, {num_processes}); got {process_id}")
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                               process_id=process_id)
     return jax.process_index()

@@ -41,5 +41,6 @@ from .stages import check_df as check_df
 from .stages import draw_scores as draw_scores
 from .stages import run_stage as run_stage
 from .stages import stage_key as stage_key
+from .stages import start_processes as start_processes
 from .stages import train_df as train_df
 from .stages import train_potential as train_potential

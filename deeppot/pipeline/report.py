@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._atomic import replacing
 from .config import Config, EvaluateConfig, dumps_toml
 
 __all__ = ["accuracy_table", "evaluate_model", "quality_warnings", "write_report"]
@@ -203,6 +203,11 @@ def write_report(path: Path, cfg: Config, catalog, metrics: Mapping[str, Any]) -
                   f"{q['median_relative_residual']:.3f} (p84 {q['p84_relative_residual']:.3f}); "
                   f"negative density at {100 * q['negative_density_fraction']:.1f}% of the "
                   "score points.", ""]
+    c = ev.get("potential_check")
+    if c:
+        lines += [f"Health check passed: the median stationarity residual is "
+                  f"{c['residual_ratio']:.3g} of that with Φ = 0; rms force "
+                  f"{c['rms_force']:.3g} at the score points.", ""]
     for w in ev.get("warnings", []):
         lines += [f"**Warning:** {w}", ""]
     if ev["parameters"]:
@@ -228,6 +233,5 @@ def write_report(path: Path, cfg: Config, catalog, metrics: Mapping[str, Any]) -
                      f"{p['stop_reason']}")
     lines += ["", "## Plots", ""] + [f"![{n}](plots/{n})" for n in ev["plots"]]
     lines += ["", "## Config", "", "```toml", dumps_toml(cfg.to_dict()).rstrip(), "```", ""]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.write_text("\n".join(lines))

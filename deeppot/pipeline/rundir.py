@@ -15,7 +15,9 @@ records, checkpoints and plots) are deleted, so a stage that fails never leaves 
 run's results beside it that look current.
 
 A lock keeps a second process out of a directory in use; a corrupt checkpoint is set aside
-(renamed `*.corrupt-<time>`) and its stage starts over.
+(renamed `*.corrupt-<time>`) and its stage starts over. In a multi-host run (`[run]
+coordinator`) every process runs the stages in the same directory, on a file system they
+all read, and process 0 alone holds the lock and writes.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 
 from .._errors import CheckpointError, RunDirectoryBusy
 from .config import Config, dumps_toml, load_config
-from .stages import ARTEFACTS, STAGE_NAMES, STAGES, run_stage
+from .stages import ARTEFACTS, STAGE_NAMES, STAGES, run_stage, start_processes, write_artefact
 
 __all__ = ["run"]
 
@@ -47,16 +49,22 @@ def _file_digest(path: str) -> str:
     return h.hexdigest()
 
 
+def _settings(section) -> dict[str, Any]:
+    """The keys of a section that change what its stage computes (not those declared with
+    `fingerprint=False`: progress bars, devices, processes, where the scores are kept)."""
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
+            if f.metadata["fingerprint"]}
+
+
 def fingerprints(cfg: Config) -> dict[str, str]:
     """Per stage, a hash of every setting (and input file) it and the stages before it
     depend on."""
     h = hashlib.sha256()
-    h.update(json.dumps({"seed": cfg.run.seed, "x64": cfg.run.x64, "units": cfg.run.units},
-                        sort_keys=True).encode())
+    h.update(json.dumps(_settings(cfg.run), sort_keys=True).encode())
     out = {}
     for stage in STAGES:
         for section in stage.sections:
-            d = dataclasses.asdict(getattr(cfg, section))
+            d = _settings(getattr(cfg, section))
             if section == "data" and cfg.data.path:  # a source that reads a file
                 d["file_sha256"] = _file_digest(cfg.data.path)
             h.update(json.dumps({section: d}, sort_keys=True).encode())
@@ -103,12 +111,21 @@ def _unverified(rec: dict, outputs: list[Path]) -> str | None:
     return None
 
 
-def _invalidate(stages, run_dir: Path, ckpt_dir: Path, plot_dir: Path, state: dict) -> None:
-    """Delete the outputs of `stages` (a stage about to run and every later one) and the
-    records and checkpoints of the later ones, so that nothing derived from an old result
-    survives a failure of the new one."""
+def _places(cfg: Config, run_dir: Path) -> dict[str, Path]:
+    """Where each artefact of the run is: in the run directory under its file name, or
+    where the config places it (`[scores] path`)."""
+    return {name: Path(a.place(cfg) or run_dir / a.filename) for name, a in ARTEFACTS.items()}
+
+
+def _invalidate(stages, run_dir: Path, places: dict[str, Path], ckpt_dir: Path,
+                plot_dir: Path, state: dict) -> None:
+    """Delete the outputs of `stages` (a stage about to run and every later one) — where
+    the config places them and in the run directory — and the records and checkpoints of
+    the later ones, so that nothing derived from an old result survives a failure of the
+    new one."""
     for k, stage in enumerate(stages):
         for name in stage.outputs:
+            places[name].unlink(missing_ok=True)
             (run_dir / ARTEFACTS[name].filename).unlink(missing_ok=True)
         if stage.name == "report" and plot_dir.exists():
             shutil.rmtree(plot_dir)
@@ -153,27 +170,41 @@ def run(config: Config | str | os.PathLike, run_dir: str | os.PathLike, *,
     when `stop_after` ends the run early).
 
     **Raises:** `RunDirectoryBusy` if another process is running in `run_dir`; the error of
-    a failed stage (`TrainingError`, `ValueError`, …).
+    a failed stage (`TrainingError`, `ValueError`, …); `ValueError` if the processes of a
+    multi-host run see different states of `run_dir`.
     """
+    from ..sharding import is_main_process
+
     cfg = config if isinstance(config, Config) else load_config(config)
     if stop_after is not None and stop_after not in STAGE_NAMES:
         raise ValueError(f"stop_after must be one of {STAGE_NAMES}; got {stop_after!r}")
     progress = cfg.run.progress if progress is None else progress
+    joined = start_processes(cfg)  # before anything touches a device
     run_dir = Path(run_dir)
     ckpt_dir, plot_dir = run_dir / "checkpoints", run_dir / "plots"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(run_dir):
-        return _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after)
+    main = is_main_process()
+    with _locked(run_dir) if main else contextlib.nullcontext():
+        return _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after,
+                           joined, main)
 
 
-def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after):
+def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after, joined, main):
+    """The stages in order; `main` is false in the processes of a multi-host run other
+    than process 0, which run every stage and write nothing."""
+    from ..sharding import same_on_all_processes
+
     log_file = run_dir / "run.log"
 
     def note(msg: str) -> None:
-        with open(log_file, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+        if main:
+            with open(log_file, "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
         if log is not None:
             log(msg)
+
+    if joined is not None:
+        note(f"multi-host run: {joined}")
 
     state_path = run_dir / "state.json"
     try:
@@ -181,20 +212,26 @@ def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after):
     except (ValueError, OSError):
         note("state.json is unreadable: every stage runs again")
         state = {}
-    (run_dir / "config.toml").write_text(dumps_toml(cfg.to_dict()))
+    # every process decides from the same state, read before process 0 writes
+    digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+    same_on_all_processes(int(digest[:15], 16), f"the state of '{run_dir}' (a run "
+                          "directory must be on a file system that every process reads)")
+    if main:
+        (run_dir / "config.toml").write_text(dumps_toml(cfg.to_dict()))
     fps = fingerprints(cfg)
+    places = _places(cfg, run_dir)
     loaded: dict[str, tuple[Any, dict]] = {}
 
     def artefact(name: str):
         if name not in loaded:
-            loaded[name] = ARTEFACTS[name].load(run_dir / ARTEFACTS[name].filename)
+            loaded[name] = ARTEFACTS[name].load(places[name])
         return loaded[name]
 
     upstream_reran = False
     t_run = time.perf_counter()
     for i, stage in enumerate(STAGES):
         rec = state.get(stage.name, {})
-        outputs = [run_dir / ARTEFACTS[o].filename for o in stage.outputs]
+        outputs = [places[o] for o in stage.outputs]
         same = rec.get("fingerprint") == fps[stage.name] and not upstream_reran
         why = _unverified(rec, outputs) if same and rec.get("done") else None
         if same and rec.get("done") and why is None:
@@ -202,36 +239,41 @@ def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after):
         else:
             checkpoints = [p for pattern in stage.checkpoints for p in ckpt_dir.glob(pattern)]
             if not same:
-                for p in checkpoints:
+                for p in checkpoints if main else ():
                     p.unlink()
                 checkpoints = []
-            _invalidate(STAGES[i:], run_dir, ckpt_dir, plot_dir, state)
+            if main:
+                _invalidate(STAGES[i:], run_dir, places, ckpt_dir, plot_dir, state)
             resuming = bool(checkpoints)
             state[stage.name] = {"fingerprint": fps[stage.name], "done": False}
-            _write_json(state_path, state)
+            if main:
+                _write_json(state_path, state)
             event = "resuming from checkpoint" if resuming else "running"
             note(f"{stage.name}: {event}" + (f" ({why})" if why else ""))
             t0 = time.perf_counter()
-            inputs = {name: artefact(name) for name in stage.inputs}
+            inputs = {name: artefact(name) for name in (*stage.inputs, *stage.optional)}
             kwargs = dict(checkpoint_dir=ckpt_dir, plot_dir=plot_dir, progress=progress)
             try:
                 produced = run_stage(stage.name, cfg, inputs, **kwargs)
             except CheckpointError as err:
                 stamp = time.strftime("%Y%m%d-%H%M%S")
-                for p in checkpoints:
+                for p in checkpoints if main else ():
                     p.rename(p.with_name(f"{p.name}.corrupt-{stamp}"))
+                same_on_all_processes(i, "the stage whose checkpoint is set aside")
                 note(f"{stage.name}: {err}; set it aside and starting the stage over")
                 produced = run_stage(stage.name, cfg, inputs, **kwargs)
             sums = {}
             for name, (obj, meta) in produced.items():
-                path = run_dir / ARTEFACTS[name].filename
-                ARTEFACTS[name].save(obj, path, {**meta, "fingerprint": fps[stage.name]})
-                sums[path.name] = _file_digest(path)
+                path = places[name]
+                write_artefact(name, obj, path, {**meta, "fingerprint": fps[stage.name]})
+                if main:
+                    sums[path.name] = _file_digest(path)
                 loaded[name] = (obj, meta)
             dt = time.perf_counter() - t0
             state[stage.name] = {"fingerprint": fps[stage.name], "done": True, "seconds": dt,
                                  "sha256": sums}
-            _write_json(state_path, state)
+            if main:
+                _write_json(state_path, state)
             note(f"{stage.name}: done in {dt:.1f} s")
             if stage.name == "report":
                 for warning in produced["metrics"][0].get("warnings", []):
@@ -240,7 +282,7 @@ def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after):
         if stage.name == stop_after:
             break
     note(f"run finished in {time.perf_counter() - t_run:.1f} s")
-    metrics_path = run_dir / ARTEFACTS["metrics"].filename
+    metrics_path = places["metrics"]
     if metrics_path.exists() and stop_after in (None, "report"):
         return json.loads(metrics_path.read_text())
     return {s: state.get(s) for s in STAGE_NAMES}

@@ -8,7 +8,9 @@ A stage's function takes a `StageContext` (the config, its key, its loaded input
 checkpoint) and returns its outputs; it never reads or writes files of other stages. The
 run directory (`deeppot.pipeline.run`) and every `deeppot` subcommand run stages through
 `run_stage`, and read and write their artefacts through `ARTEFACTS`, so there is one
-orchestration path for all of them.
+orchestration path for all of them. A stage's `Command` makes it a subcommand on files
+(`deeppot fit-df`, `scores`, `fit-potential`, `evaluate`): `deeppot.cli` builds one from
+each record that has one.
 """
 
 from __future__ import annotations
@@ -37,20 +39,23 @@ from .config import (
     section_dict,
     trainable,
 )
-from .report import evaluate_model, plot_losses, quality_warnings, write_report
+from .report import accuracy_table, evaluate_model, plot_losses, quality_warnings, write_report
 
 __all__ = [
     "ARTEFACTS",
     "STAGES",
     "Artefact",
+    "Command",
     "Stage",
     "StageContext",
     "check_replaceable",
     "draw_scores",
     "run_stage",
     "stage_key",
+    "start_processes",
     "train_df",
     "train_potential",
+    "write_artefact",
 ]
 
 
@@ -60,11 +65,15 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True)
 class Artefact:
-    """A stage output kind: its file name in a run directory, and how it is stored."""
+    """A stage output kind: its file name in a run directory, how it is stored, what a file
+    of it is (for help texts), and `place`, the path a config gives it instead of the run
+    directory's (`[scores] path`; `""`: none)."""
 
     filename: str
     save: Callable[[Any, Path, dict], None]
     load: Callable[[Path], tuple[Any, dict]]
+    what: str = ""
+    place: Callable[[Config], str] = lambda config: ""
 
 
 def _save_catalog(cat, path, meta):
@@ -83,8 +92,12 @@ def _save_scores(scores, path, meta):
 
 
 def _load_scores(path):
-    from ..scores import ScoreSample
+    """An `.npz` sample in memory; an HDF5 one (what `[scores] path` streams) stays on disk
+    and is read a batch at a time, as when the stage wrote it."""
+    from ..scores import ScoreFile, ScoreSample
 
+    if Path(path).suffix in (".h5", ".hdf5"):
+        return ScoreFile(path), {}
     return ScoreSample.load(path), {}
 
 
@@ -95,10 +108,13 @@ def _save_model(kind, model, path, meta):
     save_model(path, model, meta)
 
 
-def _load_model(path):
+def _load_model(kind, label, path):
     from ..modelfile import load_model
 
-    return load_model(path)
+    model, meta = load_model(path)
+    if meta.get("stage", kind) != kind:
+        raise ValueError(f"{path} is a {meta['stage']} model, not {label}")
+    return model, meta
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -156,12 +172,17 @@ def _json_default(obj):
 
 
 ARTEFACTS: dict[str, Artefact] = {
-    "catalog": Artefact("catalog.npz", _save_catalog, _load_catalog),
-    "df": Artefact("df.eqx", functools.partial(_save_model, "df"), _load_model),
-    "scores": Artefact("scores.npz", _save_scores, _load_scores),
+    "catalog": Artefact("catalog.npz", _save_catalog, _load_catalog,
+                        "catalogue file (.npz, .h5, .csv)"),
+    "df": Artefact("df.eqx", functools.partial(_save_model, "df"),
+                   functools.partial(_load_model, "df", "a DF"), "DF model file (.eqx)"),
+    "scores": Artefact("scores.npz", _save_scores, _load_scores,
+                       "ScoreSample file (.npz; .h5/.hdf5 read a batch at a time)",
+                       place=lambda config: config.scores.path),
     "potential": Artefact("potential.eqx", functools.partial(_save_model, "potential"),
-                          _load_model),
-    "metrics": Artefact("metrics.json", _save_metrics, _load_metrics),
+                          functools.partial(_load_model, "potential", "a potential"),
+                          "potential model file (.eqx)"),
+    "metrics": Artefact("metrics.json", _save_metrics, _load_metrics, "metrics (JSON)"),
 }
 
 
@@ -290,7 +311,8 @@ def train_df(cfg: DFConfig, catalog, key, *, checkpoint_dir=None, devices=None,
 def draw_scores(cfg: ScoresConfig, df, key, *, units: str = "dimensionless", devices=None,
                 progress: bool = False):
     """Draw the `[scores]` sample from a DF (`sample_scores`), corrected for the selection
-    function when `[scores] selection` gives one, and check it is finite.
+    function when `[scores] selection` gives one, streamed into the HDF5 file of
+    `[scores] path` when it gives one, and check it is finite.
 
     **Arguments:**
 
@@ -301,22 +323,31 @@ def draw_scores(cfg: ScoresConfig, df, key, *, units: str = "dimensionless", dev
     - `devices`: the devices the draws are sharded over (`deeppot.sharding.data_mesh`).
     - `progress`: show a progress bar.
 
-    **Returns:** a `ScoreSample`.
+    **Returns:** a `ScoreSample`, or a `ScoreFile` over `[scores] path`.
 
-    **Raises:** `TrainingError` if any score or log-density is not finite (a broken DF).
+    **Raises:** `TrainingError` if any score or log-density is not finite (a broken DF);
+    the file of `[scores] path` is then deleted.
     """
     from ..scores import sample_scores
     from ..selection import selection_from_description
 
     selection = (selection_from_description({**cfg.selection, "units": units})
                  if cfg.selection else None)
-    scores = sample_scores(df, key, cfg.n, chunk_size=min(cfg.chunk_size, cfg.n),
-                           selection=selection, devices=devices, progress=progress)
-    arrays = [np.asarray(a) for a in (scores.x, scores.v, scores.dlnf_dx, scores.dlnf_dv)]
-    bad = ~np.all(np.concatenate([np.isfinite(a) for a in arrays], axis=1), axis=1)
-    bad |= ~np.isfinite(np.asarray(scores.ln_f))
-    if bad.any():
-        raise TrainingError(f"{int(bad.sum())} of {len(bad)} drawn points have non-finite "
+    chunk = min(cfg.chunk_size, cfg.n)
+    scores = sample_scores(df, key, cfg.n, chunk_size=chunk, selection=selection,
+                           devices=devices, progress=progress, path=cfg.path or None)
+    bad = 0
+    for start in range(0, cfg.n, chunk):  # a chunk at a time: a ScoreFile stays on disk
+        part = scores[start : start + chunk]
+        arrays = [np.asarray(a) for a in (part.x, part.v, part.dlnf_dx, part.dlnf_dv)]
+        finite = np.all(np.concatenate([np.isfinite(a) for a in arrays], axis=1), axis=1)
+        bad += int(np.sum(~(finite & np.isfinite(np.asarray(part.ln_f)))))
+    if cfg.path:
+        scores.close()  # reopened by the next read; none held while the file is written
+    if bad:
+        if cfg.path:
+            Path(cfg.path).unlink(missing_ok=True)
+        raise TrainingError(f"{bad} of {cfg.n} drawn points have non-finite "
                             "scores or log-densities: the DF is broken; retrain it")
     return scores
 
@@ -401,9 +432,32 @@ class StageContext:
 
 
 @dataclasses.dataclass(frozen=True)
+class Command:
+    """A stage as a `deeppot` subcommand on files (`deeppot.cli` builds one per record).
+
+    Its `argument` is the input named on the command line; the stage's other inputs are
+    options `--NAME FILE` (required unless the stage lists them as optional); its `output`
+    goes to `--out/-o FILE`, or with `out_dir` into an optional `--out-dir DIR` (under its
+    run-directory name, beside the plots). A stage with checkpoints takes
+    `--checkpoint-dir`. `summary(output, input paths, output path)` is the line printed
+    when it is done (raising `ValueError` when the output answers nothing); the output's
+    metadata `warnings` are printed before it.
+    """
+
+    name: str
+    help: str
+    description: str
+    argument: str
+    output: str
+    summary: Callable[[Any, Mapping[str, str], Path | None], str]
+    out_dir: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class Stage:
     """One stage: the config sections it depends on, its inputs and outputs (names of
-    `ARTEFACTS`), the checkpoint files it resumes from, and its function."""
+    `ARTEFACTS`; `optional` inputs are used when given), the checkpoint files it resumes
+    from, its function, and the subcommand that runs it on files (`None`: none)."""
 
     name: str
     sections: tuple[str, ...]
@@ -411,6 +465,8 @@ class Stage:
     outputs: tuple[str, ...]
     checkpoints: tuple[str, ...]
     run: Callable[[StageContext], dict[str, tuple[Any, dict]]]
+    optional: tuple[str, ...] = ()
+    command: Command | None = None
 
 
 def _data(ctx: StageContext):
@@ -435,23 +491,30 @@ def _scores(ctx: StageContext):
 
 
 def _potential(ctx: StageContext):
+    from ..evaluate import fit_quality
+
     ckpt = None if ctx.checkpoint_dir is None else ctx.checkpoint_dir / "potential.ckpt"
     model, summary = train_potential(ctx.config.potential, ctx.config.fit,
                                      ctx.inputs["scores"], ctx.key,
                                      units=ctx.config.run.units, checkpoint_path=ckpt,
                                      devices=ctx.devices, progress=ctx.progress)
+    quality = {"fit_quality": fit_quality(model, ctx.inputs["scores"])}
     return {"potential": (model, {"stage": "potential",
                                   "config": section_dict("potential", ctx.config.potential),
                                   "fit": section_dict("fit", ctx.config.fit),
-                                  "training": summary})}
+                                  "training": summary, **quality,
+                                  "warnings": quality_warnings(quality)})}
 
 
 def _report(ctx: StageContext):
     cfg = ctx.config
     cat, model = ctx.inputs["catalog"], ctx.inputs["potential"]
+    quality = ctx.input_meta["potential"].get("fit_quality")  # the potential stage's
     ev = evaluate_model(cfg.evaluate, model, cat, out_dir=ctx.plot_dir,
-                        scores=ctx.inputs["scores"])
-    df_train = ctx.input_meta["df"].get("training", {})
+                        scores=None if quality else ctx.inputs.get("scores"))
+    if quality:
+        ev["fit_quality"] = quality
+    df_train = ctx.input_meta.get("df", {}).get("training", {})
     pot_train = ctx.input_meta["potential"].get("training", {})
     if ctx.plot_dir is not None and cfg.evaluate.plots:
         ctx.plot_dir.mkdir(parents=True, exist_ok=True)
@@ -465,7 +528,7 @@ def _report(ctx: StageContext):
         return {k: v for k, v in s.items() if k not in ("curve", "check")}
 
     score_error = None
-    if trainable(cfg.df.kind) and "truth_df" in cat.meta:
+    if "df" in ctx.inputs and trainable(cfg.df.kind) and "truth_df" in cat.meta:
         from .. import evaluate, mocks
 
         w = np.asarray(cat.w[: cfg.evaluate.n_points])
@@ -492,14 +555,52 @@ def _save_report(value, path, meta):
 ARTEFACTS["report"] = Artefact("report.md", _save_report,
                                lambda path: (Path(path).read_text(), {}))
 
+
+def _wrote(output, inputs, path) -> str:
+    return f"wrote {path}"
+
+
+def _wrote_scores(scores, inputs, path) -> str:
+    return f"wrote {len(scores)} scores to {path}"
+
+
+def _accuracy(metrics, inputs, path) -> str:
+    if metrics["accuracy"] is None:
+        raise ValueError(f"{inputs['catalog']} records no truth potential; nothing to "
+                         "compare with")
+    return accuracy_table(metrics)
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("data", ("data",), (), ("catalog",), (), _data),
-    Stage("df", ("df",), ("catalog",), ("df",), ("df.ckpt", "df_*.ckpt"), _df),
-    Stage("scores", ("scores",), ("df",), ("scores",), (), _scores),
+    Stage("df", ("df",), ("catalog",), ("df",), ("df.ckpt", "df_*.ckpt"), _df,
+          command=Command(
+              "fit-df", "train the [df] distribution function on a catalogue",
+              "Train the DF described by the config's [df] section on a catalogue and "
+              "write it to OUT, one self-describing model file.", "catalog", "df", _wrote)),
+    Stage("scores", ("scores",), ("df",), ("scores",), (), _scores,
+          command=Command(
+              "scores", "draw the [scores] sample from a trained DF",
+              "Draw points from a DF file and evaluate its scores there; write them to OUT "
+              "(.npz, or .h5/.hdf5). With [scores] path they stream into that HDF5 file "
+              "as they are drawn.", "df", "scores", _wrote_scores)),
     Stage("potential", ("potential", "fit"), ("scores",), ("potential",),
-          ("potential.ckpt",), _potential),
-    Stage("report", ("evaluate",), ("catalog", "scores", "df", "potential"),
-          ("metrics", "report"), (), _report),
+          ("potential.ckpt",), _potential,
+          command=Command(
+              "fit-potential", "fit the [potential] model to a score sample with the [fit] "
+              "loss", "Fit the potential model of [potential] to a ScoreSample file with "
+              "the loss of [fit]; write OUT, one self-describing model file.", "scores",
+              "potential", _wrote)),
+    Stage("report", ("evaluate",), ("catalog", "potential"), ("metrics", "report"), (),
+          _report, optional=("scores", "df"),
+          command=Command(
+              "evaluate", "compare a fitted potential with a catalogue's true potential",
+              "Evaluate a potential file against the truth recorded in a catalogue's meta "
+              "(mocks record it), at the catalogue's positions: the report stage of a run. "
+              "Print the accuracy table and optionally write metrics JSON and PNG plots; "
+              "--scores adds the fit quality when the model file does not record it, --df "
+              "the DF's score error against a mock's exact DF.", "potential", "metrics",
+              _accuracy, out_dir=True)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
@@ -521,7 +622,8 @@ def run_stage(name: str, config: Config, inputs: Mapping[str, tuple[Any, dict]],
 
     - `name`: the stage (`"data"`, `"df"`, `"scores"`, `"potential"`, `"report"`).
     - `config`: the validated `Config`.
-    - `inputs`: `{artefact name: (object, metadata)}` for each of the stage's inputs.
+    - `inputs`: `{artefact name: (object, metadata)}` for each of the stage's inputs (and
+      those of its optional inputs that are given).
     - `checkpoint_dir`: where training checkpoints go and are resumed from (`None`: none).
     - `plot_dir`: where the report's plots go (`None`: no plots).
     - `progress`: show progress bars.
@@ -533,14 +635,49 @@ def run_stage(name: str, config: Config, inputs: Mapping[str, tuple[Any, dict]],
     missing = [i for i in stage.inputs if i not in inputs]
     if missing:
         raise ValueError(f"stage {name!r} needs {', '.join(missing)}")
+    given = [k for k in (*stage.inputs, *stage.optional) if k in inputs]
     ctx = StageContext(
         config=config, key=stage_key(config.run.seed, name),
-        inputs={k: inputs[k][0] for k in stage.inputs},
-        input_meta={k: inputs[k][1] for k in stage.inputs},
+        inputs={k: inputs[k][0] for k in given},
+        input_meta={k: inputs[k][1] for k in given},
         checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
         plot_dir=None if plot_dir is None else Path(plot_dir), progress=progress)
     with _x64(config.run.x64):
         return stage.run(ctx)
+
+
+def write_artefact(name: str, value, path: Path, meta: dict) -> None:
+    """Save a stage's output with `ARTEFACTS[name].save`. In a multi-host run only process
+    0 writes, once every process is done with the stage (so no other holds the file open)
+    and before any goes on to read it."""
+    from ..sharding import is_main_process, same_on_all_processes
+
+    same_on_all_processes(0, f"the stages run before writing {path}")  # a barrier
+    if is_main_process():
+        ARTEFACTS[name].save(value, path, meta)
+    same_on_all_processes(0, f"the stages run after writing {path}")
+
+
+def start_processes(config: Config) -> str | None:
+    """Join the multi-host run of `[run] coordinator`, `num_processes` and `process_id`
+    (`deeppot.sharding.initialize_distributed`; `"auto"`: from the environment or the
+    cluster). Call it before anything touches a device: `run` and every `deeppot` command
+    do. A no-op without a coordinator, or in a process that has joined already.
+
+    **Returns:** a line naming this process and the run, or `None` without a coordinator.
+    """
+    from ..sharding import initialize_distributed
+
+    run = config.run
+    if not run.coordinator:
+        return None
+    if run.coordinator == "auto":
+        index = initialize_distributed()
+    else:
+        index = initialize_distributed(coordinator=run.coordinator,
+                                       num_processes=run.num_processes,
+                                       process_id=run.process_id)
+    return f"process {index} of {jax.process_count()} (coordinator {run.coordinator})"
 
 
 def _x64(x64: bool):

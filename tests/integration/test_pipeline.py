@@ -188,3 +188,5 @@ def test_the_fit_check_is_in_the_models_metadata_and_the_metrics(finished_run):
     assert metrics["potential_check"] == check and check["n_points"] == TINY["scores"]["n"]
     assert 0 < check["residual_ratio"] < 0.5 and check["negative_density_fraction"] < 0.5
     assert check["rms_force"] > 0.5 * check["force_scale"] and check["force_spread"] > 1
+    report = (run_dir / "report.md").read_text()
+    assert f"residual is {check['residual_ratio']:.3g} of that with Φ = 0" in report

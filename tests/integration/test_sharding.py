@@ -153,3 +153,21 @@ def test_initialize_distributed_needs_all_three_variables():
     with pytest.raises(ValueError, match=r"in \[0, 2\)"):
         initialize_distributed({"DEEPPOT_COORDINATOR": "host0:1234",
                                 "DEEPPOT_NUM_PROCESSES": "2", "DEEPPOT_PROCESS_ID": "2"})
+
+
+def test_initialize_distributed_takes_the_run_as_arguments(monkeypatch):
+    calls = []
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: bool(calls))
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+    with pytest.raises(ValueError, match="together"):
+        initialize_distributed(coordinator="host0:1234")
+    with pytest.raises(ValueError, match=r"in \[0, 2\)"):
+        initialize_distributed(coordinator="host0:1234", num_processes=2, process_id=-1)
+    env = {"DEEPPOT_COORDINATOR": "envhost:1", "DEEPPOT_NUM_PROCESSES": "3",
+           "DEEPPOT_PROCESS_ID": "2"}
+    assert initialize_distributed(env, coordinator="host0:1234", num_processes=2,
+                                  process_id=1) == 0  # one process really runs here
+    assert calls == [{"coordinator_address": "host0:1234", "num_processes": 2,
+                      "process_id": 1}]
+    initialize_distributed(env)  # joined already: left as it is
+    assert len(calls) == 1

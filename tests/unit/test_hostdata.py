@@ -66,6 +66,26 @@ def test_streamed_scores_equal_in_memory_ones(gaussian_scores, tmp_path):
     assert again.meta == {"n": 1000} and _same(again.load(), in_memory)
 
 
+def test_a_score_file_slices_and_saves_like_a_sample(gaussian_scores, tmp_path):
+    in_memory, _ = gaussian_scores
+    path = tmp_path / "s.h5"
+    in_memory.save(path, meta={"a": 1})
+    on_disk = dp.ScoreFile(path)
+    assert _same(on_disk[290:310], in_memory[290:310]) and len(on_disk[995:2000]) == 5
+    with pytest.raises(TypeError, match="take"):
+        on_disk[3]
+    on_disk.save(tmp_path / "copy.hdf5", meta={"b": 2})  # a copy, its own meta
+    copy = dp.ScoreFile(tmp_path / "copy.hdf5")
+    assert copy.meta == {"b": 2} and _same(copy.load(), in_memory)
+    assert dp.ScoreFile(path).meta == {"a": 1}
+    on_disk.save(path, meta={"c": 3})  # its own file: the rows stay, the meta is new
+    assert on_disk.meta == dp.ScoreFile(path).meta == {"c": 3}
+    assert _same(on_disk.load(), in_memory)
+    on_disk.save(tmp_path / "s.npz")
+    assert _same(dp.ScoreSample.load(tmp_path / "s.npz"), in_memory)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.hdf5", "s.h5", "s.npz"]
+
+
 def test_load_scores_chooses_memory_or_file(gaussian_scores):
     _, on_disk = gaussian_scores
     assert isinstance(dp.load_scores(on_disk.path), dp.ScoreSample)  # 52 kB fits

@@ -22,16 +22,19 @@ class Only:
 
 
 def option(default, kind: str, doc: str, *, choices=None, lo=None, hi=None, lo_open=False,
-           only: tuple[str, ...] | Only | None = None):
+           only: tuple[str, ...] | Only | None = None, fingerprint: bool = True):
     """A config field: `kind` in int|float|str|bool|vec3|array|names|table|path.
 
     `choices` is a tuple or a function returning one (names from a registry); `only` is a
-    tuple of selector values, or an `Only` predicate, for fields of some kinds only.
+    tuple of selector values, or an `Only` predicate, for fields of some kinds only;
+    `fingerprint=False` for a setting that does not change what its stage computes (how it
+    is shown, where it runs), which a run directory's fingerprints leave out.
     """
     if isinstance(only, tuple):
         values = only
         only = Only(lambda v: v in values, " or ".join(map(repr, values)))
-    meta = dict(kind=kind, doc=doc, choices=choices, lo=lo, hi=hi, lo_open=lo_open, only=only)
+    meta = dict(kind=kind, doc=doc, choices=choices, lo=lo, hi=hi, lo_open=lo_open, only=only,
+                fingerprint=fingerprint)
     if isinstance(default, (list, dict, tuple)):
         return dataclasses.field(default_factory=lambda: copy_value(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

@@ -41,12 +41,22 @@ class RunConfig:
 
     seed: int = option(0, "int", "random seed; every stage derives its key from it", lo=0)
     x64: bool = option(False, "bool", "run in float64 (slower; float32 is enough for the demo)")
-    progress: bool = option(True, "bool", "show progress bars")
+    progress: bool = option(True, "bool", "show progress bars", fingerprint=False)
     devices: int = option(0, "int", "devices each batch is sharded over (0: every device JAX "
-                          "sees; 1: no sharding)", lo=0)
+                          "sees; 1: no sharding)", lo=0, fingerprint=False)
     units: str = option("dimensionless", "str", "unit system of every number of the run: "
                         "dimensionless (G = 1) or galactic (kpc, km/s, M☉, Myr)",
                         choices=("dimensionless", "galactic"))
+    coordinator: str = option("", "str", "multi-host start: host:port of process 0, which "
+                              "every process joins before any device is used "
+                              "(deeppot.sharding.initialize_distributed); auto: from the "
+                              "DEEPPOT_* variables or the cluster (Slurm, Open MPI, "
+                              "Kubernetes); '': one process", fingerprint=False)
+    num_processes: int = option(1, "int", "processes of a multi-host start (one per host)",
+                                lo=1, fingerprint=False)
+    process_id: int = option(0, "int", "this process's index in a multi-host start "
+                             "(0 … num_processes − 1; e.g. --set run.process_id=1)", lo=0,
+                             fingerprint=False)
 
 
 def _taking(reg: registry.Registry, name: str) -> Callable[[str], bool]:
@@ -155,6 +165,9 @@ class ScoresConfig:
 
     n: int = option(65536, "int", "points drawn from the DF", lo=1)
     chunk_size: int = option(8192, "int", "points drawn and differentiated at a time", lo=1)
+    path: str = option("", "path", "an HDF5 file (.h5, .hdf5) the scores stream into chunk by "
+                       "chunk and the fit reads a batch at a time (deeppot.ScoreFile), for "
+                       "samples larger than memory; '': in memory", fingerprint=False)
     selection: dict = option({}, "table", "the catalogue's selection function S(x), whose "
                              "∂ln S/∂x is subtracted from the scores: {type = \"distance\", "
                              "observer, d_half, sigma_mag} or {type = \"grid\", lower, upper, "

@@ -139,10 +139,52 @@ def _check_potential(cfg: Config, errors: list[str]) -> dict[str, Any]:
                         "potential", errors)
 
 
+def _check_processes(cfg: Config, errors: list[str]) -> None:
+    """A multi-host start names its coordinator as host:port, with this process's index
+    below the number of processes; without one (or with auto) the count and index are
+    not set here."""
+    run = cfg.run
+    if run.coordinator in ("", "auto"):
+        if (run.num_processes, run.process_id) != (1, 0):
+            errors.append(f"keys 'num_processes' and 'process_id' in [run] apply with a "
+                          f"coordinator = 'host:port'; this config has coordinator = "
+                          f"{run.coordinator!r}")
+        return
+    host, _, port = run.coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        errors.append(f"key 'coordinator' in [run] must be host:port (or 'auto', or '' for "
+                      f"one process); got {run.coordinator!r}")
+    if run.process_id >= run.num_processes:
+        errors.append(f"key 'process_id' in [run] must be below num_processes = "
+                      f"{run.num_processes}; got {run.process_id}")
+
+
+def _check_score_file(cfg: Config, errors: list[str]) -> None:
+    """`[scores] path` is an HDF5 file in a directory that exists, and replaces only a
+    score file."""
+    from ...scores import ScoreFile
+
+    path = cfg.scores.path
+    where = "key 'path' in [scores]"
+    if not path.lower().endswith((".h5", ".hdf5")):
+        errors.append(f"{where}: scores stream into an HDF5 file (.h5, .hdf5); got {path!r}")
+    elif not os.path.isdir(os.path.dirname(path) or "."):
+        errors.append(f"{where}: the directory of {path!r} does not exist")
+    elif os.path.exists(path):
+        try:
+            ScoreFile(path)
+        except ValueError as err:
+            errors.append(f"{where}: {path!r} exists and is not a score file "
+                          f"({str(err).splitlines()[0]}); refusing to replace it")
+
+
 def _cross_checks(cfg: Config, errors: list[str]) -> Config:
     """The checks across keys and sections; returns the config with its `params` tables
     converted."""
+    _check_processes(cfg, errors)
     data_params = _check_data(cfg, errors)
+    if cfg.scores.path:
+        _check_score_file(cfg, errors)
     if cfg.scores.selection:
         from ...selection import selection_from_description
 
