@@ -232,10 +232,12 @@ class TrainHistory:
 
     **Attributes:**
 
-    - `step`, `train_loss`, `learning_rate`: one entry per completed step.
+    - `step`, `train_loss`, `learning_rate`: one entry per completed step (the rate is NaN
+      where a line search chose the step).
     - `val_step`, `val_loss`: one entry per validation evaluation.
     - `lr_drops`: steps at which the learning rate was reduced.
-    - `stop_reason`: `"max_steps"` or `"early_stop"`.
+    - `stop_reason`: `"max_steps"`, `"early_stop"` (plateaus) or `"tolerance"`
+      (`grad_tolerance`).
     - `wall_time`: seconds spent in this call (excluding earlier, resumed runs).
     - `best_step`, `best_val_loss`: with `keep_best`, the step whose weights were returned
       and their validation loss.
