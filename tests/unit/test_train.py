@@ -12,7 +12,8 @@ import numpy as np
 import optax
 import pytest
 
-import deeppot.train as train_module
+import deeppot.train._fits as fits_module
+import deeppot.train._step as step_module
 from deeppot.flows import FFJORD, ODESettings, SplineFlow
 from deeppot.train import DF_SETTINGS, TrainHistory, TrainSettings, fit, fit_df
 
@@ -128,7 +129,7 @@ def test_cosine_schedule_decays_to_one_percent_and_ignores_plateaus(tmp_path, mo
         fit(_line(), _mse, data, checkpoint_path=path, **{**kw, "max_steps": 400})
     # an interrupted cosine run resumes to the uninterrupted result, bit for bit
     path2 = tmp_path / "ckpt2.eqx"
-    step = train_module._train_step
+    step = step_module._train_step
     calls = []
 
     def interrupted_step(*args, **kwargs):  # Ctrl-C during step 137
@@ -137,10 +138,10 @@ def test_cosine_schedule_decays_to_one_percent_and_ignores_plateaus(tmp_path, mo
             raise KeyboardInterrupt
         return step(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "_train_step", interrupted_step)
+    monkeypatch.setattr(step_module, "_train_step", interrupted_step)
     with pytest.raises(KeyboardInterrupt):
         fit(_line(), _mse, data, checkpoint_path=path2, checkpoint_every=50, **kw)
-    monkeypatch.setattr(train_module, "_train_step", step)
+    monkeypatch.setattr(step_module, "_train_step", step)
     resumed, h_res = fit(_line(), _mse, data, checkpoint_path=path2, **kw)
     assert _equal_trees(model, resumed) and h_res.learning_rate == h.learning_rate
 
@@ -380,7 +381,7 @@ def test_fit_df_passes_catalogue_weights(monkeypatch):
         seen.update(kwargs)
         return model, TrainHistory()
 
-    monkeypatch.setattr(train_module, "fit", spy)
+    monkeypatch.setattr(fits_module, "fit", spy)
     df = SplineFlow(jax.random.key(16), flow_layers=1, knots=4, nn_width=8, nn_depth=1)
     out = fit_df(df, PhaseSpaceCatalog(w[:, :3], w[:, 3:], weights), key=jax.random.key(0),
                  max_steps=1)
