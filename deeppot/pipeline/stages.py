@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from .. import train
 from .._atomic import replacing
 from .._errors import TrainingError
 from .build import build_catalog, build_df, build_loss, build_model
@@ -250,6 +251,27 @@ def check_df(df, catalog, *, n: int = 4096) -> dict[str, float]:
     return out
 
 
+# the keys of [df] and [fit] that are training settings, and their TrainSettings names
+_TRAINING_KEYS = {"steps": "max_steps", "batch_size": "batch_size",
+                  "learning_rate": "learning_rate", "warmup_steps": "warmup_steps",
+                  "schedule": "lr_schedule", "patience": "patience",
+                  "validate_every": "validate_every", "ema_decay": "ema_decay",
+                  "checkpoint_every": "checkpoint_every"}
+
+
+def _training_settings(section: DFConfig | FitConfig, recipe: train.TrainSettings,
+                       n: int) -> train.TrainSettings:
+    """The `TrainSettings` of a `[df]` or `[fit]` section: `recipe` (`DF_SETTINGS`,
+    `POTENTIAL_SETTINGS`) with the section's training keys, batches no larger than the
+    `n` points and `ema_decay = 0` meaning no average."""
+    values = {name: getattr(section, key) for key, name in _TRAINING_KEYS.items()
+              if hasattr(section, key)}
+    values["batch_size"] = min(values["batch_size"], n)
+    if "ema_decay" in values:
+        values["ema_decay"] = values["ema_decay"] or None
+    return dataclasses.replace(recipe, **values)
+
+
 def train_df(cfg: DFConfig, catalog, key, *, checkpoint_dir=None, devices=None,
              progress: bool = False):
     """Build and train the DF of `[df]` on a catalogue, then check it (`check_df`).
@@ -267,30 +289,25 @@ def train_df(cfg: DFConfig, catalog, key, *, checkpoint_dir=None, devices=None,
     **Returns:** `(df, summary)` with a JSON-able training summary per member.
     """
     from ..flows import Ensemble
-    from ..train import fit_df
 
     k_init, k_fit = jax.random.split(key)
     df = build_df(cfg, k_init, catalog=catalog)
     if not trainable(cfg.kind):
         return df, {"members": []}
     members = df.members if isinstance(df, Ensemble) else (df,)
+    settings = _training_settings(cfg, train.DF_SETTINGS, len(catalog))
     trained, summaries = [], []
     for i, member in enumerate(members):
         ckpt = None
         if checkpoint_dir is not None:
             name = "df.ckpt" if len(members) == 1 else f"df_{i}.ckpt"
             ckpt = Path(checkpoint_dir) / name
-        kwargs = dict(key=jax.random.fold_in(k_fit, i), max_steps=cfg.steps,
-                      batch_size=min(cfg.batch_size, len(catalog)),
-                      learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
-                      lr_schedule=cfg.schedule, patience=cfg.patience,
-                      validate_every=cfg.validate_every,
-                      ema_decay=cfg.ema_decay or None, checkpoint_path=ckpt,
-                      checkpoint_every=cfg.checkpoint_every, devices=devices,
-                      progress=progress, return_history=True)
+        kwargs = dict(key=jax.random.fold_in(k_fit, i), settings=settings,
+                      checkpoint_path=ckpt, devices=devices, progress=progress,
+                      return_history=True)
         if cfg.objective:
             kwargs["objective"] = cfg.objective
-        out, history = fit_df(member, catalog, **kwargs)
+        out, history = train.fit_df(member, catalog, **kwargs)
         trained.append(out)
         summaries.append(_history_summary(history))
     df = Ensemble(trained) if isinstance(df, Ensemble) else trained[0]
@@ -362,19 +379,15 @@ def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *
     **Raises:** `FitFailed` (a `TrainingError`) when the fitted potential is dead (a zero,
     uniform or non-finite force, a negative density, a residual no better than Φ = 0).
     """
-    from .. import train
     from ..health import check_potential_fit
 
     k_init, k_fit = jax.random.split(key)
     model = build_model(pot_cfg, k_init, units=units)
     model, history = train.fit_potential(
-        model, scores, build_loss(fit_cfg), key=k_fit, max_steps=fit_cfg.steps,
-        batch_size=min(fit_cfg.batch_size, len(scores)), learning_rate=fit_cfg.learning_rate,
-        warmup_steps=fit_cfg.warmup_steps, lr_schedule=fit_cfg.schedule,
-        patience=fit_cfg.patience, trainable=_trainable(model, pot_cfg),
-        validate_every=fit_cfg.validate_every, checkpoint_path=checkpoint_path,
-        checkpoint_every=fit_cfg.checkpoint_every, devices=devices, progress=progress,
-        return_history=True,
+        model, scores, build_loss(fit_cfg), key=k_fit,
+        settings=_training_settings(fit_cfg, train.POTENTIAL_SETTINGS, len(scores)),
+        trainable=_trainable(model, pot_cfg), checkpoint_path=checkpoint_path,
+        devices=devices, progress=progress, return_history=True,
     )
     advice = (f"lower [fit] learning_rate (it is {fit_cfg.learning_rate:g}) or raise [fit] "
               f"steps (it is {fit_cfg.steps})")
@@ -389,9 +402,7 @@ def _trainable(model, pot_cfg: PotentialConfig):
     of an analytic family)."""
     import equinox as eqx
 
-    from ..train import default_filter_spec
-
-    spec = default_filter_spec(model)
+    spec = train.default_filter_spec(model)
     if not pot_cfg.train_frame:
         spec = eqx.tree_at(lambda m: m.frame, spec,
                            replace=jax.tree.map(lambda _: False, spec.frame))

@@ -104,8 +104,8 @@ def test_interrupted_fit_resumes_and_matches_an_uninterrupted_run(
     run_dir, metrics, _ = finished_run
     real = train.fit_potential
 
-    def interrupted(*args, max_steps, **kwargs):
-        real(*args, max_steps=max_steps // 2, **kwargs)  # writes a checkpoint at step 30
+    def interrupted(*args, settings, **kwargs):  # writes a checkpoint at step 30
+        real(*args, settings=settings, max_steps=settings.max_steps // 2, **kwargs)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train, "fit_potential", interrupted)

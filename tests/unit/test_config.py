@@ -18,24 +18,36 @@ def _error(raw, base_dir="."):
 
 
 def test_defaults_are_valid_and_are_the_api_defaults():
-    """An empty config gets the recommended recipe, defined once: in the API's signatures."""
+    """An empty config gets the recommended recipe, defined once: the API's settings, which
+    `fit_df` and `fit_potential` use by default."""
     import inspect
 
     from deeppot.flows import FFJORD
-    from deeppot.train import fit_df, fit_potential
+    from deeppot.train import DF_SETTINGS, POTENTIAL_SETTINGS, fit_df, fit_potential
 
     def default(fn, name):
         return inspect.signature(fn).parameters[name].default
 
+    assert default(fit_df, "settings") is DF_SETTINGS
+    assert default(fit_potential, "settings") is POTENTIAL_SETTINGS
     cfg = parse_config({})
     assert cfg.data.source == "plummer" and cfg.df.kind == "ffjord"
     assert FFJORD.objectives[0] == "cfm"  # the DF trains by flow matching unless told
     for key, name in [("steps", "max_steps"), ("batch_size", "batch_size"),
                       ("learning_rate", "learning_rate"), ("warmup_steps", "warmup_steps"),
-                      ("schedule", "lr_schedule"), ("validate_every", "validate_every")]:
-        assert getattr(cfg.df, key) == default(fit_df, name), key
-        assert getattr(cfg.fit, key) == default(fit_potential, name), key
-    assert cfg.df.ema_decay == default(fit_df, "ema_decay")
+                      ("schedule", "lr_schedule"), ("validate_every", "validate_every"),
+                      ("patience", "patience")]:
+        assert getattr(cfg.df, key) == getattr(DF_SETTINGS, name), key
+        assert getattr(cfg.fit, key) == getattr(POTENTIAL_SETTINGS, name), key
+    assert cfg.df.ema_decay == DF_SETTINGS.ema_decay
+    # today's recommended values (the demo's numbers depend on them)
+    assert (DF_SETTINGS.max_steps, DF_SETTINGS.batch_size, DF_SETTINGS.learning_rate,
+            DF_SETTINGS.warmup_steps, DF_SETTINGS.lr_schedule, DF_SETTINGS.validate_every,
+            DF_SETTINGS.ema_decay) == (20000, 2048, 2e-3, 500, "cosine", 50, 0.998)
+    assert (POTENTIAL_SETTINGS.max_steps, POTENTIAL_SETTINGS.batch_size,
+            POTENTIAL_SETTINGS.learning_rate, POTENTIAL_SETTINGS.warmup_steps,
+            POTENTIAL_SETTINGS.lr_schedule, POTENTIAL_SETTINGS.validate_every,
+            POTENTIAL_SETTINGS.ema_decay) == (8000, 2048, 2e-3, 500, "cosine", 10, None)
     # the kind's own parameters are its constructor's: FFJORD's defaults, unless set
     assert cfg.df.params == {}
     df = pipeline.build_df(cfg.df, jax.random.key(0))

@@ -1,5 +1,6 @@
 """The shared training loop: determinism, resume, schedule, filters, failures; fit_df."""
 
+import dataclasses
 import os
 import typing
 
@@ -8,11 +9,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-import deeppot.train as train_module
+import deeppot.train._fits as fits_module
+import deeppot.train._step as step_module
 from deeppot.flows import FFJORD, ODESettings, SplineFlow
-from deeppot.train import TrainHistory, fit, fit_df
+from deeppot.train import DF_SETTINGS, TrainHistory, TrainSettings, fit, fit_df
 
 
 @typing.final
@@ -126,7 +129,7 @@ def test_cosine_schedule_decays_to_one_percent_and_ignores_plateaus(tmp_path, mo
         fit(_line(), _mse, data, checkpoint_path=path, **{**kw, "max_steps": 400})
     # an interrupted cosine run resumes to the uninterrupted result, bit for bit
     path2 = tmp_path / "ckpt2.eqx"
-    step = train_module._train_step
+    step = step_module._train_step
     calls = []
 
     def interrupted_step(*args, **kwargs):  # Ctrl-C during step 137
@@ -135,10 +138,10 @@ def test_cosine_schedule_decays_to_one_percent_and_ignores_plateaus(tmp_path, mo
             raise KeyboardInterrupt
         return step(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "_train_step", interrupted_step)
+    monkeypatch.setattr(step_module, "_train_step", interrupted_step)
     with pytest.raises(KeyboardInterrupt):
         fit(_line(), _mse, data, checkpoint_path=path2, checkpoint_every=50, **kw)
-    monkeypatch.setattr(train_module, "_train_step", step)
+    monkeypatch.setattr(step_module, "_train_step", step)
     resumed, h_res = fit(_line(), _mse, data, checkpoint_path=path2, **kw)
     assert _equal_trees(model, resumed) and h_res.learning_rate == h.learning_rate
 
@@ -177,6 +180,83 @@ def test_fit_validates_inputs():
         fit(_line(), _mse, data, key=jax.random.key(0), max_steps=1, optimizer="sgd")
     with pytest.raises(ValueError, match="lr_schedule must be"):
         fit(_line(), _mse, data, key=jax.random.key(0), max_steps=1, lr_schedule="linear")
+
+
+# ------------------------------------------------------------ settings, optax objects
+
+
+def test_settings_object_equals_keywords_and_keywords_override_it():
+    data = _regression_data()
+    kw = dict(max_steps=60, batch_size=32, learning_rate=0.05, warmup_steps=5, patience=5,
+              min_delta=1e-3, ema_decay=0.9, keep_best=True, validate_every=3)
+    m1, h1 = fit(_line(), _mse, data, key=jax.random.key(4), progress=False, **kw)
+    settings = TrainSettings(**kw)
+    m2, h2 = fit(_line(), _mse, data, key=jax.random.key(4), settings=settings,
+                 progress=False)
+    assert _equal_trees(m1, m2) and h1 == dataclasses.replace(h2, wall_time=h1.wall_time)
+    # a keyword replaces the settings' field, and only it
+    m3, h3 = fit(_line(), _mse, data, key=jax.random.key(4), settings=settings,
+                 max_steps=30, progress=False)
+    m4, _ = fit(_line(), _mse, data, key=jax.random.key(4), progress=False,
+                **{**kw, "max_steps": 30})
+    assert len(h3.step) == 30 and _equal_trees(m3, m4)
+    with pytest.raises(TypeError, match=r"unknown training settings \['max_step'\]"):
+        fit(_line(), _mse, data, key=jax.random.key(4), max_step=3)
+    with pytest.raises(TypeError, match="give max_steps"):
+        fit(_line(), _mse, data, key=jax.random.key(4))
+    with pytest.raises(ValueError, match="keep_best needs a validation split"):
+        TrainSettings(max_steps=1, keep_best=True, validation_fraction=0.0)
+    with pytest.raises(ValueError, match="optimizer must be one of 'radam', 'adam', 'lbfgs'"):
+        TrainSettings(max_steps=1, optimizer=3)
+    with pytest.raises(ValueError, match="lr_schedule must be one of 'plateau', 'cosine'"):
+        TrainSettings(max_steps=1, lr_schedule="linear")
+    # the recipes are settings too, and fit_df starts from DF_SETTINGS
+    assert dataclasses.replace(DF_SETTINGS, max_steps=5).lr_schedule == "cosine"
+
+
+def test_optax_schedule_and_optimizer_objects():
+    """An optax schedule gives the rate of every step; an optax transformation the direction
+    (the named ones are the same objects: "adam" is optax.scale_by_adam)."""
+    data = _regression_data()
+    kw = dict(key=jax.random.key(6), max_steps=40, batch_size=64, progress=False)
+    schedule = optax.linear_schedule(0.05, 0.01, 40)
+    _, h = fit(_line(), _mse, data, lr_schedule=schedule, **kw)
+    np.testing.assert_allclose(h.learning_rate, schedule(np.arange(40)), rtol=1e-6)
+    assert h.lr_drops == []
+    named, _ = fit(_line(), _mse, data, optimizer="adam", **kw)
+    direct, _ = fit(_line(), _mse, data, optimizer=optax.scale_by_adam(), **kw)
+    assert _equal_trees(named, direct)
+    sgd, _ = fit(_line(), _mse, data, optimizer=optax.identity(), learning_rate=0.1, **kw)
+    assert not _equal_trees(sgd, named) and abs(float(sgd.a) - 2.0) < 0.1
+    with pytest.raises(ValueError, match="negative or non-finite learning rate"):
+        fit(_line(), _mse, data, lr_schedule=lambda step: -1.0, **kw)
+
+
+def test_lbfgs_is_an_optimizer_of_the_loop(tmp_path):
+    """L-BFGS (a line search) on all the rows at every step: a least-squares line fit is
+    solved to round-off in a few iterations; it stops on the gradient tolerance, refuses a
+    sampled batch, and resumes bit for bit."""
+    jax.config.update("jax_enable_x64", True)
+    try:
+        x, y = _regression_data(256)
+        data = (x.astype(jnp.float64), y.astype(jnp.float64))
+        kw = dict(key=jax.random.key(0), batch_size=None, optimizer="lbfgs",
+                  validation_fraction=0.0, clip_norm=None, progress=False)
+        model, h = fit(_line(), _mse, data, max_steps=50, grad_tolerance=1e-10, **kw)
+        a, b = np.polyfit(np.asarray(data[0]), np.asarray(data[1]), 1)
+        np.testing.assert_allclose([float(model.a), float(model.b + model.frozen)], [a, b],
+                                   rtol=1e-8)
+        assert h.stop_reason == "tolerance" and len(h.step) < 20
+        assert np.all(np.isnan(h.learning_rate))  # the line search sets the step
+        full, _ = fit(_line(), _mse, data, max_steps=8, **kw)
+        path = tmp_path / "lbfgs.ckpt"
+        fit(_line(), _mse, data, max_steps=3, checkpoint_path=path, **kw)
+        resumed, _ = fit(_line(), _mse, data, max_steps=8, checkpoint_path=path, **kw)
+        assert _equal_trees(full, resumed)
+        with pytest.raises(ValueError, match="line search.*batch_size=None"):
+            fit(_line(), _mse, data, max_steps=3, **{**kw, "batch_size": 64})
+    finally:
+        jax.config.update("jax_enable_x64", False)
 
 
 # ----------------------------------------------------------------------------- fit_df
@@ -301,7 +381,7 @@ def test_fit_df_passes_catalogue_weights(monkeypatch):
         seen.update(kwargs)
         return model, TrainHistory()
 
-    monkeypatch.setattr(train_module, "fit", spy)
+    monkeypatch.setattr(fits_module, "fit", spy)
     df = SplineFlow(jax.random.key(16), flow_layers=1, knots=4, nn_width=8, nn_depth=1)
     out = fit_df(df, PhaseSpaceCatalog(w[:, :3], w[:, 3:], weights), key=jax.random.key(0),
                  max_steps=1)

@@ -1,8 +1,9 @@
 """The schema: one frozen dataclass per TOML table, each field an `option` with its type,
 limits and the kinds it applies to.
 
-Defaults that are also defaults of the Python API (training settings) are read from that
-API's signatures, so there is one place that defines each. A kind's own parameters are no
+The training settings' defaults are the recommended recipes of the Python API
+(`deeppot.train.DF_SETTINGS`, `POTENTIAL_SETTINGS`), so there is one place that defines
+each. A kind's own parameters are no
 fields here: they are its registry entry's (`[data] params`, `[df] params`,
 `[potential] params`; see `_kinds`).
 """
@@ -10,12 +11,11 @@ fields here: they are its registry entry's (`[data] params`, `[df] params`,
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 from ... import registry
-from ...train import LR_SCHEDULES, fit_df, fit_potential
+from ...train import DF_SETTINGS, LR_SCHEDULES, POTENTIAL_SETTINGS
 from ._fields import Only, copy_value, option
 from ._kinds import generates, learned_model, takes, trainable
 
@@ -33,14 +33,6 @@ __all__ = [
     "applies",
     "section_dict",
 ]
-
-
-def _api_default(fn: Callable, name: str):
-    """The default of parameter `name` of `fn` (the API's recommended value)."""
-    value = inspect.signature(fn).parameters[name].default
-    if value is inspect.Parameter.empty:
-        raise TypeError(f"{fn.__qualname__} has no default for {name!r}")
-    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,22 +106,22 @@ class DFConfig:
     ensemble: int = option(1, "int", "members averaged (log-prob mean)", lo=1, only=_TRAINED)
     objective: str = option("", "str", "training objective ('' = the model's default)",
                             only=_TRAINED)
-    steps: int = option(_api_default(fit_df, "max_steps"), "int", "training steps", lo=0,
+    steps: int = option(DF_SETTINGS.max_steps, "int", "training steps", lo=0,
                         only=_TRAINED)
-    batch_size: int = option(_api_default(fit_df, "batch_size"), "int", "batch size", lo=1,
+    batch_size: int = option(DF_SETTINGS.batch_size, "int", "batch size", lo=1,
                              only=_TRAINED)
-    learning_rate: float = option(_api_default(fit_df, "learning_rate"), "float",
+    learning_rate: float = option(DF_SETTINGS.learning_rate, "float",
                                   "peak learning rate", lo=0, lo_open=True, only=_TRAINED)
-    warmup_steps: int = option(_api_default(fit_df, "warmup_steps"), "int",
+    warmup_steps: int = option(DF_SETTINGS.warmup_steps, "int",
                                "linear warm-up steps", lo=0, only=_TRAINED)
-    schedule: str = option(_api_default(fit_df, "lr_schedule"), "str", _SCHEDULE_DOC,
-                           choices=LR_SCHEDULES, only=_TRAINED)
-    patience: int = option(_api_default(fit_df, "patience"), "int",
+    schedule: str = option(DF_SETTINGS.lr_schedule, "str", _SCHEDULE_DOC,
+                           choices=tuple(LR_SCHEDULES), only=_TRAINED)
+    patience: int = option(DF_SETTINGS.patience, "int",
                            "steps without improvement before halving the rate (plateau)",
                            lo=1, only=_TRAINED)
-    validate_every: int = option(_api_default(fit_df, "validate_every"), "int",
+    validate_every: int = option(DF_SETTINGS.validate_every, "int",
                                  "steps between validation batches", lo=1, only=_TRAINED)
-    ema_decay: float = option(_api_default(fit_df, "ema_decay") or 0.0, "float",
+    ema_decay: float = option(DF_SETTINGS.ema_decay or 0.0, "float",
                               "EMA of the weights (0: off)", lo=0, hi=0.99999, only=_TRAINED)
     checkpoint_every: int = option(500, "int", "steps between checkpoints", lo=1, only=_TRAINED)
     symmetry: str = option("none", "str", "model the DF in the symmetry's reduced coordinates: "
@@ -218,18 +210,18 @@ class PotentialConfig:
 class FitConfig:
     """`[fit]`: the potential fit (loss and optimiser)."""
 
-    steps: int = option(_api_default(fit_potential, "max_steps"), "int", "training steps", lo=0)
-    batch_size: int = option(_api_default(fit_potential, "batch_size"), "int", "batch size",
+    steps: int = option(POTENTIAL_SETTINGS.max_steps, "int", "training steps", lo=0)
+    batch_size: int = option(POTENTIAL_SETTINGS.batch_size, "int", "batch size",
                              lo=1)
-    learning_rate: float = option(_api_default(fit_potential, "learning_rate"), "float",
+    learning_rate: float = option(POTENTIAL_SETTINGS.learning_rate, "float",
                                   "peak learning rate", lo=0, lo_open=True)
-    warmup_steps: int = option(_api_default(fit_potential, "warmup_steps"), "int",
+    warmup_steps: int = option(POTENTIAL_SETTINGS.warmup_steps, "int",
                                "linear warm-up steps", lo=0)
-    schedule: str = option(_api_default(fit_potential, "lr_schedule"), "str", _SCHEDULE_DOC,
-                           choices=LR_SCHEDULES)
-    patience: int = option(_api_default(fit_potential, "patience"), "int",
+    schedule: str = option(POTENTIAL_SETTINGS.lr_schedule, "str", _SCHEDULE_DOC,
+                           choices=tuple(LR_SCHEDULES))
+    patience: int = option(POTENTIAL_SETTINGS.patience, "int",
                            "steps without improvement before halving the rate (plateau)", lo=1)
-    validate_every: int = option(_api_default(fit_potential, "validate_every"), "int",
+    validate_every: int = option(POTENTIAL_SETTINGS.validate_every, "int",
                                  "steps between validation batches", lo=1)
     checkpoint_every: int = option(500, "int", "steps between checkpoints", lo=1)
     alpha: float = option(1.0, "float", "Stationarity α", lo=0, lo_open=True)
