@@ -41,6 +41,9 @@ from .sharding import (
     same_on_all_processes,
 )
 
+if typing.TYPE_CHECKING:
+    from .objectives import AbstractObjective
+
 __all__ = [
     "TrainHistory",
     "default_filter_spec",
@@ -689,7 +692,7 @@ def fit_df(
     max_steps: int = 20000,
     batch_size: int = 2048,
     learning_rate: float = 2e-3,
-    objective: str | None = None,
+    objective: AbstractObjective | str | None = None,
     warmup_steps: int = 500,
     lr_schedule: str = "cosine",
     ema_decay: float | None = 0.998,
@@ -721,8 +724,10 @@ def fit_df(
     - `key`: a typed key.
     - `max_steps`, `batch_size`, `learning_rate`, `warmup_steps`, `lr_schedule`,
       `ema_decay`, `validate_every`, `patience`, `min_delta`: see `fit`.
-    - `objective`: one of `df.objectives` (default: the first, the model's recommended
-      one; flow matching for `FFJORD`).
+    - `objective`: a training objective (`deeppot.objectives`, e.g.
+      `MaximumLikelihood(trace="exact")`) or the registered name of one (with its default
+      settings), of those `df.objectives` names (default: the first, the model's
+      recommended one; flow matching for `FFJORD`).
     - `standardise`: set the standardisation from the data (turn off to keep the DF's own).
     - `return_history`: also return the `TrainHistory`.
     - `**kwargs`: passed to `fit` (e.g. `optimizer`, `clip_norm`, `checkpoint_path`,
@@ -733,12 +738,11 @@ def fit_df(
     The trained DF (and the history if `return_history`).
     """
     from .flows import AbstractTrainableDF
+    from .objectives import as_objective
 
     if not isinstance(df, AbstractTrainableDF):
         raise TypeError(f"fit_df trains AbstractTrainableDF models; got {type(df).__name__}")
-    objective = df.objectives[0] if objective is None else objective
-    if objective not in df.objectives:
-        raise ValueError(f"{type(df).__name__} has objectives {df.objectives}; got {objective!r}")
+    objective = as_objective(objective, df)
     w = _as_points(catalog)
     if kwargs.get("weights") is None:
         kwargs["weights"] = getattr(catalog, "weights", None)
@@ -750,7 +754,7 @@ def fit_df(
                                           replace_fn=lambda _: False)
 
     def loss_fn(model, batch, k):
-        return model.train_loss(batch, k, objective)
+        return objective(model, batch, k)
 
     out, history = fit(
         df, loss_fn, w.astype(df.standardisation[0].dtype), key=key, max_steps=max_steps,

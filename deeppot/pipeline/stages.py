@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from .._errors import TrainingError
-from .build import build_catalog, build_df, build_loss, build_model
+from .build import build_catalog, build_df, build_loss, build_model, build_objective
 from .config import (
     Config,
     DFConfig,
@@ -261,9 +261,7 @@ def train_df(cfg: DFConfig, catalog, key, *, checkpoint_dir=None, devices=None,
                       ema_decay=cfg.ema_decay or None, checkpoint_path=ckpt,
                       checkpoint_every=cfg.checkpoint_every, devices=devices,
                       progress=progress, return_history=True)
-        if cfg.objective:
-            kwargs["objective"] = cfg.objective
-        out, history = fit_df(member, catalog, **kwargs)
+        out, history = fit_df(member, catalog, objective=build_objective(cfg), **kwargs)
         trained.append(out)
         summaries.append(_history_summary(history))
     df = Ensemble(trained) if isinstance(df, Ensemble) else trained[0]
