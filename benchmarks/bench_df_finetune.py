@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from deeppot.flows import FFJORD, ODESettings, PlummerDF, SphericalDF
+from deeppot.objectives import MaximumLikelihood
 from deeppot.train import fit, fit_df
 
 from . import _harness as harness
@@ -119,7 +120,8 @@ def main(argv=None):
     for seg in range(1, args.segments + 1):
         key = jax.random.key(1000 + seg)
         if args.objective == "nll_exact":
-            df = fit_df(df, w_train, key=key, objective="nll_exact", standardise=False,
+            df = fit_df(df, w_train, key=key, objective=MaximumLikelihood(trace="exact"),
+                        standardise=False,
                         max_steps=args.segment_steps, batch_size=args.batch,
                         learning_rate=args.lr, warmup_steps=20 if seg == 1 else 0,
                         lr_schedule="cosine", validate_every=50, progress=False)

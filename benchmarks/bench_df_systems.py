@@ -152,7 +152,8 @@ def train(df, data, k, args):
                          return_history=True)
     df = map_ffjords(df, lambda f: f.with_ode(HEUN4))
     if args.nll_finetune:
-        df = dp.fit_df(df, data.w, key=jax.random.fold_in(k, 2), objective="nll_exact",
+        df = dp.fit_df(df, data.w, key=jax.random.fold_in(k, 2),
+                       objective=dp.objectives.MaximumLikelihood(trace="exact"),
                        standardise=False, max_steps=args.nll_finetune, batch_size=512,
                        learning_rate=2e-4, warmup_steps=50, lr_schedule="cosine",
                        ema_decay=0.99, validate_every=50, progress=False)

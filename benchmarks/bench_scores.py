@@ -45,6 +45,7 @@ from deeppot.flows import (
     SphericalDF,
     SplineFlow,
 )
+from deeppot.objectives import MaximumLikelihood
 from deeppot.train import fit_df
 
 from . import _harness as harness
@@ -247,7 +248,8 @@ def main(argv=None):
                 # exact-trace maximum likelihood of the flow as the evaluation solver
                 # discretises it, starting from the flow-matching weights
                 df = fit_df(df, w_train, key=jax.random.key(300 + 10 * i + seed),
-                            objective="nll_exact", standardise=False, progress=False,
+                            objective=MaximumLikelihood(trace="exact"),
+                            standardise=False, progress=False,
                             max_steps=int(args.nll_finetune * (0.02 if args.quick else 1)),
                             batch_size=args.nll_batch, learning_rate=args.nll_lr,
                             warmup_steps=50, lr_schedule="cosine", ema_decay=0.99,

@@ -4,6 +4,7 @@ from . import evaluate as evaluate
 from . import export as export
 from . import flows as flows
 from . import mocks as mocks
+from . import objectives as objectives
 from . import orbits as orbits
 from . import pipeline as pipeline
 from . import potentials as potentials

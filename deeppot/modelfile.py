@@ -89,6 +89,22 @@ MOVED = {
 }
 
 
+# Fields that modules lost after files recording them were written: `module:qualname` -> the
+# names `load_model` skips. Only fields holding settings, never arrays, are dropped this way:
+# FFJORD's loss settings (reg_kinetic, reg_jacobian, hutchinson, cfm_sigma_min) became the
+# fields of the training objectives (`deeppot.objectives`) and are not part of the model.
+DROPPED = {
+    "deeppot.flows._ffjord:FFJORD": ("reg_kinetic", "reg_jacobian", "hutchinson",
+                                     "cfm_sigma_min"),
+}
+
+
+def _fields(desc: dict) -> dict:
+    """The described fields of a module that its class still has."""
+    dropped = DROPPED.get(MOVED.get(desc["module"], desc["module"]), ())
+    return {name: value for name, value in desc["fields"].items() if name not in dropped}
+
+
 def _resolve(path: str, *, check: bool = True):
     module, _, qualname = MOVED.get(path, path).partition(":")
     if check and module.split(".")[0] not in _trusted():
@@ -153,8 +169,12 @@ def _rebuild(desc: Any, arrays: list) -> Any:
         cls = _resolve(desc["module"])
         if not (isinstance(cls, type) and issubclass(cls, eqx.Module)):
             raise CheckpointError(f"model file names {desc['module']!r}, not a module")
+        known = {f.name for f in dataclasses.fields(cls)}
         obj = object.__new__(cls)
-        for name, value in desc["fields"].items():
+        for name, value in _fields(desc).items():
+            if name not in known:
+                raise CheckpointError(f"{cls.__name__} has no field {name!r}, which the file "
+                                      "names (written by another version of deeppot?)")
             object.__setattr__(obj, name, _rebuild(value, arrays))
         return obj
     if "construct" in desc:
@@ -259,7 +279,7 @@ def _fill(desc, node, leaves):
     if "array" in desc:
         return next(leaves)
     if "module" in desc:
-        for name, value in desc["fields"].items():
+        for name, value in _fields(desc).items():
             object.__setattr__(node, name, _fill(value, getattr(node, name), leaves))
         return node
     if "construct" in desc:

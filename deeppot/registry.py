@@ -1,7 +1,8 @@
 """Registries: the one place where each pluggable thing is named.
 
 There is one registry per kind — `potentials` (families usable as `[potential] model`),
-`distribution_functions` (`[df] kind`), `terms` (loss terms), `sources` (`[data] source`) and
+`distribution_functions` (`[df] kind`), `terms` (the potential's loss terms), `objectives`
+(the DFs' training objectives, `[df] objective`), `sources` (`[data] source`) and
 `exporters` (functions that turn a deeppot potential into another library's object). A class
 or function names itself once, where it is defined:
 
@@ -62,6 +63,7 @@ __all__ = [
     "distribution_functions",
     "exporters",
     "load_plugins",
+    "objectives",
     "potentials",
     "snake_case",
     "sources",
@@ -161,6 +163,7 @@ class Registry(Mapping[str, Any]):
 potentials = Registry("potential family")
 distribution_functions = Registry("distribution function")
 terms = Registry("loss term")
+objectives = Registry("DF objective")
 sources = Registry("data source")
 exporters = Registry("exporter")
 

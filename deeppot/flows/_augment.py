@@ -72,7 +72,7 @@ def symmetry_transform(key: PRNGKeyArray, w: Float[Array, "m 6"], group: str
 class Augmented(AbstractTrainableDF):
     """A trainable DF trained on batches transformed by random elements of a symmetry group.
 
-    Evaluation and sampling are the inner DF's; only `train_loss` (each batch gets fresh
+    Evaluation and sampling are the inner DF's; only `objective_loss` (each batch gets fresh
     random group elements, see `symmetry_transform`) and `standardise` (on the data with one
     random element applied to each point) differ. Use it when the user asserts a symmetry
     but wants the general 6-D flow; `SphericalDF` / `AxisymmetricDF` build the symmetry in
@@ -140,8 +140,8 @@ class Augmented(AbstractTrainableDF):
         w = symmetry_transform(jax.random.key(0), jnp.asarray(w), self.group)
         return eqx.tree_at(lambda d: d.inner, self, self.inner.standardise(w, weights))
 
-    def train_loss(self, w, key, objective):
-        """The inner objective on `w` transformed by random group elements."""
+    def objective_loss(self, objective, w, key):
+        """The inner DF's objective on `w` transformed by random group elements."""
         k_group, k_loss = jax.random.split(key)
-        return self.inner.train_loss(symmetry_transform(k_group, w, self.group), k_loss,
-                                     objective)
+        return self.inner.objective_loss(objective, symmetry_transform(k_group, w, self.group),
+                                         k_loss)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-__all__ = ["AbstractDF", "AbstractFlowDF", "AbstractTrainableDF"]
+__all__ = ["AbstractContinuousFlowDF", "AbstractDF", "AbstractFlowDF", "AbstractTrainableDF"]
 
 
 def _as_points(w) -> tuple[Float[Array, "n 6"], tuple[int, ...]]:
@@ -262,7 +262,7 @@ class AbstractDF(eqx.Module):
 
 
 class AbstractTrainableDF(AbstractDF):
-    """A DF that `fit_df` trains: a training objective on physical points, and a
+    """A DF that `fit_df` trains: the training objectives it supports, and a
     standardisation set from the training data (`standardise`) that is never trained.
 
     `AbstractFlowDF` (`FFJORD`, `SplineFlow`) standardises its own coordinates; the
@@ -273,9 +273,10 @@ class AbstractTrainableDF(AbstractDF):
     @property
     @abc.abstractmethod
     def objectives(self) -> tuple[str, ...]:
-        """Names of the objectives `train_loss` accepts; the first is the default. (A class
-        attribute on a flow, so a config can read it from the class; a property on a
-        wrapper, which forwards its inner flow's. Not a field either way.)"""
+        """Names of the objectives it supports (in `deeppot.registry.objectives`); the first
+        is `fit_df`'s default. (A class attribute on a flow, so a config can read it from the
+        class; a property on a wrapper, which forwards its inner flow's. Not a field either
+        way.)"""
 
     @property
     @abc.abstractmethod
@@ -299,20 +300,21 @@ class AbstractTrainableDF(AbstractDF):
         """
 
     @abc.abstractmethod
-    def train_loss(
-        self, w: Float[Array, "m 6"], key: PRNGKeyArray, objective: str
-    ) -> Float[Array, ""]:
-        """Training objective on a batch of physical points.
+    def objective_loss(self, objective, w: Float[Array, "m 6"], key: PRNGKeyArray
+                       ) -> Float[Array, ""]:
+        """A training objective on a batch of physical points: what `objective(self, w,
+        key)` returns. A wrapper carries the batch to its inner flow's coordinates and
+        forwards it; a flow hands itself to `objective.flow_loss`.
 
         **Arguments:**
 
+        - `objective`: a `deeppot.objectives.AbstractObjective`.
         - `w`: batch of physical phase-space points, shape `(m, 6)`.
         - `key`: a typed key for stochastic objectives.
-        - `objective`: the name of the objective (model dependent).
 
         **Returns:**
 
-        A scalar loss. For likelihood objectives it is the mean negative log-likelihood in
+        A scalar loss. A likelihood objective's is the mean negative log-likelihood in
         physical units, so it is comparable across models.
         """
 
@@ -320,9 +322,10 @@ class AbstractTrainableDF(AbstractDF):
 class AbstractFlowDF(AbstractTrainableDF):
     """A trainable DF that works on standardised coordinates `u = (w - loc) / scale`.
 
-    Subclasses implement the standardised-space methods `_log_prob_std`, `_sample_std` and
-    the training objective `train_loss`; `loc` and `scale` are set from the training data
-    by `fit_df` (see `standardise`) and are never trained.
+    Subclasses implement the standardised-space methods `_log_prob_std` and `_sample_std`
+    and name the objectives they support; `loc` and `scale` are set from the training data
+    by `fit_df` (see `standardise`) and are never trained. Maximum likelihood trains every
+    flow through `batch_log_prob`.
     """
 
     loc: eqx.AbstractVar[Float[Array, " 6"]]
@@ -346,15 +349,28 @@ class AbstractFlowDF(AbstractTrainableDF):
     def _std(self):
         return jax.lax.stop_gradient(self.loc), jax.lax.stop_gradient(self.scale)
 
-    def _to_std(self, w: Float[Array, "m 6"]) -> Float[Array, "m 6"]:
+    def to_standard(self, w: Float[Array, "m d"]) -> Float[Array, "m d"]:
+        """Standardised coordinates `u = (w − loc) / scale` of points (the standardisation
+        is held fixed: no gradient flows into it)."""
         loc, scale = self._std()
         return (w - loc) / scale
 
-    def _log_det_std(self) -> Float[Array, ""]:
+    def log_det_standard(self) -> Float[Array, ""]:
+        """ln |du/dw| of the standardisation: ln p(w) = ln p_u(u) + this."""
         return -jnp.sum(jnp.log(self._std()[1]))
 
+    def batch_log_prob(self, w: Float[Array, "m d"]) -> Float[Array, " m"]:
+        """Log-density of a batch in one pass, without chunking (what training
+        differentiates; `log_prob` evaluates any number of points)."""
+        return self._log_prob_chunk(w)
+
+    def objective_loss(self, objective, w, key):
+        """`objective.flow_loss` of this flow on the batch (see
+        `AbstractTrainableDF.objective_loss`)."""
+        return objective.flow_loss(self, w, key)
+
     def _log_prob_chunk(self, w):
-        return self._log_prob_std(self._to_std(w)) + self._log_det_std()
+        return self._log_prob_std(self.to_standard(w)) + self.log_det_standard()
 
     def _score_chunk(self, w):
         return autodiff_score(self._log_prob_chunk, w)
@@ -366,7 +382,7 @@ class AbstractFlowDF(AbstractTrainableDF):
     def _from_std(self, u, lp):
         """Standardised points and log-densities → physical ones."""
         loc, scale = self._std()
-        return u * scale + loc, lp + self._log_det_std()
+        return u * scale + loc, lp + self.log_det_standard()
 
     def _sample_chunk(self, key, m):
         return self._from_std(*self._sample_std(key, m))
@@ -406,3 +422,40 @@ class AbstractFlowDF(AbstractTrainableDF):
         if not bool(jnp.all(scale > 0)):
             raise ValueError("every coordinate of the training data must vary")
         return eqx.tree_at(lambda d: (d.loc, d.scale), self, (loc, scale))
+
+
+class AbstractContinuousFlowDF(AbstractFlowDF):
+    """A flow defined by ODEs: blocks carrying the standard-normal base (t = 0) to the
+    standardised data (t = 1) along velocity fields.
+
+    Subclasses offer the primitives of the objectives of continuous flows
+    (`deeppot.objectives`): the velocity fields (flow matching) and the log-density
+    integrated along the inverse solve with a stochastic or exact trace and the
+    regularisers (maximum likelihood).
+    """
+
+    @property
+    @abc.abstractmethod
+    def velocity_fields(self) -> tuple[Callable, ...]:
+        """The velocity field `(t, z) -> dz/dt` of each block (one point, block time t in
+        [0, 1]); block k of K covers the global times [k/K, (k+1)/K]."""
+
+    @abc.abstractmethod
+    def regularised_log_prob_std(
+        self, u: Float[Array, "m d"], probes: Float[Array, "m k d"] | None
+    ) -> tuple[Float[Array, " m"], Float[Array, " m"], Float[Array, " m"]]:
+        """Standardised log-density of a batch by one inverse solve per block, with the
+        regularisers integrated along it.
+
+        **Arguments:**
+
+        - `u`: standardised points, shape `(m, d)`.
+        - `probes`: one Hutchinson probe per point and block, shape `(m, K, d)`, or `None`
+          for the exact trace.
+
+        **Returns:**
+
+        `(ln p_u, kinetic, frobenius)`, each of shape `(m,)`: the kinetic energy ∫ |f|² dt
+        and the Jacobian's squared Frobenius norm ∫ |∂f/∂z|²_F dt summed over the blocks
+        (Hutchinson estimates with probes).
+        """

@@ -15,7 +15,7 @@ from flowjax.distributions import StandardNormal, Transformed
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .. import registry
-from ._base import AbstractFlowDF
+from ._base import AbstractContinuousFlowDF
 
 __all__ = ["FFJORD", "FFJORDBlock", "ODESettings", "PairInvariantTimeMLP", "TimeMLP"]
 
@@ -411,22 +411,21 @@ def _make_blocks(key, dim, n_blocks, width, depth, activation, ode, dtype, pair_
 
 @registry.distribution_functions.register("ffjord")
 @typing.final
-class FFJORD(AbstractFlowDF):
+class FFJORD(AbstractContinuousFlowDF):
     """The paper's continuous normalising flow: a chain of FFJORD blocks on a Gaussian base.
 
     Inputs are standardised (`loc`, `scale`, set by `fit_df`) so the standard-normal base
     matches the mean and variance of the training data, as in the paper. `log_prob` and
     `score` use the exact trace. The defaults are the recommended CPU flow of
     `docs/results.md`: one block of 3×256 SiLU trained by flow matching (the paper used
-    three 3×128 tanh blocks trained by maximum likelihood). Training objectives, the first
-    being `fit_df`'s default:
+    three 3×128 tanh blocks trained by maximum likelihood). Training objectives
+    (`deeppot.objectives`), the first being `fit_df`'s default:
 
-    - `"cfm"`: conditional flow matching (simulation-free) on the straight-line path from
-      the base (t = 0) to the data (t = 1); with K blocks, block k covers the global time
-      interval [k/K, (k+1)/K] of that path;
-    - `"nll"`: maximum likelihood with Hutchinson's trace estimator and kinetic +
-      Jacobian-Frobenius regularisation (Finlay et al. 2020), as in the paper;
-    - `"nll_exact"`: the same with the exact trace.
+    - `"cfm"`: `FlowMatching`, simulation-free, on the straight-line path from the base
+      (t = 0) to the data (t = 1);
+    - `"nll"`: `MaximumLikelihood`, with Hutchinson's trace estimator and kinetic +
+      Jacobian-Frobenius regularisation (Finlay et al. 2020) as in the paper, or the exact
+      trace (`trace="exact"`).
 
     **Arguments:**
 
@@ -438,9 +437,6 @@ class FFJORD(AbstractFlowDF):
     - `ode`: `ODESettings` for evaluation and training (default four fixed Tsit5 steps per
       block: the scores of a flow-matched flow are as accurate as with adaptive Dopri5 at
       rtol = atol = 1e-5, three times faster; `ODESettings()` is that adaptive solver).
-    - `reg_kinetic`, `reg_jacobian`: regularisation strengths for the `nll` objectives.
-    - `hutchinson`: probe distribution, `"rademacher"` or `"gaussian"`.
-    - `cfm_sigma_min`: width of the conditional paths at t = 1 for `"cfm"`.
     - `chunk_size`: points per evaluation chunk.
     - `pair_invariant`: make the density exactly invariant under rotations and reflections
       of the last two coordinates, a 2-D vector b (a tangential velocity, see
@@ -461,14 +457,10 @@ class FFJORD(AbstractFlowDF):
     blocks: tuple[FFJORDBlock, ...]
     loc: Float[Array, " d"]
     scale: Float[Array, " d"]
-    reg_kinetic: float = eqx.field(static=True)
-    reg_jacobian: float = eqx.field(static=True)
-    hutchinson: str = eqx.field(static=True)
-    cfm_sigma_min: float = eqx.field(static=True)
     chunk_size: int = eqx.field(static=True)
     score_method: str = eqx.field(static=True)
     pair_invariant: bool = eqx.field(static=True)
-    objectives: typing.ClassVar[tuple[str, ...]] = ("cfm", "nll", "nll_exact")
+    objectives: typing.ClassVar[tuple[str, ...]] = ("cfm", "nll")
 
     def __init__(
         self,
@@ -480,10 +472,6 @@ class FFJORD(AbstractFlowDF):
         depth: int = 3,
         activation: Callable = jax.nn.silu,
         ode: ODESettings = ODESettings(diffrax.Tsit5(), n_steps=4),
-        reg_kinetic: float = 1e-4,
-        reg_jacobian: float = 1e-4,
-        hutchinson: str = "rademacher",
-        cfm_sigma_min: float = 1e-4,
         chunk_size: int = 4096,
         score_method: str = "ode",
         pair_invariant: bool = False,
@@ -495,10 +483,6 @@ class FFJORD(AbstractFlowDF):
                                    self.pair_invariant)
         self.loc = jnp.zeros(dim, dtype)
         self.scale = jnp.ones(dim, dtype)
-        self.reg_kinetic = float(reg_kinetic)
-        self.reg_jacobian = float(reg_jacobian)
-        self.hutchinson = hutchinson
-        self.cfm_sigma_min = float(cfm_sigma_min)
         self.chunk_size = int(chunk_size)
         self.score_method = score_method
 
@@ -507,8 +491,6 @@ class FFJORD(AbstractFlowDF):
             raise ValueError(
                 f"score_method must be 'ode' or 'autodiff'; got {self.score_method!r}"
             )
-        if self.hutchinson not in ("rademacher", "gaussian"):
-            raise ValueError(f"hutchinson must be rademacher or gaussian; got {self.hutchinson!r}")
         if len(self.blocks) < 1:
             raise ValueError("need at least one block")
         if self.chunk_size < 1:
@@ -602,9 +584,9 @@ class FFJORD(AbstractFlowDF):
 
         # the forward solve retraces the inverse one: start it at the inverse's mean step
         # instead of the controller's estimate (two evaluations and a too-small first step)
-        z, dt0s = jax.vmap(inverse)(self._to_std(w))
+        z, dt0s = jax.vmap(inverse)(self.to_standard(w))
         _, lp, s = jax.vmap(self._forward_with_score)(z, dt0s)
-        return lp + self._log_det_std(), s / self._std()[1]
+        return lp + self.log_det_standard(), s / self._std()[1]
 
     def _sample_score_chunk(self, key, m):
         if self.score_method == "autodiff":
@@ -613,20 +595,14 @@ class FFJORD(AbstractFlowDF):
         w, lp = self._from_std(u, lp)
         return w, lp, s / self._std()[1]
 
-    def train_loss(self, w, key, objective="nll"):
-        u = self._to_std(w)
-        if objective == "cfm":
-            return self._cfm_loss(u, key)
-        if objective not in ("nll", "nll_exact"):
-            raise ValueError(f"unknown objective {objective!r}; FFJORD accepts {self.objectives}")
-        m, d = u.shape
-        if objective == "nll":
-            if self.hutchinson == "rademacher":
-                eps = jax.random.rademacher(key, (len(self.blocks), m, d), u.dtype)
-            else:
-                eps = jax.random.normal(key, (len(self.blocks), m, d), u.dtype)
-        else:
-            eps = None
+    @property
+    def velocity_fields(self) -> tuple[Callable, ...]:
+        """Each block's vector field (see `AbstractContinuousFlowDF`)."""
+        return tuple(block.field for block in self.blocks)
+
+    def regularised_log_prob_std(self, u, probes):
+        """Standardised log-density with the regularisers, by `FFJORDBlock.inverse_regularised`
+        through every block (see `AbstractContinuousFlowDF`)."""
 
         def point(p, e):
             logdet = kin = frob = jnp.zeros((), p.dtype)
@@ -635,32 +611,7 @@ class FFJORD(AbstractFlowDF):
                 logdet, kin, frob = logdet + ld, kin + k, frob + f
             return _std_normal_log_prob(p) + logdet, kin, frob
 
-        eps_t = None if eps is None else jnp.swapaxes(eps, 0, 1)
-        lp, kin, frob = jax.vmap(point)(u, eps_t)
-        nll = -jnp.mean(lp) - self._log_det_std()
-        return nll + self.reg_kinetic * jnp.mean(kin) + self.reg_jacobian * jnp.mean(frob)
-
-    def _cfm_loss(self, u, key):
-        m, d = u.shape
-        n_blocks = len(self.blocks)
-        k0, kt = jax.random.split(key)
-        x0 = jax.random.normal(k0, (m, d), u.dtype)
-        tau = jax.random.uniform(kt, (m,), u.dtype)
-        smin = self.cfm_sigma_min
-        total = jnp.zeros((), u.dtype)
-        # stratify: the i-th slice of the batch trains block i on its own time interval
-        bounds = [round(i * m / n_blocks) for i in range(n_blocks + 1)]
-        for i, block in enumerate(self.blocks):
-            lo, hi = bounds[i], bounds[i + 1]
-            if hi <= lo:
-                continue
-            s = (i + tau[lo:hi]) / n_blocks
-            xs = (1.0 - (1.0 - smin) * s[:, None]) * x0[lo:hi] + s[:, None] * u[lo:hi]
-            target = (u[lo:hi] - (1.0 - smin) * x0[lo:hi]) / n_blocks
-            pred = jax.vmap(block.field)(tau[lo:hi], xs)
-            total = total + jnp.sum((pred - target) ** 2)
-        # scale so the value does not depend on n_blocks (velocities are 1/K per block)
-        return total * n_blocks**2 / m
+        return jax.vmap(point)(u, probes)
 
 
 def with_ode_blocks(blocks: Sequence[FFJORDBlock], ode: ODESettings) -> tuple[FFJORDBlock, ...]:

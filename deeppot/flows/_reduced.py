@@ -188,19 +188,18 @@ class AbstractSymmetricDF(AbstractTrainableDF):
         u = jax.vmap(pre.transform)(q)
         return eqx.tree_at(lambda d: d.inner, new, self.inner.standardise(u, weights))
 
-    def train_loss(self, w, key, objective):
-        """The inner flow's objective on the preconditioned reduced coordinates of `w`.
+    def objective_loss(self, objective, w, key):
+        """The objective of the inner flow on the preconditioned reduced coordinates of `w`.
 
-        Likelihood objectives (names starting with `"nll"`) are returned in physical units
-        (the inner NLL minus the mean log-Jacobian of the batch), so they compare across
-        models; the Jacobian does not depend on the parameters.
+        A likelihood objective (`objective.likelihood`) is returned in physical units (the
+        inner NLL minus the mean log-Jacobian of the batch), so it compares across models;
+        the Jacobian does not depend on the parameters.
         """
         if not self._trainable_inner:
             raise TypeError(f"the inner DF ({type(self.inner).__name__}) is not trainable; "
                             "wrap each trainable flow and ensemble the wrappers instead")
         u, log_j = self._features_batch(w)
-        loss = self.inner.train_loss(u, key, objective)
-        if objective.startswith("nll"):
+        loss = self.inner.objective_loss(objective, u, key)
+        if objective.likelihood:
             loss = loss - jnp.mean(log_j)
         return loss
-

@@ -81,7 +81,7 @@ class Reflected(AbstractTrainableDF):
     symmetry to first order, so fitted forces barely change. Evaluation costs 2^k inner
     evaluations; sampling draws from the inner DF and applies a random element.
 
-    Training (`train_loss`, `standardise`) is the inner DF's on the data as given: the
+    Training (`objective_loss`, `standardise`) is the inner DF's on the data as given: the
     inner flow models the stars and the average is taken afterwards.
 
     **Arguments:**
@@ -225,6 +225,6 @@ class Reflected(AbstractTrainableDF):
         """
         return eqx.tree_at(lambda d: d.inner, self, self._trainable().standardise(w, weights))
 
-    def train_loss(self, w, key, objective):
+    def objective_loss(self, objective, w, key):
         """The inner DF's objective on the points as given."""
-        return self._trainable().train_loss(w, key, objective)
+        return self._trainable().objective_loss(objective, w, key)

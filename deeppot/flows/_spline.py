@@ -106,8 +106,3 @@ class SplineFlow(AbstractFlowDF):
 
     def _sample_std(self, key, m):
         return paramax.unwrap(self.flow).sample_and_log_prob(key, (m,))
-
-    def train_loss(self, w, key, objective="nll"):
-        if objective != "nll":
-            raise ValueError(f"unknown objective {objective!r}; SplineFlow accepts ('nll',)")
-        return -jnp.mean(self._log_prob_chunk(w))

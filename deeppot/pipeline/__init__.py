@@ -16,6 +16,7 @@ from .build import build_catalog as build_catalog
 from .build import build_df as build_df
 from .build import build_loss as build_loss
 from .build import build_model as build_model
+from .build import build_objective as build_objective
 from .config import SECTIONS as SECTIONS
 from .config import Config as Config
 from .config import ConfigError as ConfigError

@@ -19,7 +19,7 @@ from .config import (
     trainable,
 )
 
-__all__ = ["build_catalog", "build_df", "build_loss", "build_model"]
+__all__ = ["build_catalog", "build_df", "build_loss", "build_model", "build_objective"]
 
 
 def _call(entry, supplied: dict, params: dict, section: str):
@@ -120,6 +120,20 @@ def build_df(cfg: DFConfig, key, *, catalog=None):
     if cfg.ensemble == 1:
         return member(key)
     return flows.Ensemble([member(k) for k in jax.random.split(key, cfg.ensemble)])
+
+
+def build_objective(cfg: DFConfig):
+    """The training objective of a trained `[df]`: its registered `objective` (the kind's
+    default, the first of its `objectives`, when empty) called with `objective_params`.
+
+    **Arguments:**
+
+    - `cfg`: the `[df]` settings.
+
+    **Returns:** a `deeppot.objectives` objective, for `fit_df`.
+    """
+    name = cfg.objective or registry.distribution_functions[cfg.kind].objectives[0]
+    return _call(registry.objectives[name], {}, cfg.objective_params, "objective")
 
 
 def build_model(cfg: PotentialConfig, key, *, units: str = "dimensionless"):

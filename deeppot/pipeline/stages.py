@@ -30,7 +30,7 @@ import numpy as np
 from .. import train
 from .._atomic import replacing
 from .._errors import TrainingError
-from .build import build_catalog, build_df, build_loss, build_model
+from .build import build_catalog, build_df, build_loss, build_model, build_objective
 from .config import (
     Config,
     DFConfig,
@@ -305,9 +305,7 @@ def train_df(cfg: DFConfig, catalog, key, *, checkpoint_dir=None, devices=None,
         kwargs = dict(key=jax.random.fold_in(k_fit, i), settings=settings,
                       checkpoint_path=ckpt, devices=devices, progress=progress,
                       return_history=True)
-        if cfg.objective:
-            kwargs["objective"] = cfg.objective
-        out, history = train.fit_df(member, catalog, **kwargs)
+        out, history = train.fit_df(member, catalog, objective=build_objective(cfg), **kwargs)
         trained.append(out)
         summaries.append(_history_summary(history))
     df = Ensemble(trained) if isinstance(df, Ensemble) else trained[0]

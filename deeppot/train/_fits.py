@@ -3,6 +3,7 @@ the L-BFGS finish of a potential (`refine_potential`)."""
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 
 import equinox as eqx
@@ -13,6 +14,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._loop import check_key, default_filter_spec, fit
 from ._settings import DF_SETTINGS, POTENTIAL_SETTINGS, TrainSettings
+
+if typing.TYPE_CHECKING:
+    from ..objectives import AbstractObjective
 
 
 def _as_points(catalog) -> Float[Array, "n 6"]:
@@ -31,7 +35,7 @@ def fit_df(
     *,
     key: PRNGKeyArray,
     settings: TrainSettings = DF_SETTINGS,
-    objective: str | None = None,
+    objective: AbstractObjective | str | None = None,
     standardise: bool = True,
     return_history: bool = False,
     **kwargs,
@@ -57,8 +61,10 @@ def fit_df(
       `(n, 6)` array.
     - `key`: a typed key.
     - `settings`: the `TrainSettings` (default `DF_SETTINGS`).
-    - `objective`: one of `df.objectives` (default: the first, the model's recommended
-      one; flow matching for `FFJORD`).
+    - `objective`: a training objective (`deeppot.objectives`, e.g.
+      `MaximumLikelihood(trace="exact")`) or the registered name of one (with its default
+      settings), of those `df.objectives` names (default: the first, the model's
+      recommended one; flow matching for `FFJORD`).
     - `standardise`: set the standardisation from the data (turn off to keep the DF's own).
     - `return_history`: also return the `TrainHistory`.
     - `**kwargs`: passed to `fit`: fields of `TrainSettings` replacing those of `settings`
@@ -71,12 +77,11 @@ def fit_df(
     The trained DF (and the history if `return_history`).
     """
     from ..flows import AbstractTrainableDF
+    from ..objectives import as_objective
 
     if not isinstance(df, AbstractTrainableDF):
         raise TypeError(f"fit_df trains AbstractTrainableDF models; got {type(df).__name__}")
-    objective = df.objectives[0] if objective is None else objective
-    if objective not in df.objectives:
-        raise ValueError(f"{type(df).__name__} has objectives {df.objectives}; got {objective!r}")
+    objective = as_objective(objective, df)
     w = _as_points(catalog)
     if kwargs.get("weights") is None:
         kwargs["weights"] = getattr(catalog, "weights", None)
@@ -88,7 +93,7 @@ def fit_df(
                                           replace_fn=lambda _: False)
 
     def loss_fn(model, batch, k):
-        return model.train_loss(batch, k, objective)
+        return objective(model, batch, k)
 
     out, history = fit(df, loss_fn, w.astype(df.standardisation[0].dtype), key=key,
                        settings=settings, **kwargs)

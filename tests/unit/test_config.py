@@ -364,6 +364,46 @@ def test_old_kind_keys_say_where_they_moved(section, key, value, where):
         f"settings are its parameters, in {where}")
 
 
+@pytest.mark.parametrize("old, value, new", [
+    ("reg_kinetic", 0.01, "reg_kinetic = 0.01"), ("reg_jacobian", 0.0, "reg_jacobian = 0.0"),
+    ("hutchinson", "gaussian", "probe = 'gaussian'"),
+    ("cfm_sigma_min", 1e-3, "sigma_min = 0.001"),
+])
+def test_ffjord_loss_settings_say_where_they_moved(old, value, new):
+    """FFJORD's loss settings are the objective's now: one line naming the new table and
+    key, and no second complaint about the parameter FFJORD lacks."""
+    msg = _error({"df": {"params": {old: value, "width": 8}}})
+    assert msg.splitlines()[1:] == [
+        f"  parameter {old!r} in [df.params] moved: a training objective's settings are its "
+        f"parameters, in [df.objective_params] ({new})"]
+    assert _error({"df": {"objective": "nll_exact"}}).splitlines()[1].strip() == (
+        "key 'objective' in [df]: 'nll_exact' moved: it is objective = 'nll' with trace = "
+        "'exact' in [df.objective_params]")
+
+
+def test_objective_and_its_params_build_the_objective():
+    """`[df] objective` names a registered objective the kind supports (default: the kind's
+    first), and `objective_params` are its constructor's arguments, checked like `params`."""
+    from deeppot.objectives import FlowMatching, MaximumLikelihood
+
+    cfg = parse_config({"df": {"objective": "nll", "objective_params": {
+        "trace": "exact", "reg_kinetic": 0, "probe": "gaussian"}}})
+    assert cfg.df.objective_params == {"trace": "exact", "reg_kinetic": 0.0, "probe": "gaussian"}
+    assert pipeline.build_objective(cfg.df) == MaximumLikelihood(
+        trace="exact", probe="gaussian", reg_kinetic=0.0)
+    default = parse_config({"df": {"objective_params": {"sigma_min": 0.01}}})
+    assert pipeline.build_objective(default.df) == FlowMatching(sigma_min=0.01)
+    assert pipeline.build_objective(parse_config({"df": {"kind": "spline"}}).df) == \
+        MaximumLikelihood()
+    assert "key 'objective_params' in [df]: objective 'cfm' has no parameter 'trace'; " \
+        "valid: sigma_min" in _error({"df": {"objective_params": {"trace": "exact"}}})
+    assert "objective 'nll': parameter 'reg_kinetic'" in _error(
+        {"df": {"objective": "nll", "objective_params": {"reg_kinetic": "big"}}})
+    assert "key 'objective_params' in [df] applies only when kind = a trained DF" in _error(
+        {"df": {"kind": "exact", "objective_params": {"sigma_min": 0.1}},
+         "data": {"source": "plummer"}})
+
+
 def test_sources_declare_their_needs():
     """A source's signature and attributes say what it needs: survey a path and physical
     units, a mock without a units parameter dimensionless units, exact a mock recording

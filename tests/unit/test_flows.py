@@ -14,6 +14,7 @@ import pytest
 import deeppot.flows as flows
 from deeppot.flows import FFJORD, Ensemble, ODESettings, PlummerDF, SplineFlow
 from deeppot.flows._ffjord import FFJORDBlock, TimeMLP
+from deeppot.objectives import FlowMatching, MaximumLikelihood
 
 TIGHT = ODESettings(solver=diffrax.Dopri5(), rtol=1e-10, atol=1e-10)
 
@@ -237,21 +238,23 @@ def test_ffjord_with_ode_and_flowjax_distribution():
 def test_ffjord_training_objectives_finite():
     df = _df("ffjord").with_ode(ODESettings(solver=diffrax.Tsit5(), n_steps=3))
     w = df.sample(jax.random.key(11), 16)
-    for objective in FFJORD.objectives:
-        loss, grads = eqx.filter_value_and_grad(lambda d: d.train_loss(w, jax.random.key(0),
-                                                                        objective))(df)
+    objectives = [FlowMatching(), MaximumLikelihood(), MaximumLikelihood(trace="exact")]
+    assert FFJORD.objectives == ("cfm", "nll")
+    for objective in objectives:
+        loss, grads = eqx.filter_value_and_grad(lambda d: objective(d, w, jax.random.key(0)))(df)
         assert bool(jnp.isfinite(loss))
         assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
-    with pytest.raises(ValueError, match="objective"):
-        df.train_loss(w, jax.random.key(0), "nope")
+    with pytest.raises(TypeError, match="flow matching trains continuous flows"):
+        FlowMatching()(_df("spline"), w, jax.random.key(0))
 
 
 @pytest.mark.slow
 def test_nll_exact_equals_log_prob_without_regularisation():
     key = jax.random.key(6)
-    df = _random_standardisation(_tiny_ffjord(key, reg_kinetic=0.0, reg_jacobian=0.0), key)
+    df = _random_standardisation(_tiny_ffjord(key), key)
     w = df.sample(jax.random.key(12), 8)
-    loss = df.train_loss(w, jax.random.key(0), "nll_exact")
+    loss = MaximumLikelihood(trace="exact", reg_kinetic=0.0, reg_jacobian=0.0)(
+        df, w, jax.random.key(0))
     np.testing.assert_allclose(loss, -df.log_prob(w).mean(), rtol=1e-5)
 
 

@@ -188,3 +188,38 @@ def test_moved_paths_lead_to_where_each_class_lives_now():
         obj = getattr(importlib.import_module(module), name)
         assert (obj.__module__, obj.__qualname__) == (module, name)
         assert obj is getattr(dp.flows, old.partition(":")[2])
+
+
+def test_files_with_ffjord_loss_settings_still_load(tmp_path, monkeypatch):
+    """tests/data/ffjord_loss_settings.eqx was written before FFJORD's loss settings moved to
+    the objectives (deeppot 9192db7), by
+
+        model = [FFJORD(key(0), width=4, depth=1, reg_kinetic=0.01, hutchinson="gaussian",
+                        cfm_sigma_min=0.01),
+                 SphericalDF(FFJORD(key(1), dim=3, width=4, depth=1, reg_jacobian=0.0))]
+        w = dp.mocks.plummer(key(2), 4).w
+        save_model(path, model, {"w": w, "log_prob": [m.log_prob(w) for m in model]})
+
+    Its header records those fields; `modelfile.DROPPED` skips them, and the flows give the
+    log-densities they gave then, to the last bit. Without that row the file names fields
+    FFJORD does not have, which is refused."""
+    from deeppot import modelfile
+
+    path = models.DATA / "ffjord_loss_settings.eqx"
+    header = json.loads(path.read_bytes().split(b"\n", 1)[0])
+    fields = header["model"]["list"][0]["fields"]
+    assert {"reg_kinetic", "reg_jacobian", "hutchinson", "cfm_sigma_min"} <= set(fields)
+    assert fields["reg_kinetic"] == {"value": 0.01}
+    loaded, meta = load_model(path)
+    assert type(loaded[0]) is dp.flows.FFJORD and type(loaded[1]) is dp.flows.SphericalDF
+    assert not any(hasattr(m, "reg_kinetic") for m in (loaded[0], loaded[1].inner))
+    w = jnp.asarray(meta["w"], jnp.float32)
+    for m, expected in zip(loaded, meta["log_prob"]):
+        np.testing.assert_array_equal(np.asarray(m.log_prob(w)),
+                                      np.asarray(expected, np.float32))
+    back, _ = load_model(save_model(tmp_path / "again.eqx", loaded))
+    assert _same(back, loaded)
+    monkeypatch.setattr(modelfile, "DROPPED", {})
+    with pytest.raises(dp.CheckpointError, match="ffjord_loss_settings.eqx.*FFJORD has no "
+                                                  "field '(reg_|hutchinson|cfm_)"):
+        load_model(path)

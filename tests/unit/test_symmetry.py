@@ -36,6 +36,7 @@ from deeppot.flows import (
     autodiff_score,
     symmetry_transform,
 )
+from deeppot.objectives import MaximumLikelihood
 from deeppot.train import fit_df
 
 TRUTH = PlummerDF(r_max=10.0)
@@ -316,8 +317,8 @@ def test_precondition_and_wrapper_errors():
         AxisymmetricDF(FFJORD(jax.random.key(0), dim=5, width=4, depth=1),
                        precondition=("log", "identity", "log"))
     with pytest.raises(TypeError, match="not trainable"):
-        SphericalDF(ReducedPlummerSpherical()).train_loss(
-            jnp.ones((4, 6)), jax.random.key(0), "nll")
+        MaximumLikelihood()(SphericalDF(ReducedPlummerSpherical()), jnp.ones((4, 6)),
+                            jax.random.key(0))
     with pytest.raises(TypeError, match="trainable"):
         Augmented(PlummerDF(), "spherical")
     with pytest.raises(ValueError, match="group"):
@@ -343,9 +344,7 @@ def test_fit_df_trains_a_wrapper_and_keeps_its_standardisation(x64):
     """fit_df sets the precondition scale and the inner standardisation from the reduced
     coordinates of the data and trains only the flow; NLL objectives are in physical units."""
     stars = TRUTH.sample(jax.random.key(3), 2048)
-    # no regularisation, so the nll_exact loss is the plain negative log-likelihood
-    df = AxisymmetricDF(FFJORD(jax.random.key(4), dim=5, n_blocks=1, width=8, depth=1,
-                               reg_kinetic=0.0, reg_jacobian=0.0))
+    df = AxisymmetricDF(FFJORD(jax.random.key(4), dim=5, n_blocks=1, width=8, depth=1))
     ready = df.standardise(stars)
     q = ready.reduced_coordinates(stars)
     np.testing.assert_allclose(ready.precondition.scale[1],
@@ -360,7 +359,9 @@ def test_fit_df_trains_a_wrapper_and_keeps_its_standardisation(x64):
     assert float(trained.log_prob(stars).mean()) > float(ready.log_prob(stars).mean()) + 0.05
     for a, b in zip(trained.standardisation, ready.standardisation):
         np.testing.assert_array_equal(a, b)
-    loss = trained.train_loss(stars[:64], jax.random.key(6), "nll_exact")
+    # no regularisation, so the exact-trace likelihood is the plain negative log-likelihood
+    exact = MaximumLikelihood(trace="exact", reg_kinetic=0.0, reg_jacobian=0.0)
+    loss = exact(trained, stars[:64], jax.random.key(6))
     np.testing.assert_allclose(loss, -trained.log_prob(stars[:64]).mean(), rtol=1e-6)
 
 
@@ -401,8 +402,8 @@ def test_augmented_trains_on_transformed_batches(x64):
     key = jax.random.key(9)
     k_group, k_loss = jax.random.split(key)
     moved = symmetry_transform(k_group, w, "spherical")
-    np.testing.assert_allclose(aug.train_loss(w, key, "nll"),
-                               aug.inner.train_loss(moved, k_loss, "nll"), rtol=1e-14)
+    nll = MaximumLikelihood()
+    np.testing.assert_allclose(nll(aug, w, key), nll(aug.inner, moved, k_loss), rtol=1e-14)
     # the standardisation saw rotated data: the three position scales are nearly equal
     s = aug.inner.scale[:3]
     assert float(s.max() / s.min()) < 1.2

@@ -15,6 +15,8 @@ import pytest
 import deeppot.train._fits as fits_module
 import deeppot.train._step as step_module
 from deeppot.flows import FFJORD, ODESettings, SplineFlow
+from deeppot.objectives import MaximumLikelihood
+from deeppot.registry import UnknownName
 from deeppot.train import DF_SETTINGS, TrainHistory, TrainSettings, fit, fit_df
 
 
@@ -294,7 +296,7 @@ def test_fit_df_gaussian_scores_quick():
                 ode=ODESettings(solver=diffrax.Tsit5(), n_steps=6))
     untrained = _median_rel_err(df.standardise(w), score, w[:256])
     fitted = fit_df(df, w, key=jax.random.key(11), max_steps=150, batch_size=512,
-                    learning_rate=1e-2, warmup_steps=30, objective="nll_exact",
+                    learning_rate=1e-2, warmup_steps=30, objective=MaximumLikelihood(trace="exact"),
                     ema_decay=0.98, progress=False)
     np.testing.assert_allclose(fitted.loc, w.mean(0), rtol=1e-5, atol=1e-6)
     err = _median_rel_err(fitted, score, w[:256])
@@ -309,8 +311,8 @@ def test_fit_df_gaussian_scores_slow():
     df = FFJORD(jax.random.key(13), n_blocks=1, width=32, depth=2,
                 ode=ODESettings(solver=diffrax.Tsit5(), n_steps=6))
     fitted = fit_df(df, w, key=jax.random.key(14), max_steps=2000, batch_size=1024,
-                    learning_rate=1e-2, warmup_steps=100, objective="nll_exact",
-                    ema_decay=0.99, progress=False)
+                    learning_rate=1e-2, warmup_steps=100,
+                    objective=MaximumLikelihood(trace="exact"), ema_decay=0.99, progress=False)
     assert _median_rel_err(fitted, score, w[:1024]) < 0.1
 
 
@@ -327,8 +329,11 @@ def test_fit_df_spline_and_catalog_duck_typing():
                           batch_size=256, learning_rate=3e-3, warmup_steps=10,
                           progress=False, return_history=True)
     assert hist.val_loss[-1] < hist.val_loss[0]
-    with pytest.raises(ValueError, match="objectives"):
+    with pytest.raises(ValueError, match=r"supports the objectives \('nll',\); got "
+                                         r"FlowMatching \(cfm\)"):
         fit_df(df, w, key=jax.random.key(0), max_steps=1, objective="cfm")
+    with pytest.raises(UnknownName, match="unknown DF objective 'nll_exact'"):
+        fit_df(df, w, key=jax.random.key(0), max_steps=1, objective="nll_exact")
     with pytest.raises(ValueError, match=r"\(n, 6\)"):
         fit_df(df, w[:, :3], key=jax.random.key(0), max_steps=1)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from ... import registry
 from ._kinds import REGISTRIES, parameters
 from ._schema import SECTIONS, SELECTOR
 
@@ -45,12 +46,13 @@ def _section_table(name: str, cls: type) -> list[str]:
     return [*out, ""]
 
 
-def _kind_table(title: str, column: str, section: str) -> list[str]:
-    """The built-in entries of a section's registry with their parameters (a plugin's are
-    documented by the plugin)."""
-    out = [f"### {title}", "", f"| {column} | registered object | `params` (defaults) |",
+def _kind_table(title: str, column: str, section: str, params: str = "params") -> list[str]:
+    """The built-in entries of a section's registry (`section` "objective": the objectives')
+    with their parameters, the keys of the table `params` (a plugin's are documented by the
+    plugin)."""
+    out = [f"### {title}", "", f"| {column} | registered object | `{params}` (defaults) |",
            "|---|---|---|"]
-    reg = REGISTRIES[section]
+    reg = registry.objectives if section == "objective" else REGISTRIES[section]
     for name in reg:
         entry = reg[name]
         if not entry.__module__.startswith("deeppot."):
@@ -73,5 +75,7 @@ def reference_markdown() -> str:
         out += _section_table(name, cls)
     out += _kind_table("Sources (`[data] source`)", "source", "data")
     out += _kind_table("DF kinds (`[df] kind`)", "kind", "df")
+    out += _kind_table("Objectives (`[df] objective`)", "objective", "objective",
+                       "objective_params")
     out += _kind_table("Potential families (`[potential] model`)", "model", "potential")
     return "\n".join(out)

@@ -18,7 +18,9 @@ receives those its signature names:
 Attributes declare the rest: a source with `exact_df = True` records its exact DF in its
 catalogues' meta, one with `physical_units = True` needs physical `[run] units`, one with
 `suffixes` reads files with those suffixes; a DF with `needs_truth_df = True` is such an
-exact DF; a DF is trained when it has `objectives` (`fit_df`'s training objectives).
+exact DF; a DF is trained when it has `objectives` (the names of the registered training
+objectives it supports, `[df] objective`, whose settings `[df] objective_params` holds,
+checked against the objective's signature in the same way).
 
 A parameter whose Python value is no TOML value is written as one that `CONVERTERS` turns
 into it: an activation function by name, `ODESettings` as its number of fixed steps.
@@ -93,11 +95,13 @@ CONVERTERS: dict[Any, Converter] = {
 REGISTRIES: dict[str, registry.Registry] = {
     "data": registry.sources, "df": registry.distribution_functions,
     "potential": registry.potentials}
-# what the pipeline passes itself, per section (those of them an entry's signature names)
+# what the pipeline passes itself, per section (those of them an entry's signature names);
+# "objective" is `[df] objective`, whose settings are `[df] objective_params`
 SUPPLIED: dict[str, tuple[str, ...]] = {
     "data": ("key", "n", "path", "units", "progress"),
     "df": ("key", "dim", "pair_invariant", "catalog"),
     "potential": ("key", "G", "width", "depth", "input_scale"),
+    "objective": (),
 }
 
 _TOML_TYPES = {bool: "bool", int: "int", float: "float", str: "str", list: "array",
@@ -183,7 +187,8 @@ def parameters(entry, section: str) -> tuple[dict[str, Parameter], bool]:
     **Arguments:**
 
     - `entry`: the registered class or function.
-    - `section`: `"data"`, `"df"` or `"potential"` (what the pipeline supplies).
+    - `section`: `"data"`, `"df"`, `"potential"` or `"objective"` (what the pipeline
+      supplies).
     """
     hints = _hints(entry)
     out, open_ended = {}, False

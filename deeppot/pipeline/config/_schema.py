@@ -104,8 +104,12 @@ class DFConfig:
                        "ffjord | spline | exact (the catalogue's own analytic DF) | …",
                        choices=lambda: tuple(registry.distribution_functions))
     ensemble: int = option(1, "int", "members averaged (log-prob mean)", lo=1, only=_TRAINED)
-    objective: str = option("", "str", "training objective ('' = the model's default)",
-                            only=_TRAINED)
+    objective: str = option("", "str", "training objective: a registered objective the DF "
+                            "supports (see the table of objectives below; '' = the DF's "
+                            "default)", only=_TRAINED)
+    objective_params: dict = option({}, "table", "the objective's settings: keyword arguments "
+                                    "of its registered class (see the table of objectives "
+                                    "below)", only=_TRAINED)
     steps: int = option(DF_SETTINGS.max_steps, "int", "training steps", lo=0,
                         only=_TRAINED)
     batch_size: int = option(DF_SETTINGS.batch_size, "int", "batch size", lo=1,

@@ -16,7 +16,7 @@ from ._fields import check_value, typename
 from ._kinds import REGISTRIES, check_params, learned_model, parameters, takes, trainable
 from ._schema import SECTIONS, SELECTOR, Config, applies
 
-__all__ = ["MOVED", "parse_config"]
+__all__ = ["MOVED", "MOVED_TO_OBJECTIVE", "parse_config"]
 
 # keys that were a kind's own before they became its registry entry's parameters: old key
 # → the parameter's name in the section's `params` table
@@ -26,6 +26,11 @@ MOVED: dict[str, dict[str, str]] = {
                              "n_blocks", "width", "depth", "activation")},
            "spline_kind": "kind", "ode_steps": "ode"},
 }
+# FFJORD's loss settings before objectives held them: old `[df.params]` name → the parameter
+# of `[df] objective_params` (an `objective = "nll_exact"` became `trace = "exact"`)
+MOVED_TO_OBJECTIVE: dict[str, str] = {"reg_kinetic": "reg_kinetic", "reg_jacobian":
+                                      "reg_jacobian", "hutchinson": "probe",
+                                      "cfm_sigma_min": "sigma_min"}
 
 
 def _moved(section: str, key: str, value, chosen) -> str | None:
@@ -95,7 +100,8 @@ def _check_data(cfg: Config, errors: list[str]) -> dict[str, Any]:
                         data.params, "data", errors)
 
 
-def _check_df(cfg: Config, errors: list[str]) -> dict[str, Any]:
+def _check_df(cfg: Config, errors: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`[df]`: its cross-key checks; returns its `params` and `objective_params`, converted."""
     df = cfg.df
     entry = registry.distribution_functions[df.kind]
     if getattr(entry, "needs_truth_df", False) and (
@@ -115,11 +121,32 @@ def _check_df(cfg: Config, errors: list[str]) -> dict[str, Any]:
     if df.symmetry != "none" and not takes(entry, "dim"):
         errors.append(f"symmetry = {df.symmetry!r} in [df] models the DF in reduced "
                       f"coordinates; kind {df.kind!r} has no dim parameter to take them")
-    if trainable(df.kind) and df.objective and df.objective not in entry.objectives:
+    params = dict(df.params)
+    own = parameters(entry, "df")[0]
+    for old, new in MOVED_TO_OBJECTIVE.items():
+        if old in params and old not in own:
+            errors.append(f"parameter {old!r} in [df.params] moved: a training objective's "
+                          f"settings are its parameters, in [df.objective_params] "
+                          f"({new} = {params.pop(old)!r})")
+    return check_params(f"key 'params' in [df]: kind {df.kind!r}", entry, params, "df",
+                        errors), _check_objective(df, entry, errors)
+
+
+def _check_objective(df, entry, errors: list[str]) -> dict[str, Any]:
+    """`[df] objective` (one the kind supports) and its `objective_params`, converted."""
+    if not trainable(df.kind):
+        return df.objective_params
+    name = df.objective or entry.objectives[0]
+    if df.objective == "nll_exact":
+        errors.append("key 'objective' in [df]: 'nll_exact' moved: it is objective = 'nll' "
+                      "with trace = 'exact' in [df.objective_params]")
+    elif name not in entry.objectives or name not in registry.objectives:
         errors.append(f"key 'objective' in [df] must be one of {entry.objectives} for kind = "
                       f"{df.kind!r}; got {df.objective!r}")
-    return check_params(f"key 'params' in [df]: kind {df.kind!r}", entry, df.params, "df",
-                        errors)
+    else:
+        return check_params(f"key 'objective_params' in [df]: objective {name!r}",
+                            registry.objectives[name], df.objective_params, "objective", errors)
+    return df.objective_params
 
 
 def _check_potential(cfg: Config, errors: list[str]) -> dict[str, Any]:
@@ -193,14 +220,14 @@ def _cross_checks(cfg: Config, errors: list[str]) -> Config:
         except (KeyError, TypeError, ValueError) as err:
             missing = f"missing key {err}" if isinstance(err, KeyError) else str(err)
             errors.append(f"key 'selection' in [scores]: {missing}")
-    df_params = _check_df(cfg, errors)
+    df_params, objective_params = _check_df(cfg, errors)
     pot_params = _check_potential(cfg, errors)
     if cfg.evaluate.r_min >= cfg.evaluate.r_max:
         errors.append(f"[evaluate] needs r_min < r_max; got r_min = {cfg.evaluate.r_min}, "
                       f"r_max = {cfg.evaluate.r_max}")
     return dataclasses.replace(
         cfg, data=dataclasses.replace(cfg.data, params=data_params),
-        df=dataclasses.replace(cfg.df, params=df_params),
+        df=dataclasses.replace(cfg.df, params=df_params, objective_params=objective_params),
         potential=dataclasses.replace(cfg.potential, params=pot_params))
 
 
