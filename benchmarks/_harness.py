@@ -206,6 +206,12 @@ def write_results(stem: str, payload: dict, table: str | None = None, *,
     return path
 
 
+def markdown_table(columns: list[str], rows) -> str:
+    """A Markdown table: a header of `columns`, then a line per row of cells (strings)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
+
+
 def append_rows(name: str, rows: list[dict]) -> Path:
     """Append `rows` as JSON lines to `RESULTS/<name>`, printing each."""
     RESULTS.mkdir(exist_ok=True)

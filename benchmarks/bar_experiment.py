@@ -344,27 +344,30 @@ def cmd_moments(args):
 def main(argv=None):
     p = harness.parser(__doc__, __file__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    m = sub.add_parser("mock")
-    m.add_argument("run")
+
+    def command(name, *, seed=None, suffix=False):
+        """A subcommand on the run directory `run`, with the seed of its keys and the suffix
+        of the DF and score files it reads or writes."""
+        c = sub.add_parser(name)
+        c.add_argument("run")
+        if seed is not None:
+            c.add_argument("--seed", type=int, default=seed)
+        if suffix:
+            c.add_argument("--suffix", default="")
+        return c
+
+    m = command("mock", seed=0)
     m.add_argument("--source", default="bar_jacobi")
     m.add_argument("--n", type=int, default=65536)
-    m.add_argument("--seed", type=int, default=0)
     m.add_argument("--params", default="", help="JSON of the source's parameters")
-    d = sub.add_parser("df")
-    d.add_argument("run")
+    d = command("df", seed=0, suffix=True)
     d.add_argument("--steps", type=int, default=20000)
     d.add_argument("--width", type=int, default=256)
     d.add_argument("--augment", action="store_true")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--suffix", default="")
-    s = sub.add_parser("scores")
-    s.add_argument("run")
+    s = command("scores", seed=2, suffix=True)
     s.add_argument("--n", type=int, default=262144)
     s.add_argument("--exact", action="store_true")
-    s.add_argument("--seed", type=int, default=2)
-    s.add_argument("--suffix", default="")
-    f = sub.add_parser("fit")
-    f.add_argument("run")
+    f = command("fit", seed=0, suffix=True)
     f.add_argument("--scores", choices=("exact", "flow"), default="flow")
     f.add_argument("--model", choices=("composite", "neural", "analytic"), default="composite")
     f.add_argument("--omega0", type=float, default=0.45)
@@ -374,17 +377,12 @@ def main(argv=None):
     f.add_argument("--max-scores", type=int, default=0)
     f.add_argument("--warmup", type=int, default=None, help="warm-up steps (networks)")
     f.add_argument("--batch-size", type=int, default=0, help="batch size (networks)")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--suffix", default="")
     f.add_argument("--tag", required=True)
-    r = sub.add_parser("report")
-    r.add_argument("run")
+    r = command("report", suffix=True)
     r.add_argument("--tag", required=True)
     r.add_argument("--n-points", type=int, default=16384)
-    r.add_argument("--suffix", default="")
     r.add_argument("--plots", action="store_true")
-    o = sub.add_parser("moments")
-    o.add_argument("run")
+    command("moments")
     args = p.parse_args(argv)
     {"mock": cmd_mock, "df": cmd_df, "scores": cmd_scores, "fit": cmd_fit,
      "report": cmd_report, "moments": cmd_moments}[args.cmd](args)

@@ -32,6 +32,14 @@ def _timed(fn):
     return out, st.wall, st.cpu
 
 
+def _row(what: str, n: int, steps: int, steps_per_orbit: int, wall: float, cpu: float,
+         **extra) -> dict:
+    """A result: `n` orbits of `steps` orbit-steps in all in `wall` and `cpu` seconds."""
+    return {"what": what, "n_orbits": n, "orbit_steps": steps, "steps_per_orbit": steps_per_orbit,
+            "wall_s": wall, "cpu_s": cpu, "us_per_orbit_step_wall": wall / steps * 1e6,
+            "us_per_orbit_step_cpu": cpu / steps * 1e6, **extra}
+
+
 def bench_deeppot(n: int, n_dyn: float, batch_size: int, workers: int, seed: int) -> dict:
     pot, x0, v0, dt, n_steps, _ = mocks.disk_initial_conditions(
         jax.random.key(seed), n, n_dyn=n_dyn
@@ -41,19 +49,9 @@ def bench_deeppot(n: int, n_dyn: float, batch_size: int, workers: int, seed: int
     _, compile_wall, _ = _timed(lambda: integrate_orbits(pot, x0, v0, dt, 0 * n_steps, **kw))
     _, wall, cpu = _timed(lambda: integrate_orbits(pot, x0, v0, dt, n_steps, **kw))
     steps = int(n_steps.sum())
-    return {
-        "what": f"deeppot yoshida6, 2^{int(np.log2(n))} disk orbits",
-        "n_orbits": n,
-        "orbit_steps": steps,
-        "steps_per_orbit": int(n_steps.max()),
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "compile_wall_s": compile_wall,
-        "us_per_orbit_step_wall": wall / steps * 1e6,
-        "us_per_orbit_step_cpu": cpu / steps * 1e6,
-        "batch_size": batch_size,
-        "workers": workers,
-    }
+    return _row(f"deeppot yoshida6, 2^{int(np.log2(n))} disk orbits", n, steps,
+                int(n_steps.max()), wall, cpu, compile_wall_s=compile_wall,
+                batch_size=batch_size, workers=workers)
 
 
 def bench_galpy(n: int, n_dyn: float, batch_size: int, seed: int, numcores: int) -> list[dict]:
@@ -89,30 +87,12 @@ def bench_galpy(n: int, n_dyn: float, batch_size: int, seed: int, numcores: int)
     integrate_orbits(pot, x0, v0, step, 0, **kw)
     (x1, v1), d_wall, d_cpu = _timed(lambda: integrate_orbits(pot, x0, v0, step, n_step, **kw))
     diff = float(np.abs(np.concatenate([x1, v1], axis=1) - ref).max())
-    galpy_row = {
-        "what": f"galpy symplec6_c, 2^{int(np.log2(n))} disk orbits (numcores={numcores})",
-        "n_orbits": n,
-        "orbit_steps": steps,
-        "steps_per_orbit": n_step,
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "us_per_orbit_step_wall": wall / steps * 1e6,
-        "us_per_orbit_step_cpu": cpu / steps * 1e6,
-    }
-    same_row = {
-        "what": f"deeppot yoshida6, same 2^{int(np.log2(n))} orbits and step as galpy",
-        "n_orbits": n,
-        "orbit_steps": steps,
-        "steps_per_orbit": n_step,
-        "wall_s": d_wall,
-        "cpu_s": d_cpu,
-        "us_per_orbit_step_wall": d_wall / steps * 1e6,
-        "us_per_orbit_step_cpu": d_cpu / steps * 1e6,
-        "max_abs_diff_vs_galpy": diff,
-        "speedup_cpu_vs_galpy": cpu / d_cpu,
-        "speedup_wall_vs_galpy": wall / d_wall,
-        "batch_size": batch_size,
-    }
+    galpy_row = _row(f"galpy symplec6_c, 2^{int(np.log2(n))} disk orbits (numcores={numcores})",
+                     n, steps, n_step, wall, cpu)
+    same_row = _row(f"deeppot yoshida6, same 2^{int(np.log2(n))} orbits and step as galpy", n,
+                    steps, n_step, d_wall, d_cpu, max_abs_diff_vs_galpy=diff,
+                    speedup_cpu_vs_galpy=cpu / d_cpu, speedup_wall_vs_galpy=wall / d_wall,
+                    batch_size=batch_size)
     return [galpy_row, same_row]
 
 
@@ -128,32 +108,18 @@ def bench_full_disk(n: int, n_dyn: float, batch_size: int, workers: int, seed: i
         )
     )
     steps = cat.meta["integration"]["orbit_steps"]
-    return {
-        "what": f"mocks.miyamoto_nagai_disk, 2^{int(np.log2(n))} stars end to end",
-        "n_orbits": n,
-        "orbit_steps": steps,
-        "steps_per_orbit": cat.meta["integration"]["n_steps_max"],
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "us_per_orbit_step_wall": wall / steps * 1e6,
-        "us_per_orbit_step_cpu": cpu / steps * 1e6,
-        "batch_size": batch_size,
-        "workers": workers,
-    }
+    return _row(f"mocks.miyamoto_nagai_disk, 2^{int(np.log2(n))} stars end to end", n, steps,
+                cat.meta["integration"]["n_steps_max"], wall, cpu, batch_size=batch_size,
+                workers=workers)
 
 
 def _table(rows: list[dict]) -> str:
-    head = (
-        "| run | orbits | orbit-steps | wall s | CPU s | µs/orbit-step wall | µs/orbit-step CPU |"
-    )
-    lines = [head, "|" + "---|" * 7]
-    for r in rows:
-        lines.append(
-            f"| {r['what']} | {r['n_orbits']} | {r['orbit_steps']:.3g} | {r['wall_s']:.3g} | "
-            f"{r['cpu_s']:.3g} | {r['us_per_orbit_step_wall']:.4f} | "
-            f"{r['us_per_orbit_step_cpu']:.4f} |"
-        )
-    return "\n".join(lines)
+    return harness.markdown_table(
+        ["run", "orbits", "orbit-steps", "wall s", "CPU s", "µs/orbit-step wall",
+         "µs/orbit-step CPU"],
+        ([r["what"], f"{r['n_orbits']}", f"{r['orbit_steps']:.3g}", f"{r['wall_s']:.3g}",
+          f"{r['cpu_s']:.3g}", f"{r['us_per_orbit_step_wall']:.4f}",
+          f"{r['us_per_orbit_step_cpu']:.4f}"] for r in rows))
 
 
 def main(argv=None) -> int:

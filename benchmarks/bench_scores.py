@@ -293,19 +293,14 @@ def main(argv=None):
         "ideal_nll_quoted": IDEAL_NLL, "ideal_nll_on_test_points": ideal,
         "tf_reference": tf, "rows": rows, "minutes_for_2^20_scores": t_2_20,
     }
-    header = ("| model | mode | train s (CPU s) | held-out NLL | NLL − ideal | med err ∂x "
-              "| med err ∂v | p90 ∂x | p90 ∂v | scores/s | 2^20 scores (min) |")
-    lines = [header, "|" + "---|" * 11]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['mode']} | {r['train_s']:.0f} ({r.get('train_cpu_s', 0):.0f}) | "
-            f"{r['heldout_nll']:.4f} | "
-            f"{r['nll_minus_ideal']:+.4f} | {r['median_err_dlnf_dx']:.3f} | "
-            f"{r['median_err_dlnf_dv']:.3f} | {r['p90_err_dlnf_dx']:.3f} | "
-            f"{r['p90_err_dlnf_dv']:.3f} | {r['score_points_per_s']:.0f} | "
-            f"{t_2_20[r['model']]:.1f} |"
-        )
-    table = "\n".join(lines)
+    table = harness.markdown_table(
+        ["model", "mode", "train s (CPU s)", "held-out NLL", "NLL − ideal", "med err ∂x",
+         "med err ∂v", "p90 ∂x", "p90 ∂v", "scores/s", "2^20 scores (min)"],
+        ([r["model"], r["mode"], f"{r['train_s']:.0f} ({r.get('train_cpu_s', 0):.0f})",
+          f"{r['heldout_nll']:.4f}", f"{r['nll_minus_ideal']:+.4f}",
+          f"{r['median_err_dlnf_dx']:.3f}", f"{r['median_err_dlnf_dv']:.3f}",
+          f"{r['p90_err_dlnf_dx']:.3f}", f"{r['p90_err_dlnf_dv']:.3f}",
+          f"{r['score_points_per_s']:.0f}", f"{t_2_20[r['model']]:.1f}"] for r in rows))
     print(table)
     print(f"TF-reference FFJORD: {tf['score_only_s']:.2f} s (score) / "
           f"{tf['log_prob_plus_score_s']:.2f} s (log-prob + score) vs 4.1 s → "

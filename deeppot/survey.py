@@ -58,19 +58,19 @@ __all__ = [
 
 OBSERVABLES = ("ra", "dec", "parallax", "pmra", "pmdec", "radial_velocity")
 ASTROMETRY = OBSERVABLES[:5]
-GAIA_UNITS: dict[str, u.UnitBase] = {
+_OBSERVABLE_UNITS = {
     "ra": u.deg,
     "dec": u.deg,
     "parallax": u.mas,
     "pmra": u.mas / u.yr,
     "pmdec": u.mas / u.yr,
     "radial_velocity": u.km / u.s,
-    "ra_error": u.mas,
-    "dec_error": u.mas,
-    "parallax_error": u.mas,
-    "pmra_error": u.mas / u.yr,
-    "pmdec_error": u.mas / u.yr,
-    "radial_velocity_error": u.km / u.s,
+}
+# each error in its observable's unit, but the positions' errors in mas (Gaia's convention)
+GAIA_UNITS: dict[str, u.UnitBase] = {
+    **_OBSERVABLE_UNITS,
+    **{f"{name}_error": u.mas if name in ("ra", "dec") else unit
+       for name, unit in _OBSERVABLE_UNITS.items()},
 }
 _REQUIRED = OBSERVABLES + ("parallax_error", "pmra_error", "pmdec_error", "radial_velocity_error")
 _OPTIONAL_ERRORS = ("ra_error", "dec_error")

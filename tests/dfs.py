@@ -3,13 +3,16 @@ test: tiny untrained flows standardised on exact Plummer stars, so that their de
 are plausible and cheap to evaluate."""
 
 import functools
+import typing
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from deeppot.flows import (
     FFJORD,
+    AbstractDF,
     Augmented,
     AxisymmetricDF,
     Ensemble,
@@ -44,6 +47,24 @@ def _stars():
 
 def _standardised(df):
     return df.standardise(_stars())
+
+
+@typing.final
+class GaussianDF(AbstractDF):
+    """A unit normal in phase space, not one of `DFS`: exact samples and scores that compile in
+    a moment, for tests of what is done with scores."""
+
+    chunk_size: int = eqx.field(static=True, default=128)
+
+    def _log_prob_chunk(self, w):
+        return -0.5 * jnp.sum(w**2, -1) - 3.0 * jnp.log(2.0 * jnp.pi)
+
+    def _score_chunk(self, w):
+        return -w
+
+    def _sample_chunk(self, key, m):
+        w = jax.random.normal(key, (m, 6))
+        return w, self._log_prob_chunk(w)
 
 
 DFS = {

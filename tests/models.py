@@ -6,6 +6,7 @@ from pathlib import Path
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import deeppot as dp
 
@@ -104,3 +105,11 @@ def exported_model(name: str):
     if name in TRAINED:
         return trained(name)
     return ALL[name]()
+
+
+def assert_close(ours, theirs, rtol: float = 1e-10):
+    """`ours` equals another library's `theirs` to `rtol` of each value or of the largest
+    |theirs| (values near zero compare at the scale of the field)."""
+    theirs = np.asarray(theirs)
+    scale = np.max(np.abs(theirs)) + 1e-300
+    np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=rtol * scale)

@@ -18,7 +18,7 @@ from .. import registry
 from ..catalog import PhaseSpaceCatalog
 from ..orbits import integrate_orbits, jacobi_integral, steps_for_duration
 from ..potentials import NFW, CompositePotential, LongMuraliBar, MiyamotoNagai
-from ._common import check_key, describe_potential, key_meta
+from ._common import check_draw, check_positive, describe_potential, key_meta
 
 __all__ = [
     "azimuthal_circular_velocity",
@@ -230,10 +230,7 @@ def jacobi_bar(
     **Returns:** a `PhaseSpaceCatalog` (inertial x, v); `meta` records the truth potential,
     the pattern speed (`meta["frame"]`) and the exact DF.
     """
-    check_key(key)
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
+    n = check_draw(key, n)
     params = _potential_params(potential_params)
     df, lagrange = _jacobi_df(float(pattern_speed), float(e_frac), float(index), params)
     with jax.enable_x64(True):
@@ -276,14 +273,8 @@ def bar_initial_conditions(
     **Returns:** `(potential, x0, v0, dt, n_steps)`: the float64 barred potential, initial
     positions and inertial velocities (n, 3), per-star steps and step counts (n,).
     """
-    check_key(key)
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
-    for name, val in (("h_R", h_R), ("h_z", h_z), ("sigma", sigma), ("n_bar", n_bar),
-                      ("pattern_speed", pattern_speed)):
-        if not (np.isfinite(val) and val > 0):
-            raise ValueError(f"{name} must be positive and finite, got {val}")
+    n = check_draw(key, n)
+    check_positive(h_R=h_R, h_z=h_z, sigma=sigma, n_bar=n_bar, pattern_speed=pattern_speed)
     if steps_per_period < 1:
         raise ValueError(f"steps_per_period must be positive, got {steps_per_period}")
     params = _potential_params(potential_params)

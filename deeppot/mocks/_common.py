@@ -45,6 +45,26 @@ def check_key(key: Any) -> jax.Array:
     return key
 
 
+def check_draw(key: Any, n) -> int:
+    """Check a generator's key (`check_key`) and number of stars.
+
+    **Returns:** `n` as an `int`; raises `ValueError` unless it is positive.
+    """
+    check_key(key)
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
+    return n
+
+
+def check_positive(**values) -> None:
+    """Raise `ValueError` naming the first of `values` (name=value) that is not a positive,
+    finite number."""
+    for name, val in values.items():
+        if not (np.isfinite(val) and val > 0):
+            raise ValueError(f"{name} must be positive and finite, got {val}")
+
+
 def key_meta(key: jax.Array) -> dict[str, Any]:
     """Serialisable description of a key: implementation and raw key data."""
     return {

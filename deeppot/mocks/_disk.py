@@ -11,7 +11,7 @@ from .._params import to_model_units
 from ..catalog import PhaseSpaceCatalog
 from ..orbits import integrate_orbits, steps_for_duration
 from ..potentials import MiyamotoNagai
-from ._common import check_key, describe_potential, key_meta
+from ._common import check_draw, check_positive, describe_potential, key_meta
 
 
 def midplane_periods(potential, R: Float[Array, " n"]) -> Float[Array, "3 n"]:
@@ -72,18 +72,13 @@ def disk_initial_conditions(
     positions and velocities at azimuth 0 (n, 3), per-star steps and step counts (n,), and
     the final azimuthal rotation angles (n,).
     """
-    check_key(key)
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
+    n = check_draw(key, n)
     with jax.enable_x64(True):
         pot = MiyamotoNagai(m_tot, a, b, units=units)
     h_R = to_model_units("h_R", h_R, "length", pot.units)
     h_z = to_model_units("h_z", h_z, "length", pot.units)
     n_dyn = to_model_units("n_dyn", n_dyn, "dimensionless", pot.units)
-    for name, val in (("h_R", h_R), ("h_z", h_z), ("n_dyn", n_dyn)):
-        if not (np.isfinite(val) and val > 0):
-            raise ValueError(f"{name} must be positive and finite, got {val}")
+    check_positive(h_R=h_R, h_z=h_z, n_dyn=n_dyn)
     if steps_per_period < 1:
         raise ValueError(f"steps_per_period must be positive, got {steps_per_period}")
     with jax.enable_x64(True):

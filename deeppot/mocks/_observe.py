@@ -10,7 +10,7 @@ import numpy as np
 
 from ..catalog import PhaseSpaceCatalog
 from ..selection import AbstractSelection
-from ._common import check_key, key_meta
+from ._common import check_draw, check_key, check_positive, key_meta
 
 _ACCEPT_STREAM = 1_000_003  # fold_in tag of the acceptance draws in sample_selected
 
@@ -94,8 +94,7 @@ def sphere_mask(
     c = np.asarray(center, dtype=np.float64)
     if c.shape != (3,) or not np.all(np.isfinite(c)):
         raise ValueError(f"center must be a finite 3-vector, got {center!r}")
-    if not (np.isfinite(radius) and radius > 0):
-        raise ValueError(f"radius must be positive and finite, got {radius}")
+    check_positive(radius=radius)
     return np.sum((np.asarray(x) - c) ** 2, axis=1) <= radius**2
 
 
@@ -205,10 +204,7 @@ def sample_selected(
     **Returns:** a `PhaseSpaceCatalog` of exactly n stars; `meta["selection"]["n_parent"]` is
     the total number of parent stars drawn and `meta["selection"]["rounds"]` the draws.
     """
-    check_key(key)
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
+    n = check_draw(key, n)
     parts: list[PhaseSpaceCatalog] = []
     n_sel = n_parent = 0
     m = int(pilot) if pilot is not None else n

@@ -9,7 +9,7 @@ import numpy as np
 from .. import registry
 from ..catalog import PhaseSpaceCatalog
 from ..potentials import Plummer
-from ._common import check_key, describe_potential, key_meta
+from ._common import check_draw, check_positive, describe_potential, key_meta
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -54,12 +54,8 @@ def plummer(key: jax.Array, n: int, r_max: float = 10.0) -> PhaseSpaceCatalog:
     **Returns:** a `PhaseSpaceCatalog` whose `meta` records the generator, parameters, key
     and the truth potential `{"class": "Plummer", "m_tot": 1.0, "r_s": 1.0, "G": 1.0}`.
     """
-    check_key(key)
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
-    if not (np.isfinite(r_max) and r_max > 0):
-        raise ValueError(f"r_max must be positive and finite, got {r_max}")
+    n = check_draw(key, n)
+    check_positive(r_max=r_max)
     with jax.enable_x64(True):
         # Draw a power-of-two bucket (fewer compilations across sizes) and keep n stars.
         n_draw = max(16, 1 << (n - 1).bit_length())

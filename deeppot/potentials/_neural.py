@@ -169,6 +169,21 @@ def _check_net(cls_name: str, net: TanhMLP, features: tuple[str, ...]):
         )
 
 
+def _set_inputs(module, units, G, input_scale, features, allowed, required) -> None:
+    """Set a network potential's unit system, input length and features (checked against
+    `allowed`, including `required`), in its `__init__`."""
+    module.units = resolve_units(units, G, input_scale)
+    module.input_scale = _scale(input_scale, module.units)
+    module.features = _check_features(type(module).__name__, features, allowed, required)
+
+
+def _network(features, width: int, depth: int, key) -> TanhMLP:
+    """A `TanhMLP` with an input per feature value (at least one: unknown names are left to
+    the constructor's check)."""
+    n_in = sum(FEATURE_SIZES.get(f, 0) for f in features)
+    return TanhMLP(max(n_in, 1), width, depth, key=key)
+
+
 def _stack_features(features, x, s, n=None):
     parts = [_feature(name, x, s, n) for name in features]
     if len(parts) == 1:
@@ -248,12 +263,8 @@ class NeuralPotential(AbstractNeuralPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, input_scale)
-        self.input_scale = _scale(input_scale, self.units)
-        self.features = _check_features(
-            "NeuralPotential", features, ("x", "r2", "r", "log_r"), "x"
-        )
-        self.net = TanhMLP(sum(FEATURE_SIZES[f] for f in self.features), width, depth, key=key)
+        _set_inputs(self, units, G, input_scale, features, ("x", "r2", "r", "log_r"), "x")
+        self.net = _network(self.features, width, depth, key)
 
     def _features(self, x: Position):
         return _stack_features(self.features, x, self.input_scale)
@@ -289,19 +300,15 @@ class Spherical(AbstractNeuralPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, input_scale)
-        input_scale = _scale(input_scale, self.units)
-        self.features = _check_features("Spherical", features, ("r2", "r", "log_r"), None)
+        _set_inputs(self, units, G, input_scale, features, ("r2", "r", "log_r"), None)
         _check_net("Spherical", net, self.features)
         self.net = net
-        self.input_scale = input_scale
 
     @classmethod
     def mlp(
         cls, *, key, width=128, depth=3, input_scale=1.0, features=("r2",), G=None, units=None
     ) -> "Spherical":
-        n_in = sum(FEATURE_SIZES.get(f, 0) for f in features)
-        return cls(TanhMLP(max(n_in, 1), width, depth, key=key), input_scale=input_scale,
+        return cls(_network(features, width, depth, key), input_scale=input_scale,
                    features=features, G=G, units=units)
 
     def _features(self, x: Position):
@@ -343,11 +350,7 @@ class Axisymmetric(AbstractNeuralPotential):
         G: float | None = None,
         units=None,
     ):
-        self.units = resolve_units(units, G, input_scale)
-        input_scale = _scale(input_scale, self.units)
-        self.features = _check_features(
-            "Axisymmetric", features, ("R2z", "r2", "r", "log_r"), "R2z"
-        )
+        _set_inputs(self, units, G, input_scale, features, ("R2z", "r2", "r", "log_r"), "R2z")
         _check_net("Axisymmetric", net, self.features)
         if axis is not None:
             axis = vector3("axis", axis)
@@ -355,16 +358,14 @@ class Axisymmetric(AbstractNeuralPotential):
                 raise ValueError("parameter 'axis' must be a non-zero vector")
         self.net = net
         self.axis = axis
-        self.input_scale = input_scale
 
     @classmethod
     def mlp(
         cls, *, key, width=128, depth=3, axis=None, input_scale=1.0, features=("R2z",),
         G=None, units=None,
     ) -> "Axisymmetric":
-        n_in = sum(FEATURE_SIZES.get(f, 0) for f in features)
-        return cls(TanhMLP(max(n_in, 1), width, depth, key=key), axis=axis,
-                   input_scale=input_scale, features=features, G=G, units=units)
+        return cls(_network(features, width, depth, key), axis=axis, input_scale=input_scale,
+                   features=features, G=G, units=units)
 
     @property
     def unit_axis(self) -> Float[Array, "3"]:

@@ -23,6 +23,7 @@ from jax._src import xla_bridge  # private, for one check: has the backend start
 
 import deeppot as dp
 from deeppot.train import fit
+from tests.dfs import GaussianDF
 
 # jax.distributed.initialize must come before JAX starts its backend: importing deeppot
 # must not start it
@@ -116,23 +117,6 @@ def check_resume(tmp: Path):
             and h_full.val_loss == h_res.val_loss}
 
 
-@typing.final
-class _GaussianDF(dp.flows.AbstractDF):
-    """A unit normal in phase space: exact samples and scores that compile in a moment."""
-
-    chunk_size: int = eqx.field(static=True, default=64)
-
-    def _log_prob_chunk(self, w):
-        return -0.5 * jnp.sum(w**2, -1) - 3.0 * jnp.log(2.0 * jnp.pi)
-
-    def _score_chunk(self, w):
-        return -w
-
-    def _sample_chunk(self, key, m):
-        w = jax.random.normal(key, (m, 6))
-        return w, self._log_prob_chunk(w)
-
-
 def _score_diffs(a, b):
     return {f: float(np.max(np.abs(np.asarray(getattr(a, f)) - np.asarray(getattr(b, f)))))
             for f in ("x", "v", "dlnf_dx", "dlnf_dv", "ln_f")}
@@ -142,7 +126,7 @@ def check_scores(tmp: Path):
     """sample_scores on 4 devices (groups of 4 chunks, a padded group, a short tail chunk;
     each chunk in several of the DF's own chunks) against one device, in memory and
     streamed to HDF5."""
-    df = _GaussianDF()
+    df = GaussianDF(chunk_size=64)
     one = dp.sample_scores(df, jax.random.key(5), 1050, chunk_size=100, devices=1)
     four = dp.sample_scores(df, jax.random.key(5), 1050, chunk_size=100)
     on_disk = dp.sample_scores(df, jax.random.key(5), 1050, chunk_size=100,
@@ -192,7 +176,7 @@ def check_multiprocess(tmp: Path):
         checkpoint_every=10, **KW)
     resumed, _ = fit(_Net(jax.random.key(3)), _mse, _data(), max_steps=40,
                      checkpoint_path=path, **KW)
-    scores = dp.sample_scores(_GaussianDF(), jax.random.key(5), 1050, chunk_size=100)
+    scores = dp.sample_scores(GaussianDF(chunk_size=64), jax.random.key(5), 1050, chunk_size=100)
     return {"process": jax.process_index(), "n_processes": jax.process_count(),
             "n_devices": jax.device_count(), "resumed_equal": _equal(model, resumed),
             "params": [x.tolist() for x in _leaves(model)],
@@ -202,7 +186,7 @@ def check_multiprocess(tmp: Path):
 def check_single_reference(tmp: Path):
     """The one-process numbers the multi-process run must reproduce."""
     model, _ = fit(_Net(jax.random.key(3)), _mse, _data(), max_steps=40, **KW)
-    scores = dp.sample_scores(_GaussianDF(), jax.random.key(5), 1050, chunk_size=100)
+    scores = dp.sample_scores(GaussianDF(chunk_size=64), jax.random.key(5), 1050, chunk_size=100)
     return {"params": [x.tolist() for x in _leaves(model)],
             "scores_x_sum": float(np.sum(scores.x)), "n_devices": jax.device_count()}
 

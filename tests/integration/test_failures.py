@@ -16,16 +16,9 @@ import pytest
 
 import deeppot as dp
 from deeppot import cli, pipeline, train
+from tests.runs import tiny_run
 
-TINY = {
-    "run": {"seed": 5, "progress": False},
-    "data": {"source": "plummer", "n": 1024},
-    "df": {"kind": "exact"},
-    "scores": {"n": 1024, "chunk_size": 1024},
-    "potential": {"model": "spherical", "width": 8, "depth": 1, "input_scale": 2.0},
-    "fit": {"steps": 30, "batch_size": 256, "warmup_steps": 5, "checkpoint_every": 10},
-    "evaluate": {"n_points": 512, "plots": False},
-}
+TINY = tiny_run(seed=5, n=1024, width=8, depth=1, steps=30)
 
 
 def _cli(capsys, *argv):

@@ -6,18 +6,9 @@ import numpy as np
 import pytest
 
 from deeppot import cli, pipeline, train
+from tests.runs import tiny_run
 
-# A tiny run: exact Plummer scores (no flow to train) and a small spherical network, so the
-# resume tests spend their time on the run-directory logic, not on training.
-TINY = {
-    "run": {"seed": 3, "progress": False},
-    "data": {"source": "plummer", "n": 2048},
-    "df": {"kind": "exact"},
-    "scores": {"n": 2048, "chunk_size": 1024},
-    "potential": {"model": "spherical", "width": 16, "depth": 2, "input_scale": 2.0},
-    "fit": {"steps": 60, "batch_size": 512, "warmup_steps": 5, "checkpoint_every": 20},
-    "evaluate": {"n_points": 1024, "plots": False},
-}
+TINY = tiny_run(seed=3, n=2048, width=16, depth=2, steps=60)
 STAGES = ("data", "df", "scores", "potential", "report")
 
 

@@ -84,9 +84,15 @@ def _bound_points(key, n):
     return build("plummer").sample(key, n)
 
 
-@settings(max_examples=3)
-@given(seed=st.integers(0, 2**16))
-@pytest.mark.parametrize("name", sorted(DFS))
+def _on_random_points(dfs):
+    """A property of each DF named in `dfs`, checked at three random seeds (hypothesis)."""
+    def decorate(test):
+        test = settings(max_examples=3)(given(seed=st.integers(0, 2**16))(test))
+        return pytest.mark.parametrize("name", sorted(dfs))(test)
+    return decorate
+
+
+@_on_random_points(DFS)
 def test_score_is_gradient_of_log_prob(name, seed):
     with jax.enable_x64(True):
         df = build(name)
@@ -102,9 +108,7 @@ def test_score_is_gradient_of_log_prob(name, seed):
                                    atol=tol * float(jnp.abs(auto).max()))
 
 
-@settings(max_examples=3)
-@given(seed=st.integers(0, 2**16))
-@pytest.mark.parametrize("name", sorted(SYMMETRY))
+@_on_random_points(SYMMETRY)
 def test_invariant_under_its_symmetry(name, seed):
     """ln p(g w) = ln p(w) and the scores rotate with g, for random g of the DF's group."""
     with jax.enable_x64(True):
@@ -123,9 +127,7 @@ def test_invariant_under_its_symmetry(name, seed):
                                    atol=tol * float(jnp.abs(s).max()))
 
 
-@settings(max_examples=3)
-@given(seed=st.integers(0, 2**16))
-@pytest.mark.parametrize("name", sorted(REFLECTED))
+@_on_random_points(REFLECTED)
 def test_invariant_under_its_reflections(name, seed):
     """ln p(g w) = ln p(w), and the scores obey J_g(w)ᵀ s(g w) = s(w), for each reflection
     g of a `Reflected` DF."""

@@ -12,6 +12,7 @@ import pytest
 import deeppot as dp
 from deeppot.hostdata import AbstractHostData, HostBatches, batch_indices, fits_in_memory
 from deeppot.train import fit
+from tests.dfs import GaussianDF
 
 FIELDS = ("x", "v", "dlnf_dx", "dlnf_dv", "ln_f")
 
@@ -21,25 +22,8 @@ def _same(a, b):
                for f in FIELDS)
 
 
-@typing.final
-class _GaussianDF(dp.flows.AbstractDF):
-    """A unit normal in phase space (exact samples and scores, compiled in a moment)."""
-
-    chunk_size: int = eqx.field(static=True, default=128)
-
-    def _log_prob_chunk(self, w):
-        return -0.5 * jnp.sum(w**2, -1) - 3.0 * jnp.log(2.0 * jnp.pi)
-
-    def _score_chunk(self, w):
-        return -w
-
-    def _sample_chunk(self, key, m):
-        w = jax.random.normal(key, (m, 6))
-        return w, self._log_prob_chunk(w)
-
-
 def _scores(path, df=None):
-    df = _GaussianDF() if df is None else df
+    df = GaussianDF() if df is None else df
     on_disk = dp.sample_scores(df, jax.random.key(3), 1000, chunk_size=300, path=path)
     return dp.sample_scores(df, jax.random.key(3), 1000, chunk_size=300), on_disk
 

@@ -18,10 +18,6 @@ from deeppot_agama import to_agama  # noqa: E402
 FORCE_RTOL = 1e-3  # the bar over the data region
 
 
-def test_registered_as_exporter():
-    assert dp.registry.exporters["agama"] is to_agama
-
-
 def test_missing_agama_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "agama", None)  # makes `import agama` fail
     with pytest.raises(ImportError, match="make agama"):

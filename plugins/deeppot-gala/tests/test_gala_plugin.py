@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import deeppot as dp
-from tests.models import ANALYTIC, exported_model, exported_params
+from tests.models import ANALYTIC, assert_close, exported_model, exported_params
 
 gp = pytest.importorskip("gala.potential")
 deeppot_gala = pytest.importorskip("deeppot_gala")
@@ -15,10 +15,6 @@ import gala.integrate as gi  # noqa: E402
 from gala.units import dimensionless, galactic  # noqa: E402
 
 from deeppot_gala import from_gala, to_gala  # noqa: E402
-
-RTOL = 1e-10
-
-_model = exported_model
 
 
 @pytest.fixture
@@ -29,43 +25,34 @@ def q():
     return x[:, np.linalg.norm(x, axis=0) > 0.1]
 
 
-def _close(ours, theirs):
-    theirs = np.asarray(theirs)
-    scale = np.max(np.abs(theirs)) + 1e-300
-    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=RTOL * scale)
-
-
-def test_registered_as_exporter():
-    assert dp.registry.exporters["gala"] is to_gala
-
-
 @pytest.mark.parametrize("name", exported_params())
 def test_exported_fields_equal_deeppot(name, q, x64):
-    pot = _model(name)
+    pot = exported_model(name)
     g = to_gala(pot)
     x = q.T
-    _close(g.energy(q).value, pot.potential(x))
-    _close(g.gradient(q).value, np.asarray(pot.gradient(x)).T)
-    _close(g.acceleration(q).value, np.asarray(pot.acceleration(x)).T)
-    _close(g.density(q).value, np.asarray(pot.density(x)) * pot.G)
-    _close(g.hessian(q).value, np.moveaxis(np.asarray(pot.hessian(x)), 0, -1))
-    _close(g.energy(q[:, 0]).value, pot.potential(x[:1]))  # one point
+    assert_close(g.energy(q).value, pot.potential(x))
+    assert_close(g.gradient(q).value, np.asarray(pot.gradient(x)).T)
+    assert_close(g.acceleration(q).value, np.asarray(pot.acceleration(x)).T)
+    assert_close(g.density(q).value, np.asarray(pot.density(x)) * pot.G)
+    assert_close(g.hessian(q).value, np.moveaxis(np.asarray(pot.hessian(x)), 0, -1))
+    assert_close(g.energy(q[:, 0]).value, pot.potential(x[:1]))  # one point
 
 
 def test_exported_potential_uses_gala_coordinates_for_symmetric_models(x64):
     pot = ANALYTIC["miyamoto_nagai"]()
     R = np.array([0.5, 1.0, 2.0])
-    _close(to_gala(pot).energy(R=R, z=0.1).value,
-           pot.potential(np.stack([R, 0 * R, 0.1 + 0 * R], axis=-1)))
+    assert_close(to_gala(pot).energy(R=R, z=0.1).value,
+                 pot.potential(np.stack([R, 0 * R, 0.1 + 0 * R], axis=-1)))
     sph = ANALYTIC["plummer"]()
-    _close(to_gala(sph).energy(r=R).value, sph.potential(np.stack([R, 0 * R, 0 * R], axis=-1)))
+    assert_close(to_gala(sph).energy(r=R).value,
+                 sph.potential(np.stack([R, 0 * R, 0 * R], axis=-1)))
 
 
 @pytest.mark.parametrize("name", [
     "miyamoto_nagai", pytest.param("trained_axisymmetric", marks=pytest.mark.slow)])
 def test_gala_orbits_match_deeppot_integrator(name, x64):
     """Several orbits at once through gala's Python integrator, 2 orbital periods."""
-    pot = _model(name)
+    pot = exported_model(name)
     g = to_gala(pot)
     x0 = np.array([[1.0, 0.0, 0.05], [0.0, 1.5, -0.02], [0.8, 0.3, 0.0]])
     vc = np.asarray(pot.circular_velocity(x0 * np.array([1.0, 1.0, 0.0])))
@@ -122,10 +109,10 @@ def test_from_gala_reproduces_gala(name, q, x64):
     if name in ("NFW_galactic", "MilkyWayPotential"):
         q = q * 5.0  # kpc
     x = q.T
-    _close(pot.potential(x), ref.energy(q).value)
-    _close(np.asarray(pot.gradient(x)).T, ref.gradient(q).value)
+    assert_close(pot.potential(x), ref.energy(q).value)
+    assert_close(np.asarray(pot.gradient(x)).T, ref.gradient(q).value)
     if name != "KeplerPotential":  # gala's point mass has no density
-        _close(pot.density(x), ref.density(q).value)
+        assert_close(pot.density(x), ref.density(q).value)
 
 
 def test_from_gala_keeps_component_names():

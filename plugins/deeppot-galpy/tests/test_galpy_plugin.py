@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import deeppot as dp
-from tests.models import ANALYTIC, exported_model, exported_params
+from tests.models import ANALYTIC, assert_close, exported_model, exported_params
 
 gp = pytest.importorskip("galpy.potential")
 deeppot_galpy = pytest.importorskip("deeppot_galpy")
@@ -15,8 +15,6 @@ from galpy.orbit import Orbit  # noqa: E402
 from deeppot_galpy import from_galpy, to_galpy  # noqa: E402
 
 RTOL = 1e-10
-
-_model = exported_model
 
 
 @pytest.fixture
@@ -30,33 +28,23 @@ def _cartesian(R, z, phi):
     return np.stack([R * np.cos(phi), R * np.sin(phi), z], axis=-1)
 
 
-def _close(ours, theirs):
-    theirs = np.asarray(theirs)
-    scale = np.max(np.abs(theirs)) + 1e-300
-    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=RTOL * scale)
-
-
-def test_registered_as_exporter():
-    assert dp.registry.exporters["galpy"] is to_galpy
-
-
 @pytest.mark.parametrize("name", exported_params())
 def test_exported_fields_equal_deeppot(name, cylindrical, x64):
-    pot = _model(name)
+    pot = exported_model(name)
     g = to_galpy(pot)
     R, z, phi = cylindrical
     x = _cartesian(R, z, phi)
     kw = dict(phi=phi, use_physical=False)
-    _close(g(R, z, **kw), pot.potential(x))
+    assert_close(g(R, z, **kw), pot.potential(x))
     grad = np.asarray(pot.gradient(x))
     c, s = np.cos(phi), np.sin(phi)
-    _close(g.Rforce(R, z, **kw), -(grad[:, 0] * c + grad[:, 1] * s))
-    _close(g.zforce(R, z, **kw), -grad[:, 2])
+    assert_close(g.Rforce(R, z, **kw), -(grad[:, 0] * c + grad[:, 1] * s))
+    assert_close(g.zforce(R, z, **kw), -grad[:, 2])
     torque = -R * (-grad[:, 0] * s + grad[:, 1] * c)
     np.testing.assert_allclose(g.phitorque(R, z, **kw), torque,
                                atol=RTOL * np.max(np.abs(grad)) * 4)
     # galpy's natural units have G = 1: its density is ∇²Φ/4π = deeppot's density · G
-    _close(g.dens(R, z, **kw), np.asarray(pot.density(x)) * pot.G)
+    assert_close(g.dens(R, z, **kw), np.asarray(pot.density(x)) * pot.G)
     # one point at a time, as galpy's orbit integrators call it
     assert g.Rforce(float(R[0]), float(z[0]), phi=float(phi[0]), use_physical=False) \
         == pytest.approx(float(-(grad[0, 0] * c[0] + grad[0, 1] * s[0])), rel=1e-12)
@@ -64,7 +52,7 @@ def test_exported_fields_equal_deeppot(name, cylindrical, x64):
 
 @pytest.mark.parametrize("name", exported_params())
 def test_second_derivatives_equal_autodiff_in_cylindrical_coordinates(name, cylindrical, x64):
-    pot = _model(name)
+    pot = exported_model(name)
     g = to_galpy(pot)
     R, z, phi = cylindrical
 
@@ -73,9 +61,9 @@ def test_second_derivatives_equal_autodiff_in_cylindrical_coordinates(name, cyli
 
     H = np.asarray(jax.vmap(jax.hessian(phi_cyl))(jnp.stack([R, z, phi], axis=-1)))
     kw = dict(phi=phi, use_physical=False)
-    _close(g.R2deriv(R, z, **kw), H[:, 0, 0])
-    _close(g.z2deriv(R, z, **kw), H[:, 1, 1])
-    _close(g.Rzderiv(R, z, **kw), H[:, 0, 1])
+    assert_close(g.R2deriv(R, z, **kw), H[:, 0, 0])
+    assert_close(g.z2deriv(R, z, **kw), H[:, 1, 1])
+    assert_close(g.Rzderiv(R, z, **kw), H[:, 0, 1])
     scale = np.max(np.abs(H))
     for ours, ref in ((g.phi2deriv(R, z, **kw), H[:, 2, 2]), (g.Rphideriv(R, z, **kw), H[:, 0, 2]),
                       (g.phizderiv(R, z, **kw), H[:, 1, 2])):
@@ -88,7 +76,7 @@ def test_second_derivatives_equal_autodiff_in_cylindrical_coordinates(name, cyli
     ("composite", True),
 ])
 def test_symmetry_sets_galpy_non_axisymmetric_flag(name, non_axi):
-    assert to_galpy(_model(name)).isNonAxi is non_axi
+    assert to_galpy(exported_model(name)).isNonAxi is non_axi
 
 
 def _orbit_pair(pot, n_periods, steps_per_period=400):
@@ -115,7 +103,7 @@ def _orbit_pair(pot, n_periods, steps_per_period=400):
 @pytest.mark.parametrize("name", [
     "miyamoto_nagai", pytest.param("trained_axisymmetric", marks=pytest.mark.slow)])
 def test_galpy_orbit_matches_deeppot_integrator(name, x64):
-    galpy_x, ours = _orbit_pair(_model(name), n_periods=5)
+    galpy_x, ours = _orbit_pair(exported_model(name), n_periods=5)
     np.testing.assert_allclose(ours, galpy_x, atol=1e-8, rtol=0)
 
 
@@ -123,7 +111,7 @@ def test_galpy_orbit_matches_deeppot_integrator(name, x64):
 @pytest.mark.parametrize("name", ["miyamoto_nagai", "trained_axisymmetric", "trained_spherical"])
 def test_galpy_orbit_matches_deeppot_integrator_for_100_dynamical_times(name, x64):
     """100 orbital periods (the longest of a disk orbit's dynamical times) agree to 1e-8."""
-    galpy_x, ours = _orbit_pair(_model(name), n_periods=100)
+    galpy_x, ours = _orbit_pair(exported_model(name), n_periods=100)
     np.testing.assert_allclose(ours, galpy_x, atol=1e-8, rtol=0)
 
 
@@ -162,14 +150,14 @@ def test_from_galpy_reproduces_galpy(name, cylindrical, x64):
     kw = dict(phi=phi, use_physical=False)
     acc = np.asarray(pot.acceleration(x))
     c, s = np.cos(phi), np.sin(phi)
-    _close(acc[:, 0] * c + acc[:, 1] * s, gp.evaluateRforces(ref, R, z, **kw))
-    _close(acc[:, 2], gp.evaluatezforces(ref, R, z, **kw))
-    _close(pot.density(x), gp.evaluateDensities(ref, R, z, **kw))
+    assert_close(acc[:, 0] * c + acc[:, 1] * s, gp.evaluateRforces(ref, R, z, **kw))
+    assert_close(acc[:, 2], gp.evaluatezforces(ref, R, z, **kw))
+    assert_close(pot.density(x), gp.evaluateDensities(ref, R, z, **kw))
     phi_ref = gp.evaluatePotentials(ref, R, z, **kw)
     ours = np.asarray(pot.potential(x))
     if "PowerSphericalPotentialwCutoff" in name or name == "MWPotential2014":
         phi_ref = phi_ref - (phi_ref[0] - ours[0])  # galpy's Φ of that family has an offset
-    _close(ours, phi_ref)
+    assert_close(ours, phi_ref)
 
 
 def test_from_galpy_mwpotential2014_is_a_keyed_composite():
