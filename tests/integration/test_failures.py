@@ -617,16 +617,3 @@ def test_a_checkpoint_directory_that_does_not_exist_is_made(finished_run, tmp_pa
                         str(tmp_path / "pot.eqx"), "--no-progress", "--checkpoint-dir", str(ck))
     assert code == 0, err
     assert (ck / "potential.ckpt").exists() and (tmp_path / "pot.eqx").exists()
-
-
-@pytest.mark.parametrize("pot", [dp.Plummer(), dp.Hernquist(), dp.Isochrone(1.0, 1.0),
-                                 dp.Kepler(1.0), dp.MiyamotoNagai(1.0, 1.0, 0.1)],
-                         ids=lambda p: type(p).__name__)
-def test_float32_radii_near_the_largest_float_are_not_taken_for_the_centre(pot):
-    """Above ~8.5e37 the reciprocal of the radius is subnormal and flushed to zero: the
-    scaled norm gave r = 0 there, so every family returned its central values."""
-    x = jnp.array([[1e38, 0, 0], [0, 3e38, 0], [8e37, 8e37, 0]], jnp.float32)
-    phi, rho = np.asarray(pot.potential(x)), np.asarray(pot.density(x))
-    central = float(pot.potential(jnp.zeros(3, jnp.float32)))
-    assert np.all(np.isfinite(phi)) and np.all(np.isfinite(rho))
-    assert np.all(np.abs(phi) < 1e-36) and np.all(rho < 1e-30) and central <= -0.5
