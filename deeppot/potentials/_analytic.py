@@ -36,10 +36,30 @@ from ._base import AbstractPotential
 VGL = tuple[Scalar, Position, Scalar]
 
 
-def _norm(v: Float[Array, " n"]) -> Scalar:
-    """|v| without overflow or underflow (float32 squares overflow past ~1e19)."""
-    big = jnp.max(jnp.abs(v))
-    return big * jnp.sqrt(jnp.sum((v / jnp.where(big > 0, big, 1)) ** 2))
+@jax.custom_jvp
+def _norm(v: Float[Array, "*batch n"]) -> Float[Array, "*batch"]:
+    """|v| without overflow or underflow (float32 squares overflow past ~1e19).
+
+    Its derivative rule is v̂·dv, written with `_norm` again so that it can be
+    differentiated any number of times: the largest component's derivative splits where
+    components tie (|z| = c, say), which leaves the scaled form's second derivative wrong
+    there (`jnp.hypot` has the same fault).
+    """
+    big = jnp.max(jnp.abs(v), axis=-1, keepdims=True)
+    scaled = v / jnp.where(big > 0, big, 1)
+    return big[..., 0] * jnp.sqrt(jnp.sum(scaled**2, axis=-1))
+
+
+@_norm.defjvp
+def _norm_jvp(primals, tangents):
+    (v,), (dv,) = primals, tangents
+    n = _norm(v)
+    return n, jnp.sum(v / jnp.where(n > 0, n, 1)[..., None] * dv, axis=-1)
+
+
+def _hypot(a: Scalar, b: Scalar) -> Scalar:
+    """sqrt(a² + b²), differentiable any number of times also where |a| = |b|."""
+    return _norm(jnp.stack(jnp.broadcast_arrays(a, b), axis=-1))
 
 
 def _radius(x: Position) -> Scalar:
@@ -60,7 +80,7 @@ def _radial(x: Position, r: Scalar, phi, dphi_dr, lap) -> VGL:
 
 def plummer_vgl(G, m, b, x: Position) -> VGL:
     r = _radius(x)
-    s = jnp.hypot(r, b)
+    s = _hypot(r, b)
     phi_s = G * m / s
     return _radial(x, r, -phi_s, phi_s * (r / s) / s, 3 * phi_s * (b / s) ** 2 / s / s)
 
@@ -98,7 +118,7 @@ def nfw_vgl(G, m_s, r_s, x: Position) -> VGL:
 
 def isochrone_vgl(G, m, b, x: Position) -> VGL:
     r = _radius(x)
-    a = jnp.hypot(r, b)
+    a = _hypot(r, b)
     p = b + a
     phi_p = G * m / p
     # ∇²Φ = G m b (2a + b) / ((a + b)² a³)
@@ -107,7 +127,7 @@ def isochrone_vgl(G, m, b, x: Position) -> VGL:
 
 
 def miyamoto_nagai_vgl(G, m, a, b, x: Position) -> VGL:
-    zeta = jnp.hypot(x[2], b)
+    zeta = _hypot(x[2], b)
     azeta = a + zeta
     S = _norm(jnp.stack([x[0], x[1], azeta]))  # sqrt(R² + (a + ζ)²)
     u = jnp.stack([x[0], x[1], azeta]) / S
@@ -130,11 +150,11 @@ def long_murali_bar_vgl(G, m, a, b, c, angle, x: Position) -> VGL:
     xb = ca * x[0] + sa * x[1]  # coordinates along and across the bar
     yb = -sa * x[0] + ca * x[1]
     xp = jnp.abs(xb)
-    zeta = jnp.hypot(x[2], c)
+    zeta = _hypot(x[2], c)
     B = b + zeta
-    sqrt_c = jnp.hypot(yb, B)  # C = y² + B²
-    t_plus = jnp.hypot(xp + a, sqrt_c)
-    t_minus = jnp.hypot(xp - a, sqrt_c)
+    sqrt_c = _hypot(yb, B)  # C = y² + B²
+    t_plus = _hypot(xp + a, sqrt_c)
+    t_minus = _hypot(xp - a, sqrt_c)
     tsum = t_plus + t_minus
     u_plus, u_minus = (xp + a) / t_plus, (xp - a) / t_minus
     outside = xp >= a

@@ -74,6 +74,29 @@ def test_laplacian_methods_equal_reference_float64(name, method, x, x64):
         np.testing.assert_allclose(lap, ref, rtol=1e-9, atol=1e-12 * scale)
 
 
+def _lengths(pot):
+    """The family's length parameters (b, c, r_s, ...): where |z| or r equals one of them,
+    a scaled norm's largest component ties with another."""
+    return [float(getattr(pot, k)) for k in ("a", "b", "c", "r_s", "r_c")
+            if isinstance(getattr(type(pot), k, None), property)]
+
+
+@pytest.mark.parametrize("name", sorted(ANALYTIC))
+@given(t=st.floats(0.05, 2.0), which=st.integers(0, 3), sign=st.sampled_from([-1.0, 1.0]))
+def test_function_laplacian_at_ties(name, t, which, sign, x64):
+    """The generic rules differentiate Φ's own code twice: where two lengths inside one
+    norm are equal (|z| = c, |x| = |y|, r = b) they must still match the closed form."""
+    pot = build(name)
+    lengths = _lengths(pot)
+    z = lengths[which % len(lengths)] if lengths and which < 3 else t
+    r = np.linalg.norm(np.array([t, sign * t, z]))
+    x = jnp.array([[t, sign * t, z], [t, t, t], [z, 0.0, sign * z], [r / 2, r / 2, r / 2]])
+    ref = pot.laplacian(x)
+    for method in ("forward", "hessian"):
+        lap = dp.value_grad_laplacian(pot._potential, x, method=method)[2]
+        np.testing.assert_allclose(lap, ref, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", sorted(NEURAL))
 @given(x=positions)
 def test_laplacian_methods_agree_float32(name, x):
