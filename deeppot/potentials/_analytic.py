@@ -232,10 +232,12 @@ _ZETA = (1.6449340668482264, 1.2020569031595942, 1.0823232337111382, 1.036927755
 
 
 def _exprel(y):
-    """(eʸ − 1)/y, 1 at y = 0."""
+    """(eʸ − 1)/y, 1 at y = 0. Near 0 a Taylor polynomial with enough terms that its
+    second derivative (the function rules take it) is exact too, not just its value."""
     small = jnp.abs(y) < 1e-3
     safe = jnp.where(small, 1.0, y)
-    return jnp.where(small, 1 + y / 2 + y * y / 6, jnp.expm1(safe) / safe)
+    series = 1 + y / 2 * (1 + y / 3 * (1 + y / 4 * (1 + y / 5 * (1 + y / 6 * (1 + y / 7)))))
+    return jnp.where(small, series, jnp.expm1(safe) / safe)
 
 
 def _gamma1p_m1_over_a(a):
