@@ -570,8 +570,7 @@ def _wrote_scores(scores, inputs, path) -> str:
 
 def _accuracy(metrics, inputs, path) -> str:
     if metrics["accuracy"] is None:
-        raise ValueError(f"{inputs['catalog']} records no truth (a potential in its meta, or "
-                         "per-star accelerations); nothing to "
+        raise ValueError(f"{inputs['catalog']} records no truth potential; nothing to "
                          "compare with")
     return accuracy_table(metrics)
 
