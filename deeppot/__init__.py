@@ -11,6 +11,7 @@ from . import potentials as potentials
 from . import registry as registry
 from . import selection as selection
 from . import sharding as sharding
+from . import snapshot as snapshot
 from . import survey as survey
 from . import terms as terms
 from . import units as units
@@ -18,6 +19,7 @@ from ._errors import CheckpointError as CheckpointError
 from ._errors import ConfigError as ConfigError
 from ._errors import DeeppotError as DeeppotError
 from ._errors import FitFailed as FitFailed
+from ._errors import SnapshotError as SnapshotError
 from ._errors import TrainingError as TrainingError
 from .catalog import PhaseSpaceCatalog as PhaseSpaceCatalog
 from .frames import AbstractFrame as AbstractFrame
@@ -50,6 +52,7 @@ from .scores import load_scores as load_scores
 from .scores import sample_scores as sample_scores
 from .selection import DistanceSelection as DistanceSelection
 from .selection import GridSelection as GridSelection
+from .snapshot import read_snapshot as read_snapshot
 from .train import TrainHistory as TrainHistory
 from .train import fit as fit
 from .train import fit_df as fit_df

@@ -29,3 +29,8 @@ class RunDirectoryBusy(DeeppotError, RuntimeError):
 class FitFailed(TrainingError):
     """A fit that finished but whose result is physically dead (a zero or uniform force, a
     negative density, a residual no better than no potential); the stage is not marked done."""
+
+
+class SnapshotError(DeeppotError, ValueError):
+    """A simulation snapshot that cannot be read as asked: a missing group or dataset,
+    units that cannot be determined, NaN particles; the message names the dataset."""

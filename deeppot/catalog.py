@@ -2,17 +2,21 @@
 
 A catalogue holds n stars' positions `x` (n, 3), velocities `v` (n, 3), optional per-star
 weights (n,), optional per-star covariances `cov` (n, 6, 6) of (x, v) (the propagated
-measurement uncertainties of a survey), and a JSON-serialisable `meta` dictionary with
-provenance (which generator made it, with which parameters and random key, the true potential
-when it is known, quality cuts and how many stars they dropped). Arrays are float64 NumPy
-arrays on the host and are read-only; a catalogue never changes after it is made.
+measurement uncertainties of a survey), optional per-star truth (`truth`: the acceleration
+(n, 3) and potential (n,) a simulation recorded at each star, which `evaluate` compares a
+fitted potential with when no analytic truth is known), and a JSON-serialisable `meta`
+dictionary with provenance (which generator made it, with which parameters and random key,
+the true potential when it is known, quality cuts and how many stars they dropped). Arrays
+are float64 NumPy arrays on the host and are read-only; a catalogue never changes after it
+is made.
 
 Numbers are in the catalogue's unit system (`units`, kept in `meta["units"]`; dimensionless
 unless stated): `PhaseSpaceCatalog(x=pos * u.kpc, v=vel * u.km / u.s)` is in `galactic`
 units, and `quantity("x")` gives the positions back as an astropy `Quantity`.
 
-Files: `.npz`, `.h5`/`.hdf5` and `.csv` (columns `x,y,z,vx,vy,vz`, optionally `weight` and
-the 21 covariance columns `cov_x_x, cov_x_y, …, cov_vz_vz`; the metadata is stored as JSON, in
+Files: `.npz`, `.h5`/`.hdf5` and `.csv` (columns `x,y,z,vx,vy,vz`, optionally `weight`,
+the 21 covariance columns `cov_x_x, cov_x_y, …, cov_vz_vz` and the truth columns
+`truth_ax, truth_ay, truth_az` and `truth_phi`; the metadata is stored as JSON, in
 a `# deeppot-meta:` comment line for CSV). Saves are atomic: the file is written next to its
 destination and then moved into place. A damaged file is named as corrupt or truncated: NPZ
 members and HDF5 datasets carry checksums, and a deeppot CSV records its row count and ends
@@ -36,7 +40,15 @@ from jaxtyping import Float
 from . import _atomic
 from .units import UnitSystem, dimensionless, get_units, resolve_units
 
-__all__ = ["PhaseSpaceCatalog"]
+__all__ = ["TRUTH_FIELDS", "PhaseSpaceCatalog"]
+
+# per-star truth a catalogue may carry: name -> (physical dimension, shape of one star's value)
+TRUTH_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "acceleration": ("acceleration", (3,)),  # −∇Φ at the star
+    "potential": ("potential", ()),  # Φ at the star (any constant offset)
+}
+_TRUTH_COLUMNS = {"acceleration": ("truth_ax", "truth_ay", "truth_az"),
+                  "potential": ("truth_phi",)}
 
 _COLUMNS = ("x", "y", "z", "vx", "vy", "vz")
 # the upper triangle of the (x, v) covariance, row by row, as CSV columns
@@ -106,8 +118,12 @@ class PhaseSpaceCatalog:
       as `"galactic"` or its dict); recorded in `meta["units"]`. Positions and velocities
       given as astropy quantities are converted to it (to `galactic` if `units` is not
       given); plain numbers are taken as they are.
-    - `drop_invalid`: if True, rows with NaN or inf in x, v, weights or cov are dropped with
-      a `UserWarning` (instead of raising).
+    - `truth`: optional per-star truth from a simulation, `{"acceleration": (n, 3),
+      "potential": (n,)}` (either or both; `TRUTH_FIELDS`), in the catalogue's units:
+      what the force and potential errors of a fit are measured against when `meta`
+      records no analytic truth.
+    - `drop_invalid`: if True, rows with NaN or inf in x, v, weights, cov or truth are
+      dropped with a `UserWarning` (instead of raising).
 
     **Raises:** `ValueError` naming the problem: wrong shapes, mismatched lengths, an empty
     catalogue, NaN/inf values (with their count and first row indices), negative weights
@@ -116,7 +132,7 @@ class PhaseSpaceCatalog:
     one `meta` already records.
     """
 
-    __slots__ = ("_x", "_v", "_weights", "_cov", "_meta")
+    __slots__ = ("_x", "_v", "_weights", "_cov", "_truth", "_meta")
 
     def __init__(
         self,
@@ -127,6 +143,7 @@ class PhaseSpaceCatalog:
         *,
         cov: Float[Any, "n 6 6"] | None = None,
         units: UnitSystem | str | Mapping[str, Any] | None = None,
+        truth: Mapping[str, Any] | None = None,
         drop_invalid: bool = False,
     ):
         meta = _normalise_meta(meta)
@@ -148,11 +165,14 @@ class PhaseSpaceCatalog:
             cov = _as_float_array("cov", cov)
             if cov.shape != (len(x), 6, 6):
                 raise ValueError(f"cov must have shape ({len(x)}, 6, 6), got {cov.shape}")
+        truth = _check_truth(truth, len(x), system)
         bad = ~np.all(np.isfinite(x), axis=1) | ~np.all(np.isfinite(v), axis=1)
         if weights is not None:
             bad |= ~np.isfinite(weights)
         if cov is not None:
             bad |= ~np.all(np.isfinite(cov), axis=(1, 2))
+        for arr in truth.values():
+            bad |= ~np.isfinite(arr.reshape(len(x), -1)).all(axis=1)
         if bad.any():
             rows = np.flatnonzero(bad)
             what = f"{len(rows)} of {len(x)} rows contain NaN or inf (first rows: {_first(rows)})"
@@ -163,6 +183,7 @@ class PhaseSpaceCatalog:
             x, v = x[keep], v[keep]
             weights = None if weights is None else weights[keep]
             cov = None if cov is None else cov[keep]
+            truth = {k: a[keep] for k, a in truth.items()}
         if len(x) == 0:
             raise ValueError("catalogue is empty: it needs at least one star")
         if weights is not None and (weights < 0).any():
@@ -175,13 +196,14 @@ class PhaseSpaceCatalog:
             raise ValueError("weights are all zero: at least one star needs a positive weight")
         if cov is not None:
             _check_cov(cov)
-        for arr in (x, v, weights, cov):
+        for arr in (x, v, weights, cov, *truth.values()):
             if arr is not None:
                 arr.flags.writeable = False
         self._x = x
         self._v = v
         self._weights = weights
         self._cov = cov
+        self._truth = truth
         self._meta = meta
 
     # -- accessors ---------------------------------------------------------------------------
@@ -210,6 +232,12 @@ class PhaseSpaceCatalog:
     def cov(self) -> Float[np.ndarray, "n 6 6"] | None:
         """Per-star covariance of (x, v), shape (n, 6, 6), or None."""
         return self._cov
+
+    @property
+    def truth(self) -> dict[str, np.ndarray]:
+        """Per-star truth recorded by a simulation: `{"acceleration": (n, 3), "potential":
+        (n,)}`, those present (read-only float64; empty if none)."""
+        return dict(self._truth)
 
     @property
     def errors(self) -> Float[np.ndarray, "n 6"] | None:
@@ -260,6 +288,7 @@ class PhaseSpaceCatalog:
         gen = self._meta.get("generator", "?")
         w = ", weighted" if self._weights is not None else ""
         c = ", with covariances" if self._cov is not None else ""
+        c += f", with truth {sorted(self._truth)}" if self._truth else ""
         units = self.units
         un = f", units={units.name!r}" if units.is_physical else ""
         return f"PhaseSpaceCatalog(n={len(self)}{w}{c}{un}, generator={gen!r})"
@@ -282,6 +311,8 @@ class PhaseSpaceCatalog:
             and np.array_equal(self._v, other._v)
             and same_w
             and same_cov
+            and self._truth.keys() == other._truth.keys()
+            and all(np.array_equal(a, other._truth[k]) for k, a in self._truth.items())
             and self._meta == other._meta
         )
 
@@ -299,7 +330,7 @@ class PhaseSpaceCatalog:
         **Returns:** a new `PhaseSpaceCatalog` sharing the arrays.
         """
         return PhaseSpaceCatalog(self._x, self._v, self._weights, {**self._meta, **updates},
-                                 cov=self._cov)
+                                 cov=self._cov, truth=self._truth)
 
     def with_weights(self, weights: Float[Any, " n"] | None) -> "PhaseSpaceCatalog":
         """A copy with per-star weights replaced (`None` removes them).
@@ -310,7 +341,8 @@ class PhaseSpaceCatalog:
 
         **Returns:** a new `PhaseSpaceCatalog` sharing the other arrays.
         """
-        return PhaseSpaceCatalog(self._x, self._v, weights, self._meta, cov=self._cov)
+        return PhaseSpaceCatalog(self._x, self._v, weights, self._meta, cov=self._cov,
+                                 truth=self._truth)
 
     def subset(self, rows: Any, **meta_updates: Any) -> "PhaseSpaceCatalog":
         """The stars picked by a boolean mask or an index array.
@@ -325,8 +357,9 @@ class PhaseSpaceCatalog:
         rows = np.asarray(rows)
         w = None if self._weights is None else self._weights[rows]
         cov = None if self._cov is None else self._cov[rows]
+        truth = {k: a[rows] for k, a in self._truth.items()}
         return PhaseSpaceCatalog(self._x[rows], self._v[rows], w, {**self._meta, **meta_updates},
-                                 cov=cov)
+                                 cov=cov, truth=truth)
 
     @staticmethod
     def concatenate(catalogs: Sequence["PhaseSpaceCatalog"]) -> "PhaseSpaceCatalog":
@@ -335,7 +368,7 @@ class PhaseSpaceCatalog:
         **Arguments:**
 
         - `catalogs`: one or more catalogues in one unit system, all weighted or all
-          unweighted, all with covariances or all without.
+          unweighted, all with covariances or all without, all with the same truth fields.
 
         **Returns:** a new `PhaseSpaceCatalog` with the stars in order.
         """
@@ -349,6 +382,10 @@ class PhaseSpaceCatalog:
             raise ValueError("cannot concatenate catalogues with and without covariances")
         if any(c.units != catalogs[0].units for c in catalogs):
             raise ValueError("cannot concatenate catalogues in different unit systems")
+        fields = {tuple(sorted(c._truth)) for c in catalogs}
+        if len(fields) > 1:
+            raise ValueError(f"cannot concatenate catalogues with different truth fields "
+                             f"{sorted(fields)}")
         w = np.concatenate([c.weights for c in catalogs]) if weighted == {True} else None
         cov = np.concatenate([c.cov for c in catalogs]) if with_cov == {True} else None
         return PhaseSpaceCatalog(
@@ -357,12 +394,14 @@ class PhaseSpaceCatalog:
             w,
             catalogs[0]._meta,
             cov=cov,
+            truth={k: np.concatenate([c._truth[k] for c in catalogs])
+                   for k in catalogs[0]._truth},
         )
 
     # -- files -------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the catalogue (with weights, covariances, units, meta) to `.npz`,
+        """Write the catalogue (with weights, covariances, truth, units, meta) to `.npz`,
         `.h5`/`.hdf5` or `.csv`, atomically.
 
         **Arguments:**
@@ -385,6 +424,8 @@ class PhaseSpaceCatalog:
                             arrays["weights"] = self._weights
                         if self._cov is not None:
                             arrays["cov"] = self._cov
+                        for name, arr in self._truth.items():
+                            arrays[f"truth_{name}"] = arr
                         np.savez(f, **arrays)
                     else:
                         _write_csv(f, self, meta_json)
@@ -398,10 +439,12 @@ class PhaseSpaceCatalog:
         **Arguments:**
 
         - `path`: a `.npz`, `.h5`/`.hdf5` or `.csv` file. NPZ/HDF5 need arrays `x` and `v`
-          (n, 3), optionally `weights`, `cov` (n, 6, 6) and a JSON `meta` string (HDF5:
-          attribute). CSV needs a header with columns x,y,z,vx,vy,vz (any order), optionally
-          `weight` and all 21 `cov_…` columns; other columns are ignored and their names
-          recorded in `meta["ignored_columns"]`.
+          (n, 3), optionally `weights`, `cov` (n, 6, 6), `truth_acceleration` (n, 3),
+          `truth_potential` (n,) and a JSON `meta` string (HDF5: attribute). CSV needs a
+          header with columns x,y,z,vx,vy,vz (any order), optionally `weight`, all 21
+          `cov_…` columns and the truth columns (`truth_ax, truth_ay, truth_az`,
+          `truth_phi`); other columns are ignored and their names recorded in
+          `meta["ignored_columns"]`.
         - `drop_invalid`: drop rows with NaN/inf (with a warning) instead of raising.
         - `check_fit`: refuse stars no DF can be fitted to: positions or velocities whose
           squares overflow the working precision (float32 unless x64 is enabled), a
@@ -420,9 +463,9 @@ class PhaseSpaceCatalog:
         if not path.exists():
             raise FileNotFoundError(f"no such catalogue file: '{path}'")
         reader = {"npz": _read_npz, "h5": _read_h5, "csv": _read_csv}[fmt]
-        x, v, weights, cov, meta = reader(path)
+        x, v, weights, cov, truth, meta = reader(path)
         try:
-            cat = cls(x, v, weights, meta, cov=cov, drop_invalid=drop_invalid)
+            cat = cls(x, v, weights, meta, cov=cov, truth=truth, drop_invalid=drop_invalid)
             if check_fit:
                 _check_fit(cat)
         except ValueError as err:
@@ -477,6 +520,28 @@ def _check_fit(cat: PhaseSpaceCatalog) -> None:
             f"only {distinct} of {len(w)} stars are distinct rows; the rest repeat them "
             "(remove the copies, or give each distinct star a weight)"
         )
+
+
+def _check_truth(truth: Mapping[str, Any] | None, n: int,
+                 system: UnitSystem) -> dict[str, np.ndarray]:
+    """Per-star truth arrays as float64, checked against `TRUTH_FIELDS` (quantities are
+    converted to the catalogue's units)."""
+    if truth is None:
+        return {}
+    if not isinstance(truth, Mapping):
+        raise ValueError(f"truth must be a mapping of {sorted(TRUTH_FIELDS)} to arrays, got "
+                         f"{type(truth).__name__}")
+    out = {}
+    for name, value in truth.items():
+        if name not in TRUTH_FIELDS:
+            raise ValueError(f"unknown truth field {name!r}; known: {sorted(TRUTH_FIELDS)}")
+        dimension, shape = TRUTH_FIELDS[name]
+        arr = _as_float_array(f"truth {name!r}",
+                              system.to_value(value, dimension, f"truth {name!r}"))
+        if arr.shape != (n, *shape):
+            raise ValueError(f"truth {name!r} must have shape {(n, *shape)}, got {arr.shape}")
+        out[name] = arr
+    return out
 
 
 def _check_cov(cov: np.ndarray) -> None:
@@ -558,7 +623,8 @@ def _read_npz(path: Path):
     if missing:
         raise ValueError(f"'{path}' is missing arrays {missing} (found: {sorted(arrays)})")
     meta = _parse_meta(path, str(arrays["meta"])) if "meta" in arrays else {}
-    return arrays["x"], arrays["v"], arrays.get("weights"), arrays.get("cov"), meta
+    truth = {k: arrays[f"truth_{k}"] for k in TRUTH_FIELDS if f"truth_{k}" in arrays}
+    return arrays["x"], arrays["v"], arrays.get("weights"), arrays.get("cov"), truth, meta
 
 
 def _read_h5(path: Path):
@@ -574,6 +640,7 @@ def _read_h5(path: Path):
             x, v = h5["x"][()], h5["v"][()]
             weights = h5["weights"][()] if "weights" in h5 else None
             cov = h5["cov"][()] if "cov" in h5 else None
+            truth = {k: h5[f"truth_{k}"][()] for k in TRUTH_FIELDS if f"truth_{k}" in h5}
             raw = h5.attrs.get("meta")
     except (OSError, KeyError, RuntimeError) as err:
         raise ValueError(f"'{path}' is corrupt or truncated: cannot read it as HDF5 ({err})"
@@ -582,7 +649,7 @@ def _read_h5(path: Path):
         meta = {}
     else:
         meta = _parse_meta(path, raw.decode() if isinstance(raw, bytes) else str(raw))
-    return x, v, weights, cov, meta
+    return x, v, weights, cov, truth, meta
 
 
 def _write_h5(path: Path, cat: PhaseSpaceCatalog, meta_json: str) -> None:
@@ -593,6 +660,8 @@ def _write_h5(path: Path, cat: PhaseSpaceCatalog, meta_json: str) -> None:
             arr = getattr(cat, name)
             if arr is not None:  # with checksums, so that a damaged file is noticed
                 h5.create_dataset(name, data=arr, fletcher32=True)
+        for name, arr in cat.truth.items():
+            h5.create_dataset(f"truth_{name}", data=arr, fletcher32=True)
         h5.attrs["meta"] = meta_json
 
 
@@ -605,6 +674,9 @@ def _write_csv(f, cat: PhaseSpaceCatalog, meta_json: str) -> None:
     if cat.cov is not None:
         cols.extend(_COV_COLUMNS)
         data.append(np.stack([cat.cov[:, i, j] for i, j in _COV_PAIRS], axis=1))
+    for name, arr in cat.truth.items():
+        cols.extend(_TRUTH_COLUMNS[name])
+        data.append(arr.reshape(len(cat), -1))
     f.write(f"{_META_PREFIX} {meta_json}\n".encode())
     f.write(f"{_ROWS_PREFIX} {len(cat)}\n".encode())
     np.savetxt(
@@ -683,8 +755,18 @@ def _read_csv(path: Path):
         cov = np.empty((len(table), 6, 6))
         for (i, j), c in zip(_COV_PAIRS, _COV_COLUMNS):
             cov[:, i, j] = cov[:, j, i] = table[:, idx[c]]
+    truth = {}
+    for name, columns in _TRUTH_COLUMNS.items():
+        found = [c for c in columns if c in idx]
+        if found and len(found) < len(columns):
+            raise ValueError(f"'{path}' has truth columns {found} but is missing "
+                             f"{[c for c in columns if c not in idx]}")
+        if found:
+            values = table[:, [idx[c] for c in columns]]
+            truth[name] = values if len(columns) > 1 else values[:, 0]
+            present = [*present, *columns]
     known = set(_COLUMNS) | set(present) | {wcol}
     ignored = [c for c in names if c not in known]
     if ignored:
         meta = {**meta, "ignored_columns": ignored}
-    return x, v, weights, cov, meta
+    return x, v, weights, cov, truth, meta

@@ -1,6 +1,7 @@
 """Accuracy of a recovered potential against a known truth, maps and plots.
 
-Residuals (at tracer positions or on grids):
+Residuals (at tracer positions or on grids; `residuals_at` against a truth known only at
+the stars, such as a simulation's recorded accelerations):
 
 - potential: Φ − Φ_true with the constant offset (the median difference) removed,
   relative to the spread of Φ_true;
@@ -34,6 +35,7 @@ from ._diagnostics import fit_quality as fit_quality
 from ._diagnostics import loss_landscape as loss_landscape
 from ._metrics import PERCENTILES as PERCENTILES
 from ._metrics import residuals as residuals
+from ._metrics import residuals_at as residuals_at
 from ._metrics import score_errors as score_errors
 from ._metrics import summarise as summarise
 from ._plots import plot_maps as plot_maps
@@ -65,6 +67,7 @@ __all__ = [
     "radial_profiles",
     "radial_region",
     "residuals",
+    "residuals_at",
     "rz_grid",
     "score_errors",
     "stationarity_moments",

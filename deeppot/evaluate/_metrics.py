@@ -61,6 +61,48 @@ def residuals(model, truth: AbstractPotential, x, *, chunk_size: int = 2**14) ->
     return {k: v.reshape(shape) for k, v in out.items()}
 
 
+def residuals_at(model, x, *, acceleration=None, potential=None,
+                 chunk_size: int = 2**14) -> dict:
+    """Per-point residuals of a recovered potential against a truth known only at the
+    points: the acceleration and/or potential a simulation recorded at each star
+    (`PhaseSpaceCatalog.truth`).
+
+    **Arguments:**
+
+    - `model`: a `PotentialModel` or a potential.
+    - `x`: positions, shape (n, 3).
+    - `acceleration`: the true −∇Φ at `x`, shape (n, 3), or `None`.
+    - `potential`: the true Φ at `x`, shape (n,), or `None`.
+
+    **Returns:** the keys of `residuals` that the given truth determines: `force`,
+    `force_plane`, `force_x`/`force_y`/`force_z` with `acceleration`; `phi` with
+    `potential`; always `r`, `R`, `z` (no density: a per-star truth has none).
+    """
+    if acceleration is None and potential is None:
+        raise ValueError("residuals_at needs the true acceleration or potential")
+    xf = np.asarray(x, dtype=float).reshape(-1, 3)
+    n = len(xf)
+    phi, grad, _ = fields(potential_of(model), xf, chunk_size)
+    out: dict[str, np.ndarray] = {}
+    if acceleration is not None:
+        grad_t = -np.asarray(acceleration, dtype=float).reshape(n, 3)
+        f_norm = np.linalg.norm(grad_t, axis=-1)
+        dforce = (grad_t - grad) / f_norm[:, None]
+        out.update({
+            "force": np.linalg.norm(dforce, axis=-1),
+            "force_plane": np.linalg.norm(grad_t[:, :2] - grad[:, :2], axis=-1)
+            / np.linalg.norm(grad_t[:, :2], axis=-1),
+            "force_x": dforce[:, 0], "force_y": dforce[:, 1], "force_z": dforce[:, 2]})
+    if potential is not None:
+        phi_t = np.asarray(potential, dtype=float).reshape(n)
+        dphi = phi - phi_t
+        out["phi"] = (dphi - np.median(dphi)) / (np.percentile(phi_t, 95)
+                                                 - np.percentile(phi_t, 5))
+    out.update({"r": np.linalg.norm(xf, axis=-1), "R": np.hypot(xf[:, 0], xf[:, 1]),
+                "z": xf[:, 2]})
+    return out
+
+
 def summarise(res: Mapping[str, np.ndarray], mask=None) -> dict[str, dict[str, float]]:
     """Median and percentiles of |residual| for each quantity, inside `mask` (all if None).
 
@@ -68,7 +110,7 @@ def summarise(res: Mapping[str, np.ndarray], mask=None) -> dict[str, dict[str, f
     for the absolute residuals of `phi`, `force`, `force_plane`, `force_x`, `force_y`,
     `force_z` and `density` (those present in `res`).
     """
-    mask = np.ones(np.shape(res["force"]), bool) if mask is None else np.asarray(mask, bool)
+    mask = np.ones(np.shape(res["r"]), bool) if mask is None else np.asarray(mask, bool)
     out = {}
     names = ("phi", "force", "force_plane", "force_x", "force_y", "force_z", "density")
     for name in (n for n in names if n in res):

@@ -34,7 +34,8 @@ def _mark_region(ax, region) -> None:
 
 def plot_radial(res: Mapping[str, np.ndarray], path, title: str = "", *, region=None,
                 potential=None):
-    """Scatter of |residuals| against r for Φ, force and density; writes a PNG.
+    """Scatter of |residuals| against r for Φ, force and density (those in `res`); writes
+    a PNG.
 
     **Arguments:**
 
@@ -52,11 +53,13 @@ def plot_radial(res: Mapping[str, np.ndarray], path, title: str = "", *, region=
     import matplotlib.pyplot as plt
 
     r_label = "r" + _unit_label(potential, "length")
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), constrained_layout=True)
-    for ax, name, label in zip(
-        axes, ("phi", "force", "density"),
-        ("|ΔΦ| / spread of Φ (offset removed)", "|ΔF| / |F|", "|Δρ| / ρ"),
-    ):
+    panels = [(name, label) for name, label in (
+        ("phi", "|ΔΦ| / spread of Φ (offset removed)"), ("force", "|ΔF| / |F|"),
+        ("density", "|Δρ| / ρ")) if name in res]  # a star-by-star truth may lack some
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5),
+                             constrained_layout=True, squeeze=False)
+    axes = axes[0]
+    for ax, (name, label) in zip(axes, panels):
         ax.scatter(res["r"], np.abs(res[name]), s=1, alpha=0.3, rasterized=True)
         ax.set(xscale="log", yscale="log", xlabel=r_label, ylabel=label)
         _mark_region(ax, region)

@@ -35,7 +35,11 @@ def _region(cfg: EvaluateConfig, truth, res):
 
     kind = cfg.region
     if kind == "auto":
-        kind = "radial" if isinstance(truth, Plummer) else "density"
+        kind = "radial" if truth is None or isinstance(truth, Plummer) else "density"
+    if kind == "density" and truth is None:
+        raise ValueError("[evaluate] region = 'density' needs a true density; a per-star "
+                         "truth (a snapshot's Acceleration, Potential) has none: use region "
+                         "= 'radial' or 'cylinder'")
     if kind == "radial":
         return (evaluate.radial_region(res, cfg.r_min, cfg.r_max),
                 f"r ∈ [{cfg.r_min:g}, {cfg.r_max:g}]")
@@ -55,7 +59,9 @@ def evaluate_model(cfg: EvaluateConfig, model, catalog, *, out_dir=None, truth=N
     - `cfg`: the `[evaluate]` settings.
     - `model`: a `PotentialModel`.
     - `catalog`: the catalogue; its first `n_points` positions are evaluated, and its
-      `meta` supplies the truth potential (unless `truth` is given).
+      `meta` supplies the truth potential (unless `truth` is given); without one, its
+      per-star `truth` (a simulation's accelerations and potentials at the stars) is the
+      truth, at those stars.
     - `out_dir`: where PNG plots go (`None`: no plots).
     - `truth`: the true potential, overriding the catalogue's.
     - `scores`: the score sample the model was fitted to; adds the truth-free fit quality
@@ -67,6 +73,7 @@ def evaluate_model(cfg: EvaluateConfig, model, catalog, *, out_dir=None, truth=N
     from .. import evaluate
 
     truth = _truth_of(catalog) if truth is None else truth
+    star_truth = catalog.truth if truth is None else {}
     out: dict[str, Any] = {"truth": None, "region": None, "accuracy": None, "plots": [],
                            "fit_quality": None}
     frame = {k: np.asarray(getattr(model.frame, k)).tolist()
@@ -82,15 +89,28 @@ def evaluate_model(cfg: EvaluateConfig, model, catalog, *, out_dir=None, truth=N
     }
     if scores is not None:
         out["fit_quality"] = evaluate.fit_quality(model, scores)
-    if truth is None:
+    if truth is None and not star_truth:
         return out
     x = np.asarray(catalog.x[: cfg.n_points])
-    res = evaluate.residuals(model, truth, x)
+    if truth is None:
+        res = evaluate.residuals_at(model, x, **{k: a[: cfg.n_points]
+                                                 for k, a in star_truth.items()})
+        out["truth"] = {"class": "per-star truth", "fields": sorted(star_truth)}
+    else:
+        res = evaluate.residuals(model, truth, x)
+        out["truth"] = {"class": type(truth).__name__}
     mask, label = _region(cfg, truth, res)
-    out["truth"] = {"class": type(truth).__name__}
     out["region"] = label
     out["accuracy"] = evaluate.summarise(res, mask)
-    if out_dir is not None and cfg.plots:
+    if out_dir is not None and cfg.plots and truth is None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        p = out_dir / "residuals_radial.png"
+        evaluate.plot_radial(res, p, title="per-star truth, tracer positions",
+                             region=(cfg.r_min, cfg.r_max) if label.startswith("r ∈") else None,
+                             potential=pot)
+        out["plots"].append(p.name)
+    elif out_dir is not None and cfg.plots:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         radial = (cfg.r_min, cfg.r_max) if label.startswith("r ∈") else None
@@ -143,10 +163,14 @@ def accuracy_table(evaluation: Mapping[str, Any]) -> str:
     acc = evaluation.get("accuracy")
     if not acc:
         return ""
-    rows = [("force ΔF/F", "force"), ("density Δρ/ρ", "density"),
-            ("potential ΔΦ/spread", "phi")]
-    n = acc["force"]["n"]
-    lines = [f"Accuracy against the true {evaluation['truth']['class']} potential, "
+    rows = [(label, key) for label, key in (
+        ("force ΔF/F", "force"), ("density Δρ/ρ", "density"),
+        ("potential ΔΦ/spread", "phi")) if key in acc]
+    n = acc[rows[0][1]]["n"]
+    truth = evaluation["truth"]
+    against = (f"the catalogue's per-star truth ({', '.join(truth['fields'])} at each star)"
+               if "fields" in truth else f"the true {truth['class']} potential")
+    lines = [f"Accuracy against {against}, "
              f"{evaluation['region']} ({n} tracer positions; absolute relative errors):", "",
              "| quantity | median | p16 | p84 |", "|---|---|---|---|"]
     for label, key in rows:

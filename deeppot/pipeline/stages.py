@@ -600,7 +600,9 @@ STAGES: tuple[Stage, ...] = (
           command=Command(
               "evaluate", "compare a fitted potential with a catalogue's true potential",
               "Evaluate a potential file against the truth recorded in a catalogue's meta "
-              "(mocks record it), at the catalogue's positions: the report stage of a run. "
+              "(mocks record it) or, without one, its per-star truth (a snapshot's "
+              "Acceleration and Potential), at the catalogue's positions: the report stage "
+              "of a run. "
               "Print the accuracy table and optionally write metrics JSON and PNG plots; "
               "--scores adds the fit quality when the model file does not record it, --df "
               "the DF's score error against a mock's exact DF.", "potential", "metrics",

@@ -39,7 +39,11 @@ def catalogs(draw):
         a = draw(arrays(np.float64, (n, 6, 6), elements=st.floats(-1e100, 1e100)))
         cov = a @ np.swapaxes(a, 1, 2)  # symmetric, non-negative diagonal
     units = draw(st.sampled_from([None, "galactic"]))
-    return PhaseSpaceCatalog(x, v, weights, meta, cov=cov, units=units)
+    truth = {}
+    for name in draw(st.sets(st.sampled_from(["acceleration", "potential"]))):
+        truth[name] = draw(arrays(np.float64, (n, 3) if name == "acceleration" else (n,),
+                                  elements=finite))
+    return PhaseSpaceCatalog(x, v, weights, meta, cov=cov, units=units, truth=truth)
 
 
 @given(cat=catalogs(), ext=st.sampled_from([".npz", ".h5", ".csv"]))
@@ -54,4 +58,7 @@ def test_round_trip(cat, ext):
     np.testing.assert_array_equal(back.w, cat.w)
     if cat.cov is not None:
         np.testing.assert_array_equal(back.cov, cat.cov)
+    assert back.truth.keys() == cat.truth.keys()
+    for name, arr in cat.truth.items():  # the per-star truth a snapshot carries
+        np.testing.assert_array_equal(back.truth[name], arr)
     assert cat.units in (galactic, back.units)

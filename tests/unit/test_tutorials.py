@@ -27,3 +27,20 @@ def test_tutorial_runs(name, tmp_path, monkeypatch, capsys):
             raise AssertionError(f"{name}, block {i} failed: {err!r}\n{code}") from err
     out = capsys.readouterr().out
     assert "refused:" in out and "km / s" in out
+
+
+def test_snapshot_tutorial_runs(tmp_path, monkeypatch, capsys):
+    """docs/tutorials/snapshot.md: quick (no training), so in the fast suite."""
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__tutorial__"}
+    for i, code in enumerate(_blocks(DOCS / "snapshot.md")):
+        try:
+            exec(compile(code, f"snapshot.md[block {i}]", "exec"), namespace)
+        except Exception as err:  # pragma: no cover - the message is the point
+            raise AssertionError(f"snapshot.md, block {i} failed: {err!r}\n{code}") from err
+    out = capsys.readouterr().out
+    assert "refused:" in out and "no dataset PartType4/Velocities" in out
+    assert "per-star truth" in out and (tmp_path / "run" / "catalog.npz").exists()
+    # the recovered frame is the mock's, within the sample's noise
+    assert namespace["cat"].meta["snapshot"]["scale_factor"] == 0.8
+    assert abs(namespace["np"].degrees(namespace["np"].arccos(namespace["z_axis"][2]))) < 3.0

@@ -70,18 +70,20 @@ _GENERATED = Only(generates, "a mock generator (a source taking key and n)")
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """`[data]`: the catalogue, from a registered source: a mock generator (`plummer`,
-    `disk`, …), a catalogue file (`file`) or a survey table (`survey`)."""
+    `disk`, …), a catalogue file (`file`), a survey table (`survey`) or a simulation
+    snapshot (`snapshot`)."""
 
     source: str = option("plummer", "str", "a registered source (see the table of sources "
-                         "below): a mock generator, file (a catalogue) or survey (a table of "
-                         "Gaia-like observables)", choices=lambda: tuple(registry.sources))
+                         "below): a mock generator, file (a catalogue), survey (a table of "
+                         "Gaia-like observables) or snapshot (a Gadget-4 / AREPO / GIZMO HDF5 "
+                         "snapshot)", choices=lambda: tuple(registry.sources))
     n: int = option(65536, "int", "number of mock stars", lo=2,
                     only=_GENERATED)
     path: str = option("", "path", "the file the source reads: a catalogue (.npz, .h5, .csv) "
                        "for file; a table (FITS, VOTable, CSV/ECSV, HDF5) with Gaia's column "
-                       "names for survey",
+                       "names for survey; an HDF5 simulation snapshot for snapshot",
                        only=Only(_taking(registry.sources, "path"),
-                                 "a source that reads a file (file, survey)"))
+                                 "a source that reads a file (file, survey, snapshot)"))
     params: dict = option({}, "table", "the source's own parameters: keyword arguments of its "
                           "registered function (see the table of sources below)")
     observe: bool = option(False, "bool", "add the paper's Gaia-like errors", only=_GENERATED)
