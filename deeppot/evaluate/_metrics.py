@@ -38,6 +38,13 @@ def residuals(model, truth: AbstractPotential, x, *, chunk_size: int = 2**14) ->
     shape = np.shape(x)[:-1]
     phi, grad, rho = fields(pot, x, chunk_size)
     phi_t, grad_t, rho_t = fields(truth, x, chunk_size)
+    out = residuals_from_fields(phi, grad, rho, phi_t, grad_t, rho_t, x)
+    return {k: v.reshape(shape) for k, v in out.items()}
+
+
+def residuals_from_fields(phi, grad, rho, phi_t, grad_t, rho_t, x) -> dict:
+    """`residuals` from Φ, ∇Φ, ρ and their true values at positions `x` (flat: (n,),
+    (n, 3)), e.g. a replica set's medians; returns `residuals`' dict of (n,) arrays."""
     dphi = phi - phi_t
     dphi = (dphi - np.median(dphi)) / (np.percentile(phi_t, 95) - np.percentile(phi_t, 5))
     f_norm = np.linalg.norm(grad_t, axis=-1)
@@ -45,7 +52,7 @@ def residuals(model, truth: AbstractPotential, x, *, chunk_size: int = 2**14) ->
     plane = np.linalg.norm(grad_t[:, :2] - grad[:, :2], axis=-1) / np.linalg.norm(
         grad_t[:, :2], axis=-1)
     xf = np.asarray(x, dtype=float).reshape(-1, 3)
-    out = {
+    return {
         "phi": dphi,
         "force": np.linalg.norm(dforce, axis=-1),
         "force_plane": plane,
@@ -58,7 +65,6 @@ def residuals(model, truth: AbstractPotential, x, *, chunk_size: int = 2**14) ->
         "R": np.hypot(xf[:, 0], xf[:, 1]),
         "z": xf[:, 2],
     }
-    return {k: v.reshape(shape) for k, v in out.items()}
 
 
 def summarise(res: Mapping[str, np.ndarray], mask=None) -> dict[str, dict[str, float]]:
