@@ -46,13 +46,16 @@ def t_quantile(q: float, dof: int) -> float:
     Bisection on the distribution function, written with the regularised incomplete beta
     function: P(T ≤ t) = 1 − ½ I_{ν/(ν + t²)}(ν/2, ½) for t ≥ 0.
     """
+    import jax
     from jax.scipy.special import betainc
 
     if not 0.5 <= q < 1 or dof < 1:
         raise ValueError(f"t_quantile needs 0.5 <= q < 1 and dof >= 1; got q={q}, dof={dof}")
 
     def cdf(t):
-        return 1.0 - 0.5 * float(betainc(dof / 2.0, 0.5, dof / (dof + t * t)))
+        with jax.enable_x64(True):
+            tail = betainc(np.float64(dof / 2.0), np.float64(0.5), np.float64(dof / (dof + t * t)))
+        return 1.0 - 0.5 * float(tail)
 
     lo, hi = 0.0, 1.0
     while cdf(hi) < q:
