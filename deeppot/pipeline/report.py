@@ -409,7 +409,7 @@ def band_table(evaluation: Mapping[str, Any]) -> str:
     if not evaluation.get("replicas") or "band_widths" not in evaluation:
         return ""
     cov = evaluation.get("coverage")
-    rows = [("force |F|", "force"), ("force components F_i", "components"),
+    rows = [("force magnitude", "force"), ("force components", "components"),
             ("density ρ", "density"), ("potential Φ (offset removed)", "phi")]
     where = evaluation.get("region") or "all evaluated positions"
     n = evaluation["untrusted"]["n"]
@@ -423,7 +423,8 @@ def band_table(evaluation: Mapping[str, Any]) -> str:
         cells = ([f"{100 * c['68']:.1f}%", f"{100 * c['95']:.1f}%"] if c else ["–", "–"])
         lines.append(f"| {label} | {100 * w['median_68']:.2f}% | {100 * w['median_95']:.2f}% "
                      f"| {cells[0]} | {cells[1]} |")
-    lines += ["", "Half-widths are relative (to |F|, |F|, ρ and the spread of Φ); coverage is "
+    lines += ["", "Half-widths are relative (to the force magnitude, for the force and its "
+              "components; to ρ; to the spread of Φ); coverage is "
               "the fraction of positions where the truth lies inside the band (a calibrated "
               "band: 68% and 95%)." if cov else "No truth is known: no coverage."]
     return "\n".join(lines)
