@@ -45,6 +45,7 @@ from .potentials import NeuralPotential as NeuralPotential
 from .potentials import Plummer as Plummer
 from .potentials import PowerLawCutoff as PowerLawCutoff
 from .potentials import Spherical as Spherical
+from .replicas import ReplicaSet as ReplicaSet
 from .scores import ScoreFile as ScoreFile
 from .scores import ScoreSample as ScoreSample
 from .scores import correct_selection as correct_selection

@@ -178,6 +178,9 @@ def _print_run(metrics, run_dir) -> None:
 
     table = pipeline.accuracy_table(metrics)
     print(table if table else "no truth potential: no accuracy table")
+    bands = pipeline.band_table(metrics)
+    if bands:
+        print(f"\n{bands}")
     for warning in metrics.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
     print(f"report: {Path(run_dir) / 'report.md'}")

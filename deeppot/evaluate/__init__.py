@@ -33,11 +33,14 @@ from ._bar import stationarity_moments as stationarity_moments
 from ._diagnostics import dfdt_map as dfdt_map
 from ._diagnostics import fit_quality as fit_quality
 from ._diagnostics import loss_landscape as loss_landscape
+from ._fields import fields as fields
 from ._metrics import PERCENTILES as PERCENTILES
 from ._metrics import residuals as residuals
 from ._metrics import residuals_at as residuals_at
+from ._metrics import residuals_from_fields as residuals_from_fields
 from ._metrics import score_errors as score_errors
 from ._metrics import summarise as summarise
+from ._plots import _unit_label as unit_label
 from ._plots import plot_maps as plot_maps
 from ._plots import plot_profiles as plot_profiles
 from ._plots import plot_radial as plot_radial
@@ -55,6 +58,7 @@ __all__ = [
     "cylinder_region",
     "density_region",
     "dfdt_map",
+    "fields",
     "fit_quality",
     "frame_dfdt_maps",
     "loss_landscape",
@@ -68,8 +72,10 @@ __all__ = [
     "radial_region",
     "residuals",
     "residuals_at",
+    "residuals_from_fields",
     "rz_grid",
     "score_errors",
     "stationarity_moments",
     "summarise",
+    "unit_label",
 ]

@@ -38,27 +38,35 @@ def residuals(model, truth: AbstractPotential, x, *, chunk_size: int = 2**14) ->
     shape = np.shape(x)[:-1]
     phi, grad, rho = fields(pot, x, chunk_size)
     phi_t, grad_t, rho_t = fields(truth, x, chunk_size)
-    dphi = phi - phi_t
-    dphi = (dphi - np.median(dphi)) / (np.percentile(phi_t, 95) - np.percentile(phi_t, 5))
-    f_norm = np.linalg.norm(grad_t, axis=-1)
-    dforce = (grad_t - grad) / f_norm[:, None]  # F = −∇Φ, so ΔF = ∇Φ_true − ∇Φ
-    plane = np.linalg.norm(grad_t[:, :2] - grad[:, :2], axis=-1) / np.linalg.norm(
-        grad_t[:, :2], axis=-1)
-    xf = np.asarray(x, dtype=float).reshape(-1, 3)
-    out = {
-        "phi": dphi,
-        "force": np.linalg.norm(dforce, axis=-1),
-        "force_plane": plane,
-        "force_x": dforce[:, 0],
-        "force_y": dforce[:, 1],
-        "force_z": dforce[:, 2],
-        "density": (rho - rho_t) / rho_t,
-        "rho_true": rho_t,
-        "r": np.linalg.norm(xf, axis=-1),
-        "R": np.hypot(xf[:, 0], xf[:, 1]),
-        "z": xf[:, 2],
-    }
+    out = residuals_from_fields(phi, grad, rho, phi_t, grad_t, rho_t, x)
     return {k: v.reshape(shape) for k, v in out.items()}
+
+
+def residuals_from_fields(phi, grad, rho, phi_t, grad_t, rho_t, x) -> dict:
+    """`residuals` from Φ, ∇Φ, ρ and their true values at positions `x` (flat: (n,),
+    (n, 3)), e.g. a replica set's medians; returns `residuals`' dict of (n,) arrays. A
+    truth given as `None` leaves out the keys it determines (`phi_t`: `phi`; `grad_t`: the
+    forces; `rho_t`: `density` and `rho_true`)."""
+    xf = np.asarray(x, dtype=float).reshape(-1, 3)
+    out: dict[str, np.ndarray] = {}
+    if phi_t is not None:
+        dphi = phi - phi_t
+        out["phi"] = (dphi - np.median(dphi)) / (np.percentile(phi_t, 95)
+                                                 - np.percentile(phi_t, 5))
+    if grad_t is not None:
+        f_norm = np.linalg.norm(grad_t, axis=-1)
+        dforce = (grad_t - grad) / f_norm[:, None]  # F = −∇Φ, so ΔF = ∇Φ_true − ∇Φ
+        out.update({
+            "force": np.linalg.norm(dforce, axis=-1),
+            "force_plane": np.linalg.norm(grad_t[:, :2] - grad[:, :2], axis=-1)
+            / np.linalg.norm(grad_t[:, :2], axis=-1),
+            "force_x": dforce[:, 0], "force_y": dforce[:, 1], "force_z": dforce[:, 2]})
+    if rho_t is not None:
+        out["density"] = (rho - rho_t) / rho_t
+        out["rho_true"] = rho_t
+    out.update({"r": np.linalg.norm(xf, axis=-1), "R": np.hypot(xf[:, 0], xf[:, 1]),
+                "z": xf[:, 2]})
+    return out
 
 
 def residuals_at(model, x, *, acceleration=None, potential=None,
@@ -83,24 +91,9 @@ def residuals_at(model, x, *, acceleration=None, potential=None,
     xf = np.asarray(x, dtype=float).reshape(-1, 3)
     n = len(xf)
     phi, grad, _ = fields(potential_of(model), xf, chunk_size)
-    out: dict[str, np.ndarray] = {}
-    if acceleration is not None:
-        grad_t = -np.asarray(acceleration, dtype=float).reshape(n, 3)
-        f_norm = np.linalg.norm(grad_t, axis=-1)
-        dforce = (grad_t - grad) / f_norm[:, None]
-        out.update({
-            "force": np.linalg.norm(dforce, axis=-1),
-            "force_plane": np.linalg.norm(grad_t[:, :2] - grad[:, :2], axis=-1)
-            / np.linalg.norm(grad_t[:, :2], axis=-1),
-            "force_x": dforce[:, 0], "force_y": dforce[:, 1], "force_z": dforce[:, 2]})
-    if potential is not None:
-        phi_t = np.asarray(potential, dtype=float).reshape(n)
-        dphi = phi - phi_t
-        out["phi"] = (dphi - np.median(dphi)) / (np.percentile(phi_t, 95)
-                                                 - np.percentile(phi_t, 5))
-    out.update({"r": np.linalg.norm(xf, axis=-1), "R": np.hypot(xf[:, 0], xf[:, 1]),
-                "z": xf[:, 2]})
-    return out
+    grad_t = None if acceleration is None else -np.asarray(acceleration, float).reshape(n, 3)
+    phi_t = None if potential is None else np.asarray(potential, float).reshape(n)
+    return residuals_from_fields(phi, grad, None, phi_t, grad_t, None, xf)
 
 
 def summarise(res: Mapping[str, np.ndarray], mask=None) -> dict[str, dict[str, float]]:

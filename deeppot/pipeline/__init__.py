@@ -33,8 +33,12 @@ from .config import dumps_toml as dumps_toml
 from .config import load_config as load_config
 from .config import parse_config as parse_config
 from .config import section_dict as section_dict
+from .replicas import bootstrap as bootstrap
+from .replicas import replica_catalog as replica_catalog
 from .report import accuracy_table as accuracy_table
+from .report import band_table as band_table
 from .report import evaluate_model as evaluate_model
+from .report import evaluate_replicas as evaluate_replicas
 from .rundir import run as run
 from .stages import ARTEFACTS as ARTEFACTS
 from .stages import STAGES as STAGES

@@ -12,7 +12,8 @@ import numpy as np
 from .._atomic import replacing
 from .config import Config, EvaluateConfig, dumps_toml
 
-__all__ = ["accuracy_table", "evaluate_model", "quality_warnings", "write_report"]
+__all__ = ["accuracy_table", "band_table", "evaluate_model", "evaluate_replicas",
+           "quality_warnings", "replica_warnings", "write_replica_report", "write_report"]
 
 # a fit whose median relative stationarity residual exceeds this is reported as poor
 POOR_RESIDUAL = 0.5
@@ -256,6 +257,263 @@ def write_report(path: Path, cfg: Config, catalog, metrics: Mapping[str, Any]) -
         lines.append(f"- potential: {p['steps']} steps, final loss {p['final_train_loss']:.4g}, "
                      f"{p['stop_reason']}")
     lines += ["", "## Plots", ""] + [f"![{n}](plots/{n})" for n in ev["plots"]]
+    lines += ["", "## Config", "", "```toml", dumps_toml(cfg.to_dict()).rstrip(), "```", ""]
+    with replacing(path) as tmp:
+        tmp.write_text("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------
+# Replica sets: bands, their coverage of a truth, and their report
+
+
+def _fields_of(pot, x):
+    from ..evaluate import fields
+
+    return fields(pot, x, 2**14)
+
+
+def evaluate_replicas(cfg: EvaluateConfig, replicas, catalog, *, out_dir=None, truth=None,
+                      fit_quality=None) -> dict[str, Any]:
+    """Bands of a `ReplicaSet` at the catalogue's tracer positions, and their coverage of
+    the truth the catalogue records.
+
+    At the first `n_points` positions (inside the `[evaluate]` region when a truth is
+    known) the median and 68%/95% bands (`deeppot.replicas.band`, of kind `cfg.band`,
+    half-widths times `cfg.band_inflation`) are taken of the force |∇Φ|, each force
+    component, the density and Φ (each replica's offset removed: its median over the
+    positions, as the truth's). Against a truth, `coverage` is the fraction of positions
+    whose true value lies inside each band, and each analytic parameter gets its z-score
+    (median − truth) / (half-width of the 68% band).
+
+    **Arguments:**
+
+    - `cfg`: the `[evaluate]` settings.
+    - `replicas`: a `deeppot.ReplicaSet`.
+    - `catalog`: the run's catalogue (its meta supplies the truth unless `truth` is given).
+    - `out_dir`: where PNG plots go (`None`: none).
+    - `truth`: the true potential, overriding the catalogue's.
+    - `fit_quality`: each replica's `deeppot.evaluate.fit_quality` (the truth-free signals).
+
+    **Returns:** `{"replicas", "band", "truth", "region", "coverage", "band_widths",
+    "parameters", "fit_quality", "untrusted", "accuracy", "plots"}` (`coverage` and
+    `accuracy` `None` without a truth).
+    """
+    from .. import evaluate
+    from ..replicas import analytic_parameters, band, coverage, z_scores
+
+    truth = _truth_of(catalog) if truth is None else truth
+    k = len(replicas)
+    opts = dict(kind=cfg.band, inflation=cfg.band_inflation)
+    x = np.asarray(catalog.x[: cfg.n_points])
+    per = [_fields_of(m.potential, x) for m in replicas.models]
+    phi = np.stack([p[0] for p in per])
+    grad = np.stack([p[1] for p in per])
+    rho = np.stack([p[2] for p in per])
+    out: dict[str, Any] = {"replicas": k, "band": {"kind": cfg.band,
+                                                   "inflation": cfg.band_inflation},
+                           "truth": None, "region": None, "coverage": None, "accuracy": None,
+                           "plots": [], "fit_quality": list(fit_quality or [])}
+    mask = np.ones(len(x), bool)
+    true = None
+    if truth is not None:
+        phi_t, grad_t, rho_t = _fields_of(truth, x)
+        true = {"phi": phi_t - np.median(phi_t), "force": np.linalg.norm(grad_t, axis=-1),
+                "components": grad_t, "density": rho_t}
+        res = evaluate.residuals_from_fields(np.median(phi, 0), np.median(grad, 0),
+                                             np.median(rho, 0), phi_t, grad_t, rho_t, x)
+        mask, label = _region(cfg, truth, res)
+        out["truth"] = {"class": type(truth).__name__}
+        out["region"] = label
+        out["accuracy"] = evaluate.summarise(res, mask)
+    values = {"force": np.linalg.norm(grad, axis=-1)[:, mask],
+              "components": grad[:, mask, :],
+              "density": rho[:, mask],
+              "phi": (phi - np.median(phi, axis=1, keepdims=True))[:, mask]}
+    bands = {name: band(v, **opts) for name, v in values.items()}
+    # the bands' relative half-widths: what a reader takes as the error bar
+    scale = {"force": bands["force"].median, "density": np.abs(bands["density"].median),
+             "components": np.linalg.norm(bands["components"].median, axis=-1)[:, None],
+             "phi": np.percentile(np.abs(bands["phi"].median), 95)}
+    out["band_widths"] = {
+        name: {f"median_{lvl}": float(np.median(
+            0.5 * (getattr(b, f"hi{lvl}") - getattr(b, f"lo{lvl}")) / scale[name]))
+            for lvl in ("68", "95")} for name, b in bands.items()}
+    if true is not None:
+        out["coverage"] = {name: coverage(b, true[name][mask]) for name, b in bands.items()}
+    # truth-free flags: where some replica's density is negative, the band cannot be trusted
+    neg = np.any(rho < 0, axis=0)
+    out["untrusted"] = {"negative_density_any_replica": float(np.mean(neg[mask])),
+                        "n": int(mask.sum())}
+    params = replicas.parameters()
+    true_params = analytic_parameters(truth) if truth is not None else {}
+    out["parameters"] = {}
+    for name, v in params.items():
+        b = band(v, **opts)
+        entry = {"values": v.tolist(), **{key: float(val) for key, val in b.as_dict().items()}}
+        if name in true_params and type(truth) is type(replicas[0].potential):
+            entry["truth"] = true_params[name]
+            entry["z"] = float(z_scores(b, true_params[name]))
+        out["parameters"][name] = entry
+    if out_dir is not None and cfg.plots:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        p = out_dir / "bands.png"
+        _plot_bands(replicas, cfg, catalog, truth, p)
+        out["plots"].append(p.name)
+    return out
+
+
+def _plot_bands(replicas, cfg: EvaluateConfig, catalog, truth, path: Path) -> None:
+    """Profiles with their 68% and 95% bands: Φ(r), |F|(r) and ρ(r) along the x axis,
+    v_c(R) in the mid-plane and, for a flattened catalogue, K_z(z) at the median R."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..evaluate import unit_label as _unit_label
+    from ..replicas import band
+
+    opts = dict(kind=cfg.band, inflation=cfg.band_inflation)
+    pot0 = replicas[0].potential
+    r_lo = cfg.r_min if cfg.r_min > 0 else cfg.r_max / 100
+    r = np.geomspace(r_lo / 3, cfg.r_max * 3, 64)
+    ray = np.stack([r, np.zeros_like(r), np.zeros_like(r)], -1)
+    xs = np.asarray(catalog.x)
+    zs = np.abs(xs[:, 2])
+    flat = np.percentile(zs, 90) < 0.5 * np.percentile(np.hypot(xs[:, 0], xs[:, 1]), 90)
+    r_ref = float(np.median(np.hypot(xs[:, 0], xs[:, 1])))
+    z = np.linspace(0, 3 * float(np.percentile(zs, 90)), 48)[1:]
+    vert = np.stack([np.full_like(z, r_ref), np.zeros_like(z), z], -1)
+    ref = np.array([[r_ref, 0.0, 0.0]])
+
+    def profile(pot):
+        phi, grad, rho = _fields_of(pot, ray)
+        phi = phi - _fields_of(pot, ref)[0][0]
+        vc = np.sqrt(np.maximum(np.sum(ray * grad, -1), 0))
+        kz = _fields_of(pot, vert)[1][:, 2]
+        return {"phi": phi, "force": np.linalg.norm(grad, axis=-1), "density": rho, "vc": vc,
+                "kz": kz}
+
+    per = [profile(m.potential) for m in replicas.models]
+    curves = {k: np.stack([p[k] for p in per]) for k in per[0]}
+    true = profile(truth) if truth is not None else None
+    length = _unit_label(pot0, "length")
+    panels = [("phi", r, f"r{length}", "Φ(r) − Φ(R_ref)" + _unit_label(pot0, "potential"),
+               "linear"),
+              ("force", r, f"r{length}", "|F|(r)" + _unit_label(pot0, "acceleration"), "log"),
+              ("density", r, f"r{length}", "ρ(r)" + _unit_label(pot0, "density"), "log"),
+              ("vc", r, f"R{length}", "v_c(R)" + _unit_label(pot0, "velocity"), "linear")]
+    if flat:
+        panels.append(("kz", z, f"z{length} at R = {r_ref:.3g}",
+                       "K_z(z) = ∂Φ/∂z" + _unit_label(pot0, "acceleration"), "linear"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4),
+                             constrained_layout=True)
+    for ax, (name, grid, xlabel, ylabel, yscale) in zip(axes, panels):
+        b = band(curves[name], **opts)
+        ax.fill_between(grid, b.lo95, b.hi95, color="tab:blue", alpha=0.15, lw=0,
+                        label="95% band")
+        ax.fill_between(grid, b.lo68, b.hi68, color="tab:blue", alpha=0.35, lw=0,
+                        label="68% band")
+        ax.plot(grid, b.median, color="tab:blue", lw=1.2, label=f"median of {len(replicas)}")
+        if true is not None:
+            ax.plot(grid, true[name], "k--", lw=1, label="truth")
+        ax.set(xlabel=xlabel, ylabel=ylabel, xscale="linear" if name == "kz" else "log")
+        if yscale == "log" and np.all(b.median > 0):
+            ax.set_yscale("log")
+    axes[0].legend(fontsize="small")
+    fig.suptitle(f"{len(replicas)} replicas: medians and bands along the x axis")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def band_table(evaluation: Mapping[str, Any]) -> str:
+    """Markdown table of a replica set's band widths and, on a mock, their coverage of the
+    truth (empty string for a run of one replica)."""
+    if not evaluation.get("replicas") or "band_widths" not in evaluation:
+        return ""
+    cov = evaluation.get("coverage")
+    rows = [("force magnitude", "force"), ("force components", "components"),
+            ("density ρ", "density"), ("potential Φ (offset removed)", "phi")]
+    where = evaluation.get("region") or "all evaluated positions"
+    n = evaluation["untrusted"]["n"]
+    lines = [f"Bands over {evaluation['replicas']} replicas ({evaluation['band']['kind']} bands, "
+             f"inflation {evaluation['band']['inflation']:g}), {where} ({n} tracer positions):",
+             "", "| quantity | median 68% half-width | median 95% half-width | 68% coverage "
+             "| 95% coverage |", "|---|---|---|---|---|"]
+    for label, key in rows:
+        w = evaluation["band_widths"][key]
+        c = cov[key] if cov else None
+        cells = ([f"{100 * c['68']:.1f}%", f"{100 * c['95']:.1f}%"] if c else ["–", "–"])
+        lines.append(f"| {label} | {100 * w['median_68']:.2f}% | {100 * w['median_95']:.2f}% "
+                     f"| {cells[0]} | {cells[1]} |")
+    lines += ["", "Half-widths are relative (to the force magnitude, for the force and its "
+              "components; to ρ; to the spread of Φ); coverage is "
+              "the fraction of positions where the truth lies inside the band (a calibrated "
+              "band: 68% and 95%)." if cov else "No truth is known: no coverage."]
+    return "\n".join(lines)
+
+
+def _parameter_lines(params: Mapping[str, Any]) -> list[str]:
+    if not params:
+        return []
+    lines = ["| parameter | median | 68% band | 95% band | truth | z |",
+             "|---|---|---|---|---|---|"]
+    for name, p in params.items():
+        lines.append(f"| {name} | {p['median']:.4g} | {p['lo68']:.4g} – {p['hi68']:.4g} | "
+                     f"{p['lo95']:.4g} – {p['hi95']:.4g} | "
+                     f"{p['truth']:.4g} | {p['z']:+.2f} |" if "z" in p else
+                     f"| {name} | {p['median']:.4g} | {p['lo68']:.4g} – {p['hi68']:.4g} | "
+                     f"{p['lo95']:.4g} – {p['hi95']:.4g} | – | – |")
+    return lines + [""]
+
+
+def replica_warnings(evaluation: Mapping[str, Any]) -> list[str]:
+    """Warnings about the replicas a band is made of: those whose truth-free fit quality is
+    poor (`quality_warnings`), and positions where some replica's density is negative."""
+    out = []
+    for k, q in enumerate(evaluation.get("fit_quality") or []):
+        out += [f"replica {k}: {w}" for w in quality_warnings({"fit_quality": q})]
+    neg = evaluation.get("untrusted", {}).get("negative_density_any_replica", 0.0)
+    if neg > POOR_NEGATIVE_DENSITY:
+        out.append(f"at {100 * neg:.0f}% of the evaluated positions some replica's density is "
+                   "negative: the density band is not to be trusted there")
+    return out
+
+
+def write_replica_report(path: Path, cfg: Config, catalog, metrics: Mapping[str, Any]) -> None:
+    """Write the `report.md` of a replica set: bands and their coverage, parameters with
+    bands and z-scores, the replicas' fit quality, warnings, plots and config."""
+    ev = metrics
+    lines = ["# deeppot run report: a replica set", "",
+             f"Catalogue: {len(catalog)} stars ({catalog.meta.get('generator', 'from file')}). "
+             f"DF: {cfg.df.kind}. Potential: {cfg.potential.model}. {ev['replicas']} replicas, "
+             "each with its own DF seed and bootstrap resample of the stars "
+             "(`replica_NN/` holds each one's run and report).", ""]
+    if cfg.run.units != "dimensionless":
+        from ..units import get_units
+
+        lines += [f"Numbers are in the {get_units(cfg.run.units)!r} units.", ""]
+    lines += [band_table(ev), ""]
+    acc = accuracy_table(ev)
+    if acc:
+        lines += ["The median over the replicas against the truth:", "", acc, ""]
+    lines += _parameter_lines(ev.get("parameters", {}))
+    q = ev.get("fit_quality") or []
+    if q:
+        lines += ["Fit quality of each replica (no truth needed; a poor one flags a band that "
+                  "cannot be trusted):", "",
+                  "| replica | median relative residual | p84 | negative density |",
+                  "|---|---|---|---|"]
+        lines += [f"| {k} | {r['median_relative_residual']:.3f} | "
+                  f"{r['p84_relative_residual']:.3f} | "
+                  f"{100 * r['negative_density_fraction']:.1f}% |" for k, r in enumerate(q)]
+        lines += ["", f"Some replica's density is negative at "
+                  f"{100 * ev['untrusted']['negative_density_any_replica']:.1f}% of the "
+                  "evaluated positions.", ""]
+    for w in ev.get("warnings", []):
+        lines += [f"**Warning:** {w}", ""]
+    lines += ["## Plots", ""] + [f"![{n}](plots/{n})" for n in ev["plots"]]
     lines += ["", "## Config", "", "```toml", dumps_toml(cfg.to_dict()).rstrip(), "```", ""]
     with replacing(path) as tmp:
         tmp.write_text("\n".join(lines))

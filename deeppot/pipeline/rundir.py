@@ -56,11 +56,13 @@ def _settings(section) -> dict[str, Any]:
             if f.metadata["fingerprint"]}
 
 
-def fingerprints(cfg: Config) -> dict[str, str]:
+def fingerprints(cfg: Config, salt: dict | None = None) -> dict[str, str]:
     """Per stage, a hash of every setting (and input file) it and the stages before it
-    depend on."""
+    depend on, and of `salt` (a replica's index and its parent catalogue's checksum)."""
     h = hashlib.sha256()
     h.update(json.dumps(_settings(cfg.run), sort_keys=True).encode())
+    if salt:
+        h.update(json.dumps(salt, sort_keys=True).encode())
     out = {}
     for stage in STAGES:
         for section in stage.sections:
@@ -127,7 +129,7 @@ def _invalidate(stages, run_dir: Path, places: dict[str, Path], ckpt_dir: Path,
         for name in stage.outputs:
             places[name].unlink(missing_ok=True)
             (run_dir / ARTEFACTS[name].filename).unlink(missing_ok=True)
-        if stage.name == "report" and plot_dir.exists():
+        if stage.name == "report" and plot_dir is not None and plot_dir.exists():
             shutil.rmtree(plot_dir)
         if k > 0:
             state.pop(stage.name, None)
@@ -185,13 +187,19 @@ def run(config: Config | str | os.PathLike, run_dir: str | os.PathLike, *,
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     main = is_main_process()
     with _locked(run_dir) if main else contextlib.nullcontext():
+        if cfg.run.replicas > 1:
+            return _run_replicas(cfg, run_dir, plot_dir, progress, log, stop_after, joined,
+                                 main)
         return _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after,
                            joined, main)
 
 
-def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after, joined, main):
+def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after, joined, main,
+                *, stages=STAGES, replica=None, given=None, salt=None):
     """The stages in order; `main` is false in the processes of a multi-host run other
-    than process 0, which run every stage and write nothing."""
+    than process 0, which run every stage and write nothing. A replica of a replica set
+    runs `stages` (all but `data`) with its index `replica`, the `given` artefacts
+    (its catalogue) and `salt` in its fingerprints."""
     from ..sharding import same_on_all_processes
 
     log_file = run_dir / "run.log"
@@ -218,9 +226,9 @@ def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after, joi
                           "directory must be on a file system that every process reads)")
     if main:
         (run_dir / "config.toml").write_text(dumps_toml(cfg.to_dict()))
-    fps = fingerprints(cfg)
+    fps = fingerprints(cfg, salt)
     places = _places(cfg, run_dir)
-    loaded: dict[str, tuple[Any, dict]] = {}
+    loaded: dict[str, tuple[Any, dict]] = dict(given or {})
 
     def artefact(name: str):
         if name not in loaded:
@@ -229,7 +237,7 @@ def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after, joi
 
     upstream_reran = False
     t_run = time.perf_counter()
-    for i, stage in enumerate(STAGES):
+    for i, stage in enumerate(stages):
         rec = state.get(stage.name, {})
         outputs = [places[o] for o in stage.outputs]
         same = rec.get("fingerprint") == fps[stage.name] and not upstream_reran
@@ -243,7 +251,7 @@ def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after, joi
                     p.unlink()
                 checkpoints = []
             if main:
-                _invalidate(STAGES[i:], run_dir, places, ckpt_dir, plot_dir, state)
+                _invalidate(stages[i:], run_dir, places, ckpt_dir, plot_dir, state)
             resuming = bool(checkpoints)
             state[stage.name] = {"fingerprint": fps[stage.name], "done": False}
             if main:
@@ -252,7 +260,8 @@ def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after, joi
             note(f"{stage.name}: {event}" + (f" ({why})" if why else ""))
             t0 = time.perf_counter()
             inputs = {name: artefact(name) for name in (*stage.inputs, *stage.optional)}
-            kwargs = dict(checkpoint_dir=ckpt_dir, plot_dir=plot_dir, progress=progress)
+            kwargs = dict(checkpoint_dir=ckpt_dir, plot_dir=plot_dir, progress=progress,
+                          replica=replica)
             try:
                 produced = run_stage(stage.name, cfg, inputs, **kwargs)
             except CheckpointError as err:
@@ -286,3 +295,70 @@ def _run_locked(cfg, run_dir, ckpt_dir, plot_dir, progress, log, stop_after, joi
     if metrics_path.exists() and stop_after in (None, "report"):
         return json.loads(metrics_path.read_text())
     return {s: state.get(s) for s in STAGE_NAMES}
+
+
+def _run_replicas(cfg, run_dir, plot_dir, progress, log, stop_after, joined, main):
+    """A replica set (`[run] replicas` = K > 1): the data stage in `run_dir`, then each
+    replica's other stages in `run_dir/replica_NN/` — skipped, resumed or rerun as those
+    of a run, with the replica's key, bootstrap catalogue and fingerprints
+    (`deeppot.pipeline.replicas`) — then the set: its model file (a `ReplicaSet` of the
+    replicas' potentials), metrics and report, rebuilt from the replicas' models every
+    time (they are cheap next to a replica)."""
+    from ..catalog import PhaseSpaceCatalog
+    from ..modelfile import load_model
+    from ..replicas import ReplicaSet
+    from .replicas import replica_catalog, replica_config, replica_dir
+
+    places = _places(cfg, run_dir)
+    if main:  # nothing of an older set (or of a run of one replica here) looks current
+        for stage in STAGES[1:]:
+            for name in stage.outputs:
+                (run_dir / ARTEFACTS[name].filename).unlink(missing_ok=True)
+        if plot_dir.exists():
+            shutil.rmtree(plot_dir)
+    states = _run_locked(cfg, run_dir, run_dir / "checkpoints", plot_dir, progress, log,
+                         "data", joined, main, stages=STAGES[:1])
+    if stop_after == "data":
+        return states
+    parent = PhaseSpaceCatalog.load(places["catalog"])
+    digest = _file_digest(places["catalog"])
+    k_set = cfg.run.replicas
+    models, metas = [], []
+    for k in range(k_set):
+        rdir = run_dir / replica_dir(k)
+        rdir.mkdir(parents=True, exist_ok=True)
+
+        def replica_log(msg, k=k):
+            if log is not None:
+                log(f"replica {k + 1}/{k_set}: {msg}")
+
+        states = _run_locked(
+            replica_config(cfg, k), rdir, rdir / "checkpoints", None, progress, replica_log,
+            stop_after, None, main, stages=STAGES[1:], replica=k,
+            given={"catalog": (replica_catalog(parent, cfg.run.seed, k), {})},
+            salt={"replica": k, "catalog_sha256": digest})
+        if stop_after in (None, "report", "potential"):
+            model, meta = load_model(rdir / ARTEFACTS["potential"].filename)
+            models.append(model)
+            metas.append(meta)
+    if stop_after not in (None, "report", "potential"):
+        return states
+    replicas = ReplicaSet(models)
+    meta = {"stage": "potential", "replicas": k_set,
+            "config": metas[0].get("config"), "fit": metas[0].get("fit"),
+            "replica_fit_quality": [m.get("fit_quality") for m in metas],
+            "replica_training": [{k: v for k, v in m.get("training", {}).items()
+                                  if k not in ("curve", "check")} for m in metas]}
+    write_artefact("potential", replicas, places["potential"], meta)
+    if stop_after == "potential":
+        return {"replicas": k_set}
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    produced = run_stage("report", cfg, {"catalog": (parent, {}), "potential": (replicas, meta)},
+                         plot_dir=plot_dir, progress=progress)
+    for name, (obj, m) in produced.items():
+        write_artefact(name, obj, places[name], m)
+    metrics = produced["metrics"][0]
+    if log is not None:
+        for warning in metrics.get("warnings", []):
+            log(f"warning: {warning}")
+    return json.loads(places["metrics"].read_text())

@@ -40,7 +40,17 @@ from .config import (
     section_dict,
     trainable,
 )
-from .report import accuracy_table, evaluate_model, plot_losses, quality_warnings, write_report
+from .report import (
+    accuracy_table,
+    band_table,
+    evaluate_model,
+    evaluate_replicas,
+    plot_losses,
+    quality_warnings,
+    replica_warnings,
+    write_replica_report,
+    write_report,
+)
 
 __all__ = [
     "ARTEFACTS",
@@ -196,9 +206,12 @@ ARTEFACTS: dict[str, Artefact] = {
 # Stage functions (also usable on their own from Python)
 
 
-def stage_key(seed: int, stage: str):
-    """The key of one stage: fixed by the seed and the stage, whatever else ran."""
-    return jax.random.fold_in(jax.random.key(seed), [s.name for s in STAGES].index(stage))
+def stage_key(seed: int, stage: str, replica: int | None = None):
+    """The key of one stage: fixed by the seed and the stage, whatever else ran; in replica
+    `replica` of a replica set (`[run] replicas`) that key folded with the replica's index
+    (`None`: a run of one replica)."""
+    key = jax.random.fold_in(jax.random.key(seed), [s.name for s in STAGES].index(stage))
+    return key if replica is None else jax.random.fold_in(key, 1 + replica)
 
 
 def _history_summary(history) -> dict[str, Any]:
@@ -511,8 +524,12 @@ def _potential(ctx: StageContext):
 
 
 def _report(ctx: StageContext):
+    from ..replicas import ReplicaSet
+
     cfg = ctx.config
     cat, model = ctx.inputs["catalog"], ctx.inputs["potential"]
+    if isinstance(model, ReplicaSet):
+        return _report_replicas(ctx)
     quality = ctx.input_meta["potential"].get("fit_quality")  # the potential stage's
     ev = evaluate_model(cfg.evaluate, model, cat, out_dir=ctx.plot_dir,
                         scores=None if quality else ctx.inputs.get("scores"))
@@ -551,9 +568,27 @@ def _report(ctx: StageContext):
     return {"metrics": (metrics, {}), "report": ((cfg, cat, metrics), {})}
 
 
+def _report_replicas(ctx: StageContext):
+    """The report of a replica set (a `ReplicaSet` model file): bands, their coverage of a
+    mock's truth, the replicas' fit quality."""
+    cfg = ctx.config
+    cat, replicas = ctx.inputs["catalog"], ctx.inputs["potential"]
+    meta = ctx.input_meta["potential"]
+    ev = evaluate_replicas(cfg.evaluate, replicas, cat, out_dir=ctx.plot_dir,
+                           fit_quality=meta.get("replica_fit_quality"))
+    metrics = {"config": cfg.to_dict(),
+               "catalog": {"n": len(cat), "generator": cat.meta.get("generator")},
+               **ev, "replica_training": meta.get("replica_training", []),
+               "warnings": replica_warnings(ev)}
+    return {"metrics": (metrics, {}), "report": ((cfg, cat, metrics), {})}
+
+
 def _save_report(value, path, meta):
     cfg, cat, metrics = value
-    write_report(Path(path), cfg, cat, metrics)
+    if metrics.get("replicas"):
+        write_replica_report(Path(path), cfg, cat, metrics)
+    else:
+        write_report(Path(path), cfg, cat, metrics)
 
 
 ARTEFACTS["report"] = Artefact("report.md", _save_report,
@@ -572,7 +607,8 @@ def _accuracy(metrics, inputs, path) -> str:
     if metrics["accuracy"] is None:
         raise ValueError(f"{inputs['catalog']} records no truth potential; nothing to "
                          "compare with")
-    return accuracy_table(metrics)
+    bands = band_table(metrics)
+    return accuracy_table(metrics) + (f"\n\n{bands}" if bands else "")
 
 
 STAGES: tuple[Stage, ...] = (
@@ -620,8 +656,8 @@ def get_stage(name: str) -> Stage:
 
 
 def run_stage(name: str, config: Config, inputs: Mapping[str, tuple[Any, dict]], *,
-              checkpoint_dir=None, plot_dir=None, progress: bool = False
-              ) -> dict[str, tuple[Any, dict]]:
+              checkpoint_dir=None, plot_dir=None, progress: bool = False,
+              replica: int | None = None) -> dict[str, tuple[Any, dict]]:
     """Run one stage on in-memory inputs and return its outputs (nothing is saved).
 
     **Arguments:**
@@ -633,6 +669,8 @@ def run_stage(name: str, config: Config, inputs: Mapping[str, tuple[Any, dict]],
     - `checkpoint_dir`: where training checkpoints go and are resumed from (`None`: none).
     - `plot_dir`: where the report's plots go (`None`: no plots).
     - `progress`: show progress bars.
+    - `replica`: the index of the replica of a replica set this stage runs in (its key is
+      `stage_key(seed, name, replica)`); `None`: a run of one replica.
 
     **Returns:** `{artefact name: (object, metadata)}`; save each with
     `ARTEFACTS[name].save(object, path, metadata)`.
@@ -643,7 +681,7 @@ def run_stage(name: str, config: Config, inputs: Mapping[str, tuple[Any, dict]],
         raise ValueError(f"stage {name!r} needs {', '.join(missing)}")
     given = [k for k in (*stage.inputs, *stage.optional) if k in inputs]
     ctx = StageContext(
-        config=config, key=stage_key(config.run.seed, name),
+        config=config, key=stage_key(config.run.seed, name, replica),
         inputs={k: inputs[k][0] for k in given},
         input_meta={k: inputs[k][1] for k in given},
         checkpoint_dir=_directory(checkpoint_dir),

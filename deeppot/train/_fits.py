@@ -17,6 +17,8 @@ from ._settings import DF_SETTINGS, POTENTIAL_SETTINGS, TrainSettings
 
 if typing.TYPE_CHECKING:
     from ..objectives import AbstractObjective
+else:
+    AbstractObjective = typing.Any
 
 
 def _as_points(catalog) -> Float[Array, "n 6"]:
@@ -92,12 +94,28 @@ def fit_df(
         kwargs["trainable"] = eqx.tree_at(lambda d: d.standardisation, spec,
                                           replace_fn=lambda _: False)
 
-    def loss_fn(model, batch, k):
-        return objective(model, batch, k)
-
-    out, history = fit(df, loss_fn, w.astype(df.standardisation[0].dtype), key=key,
-                       settings=settings, **kwargs)
+    out, history = fit(df, _ObjectiveLoss(objective), w.astype(df.standardisation[0].dtype),
+                       key=key, settings=settings, **kwargs)
     return (out, history) if return_history else out
+
+
+class _ObjectiveLoss(eqx.Module):
+    """`fit_df`'s `loss_fn`: a module, equal for equal objectives, so that fits of the same
+    shapes (replicas, ensemble members) share the jitted step's compilation."""
+
+    objective: AbstractObjective
+
+    def __call__(self, model, batch, key):
+        return self.objective(model, batch, key)
+
+
+class _TermLoss(eqx.Module):
+    """`fit_potential`'s `loss_fn` (see `_ObjectiveLoss`): the term, without the key."""
+
+    term: typing.Any
+
+    def __call__(self, model, batch, key):
+        return self.term(model, batch)
 
 
 def potential_loss_fn(loss=None) -> Callable:
@@ -114,7 +132,7 @@ def potential_loss_fn(loss=None) -> Callable:
         loss = Log(Stationarity() + PositiveDensity())
     if not isinstance(loss, AbstractTerm):
         raise TypeError(f"loss must be a deeppot loss term; got {type(loss).__name__}")
-    return lambda model, batch, key: loss(model, batch)
+    return _TermLoss(loss)
 
 
 def fit_potential(

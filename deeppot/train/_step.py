@@ -105,9 +105,16 @@ def _train_step(
 def _transformation(optimizer, clip_norm) -> optax.GradientTransformation:
     if isinstance(optimizer, optax.GradientTransformation):
         base = optimizer
-    else:
-        check_name(optimizer, OPTIMIZERS, "optimizer", "an optax.GradientTransformation")
-        base = OPTIMIZERS[optimizer]()
+        return optax.chain(optax.clip_by_global_norm(clip_norm), base) if clip_norm else base
+    check_name(optimizer, OPTIMIZERS, "optimizer", "an optax.GradientTransformation")
+    return _named_transformation(optimizer, clip_norm)
+
+
+@functools.cache
+def _named_transformation(optimizer: str, clip_norm) -> optax.GradientTransformation:
+    """One transformation object per (name, clip): the jitted step takes it as a static
+    argument, so fits with the same settings share the step's compilation."""
+    base = OPTIMIZERS[optimizer]()
     return optax.chain(optax.clip_by_global_norm(clip_norm), base) if clip_norm else base
 
 

@@ -57,6 +57,11 @@ class RunConfig:
     process_id: int = option(0, "int", "this process's index in a multi-host start "
                              "(0 … num_processes − 1; e.g. --set run.process_id=1)", lo=0,
                              fingerprint=False)
+    replicas: int = option(1, "int", "replicas of the run, each with its own DF seed and "
+                           "bootstrap resample of the stars (run_dir/replica_NN/); K > 1 adds "
+                           "the median and 68%/95% bands over them to the report, and their "
+                           "coverage of the truth on a mock (1: one fit, no bands)", lo=1,
+                           fingerprint=False)
 
 
 def _taking(reg: registry.Registry, name: str) -> Callable[[str], bool]:
@@ -260,6 +265,12 @@ class EvaluateConfig:
     map_extent: float = option(3.0, "float", "half-width of the midplane maps", lo=0,
                                lo_open=True)
     plots: bool = option(True, "bool", "write PNG plots")
+    band: str = option("t", "str", "replica bands ([run] replicas > 1): t (median ± Student-t "
+                       "prediction half-widths from the replicas' spread) or percentile (their "
+                       "empirical 16–84% and 2.5–97.5% percentiles)", choices=("t", "percentile"))
+    band_inflation: float = option(1.0, "float", "factor on the replica bands' half-widths "
+                                   "(t bands): a calibration learned on a mock", lo=0,
+                                   lo_open=True)
 
 
 SECTIONS: dict[str, type] = {

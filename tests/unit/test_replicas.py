@@ -1,0 +1,160 @@
+"""Replica sets: band arithmetic, coverage and z-scores against exact cases, the bootstrap,
+and the `ReplicaSet` model (its bands, units and model file)."""
+
+import math
+
+import astropy.units as u
+import jax
+import numpy as np
+import pytest
+
+import deeppot as dp
+from deeppot.pipeline.replicas import bootstrap, replica_catalog
+from deeppot.replicas import band, coverage, t_quantile, z_scores
+
+
+def test_percentile_band_of_0_to_100_is_exact():
+    values = np.arange(101.0)[:, None] * np.array([1.0, -2.0])  # two points, replicas on axis 0
+    b = band(values, kind="percentile")
+    np.testing.assert_allclose(b.median, [50.0, -100.0])
+    np.testing.assert_allclose(b.lo68, [16.0, -168.0])
+    np.testing.assert_allclose(b.hi68, [84.0, -32.0])
+    np.testing.assert_allclose(b.lo95, [2.5, -195.0])
+    np.testing.assert_allclose(b.hi95, [97.5, -5.0])
+    assert b.n_replicas == 101
+
+
+def test_t_band_of_known_values():
+    values = np.array([1.0, 2.0, 3.0, 4.0, 5.0])  # median 3, sample sd sqrt(2.5)
+    b = band(values)
+    s = math.sqrt(2.5) * math.sqrt(1 + 1 / 5)
+    # Student t with 4 degrees of freedom: 0.84 and 0.975 quantiles
+    assert b.median == 3.0
+    np.testing.assert_allclose(b.hi68 - 3.0, 1.13440 * s, rtol=2e-4)
+    np.testing.assert_allclose(3.0 - b.lo95, 2.7764 * s, rtol=2e-4)
+    wide = band(values, inflation=2.0)
+    np.testing.assert_allclose(wide.hi95 - 3.0, 2 * (b.hi95 - 3.0))
+
+
+def test_t_quantile_matches_tables():
+    assert t_quantile(0.975, 1) == pytest.approx(12.7062, rel=1e-4)
+    assert t_quantile(0.975, 7) == pytest.approx(2.3646, rel=1e-4)
+    assert t_quantile(0.84, 10**6) == pytest.approx(0.99446, rel=1e-4)  # the normal's
+    assert t_quantile(0.5, 3) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError):
+        t_quantile(0.3, 3)
+
+
+def test_band_rejects_bad_input():
+    with pytest.raises(ValueError, match="at least 2"):
+        band(np.ones((1, 3)))
+    with pytest.raises(ValueError, match="kind"):
+        band(np.ones((3, 3)), kind="bayes")
+    with pytest.raises(ValueError, match="inflation"):
+        band(np.ones((3, 3)), inflation=0.0)
+
+
+def test_band_keeps_quantities():
+    b = band(np.array([1.0, 2.0, 3.0]) * u.km / u.s, kind="percentile")
+    assert b.median.unit == u.km / u.s and b.median.value == 2.0
+
+
+def test_coverage_counts_points_inside_each_band():
+    b = band(np.arange(101.0)[:, None] * np.ones(4), kind="percentile")
+    # 68%: [16, 84]; 95%: [2.5, 97.5]; the NaN point is not counted
+    truth = np.array([50.0, 10.0, 99.0, np.nan])
+    c = coverage(b, truth)
+    assert c == {"68": pytest.approx(1 / 3), "95": pytest.approx(2 / 3), "n": 3}
+
+
+def test_coverage_of_gaussian_replicas_is_nominal():
+    """Replicas scattered about the truth as a calibrated fit's are: the t bands of 8
+    replicas cover it at their nominal rates, the raw percentiles of 8 do not."""
+    rng = np.random.default_rng(0)
+    n, k = 20000, 8
+    truth = rng.normal(size=n)
+    estimate = truth + rng.normal(size=n)  # the fit on the data: off by N(0, 1)
+    replicas = estimate + rng.normal(size=(k, n))  # replicas scatter as the fit does
+    c = coverage(band(replicas), truth)
+    assert abs(c["68"] - 0.68) < 0.03 and abs(c["95"] - 0.95) < 0.02
+    assert coverage(band(replicas, kind="percentile"), truth)["95"] < 0.85
+
+
+def test_z_scores():
+    b = band(np.array([0.0, 1.0, 2.0, 3.0, 4.0]), kind="percentile")  # 68%: 0.64 … 3.36
+    assert z_scores(b, 2.0) == 0.0
+    np.testing.assert_allclose(z_scores(b, 0.64), 1.0)
+
+
+def _catalog(n=500, weights=None):
+    return dp.mocks.plummer(jax.random.key(1), n).with_weights(weights)
+
+
+def test_bootstrap_is_deterministic_and_differs_per_replica():
+    cat = _catalog()
+    a, b = bootstrap(cat, jax.random.key(5)), bootstrap(cat, jax.random.key(5))
+    np.testing.assert_array_equal(a.x, b.x)
+    assert len(a) == len(cat)
+    r0, r1 = replica_catalog(cat, 0, 0), replica_catalog(cat, 0, 1)
+    assert not np.array_equal(r0.x, r1.x)
+    np.testing.assert_array_equal(r0.x, replica_catalog(cat, 0, 0).x)
+    assert not np.array_equal(r0.x, replica_catalog(cat, 1, 0).x)  # another seed
+    # drawn with replacement from the stars: ~63% of them distinct
+    rows = {tuple(row) for row in np.asarray(cat.w)}
+    assert all(tuple(row) in rows for row in np.asarray(r0.w))
+    assert 0.55 < r0.meta["bootstrap"]["distinct_stars"] / len(cat) < 0.70
+
+
+def test_bootstrap_keeps_each_stars_weight():
+    n = 400
+    w = np.where(np.arange(n) % 2 == 0, 0.0, np.arange(n) / n)
+    cat = _catalog(n, w)
+    means = []
+    for k in range(200):
+        r = replica_catalog(cat, 0, k)
+        # each drawn star carries its own weight
+        lookup = {tuple(row): wt for row, wt in zip(np.asarray(cat.w), w)}
+        assert all(lookup[tuple(row)] == wt for row, wt in zip(np.asarray(r.w), r.weights))
+        means.append(np.average(r.x[:, 0] ** 2, weights=r.weights))
+    # the weighted statistic of the resamples scatters about the catalogue's
+    target = np.average(cat.x[:, 0] ** 2, weights=w)
+    assert abs(np.mean(means) - target) < 3 * np.std(means) / math.sqrt(len(means)) + 0.02 * target
+
+
+def _set(scales=(0.9, 1.0, 1.1, 1.2)):
+    return dp.ReplicaSet([dp.PotentialModel(dp.Plummer(m_tot=s, r_s=1.0)) for s in scales])
+
+
+def test_replica_set_bands_and_parameters():
+    rs = _set()
+    x = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    vals = rs.values("acceleration", x)
+    assert vals.shape == (4, 2, 3)
+    b = rs.band("potential", x, kind="percentile")
+    exact = -np.array([0.9, 1.0, 1.1, 1.2])[:, None] / np.sqrt(1 + np.array([1.0, 4.0]))
+    np.testing.assert_allclose(b.median, np.median(exact, 0), rtol=1e-5)
+    np.testing.assert_allclose(b.lo95, np.percentile(exact, 2.5, axis=0), rtol=1e-5)
+    params = rs.parameters()
+    np.testing.assert_allclose(params["m_tot"], [0.9, 1.0, 1.1, 1.2], rtol=1e-6)
+    pb = rs.parameter_bands(kind="percentile")["m_tot"]
+    assert pb.median == pytest.approx(1.05, rel=1e-6)
+    with pytest.raises(ValueError, match="unknown method"):
+        rs.values("hessian", x)
+
+
+def test_replica_set_in_physical_units_and_model_file(tmp_path):
+    rs = dp.ReplicaSet([dp.PotentialModel(dp.Plummer(m_tot=m * u.Msun, r_s=1 * u.kpc))
+                        for m in (1e10, 1.1e10, 1.2e10)])
+    vc = rs.band("circular_velocity", [[8.0, 0.0, 0.0]] * u.kpc)
+    assert vc.median.unit.is_equivalent(u.km / u.s) and vc.lo68 < vc.median < vc.hi68
+    dp.save_model(tmp_path / "set.eqx", rs, {"stage": "potential"})
+    back, meta = dp.load_model(tmp_path / "set.eqx")
+    assert isinstance(back, dp.ReplicaSet) and len(back) == 3
+    np.testing.assert_array_equal(back.parameters()["m_tot"], rs.parameters()["m_tot"])
+
+
+def test_replica_set_checks_its_models():
+    with pytest.raises(ValueError, match="at least one"):
+        dp.ReplicaSet([])
+    with pytest.raises(TypeError, match="PotentialModel"):
+        dp.ReplicaSet([dp.Plummer()])
