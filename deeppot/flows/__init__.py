@@ -6,6 +6,9 @@ from ._analytic import PlummerDF as PlummerDF
 from ._augment import Augmented as Augmented
 from ._augment import symmetry_transform as symmetry_transform
 from ._axisymmetric import AxisymmetricDF as AxisymmetricDF
+from ._conditional import AbstractConditionalDF as AbstractConditionalDF
+from ._conditional import ConditionalDF as ConditionalDF
+from ._conditional import ConditionalPlummerDF as ConditionalPlummerDF
 from ._base import AbstractContinuousFlowDF as AbstractContinuousFlowDF
 from ._base import AbstractDF as AbstractDF
 from ._base import AbstractFlowDF as AbstractFlowDF
