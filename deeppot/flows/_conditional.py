@@ -12,7 +12,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import paramax
-from flowjax.bijections import RationalQuadraticSpline
+from flowjax.bijections import Affine, RationalQuadraticSpline
 from flowjax.distributions import AbstractDistribution, StandardNormal
 from flowjax.flows import coupling_flow, masked_autoregressive_flow
 from jaxtyping import Array, Float, PRNGKeyArray
@@ -337,9 +337,12 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
     - `symmetry`: the velocity factor's symmetry, one of `"none"`, `"spherical"`,
       `"axisymmetric"`.
     - `density_symmetry`: the density factor's, or `None` for `symmetry`.
-    - `kind`: `"coupling"` or `"autoregressive"` spline flows.
+    - `kind`: `"coupling"` or `"autoregressive"` flows.
+    - `transformer`: `"spline"` (rational-quadratic splines, as `SplineFlow`: flexible, but
+      their scores jump at the knots) or `"affine"` (affine layers whose scale and shift are
+      smooth networks of the other coordinates and the condition: smooth scores).
     - `flow_layers`, `knots`, `interval`, `nn_width`, `nn_depth`, `nn_activation`: as in
-      `SplineFlow`, for both flows.
+      `SplineFlow`, for both flows (`knots` and `interval` for splines only).
     - `chunk_size`: points per evaluation chunk.
     """
 
@@ -360,12 +363,14 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
 
     def __init__(self, key: PRNGKeyArray, *, symmetry: str = "none",
                  density_symmetry: str | None = None, kind: str = "coupling",
-                 flow_layers: int = 8, knots: int = 8, interval: float = 5.0,
+                 transformer: str = "spline", flow_layers: int = 8, knots: int = 8, interval: float = 5.0,
                  nn_width: int = 128, nn_depth: int = 2,
                  nn_activation: Callable = jax.nn.silu, chunk_size: int = 16384):
         builders = {"coupling": coupling_flow, "autoregressive": masked_autoregressive_flow}
         if kind not in builders:
             raise ValueError(f"kind must be one of {tuple(builders)}; got {kind!r}")
+        if transformer not in ("spline", "affine"):
+            raise ValueError(f"transformer must be 'spline' or 'affine'; got {transformer!r}")
         density_symmetry = symmetry if density_symmetry is None else density_symmetry
         for name, value in (("symmetry", symmetry), ("density_symmetry", density_symmetry)):
             if value not in SYMMETRIES:
@@ -373,7 +378,9 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
         dy, dc = _POSITION_DIM[density_symmetry], _POSITION_DIM[symmetry]
         du = _VELOCITY_DIM[symmetry]
         k_d, k_v = jax.random.split(key)
-        common = dict(transformer=RationalQuadraticSpline(knots=knots, interval=interval),
+        bijection = (RationalQuadraticSpline(knots=knots, interval=interval)
+                     if transformer == "spline" else Affine())
+        common = dict(transformer=bijection,
                       flow_layers=flow_layers, nn_width=nn_width, nn_depth=nn_depth,
                       nn_activation=nn_activation)
         self.density = builders[kind](k_d, base_dist=StandardNormal((dy,)), **common)
@@ -387,7 +394,8 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
         self.symmetry, self.density_symmetry = symmetry, density_symmetry
         self.chunk_size = int(chunk_size)
         self.architecture = (("symmetry", symmetry), ("density_symmetry", density_symmetry),
-                             ("kind", kind), ("flow_layers", flow_layers), ("knots", knots),
+                             ("kind", kind), ("transformer", transformer),
+                             ("flow_layers", flow_layers), ("knots", knots),
                              ("interval", float(interval)), ("nn_width", nn_width),
                              ("nn_depth", nn_depth), ("nn_activation", nn_activation))
 
