@@ -363,8 +363,8 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
 
     def __init__(self, key: PRNGKeyArray, *, symmetry: str = "none",
                  density_symmetry: str | None = None, kind: str = "coupling",
-                 transformer: str = "spline", flow_layers: int = 8, knots: int = 8, interval: float = 5.0,
-                 nn_width: int = 128, nn_depth: int = 2,
+                 transformer: str = "spline", flow_layers: int = 8, knots: int = 8,
+                 interval: float = 5.0, nn_width: int = 128, nn_depth: int = 2,
                  nn_activation: Callable = jax.nn.silu, chunk_size: int = 16384):
         builders = {"coupling": coupling_flow, "autoregressive": masked_autoregressive_flow}
         if kind not in builders:
