@@ -48,9 +48,11 @@ from .potentials import Spherical as Spherical
 from .replicas import ReplicaSet as ReplicaSet
 from .scores import ScoreFile as ScoreFile
 from .scores import ScoreSample as ScoreSample
+from .scores import VelocityScoreSample as VelocityScoreSample
 from .scores import correct_selection as correct_selection
 from .scores import load_scores as load_scores
 from .scores import sample_scores as sample_scores
+from .scores import sample_velocity_scores as sample_velocity_scores
 from .selection import DistanceSelection as DistanceSelection
 from .selection import GridSelection as GridSelection
 from .snapshot import read_snapshot as read_snapshot

@@ -23,7 +23,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .hostdata import AbstractHostData, fits_in_memory
 from .sharding import DATA_AXIS, Devices, data_mesh, is_main_process, to_host
 
-__all__ = ["ScoreFile", "ScoreSample", "load_scores", "sample_scores"]
+__all__ = ["ScoreFile", "ScoreSample", "VelocityScoreSample", "load_scores", "sample_scores",
+           "sample_velocity_scores"]
 
 _FIELDS = ("x", "v", "dlnf_dx", "dlnf_dv", "ln_f")
 _H5_FORMAT = "deeppot.ScoreSample/1"  # the `format` attribute of a score HDF5 file
@@ -316,6 +317,70 @@ def correct_selection(scores: ScoreSample, selection) -> ScoreSample:
     dtype = scores.dlnf_dx.dtype
     return ScoreSample(scores.x, scores.v, scores.dlnf_dx - grad.astype(dtype), scores.dlnf_dv,
                        scores.ln_f - log_s.astype(scores.ln_f.dtype))
+
+
+@final
+class VelocityScoreSample(eqx.Module):
+    """Positions, each with k velocities drawn from a conditional DF's p(·|x) and that
+    factor's scores ∇ₓln p(v|x), ∇ᵥln p(v|x) there: what the selection-free term
+    `deeppot.terms.ProfiledStationarity` trains on (∇ln ν is profiled out per position).
+    A pytree whose arrays share the leading axis (positions), as `ScoreSample`'s do.
+    """
+
+    x: Float[Array, "n 3"]
+    v: Float[Array, "n k 3"]
+    dlnp_dx: Float[Array, "n k 3"]
+    dlnp_dv: Float[Array, "n k 3"]
+
+    def __init__(self, x, v, dlnp_dx, dlnp_dv):
+        x = jnp.asarray(x)
+        if x.ndim != 2 or x.shape[1] != 3 or x.shape[0] == 0:
+            raise ValueError(f"VelocityScoreSample.x must have shape (n, 3), n > 0; got "
+                             f"{x.shape}")
+        arrays = [jnp.asarray(a) for a in (v, dlnp_dx, dlnp_dv)]
+        for name, a in zip(("v", "dlnp_dx", "dlnp_dv"), arrays):
+            if a.ndim != 3 or a.shape[0] != x.shape[0] or a.shape[2] != 3:
+                raise ValueError(f"VelocityScoreSample.{name} must have shape "
+                                 f"({x.shape[0]}, k, 3); got {a.shape}")
+            if a.shape != arrays[0].shape:
+                raise ValueError(f"VelocityScoreSample.{name} has shape {a.shape}, v has "
+                                 f"{arrays[0].shape}")
+        self.x = x
+        self.v, self.dlnp_dx, self.dlnp_dv = arrays
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, index) -> "VelocityScoreSample":
+        return jax.tree.map(lambda a: a[index], self)
+
+
+def sample_velocity_scores(df, key: PRNGKeyArray, x: Float[Array, "n 3"], k: int = 8
+                           ) -> VelocityScoreSample:
+    """Draw `k` velocities from a conditional DF's p(·|x) at each position of `x` (a
+    catalogue's own positions: a selected survey's positions are data) with the velocity
+    factor's scores there.
+
+    **Arguments:**
+
+    - `df`: a conditional DF (`deeppot.flows.AbstractConditionalDF`).
+    - `key`: a typed key.
+    - `x`: positions, shape `(n, 3)`.
+    - `k`: velocities per position (at least 4: three are used up by ∇ln ν).
+
+    **Returns:** a `VelocityScoreSample`.
+    """
+    from .flows import AbstractConditionalDF
+
+    if not isinstance(df, AbstractConditionalDF):
+        raise TypeError(f"velocity scores need a conditional DF (f = ν(x) p(v|x)); got "
+                        f"{type(df).__name__}")
+    if int(k) < 4:
+        raise ValueError(f"k must be at least 4 velocities per position; got {k}")
+    x = jnp.asarray(x)
+    v = df.sample_velocities(key, x, int(k))
+    dx, dv = df.velocity_scores(jnp.broadcast_to(x[:, None, :], v.shape), v)
+    return VelocityScoreSample(x, v, dx, dv)
 
 
 @eqx.filter_jit

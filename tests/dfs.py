@@ -15,6 +15,8 @@ from deeppot.flows import (
     AbstractDF,
     Augmented,
     AxisymmetricDF,
+    ConditionalDF,
+    ConditionalPlummerDF,
     Ensemble,
     ODESettings,
     PlummerDF,
@@ -39,6 +41,12 @@ def _ffjord(seed, dim, **kwargs):
 def _spline(seed, dim):
     return SplineFlow(jax.random.key(seed), dim=dim, flow_layers=2, knots=4, nn_width=8,
                       nn_depth=1, chunk_size=4096)
+
+
+def _conditional(seed, symmetry, density_symmetry=None):
+    return ConditionalDF(jax.random.key(seed), symmetry=symmetry,
+                         density_symmetry=density_symmetry, flow_layers=2, knots=4,
+                         nn_width=8, nn_depth=1, chunk_size=4096)
 
 
 def _stars():
@@ -89,6 +97,10 @@ DFS = {
         Reflected(SphericalDF(_ffjord(13, 3)), ["radial_velocity"])),
     "reflected_ffjord": lambda: _standardised(
         Reflected(_ffjord(14, 6), ["meridional_velocity", "mirror_z"])),
+    "conditional_plummer": lambda: ConditionalPlummerDF(r_max=10.0),
+    "conditional": lambda: _standardised(_conditional(15, "none")),
+    "conditional_spherical": lambda: _standardised(_conditional(16, "spherical")),
+    "conditional_axisymmetric": lambda: _standardised(_conditional(17, "axisymmetric")),
 }
 
 # the reflections a `Reflected` DF is exactly invariant under
@@ -106,6 +118,9 @@ SYMMETRY = {
     "axisymmetric_ffjord": "axisymmetric",
     "axisymmetric_spline": "axisymmetric",
     "reflected_spherical": "spherical",
+    "conditional_plummer": "spherical",
+    "conditional_spherical": "spherical",
+    "conditional_axisymmetric": "axisymmetric",
 }
 
 # the relative agreement of `score` with autodiff of `log_prob` in float64: exact for

@@ -11,6 +11,9 @@ from ._base import AbstractDF as AbstractDF
 from ._base import AbstractFlowDF as AbstractFlowDF
 from ._base import AbstractTrainableDF as AbstractTrainableDF
 from ._base import autodiff_score as autodiff_score
+from ._conditional import AbstractConditionalDF as AbstractConditionalDF
+from ._conditional import ConditionalDF as ConditionalDF
+from ._conditional import ConditionalPlummerDF as ConditionalPlummerDF
 from ._ensemble import Ensemble as Ensemble
 from ._ffjord import FFJORD as FFJORD
 from ._ffjord import FFJORDBlock as FFJORDBlock

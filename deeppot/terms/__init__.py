@@ -32,3 +32,5 @@ from ._physics import L2Weights as L2Weights
 from ._physics import PositiveDensity as PositiveDensity
 from ._physics import Stationarity as Stationarity
 from ._physics import SymmetryPenalty as SymmetryPenalty
+from ._profiled import ProfiledStationarity as ProfiledStationarity
+from ._profiled import profiled_residuals as profiled_residuals

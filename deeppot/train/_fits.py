@@ -159,7 +159,9 @@ def fit_potential(
 
     - `model`: a `PotentialModel` (a bare potential is wrapped in an inertial frame).
     - `scores`: a `ScoreSample` (from `sample_scores`), or a `ScoreFile` to read batches
-      from an HDF5 file that does not fit in memory (`load_scores` picks).
+      from an HDF5 file that does not fit in memory (`load_scores` picks), or a
+      `VelocityScoreSample` (from `sample_velocity_scores`) for the selection-free
+      `ProfiledStationarity` term.
     - `loss`: a loss term, `loss(model, batch) -> scalar`; default
       `Log(Stationarity() + PositiveDensity())`, the paper's Eq. 13 without its ℓ2
       penalty (`+ L2Weights(0.1)`), which biases fits from accurate scores.
@@ -180,13 +182,13 @@ def fit_potential(
     """
     from ..model import PotentialModel
     from ..potentials import AbstractPotential
-    from ..scores import ScoreFile, ScoreSample
+    from ..scores import ScoreFile, ScoreSample, VelocityScoreSample
 
     if isinstance(model, AbstractPotential):
         model = PotentialModel(model)
     if not isinstance(model, PotentialModel):
         raise TypeError(f"fit_potential trains a PotentialModel; got {type(model).__name__}")
-    if not isinstance(scores, (ScoreSample, ScoreFile)):
+    if not isinstance(scores, (ScoreSample, ScoreFile, VelocityScoreSample)):
         raise TypeError(f"scores must be a ScoreSample or ScoreFile; got "
                         f"{type(scores).__name__}")
     out, history = fit(model, potential_loss_fn(loss), scores, key=key, settings=settings,
