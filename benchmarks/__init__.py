@@ -13,6 +13,7 @@ Scripts:
 
 - `bar_experiment`: barred galaxies end to end, pattern speed and bar force, in stages.
 - `bench_agama_actions`: actions in a learned disk potential by agama, against the truth.
+- `bench_conditional`: conditional DFs p(v | x) on a Plummer sphere: score errors and fits.
 - `bench_df_finetune`: fine-tune a Plummer flow-matching DF, following its score error.
 - `bench_df_systems`: DF recipes on the disk and the cusped halo, scores to potential fits.
 - `bench_fit_exact`: potential fits on exact scores, recipe against recipe.
@@ -30,6 +31,7 @@ Scripts:
 - `halo_score_anatomy`: where a halo DF's score error sits, by radius and component.
 - `profile_step`: per-op profile of the compiled training step.
 - `reproduce`: the paper's experiments from `benchmarks/configs/`.
+- `snapshot_mock`: a Plummer mock written as a Gadget-4 snapshot and as CSV (the snapshot bar's data).
 - `survey_disk`: a survey-like disk end to end in physical units.
 
 `bash benchmarks/gpu.sh` runs the GPU set.

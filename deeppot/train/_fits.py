@@ -99,6 +99,7 @@ def fit_df(
     return (out, history) if return_history else out
 
 
+@typing.final
 class _ObjectiveLoss(eqx.Module):
     """`fit_df`'s `loss_fn`: a module, equal for equal objectives, so that fits of the same
     shapes (replicas, ensemble members) share the jitted step's compilation."""
@@ -109,6 +110,7 @@ class _ObjectiveLoss(eqx.Module):
         return self.objective(model, batch, key)
 
 
+@typing.final
 class _TermLoss(eqx.Module):
     """`fit_potential`'s `loss_fn` (see `_ObjectiveLoss`): the term, without the key."""
 
