@@ -29,3 +29,7 @@ class RunDirectoryBusy(DeeppotError, RuntimeError):
 class FitFailed(TrainingError):
     """A fit that finished but whose result is physically dead (a zero or uniform force, a
     negative density, a residual no better than no potential); the stage is not marked done."""
+
+
+class TailFitError(DeeppotError, ValueError):
+    """A potential's outer shell cannot be continued by the analytic tail asked for."""
