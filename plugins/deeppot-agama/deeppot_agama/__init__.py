@@ -141,7 +141,8 @@ def to_agama(
     With a validity region (a `PotentialModel` from a fit carries one, a `WithTail` has
     one, or give `region=`), the model is expanded inside its region and continued by a
     Keplerian tail outside it (`tail=True`, the default; `deeppot.export.for_export`): the
-    grid defaults to [radii[0] / 2, 10 radii[2]] of the region, the constant is the tail's
+    grid defaults to [radii[0] / 2, 10 radii[2]] of the region (z from a sixteenth of an
+    axisymmetric region's |z| extent, `scales[1]`), the constant is the tail's
     (so Φ = −GM/r beyond the grid, as agama extrapolates), and the median relative force
     difference of the expansion to the model at points inside the region is measured,
     logged (a warning above 1e-3) and returned with `return_report=True`.
@@ -221,6 +222,8 @@ def to_agama(
     if region is not None:  # the grid by default: from half the inner edge to 10× the outer
         r_min = region.radii[0] / 2 / length if r_min is None else r_min
         r_max = 10 * region.radii[2] / length if r_max is None else r_max
+        if z_min is None and region.kind == "axisymmetric":  # a disc's first z node inside it
+            z_min = min(r_min, region.scales[1] / 16 / length)
     z_min = r_min if z_min is None else z_min
     z_max = r_max if z_max is None else z_max
     _check_grid(r_min, r_max, z_min, z_max)

@@ -141,3 +141,19 @@ def test_a_model_exports_inside_its_region_with_a_keplerian_tail(x64, caplog):
     # without the tail the model is expanded as it is, over the same default grid
     _, bare = to_agama(model, tail=False, return_report=True)
     assert bare["offset"] == 0.0 and bare["grid"] == report["grid"]
+
+
+def test_a_disc_model_exports_on_a_grid_that_resolves_its_thickness(x64):
+    """A Miyamoto–Nagai disc (b = 0.15) with the flat region of stars at R < 3, |z| < 0.3:
+    the default CylSpline grid starts in z inside the disc (a sixteenth of its region's
+    |z| extent), and the expansion's forces inside the region are within the bar."""
+    agama = pytest.importorskip("agama")
+    agama.setUnits()
+    rng = np.random.default_rng(8)
+    R, phi = 3.0 * np.sqrt(rng.uniform(size=4000)), rng.uniform(0, 2 * np.pi, 4000)
+    x = np.stack([R * np.cos(phi), R * np.sin(phi), rng.uniform(-0.3, 0.3, 4000)], -1)
+    model = dp.PotentialModel(ANALYTIC["miyamoto_nagai"]()).with_region(x)
+    assert model.region.kind == "axisymmetric"
+    _, report = to_agama(model, "cylspline", return_report=True)
+    assert report["grid"]["z_min"] == pytest.approx(model.region.scales[1] / 16)
+    assert report["median_force_difference"] < FORCE_RTOL
