@@ -25,6 +25,8 @@ Scripts:
 - `bench_scores`: DF models on a Plummer sphere: likelihood, score errors, speed.
 - `bench_sph_levers`: levers on the spherical DF's score error, by radius.
 - `bench_streaming`: 2^24 scores streamed to HDF5 and a fit read back from the file.
+- `bench_tail`: the disk's learned potential beyond its data: the tail's v_c, the force's
+  sign to 100×, the agama expansions inside the region.
 - `bench_vs_reference`: the training step against the TensorFlow reference, interleaved.
 - `check_equilibrium`: are a halo mock's stars an equilibrium, its exact scores theirs.
 - `halo_score_anatomy`: where a halo DF's score error sits, by radius and component.
