@@ -26,12 +26,14 @@ Scripts:
 - `bench_scores`: DF models on a Plummer sphere: likelihood, score errors, speed.
 - `bench_sph_levers`: levers on the spherical DF's score error, by radius.
 - `bench_streaming`: 2^24 scores streamed to HDF5 and a fit read back from the file.
+- `bench_tail`: the disk's learned potential beyond its data: the tail's v_c, the force's
+  sign to 100×, the agama expansions inside the region.
 - `bench_vs_reference`: the training step against the TensorFlow reference, interleaved.
 - `check_equilibrium`: are a halo mock's stars an equilibrium, its exact scores theirs.
 - `halo_score_anatomy`: where a halo DF's score error sits, by radius and component.
 - `profile_step`: per-op profile of the compiled training step.
 - `reproduce`: the paper's experiments from `benchmarks/configs/`.
-- `snapshot_mock`: a Plummer mock written as a Gadget-4 snapshot and as CSV (the snapshot bar's data).
+- `snapshot_mock`: a Plummer mock as a Gadget-4 snapshot and as CSV (the snapshot bar).
 - `survey_disk`: a survey-like disk end to end in physical units.
 
 `bash benchmarks/gpu.sh` runs the GPU set.

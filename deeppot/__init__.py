@@ -15,11 +15,13 @@ from . import snapshot as snapshot
 from . import survey as survey
 from . import terms as terms
 from . import units as units
+from . import validity as validity
 from ._errors import CheckpointError as CheckpointError
 from ._errors import ConfigError as ConfigError
 from ._errors import DeeppotError as DeeppotError
 from ._errors import FitFailed as FitFailed
 from ._errors import SnapshotError as SnapshotError
+from ._errors import TailFitError as TailFitError
 from ._errors import TrainingError as TrainingError
 from .catalog import PhaseSpaceCatalog as PhaseSpaceCatalog
 from .frames import AbstractFrame as AbstractFrame
@@ -45,6 +47,7 @@ from .potentials import NeuralPotential as NeuralPotential
 from .potentials import Plummer as Plummer
 from .potentials import PowerLawCutoff as PowerLawCutoff
 from .potentials import Spherical as Spherical
+from .potentials import WithTail as WithTail
 from .replicas import ReplicaSet as ReplicaSet
 from .scores import ScoreFile as ScoreFile
 from .scores import ScoreSample as ScoreSample
@@ -62,5 +65,6 @@ from .train import fit_df as fit_df
 from .train import fit_potential as fit_potential
 from .train import refine_potential as refine_potential
 from .units import UnitSystem as UnitSystem
+from .validity import ValidityRegion as ValidityRegion
 
 __version__ = "0.1.0.dev0"

@@ -34,3 +34,7 @@ class FitFailed(TrainingError):
 class SnapshotError(DeeppotError, ValueError):
     """A simulation snapshot that cannot be read as asked: a missing group or dataset,
     units that cannot be determined, NaN particles; the message names the dataset."""
+
+
+class TailFitError(DeeppotError, ValueError):
+    """A potential's outer shell cannot be continued by the analytic tail asked for."""

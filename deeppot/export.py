@@ -37,10 +37,12 @@ from .potentials import (
     Plummer,
     PowerLawCutoff,
     Spherical,
+    WithTail,
 )
+from .validity import ValidityRegion
 
-__all__ = ["FieldEvaluator", "Symmetry", "as_float64", "mirror_symmetric_z", "symmetry",
-           "unit_system"]
+__all__ = ["FieldEvaluator", "Symmetry", "as_float64", "for_export", "mirror_symmetric_z",
+           "symmetry", "unit_system"]
 
 Symmetry = Literal["spherical", "axisymmetric", "none"]
 _ORDER: dict[str, int] = {"spherical": 2, "axisymmetric": 1, "none": 0}
@@ -73,6 +75,8 @@ def symmetry(potential: AbstractPotential) -> Symmetry:
     """
     if isinstance(potential, CompositePotential):
         return min((symmetry(p) for p in potential.values()), key=_ORDER.__getitem__)
+    if isinstance(potential, WithTail):
+        return min(symmetry(potential.inner), symmetry(potential.tail), key=_ORDER.__getitem__)
     if isinstance(potential, _SPHERICAL):
         return "spherical"
     if isinstance(potential, _AXISYMMETRIC):
@@ -101,6 +105,8 @@ def mirror_symmetric_z(potential: AbstractPotential) -> bool:
     """
     if isinstance(potential, CompositePotential):
         return all(mirror_symmetric_z(p) for p in potential.values())
+    if isinstance(potential, WithTail):
+        return mirror_symmetric_z(potential.inner) and mirror_symmetric_z(potential.tail)
     if isinstance(potential, _EVEN_IN_Z):
         return True
     return getattr(type(potential), "symmetry", None) == "spherical"
@@ -117,6 +123,43 @@ def unit_system(potential: AbstractPotential) -> Any | None:
     """
     units = getattr(potential, "units", None)
     return units if units is not None and getattr(units, "is_physical", False) else None
+
+
+def for_export(model, *, tail: bool | AbstractPotential | str = True,
+               region: ValidityRegion | None = None
+               ) -> tuple[AbstractPotential, ValidityRegion | None]:
+    """The potential an exporter evaluates, and the validity region it carries.
+
+    Every exporter (galpy, gala, agama) reads its argument through this one function.
+
+    **Arguments:**
+
+    - `model`: a deeppot potential, a `PotentialModel` (its potential, and the validity
+      region recorded when it was fitted) or a `WithTail` potential (already continued).
+    - `tail`: `True` (default): continue the potential beyond its region by a Keplerian
+      tail (`WithTail`); a deeppot potential (the tail's shape) or `"kepler"`: that tail;
+      `False`: export the potential as it is. Without a region there is nothing to
+      continue from, and the potential is exported as it is.
+    - `region`: the validity region, for a bare potential (overrides the model's).
+
+    **Returns:** `(potential, region or None)`.
+    """
+    from .model import PotentialModel
+
+    if isinstance(model, PotentialModel):
+        region = model.region if region is None else region
+        model = model.potential
+    if not isinstance(model, AbstractPotential):
+        raise TypeError(f"expected a deeppot potential or PotentialModel, got "
+                        f"{type(model).__name__}")
+    if isinstance(model, WithTail):
+        return model, model.region if region is None else region
+    if region is not None and not isinstance(region, ValidityRegion):
+        raise TypeError(f"region must be a deeppot.validity.ValidityRegion, got "
+                        f"{type(region).__name__}")
+    if tail is False or region is None:
+        return model, region
+    return WithTail(model, region, tail="kepler" if tail is True else tail), region
 
 
 def _bucket(n: int) -> int:

@@ -13,6 +13,9 @@ Only classes and functions from deeppot, its dependencies and its registered plu
 rebuilt from a file, and only Equinox modules are instantiated (without running their
 `__init__`; their `__check_init__` invariants are checked).
 
+A field a class gained after a file was written (e.g. `PotentialModel.region`) takes its
+default when the file does not name it.
+
 Version 2 files checksum the header and the arrays together; version 1 files checksummed
 the arrays only, and are still read, with that check (their header is not protected).
 """
@@ -169,13 +172,17 @@ def _rebuild(desc: Any, arrays: list) -> Any:
         cls = _resolve(desc["module"])
         if not (isinstance(cls, type) and issubclass(cls, eqx.Module)):
             raise CheckpointError(f"model file names {desc['module']!r}, not a module")
-        known = {f.name for f in dataclasses.fields(cls)}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
         obj = object.__new__(cls)
-        for name, value in _fields(desc).items():
-            if name not in known:
+        described = _fields(desc)
+        for name, value in described.items():
+            if name not in fields:
                 raise CheckpointError(f"{cls.__name__} has no field {name!r}, which the file "
                                       "names (written by another version of deeppot?)")
             object.__setattr__(obj, name, _rebuild(value, arrays))
+        for name, field in fields.items():  # fields added since the file was written
+            if name not in described and field.default is not dataclasses.MISSING:
+                object.__setattr__(obj, name, field.default)
         return obj
     if "construct" in desc:
         cls = _resolve(desc["construct"])

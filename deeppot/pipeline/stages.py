@@ -30,6 +30,7 @@ import numpy as np
 from .. import train
 from .._atomic import replacing
 from .._errors import TrainingError
+from ..scores import ScoreFile
 from .build import build_catalog, build_df, build_loss, build_model, build_objective
 from .config import (
     Config,
@@ -385,7 +386,8 @@ def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *
     - `progress`: show a progress bar.
 
     **Returns:** `(model, summary)`; `summary["check"]` holds the diagnostics of
-    `deeppot.check_potential_fit`, which every fitted model must pass.
+    `deeppot.check_potential_fit`, which every fitted model must pass. The model carries
+    the score points' validity region (`PotentialModel.region`).
 
     **Raises:** `FitFailed` (a `TrainingError`) when the fitted potential is dead (a zero,
     uniform or non-finite force, a negative density, a residual no better than Φ = 0).
@@ -403,7 +405,18 @@ def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *
     advice = (f"lower [fit] learning_rate (it is {fit_cfg.learning_rate:g}) or raise [fit] "
               f"steps (it is {fit_cfg.steps})")
     check = check_potential_fit(model, scores, advice=advice)
+    model = model.with_region(score_positions(scores))
     return model, {**_history_summary(history), "check": check}
+
+
+def score_positions(scores, n: int = 2**17) -> np.ndarray:
+    """The positions of a score sample (`ScoreSample` or `ScoreFile`), at most `n` of them
+    (a fixed random subset of a larger sample), as a NumPy array (m, 3)."""
+    m = len(scores)
+    rows = np.arange(m) if m <= n else np.sort(
+        np.random.default_rng(0).choice(m, n, replace=False))
+    sample = scores.take(rows) if isinstance(scores, ScoreFile) else scores[rows]
+    return np.asarray(sample.x)
 
 
 def _trainable(model, pot_cfg: PotentialConfig):

@@ -18,6 +18,7 @@ import pytest
 import deeppot as dp
 from deeppot import cli, pipeline
 from deeppot.pipeline import stages
+from deeppot.validity import region_for
 
 from .test_failures import TINY
 
@@ -168,6 +169,8 @@ def test_streamed_scores_give_the_in_memory_run(runs):
     b = pipeline.load_model(root / "streamed" / "potential.eqx")[0]
     for u, w in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(np.asarray(w), np.asarray(u), rtol=1e-4, atol=1e-6)
+    # each records the validity region of its score points, the same from file or memory
+    assert a.region == b.region == region_for(a.potential, in_memory.x)
     for q in ("force", "density", "phi"):
         assert streamed["accuracy"][q]["median"] == pytest.approx(
             memory["accuracy"][q]["median"], rel=1e-3, abs=1e-5)

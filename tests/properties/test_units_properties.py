@@ -21,7 +21,8 @@ PARAM_DIMENSIONS = {"m_tot": "mass", "m_s": "mass", "r_s": "length", "a": "lengt
 RANGES = {"mass": (1e8, 1e12, u.kg), "length": (0.1, 20.0, u.pc),
           "velocity": (10.0, 400.0, u.m / u.s), "dimensionless": (0.3, 1.0, u.percent)}
 # Potentials built from networks or other potentials, not from physical parameters.
-NOT_PARAMETRIC = {"NeuralPotential", "Spherical", "Axisymmetric", "CompositePotential"}
+NOT_PARAMETRIC = {"NeuralPotential", "Spherical", "Axisymmetric", "CompositePotential",
+                  "WithTail"}
 
 
 def _subclasses(cls):

@@ -10,6 +10,7 @@ it.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,9 +20,10 @@ from deeppot import registry
 
 if TYPE_CHECKING:
     from deeppot.potentials import AbstractPotential
+    from deeppot.validity import ValidityRegion
 
-__all__ = ["AGAMA_SYMMETRY", "AXISYMMETRIC_NOT_MIRRORED", "DEFAULTS", "import_agama", "register",
-           "to_agama"]
+__all__ = ["AGAMA_SYMMETRY", "AXISYMMETRIC_NOT_MIRRORED", "DEFAULTS", "FORCE_TOLERANCE",
+           "import_agama", "region_points", "register", "to_agama"]
 __version__ = "0.1.0.dev0"
 
 INSTALL_HINT = (
@@ -39,6 +41,10 @@ INSTALL_HINT = (
 AGAMA_SYMMETRY = {"spherical": "s", "axisymmetric": "a", "none": "n"}
 AXISYMMETRIC_NOT_MIRRORED = str(1 | 2 | 16)
 _LETTER_BITS = {"s": 63, "a": 31, "t": 15, "b": 12, "r": 8, "n": 0}  # agama's coord.h
+
+logger = logging.getLogger(__name__)
+# the median relative force difference above which a built expansion is reported as a warning
+FORCE_TOLERANCE = 1e-3
 
 # grid and order defaults per expansion kind (enough for 1e-3 forces on smooth models)
 DEFAULTS: dict[str, dict[str, int]] = {
@@ -104,19 +110,23 @@ def _kepler_offset(fields, r_max: float, length: float, velocity: float) -> floa
 
 def to_agama(
     potential: AbstractPotential,
-    kind: Literal["multipole", "cylspline"] = "multipole",
+    expansion: Literal["multipole", "cylspline"] = "multipole",
     *,
-    r_min: float,
-    r_max: float,
+    r_min: float | None = None,
+    r_max: float | None = None,
     z_min: float | None = None,
     z_max: float | None = None,
     source: Literal["potential", "density"] = "potential",
-    offset: float | Literal["kepler"] = 0.0,
+    offset: float | Literal["kepler"] | None = None,
     symmetry: str | None = None,
     grid_size_R: int | None = None,
     grid_size_z: int | None = None,
     l_max: int | None = None,
     m_max: int | None = None,
+    tail: bool | AbstractPotential | str = True,
+    region: ValidityRegion | None = None,
+    points=None,
+    return_report: bool = False,
 ) -> Any:
     """An agama potential expansion of a deeppot potential over the data region.
 
@@ -128,16 +138,27 @@ def to_agama(
     model is unconstrained) and has Φ → 0 at infinity. Outside its grid agama extrapolates
     each harmonic as a power law.
 
+    With a validity region (a `PotentialModel` from a fit carries one, a `WithTail` has
+    one, or give `region=`), the model is expanded inside its region and continued by a
+    Keplerian tail outside it (`tail=True`, the default; `deeppot.export.for_export`): the
+    grid defaults to [radii[0] / 2, 10 radii[2]] of the region (z from a sixteenth of an
+    axisymmetric region's |z| extent, `scales[1]`), the constant is the tail's
+    (so Φ = −GM/r beyond the grid, as agama extrapolates), and the median relative force
+    difference of the expansion to the model at points inside the region is measured,
+    logged (a warning above 1e-3) and returned with `return_report=True`.
+
     **Arguments:**
 
-    - `potential`: any deeppot potential.
-    - `kind`: `"multipole"` (spherical harmonics × radial splines, for near-spherical
+    - `potential`: any deeppot potential, a `PotentialModel` (its region is used) or a
+      `WithTail` potential.
+    - `expansion`: `"multipole"` (spherical harmonics × radial splines, for near-spherical
       systems) or `"cylspline"` (azimuthal harmonics × 2-D splines in (R, z), for discs).
     - `r_min`, `r_max`: the radial extent of the grid (the data region), in the units agama
-      is set to (for a dimensionless model, the model's units).
+      is set to (for a dimensionless model, the model's units); required without a region.
     - `z_min`, `z_max`: the vertical extent of a CylSpline grid (default `r_min`, `r_max`).
     - `source`: `"potential"` or `"density"`.
-    - `offset`: a constant subtracted from Φ (`source="potential"` only; in agama's units).
+    - `offset`: a constant subtracted from Φ (`source="potential"` only; in agama's units;
+      default: the tail's constant with a tail, else 0).
       A learned Φ is known only up to a constant, but agama's action finder needs
       Φ(0) < 0 and Φ → 0 far out: `"kepler"` picks the constant that continues Φ beyond
       the grid as a point mass would, Φ(r_max) = −r_max |∇Φ(r_max)| (both averaged over
@@ -147,34 +168,46 @@ def to_agama(
       `"a"`xisymmetric and even in z, `AXISYMMETRIC_NOT_MIRRORED`, or `"n"`one).
     - `grid_size_R`, `grid_size_z`, `l_max`, `m_max`: grid sizes and expansion orders
       (defaults in `DEFAULTS`; `l_max`/`m_max` drop to 0 where the symmetry allows).
+    - `tail`, `region`: as in `deeppot.export.for_export` (`tail=False`: no tail).
+    - `points`: positions (n, 3) in the model's units where the force difference is
+      measured (e.g. the score points); default 2048 points spread over the region
+      (log-uniform in radius) that it classifies as inside.
+    - `return_report`: also return the report (a dict: `median_force_difference`,
+      `p90_force_difference`, `n_points`, `region`, `grid`, `offset`).
 
-    **Returns:** an `agama.Potential`.
+    **Returns:** an `agama.Potential` (with `return_report=True`, `(potential, report)`;
+    the report is `None` without a region or `points`).
 
     **Raises:** `ImportError` (with install instructions) without agama; `ValueError` for an
-    unknown `kind`/`source`, a bad grid, or units that do not match agama's current units
+    unknown `expansion`/`source`, a bad grid, or units that do not match agama's current units
     (`agama.setUnits`).
     """
-    from deeppot.export import FieldEvaluator, mirror_symmetric_z
+    from deeppot.export import FieldEvaluator, for_export, mirror_symmetric_z
+    from deeppot.potentials import WithTail
 
-    if kind not in DEFAULTS:
-        raise ValueError(f"kind must be one of {sorted(DEFAULTS)}, got {kind!r}")
+    if expansion not in DEFAULTS:
+        raise ValueError(f"expansion must be one of {sorted(DEFAULTS)}, got {expansion!r}")
+    potential, region = for_export(potential, tail=tail, region=region)
+    if region is None and (r_min is None or r_max is None):
+        raise ValueError("give r_min and r_max (the grid's radial extent), or a model with a "
+                         "validity region (a fitted PotentialModel, or region=)")
     if source not in ("potential", "density"):
         raise ValueError(f"source must be 'potential' or 'density', got {source!r}")
-    if not (offset == "kepler" or (isinstance(offset, int | float)
-                                   and not isinstance(offset, bool) and math.isfinite(offset))):
+    if not (offset is None or offset == "kepler" or (
+            isinstance(offset, int | float) and not isinstance(offset, bool)
+            and math.isfinite(offset))):
         raise ValueError(f"offset must be a finite number or 'kepler', got {offset!r}")
-    if source == "density" and offset != 0:
+    if source == "density" and offset not in (None, 0):
         raise ValueError("offset applies to source='potential' (a density fixes Φ → 0 itself)")
     if symmetry is not None:
         _symmetry_bits(str(symmetry))
-    z_min = r_min if z_min is None else z_min
-    z_max = r_max if z_max is None else z_max
     for name, value in (("r_min", r_min), ("r_max", r_max), ("z_min", z_min), ("z_max", z_max)):
-        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        if value is not None and not (isinstance(value, int | float) and math.isfinite(value)
+                                      and value > 0):
             raise ValueError(f"{name} must be a positive number, got {value!r}")
-    if r_min >= r_max or z_min >= z_max:
-        raise ValueError(f"need r_min < r_max and z_min < z_max, got r: [{r_min}, {r_max}], "
-                         f"z: [{z_min}, {z_max}]")
+    if r_min is not None and r_max is not None:
+        _check_grid(r_min, r_max, r_min if z_min is None else z_min,
+                    r_max if z_max is None else z_max)
     agama = import_agama()
     fields = FieldEvaluator(potential)
     if symmetry is not None:
@@ -186,10 +219,24 @@ def to_agama(
     bits = _symmetry_bits(sym)
     factors = _unit_factors(agama, potential)
     length, velocity, mass = (1.0, 1.0, 1.0) if factors is None else factors
+    if region is not None:  # the grid by default: from half the inner edge to 10× the outer
+        r_min = region.radii[0] / 2 / length if r_min is None else r_min
+        r_max = 10 * region.radii[2] / length if r_max is None else r_max
+        if z_min is None and region.kind == "axisymmetric":  # a disc's first z node inside it
+            z_min = min(r_min, region.scales[1] / 16 / length)
+    z_min = r_min if z_min is None else z_min
+    z_max = r_max if z_max is None else z_max
+    _check_grid(r_min, r_max, z_min, z_max)
+    if offset is None:
+        offset = "tail" if isinstance(potential, WithTail) and source == "potential" else 0.0
 
     if source == "potential":
-        shift = float(offset) if offset != "kepler" else _kepler_offset(fields, r_max, length,
-                                                                        velocity)
+        if offset == "tail":
+            shift = float(potential.offset) / velocity**2
+        elif offset == "kepler":
+            shift = _kepler_offset(fields, r_max, length, velocity)
+        else:
+            shift = float(offset)
 
         def phi(xyz):
             return (fields.potential_at(np.asarray(xyz, dtype=np.float64) * length)
@@ -207,19 +254,86 @@ def to_agama(
 
         src = {"density": rho}
 
-    opts = dict(DEFAULTS[kind])
+    opts = dict(DEFAULTS[expansion])
     opts.update({k: v for k, v in (("grid_size_R", grid_size_R), ("grid_size_z", grid_size_z),
                                    ("l_max", l_max), ("m_max", m_max)) if v is not None})
     axisymmetric = bool(bits & 16)
-    if kind == "multipole":
+    if expansion == "multipole":
         l_max_ = 0 if bits & 32 else opts["l_max"]
-        return agama.Potential(type="Multipole", symmetry=sym, gridSizeR=opts["grid_size_R"],
-                               rmin=r_min, rmax=r_max, lmax=l_max_,
-                               mmax=0 if axisymmetric else min(opts["m_max"], l_max_), **src)
-    return agama.Potential(type="CylSpline", symmetry=sym, gridSizeR=opts["grid_size_R"],
-                           gridSizeZ=opts["grid_size_z"], rmin=r_min, rmax=r_max,
-                           zmin=z_min, zmax=z_max, mmax=0 if axisymmetric else opts["m_max"],
-                           **src)
+        built = agama.Potential(type="Multipole", symmetry=sym, gridSizeR=opts["grid_size_R"],
+                                rmin=r_min, rmax=r_max, lmax=l_max_,
+                                mmax=0 if axisymmetric else min(opts["m_max"], l_max_), **src)
+    else:
+        built = agama.Potential(type="CylSpline", symmetry=sym, gridSizeR=opts["grid_size_R"],
+                                gridSizeZ=opts["grid_size_z"], rmin=r_min, rmax=r_max,
+                                zmin=z_min, zmax=z_max,
+                                mmax=0 if axisymmetric else opts["m_max"], **src)
+    report = None
+    if region is not None or points is not None:
+        x = region_points(region) if points is None else np.asarray(points, dtype=np.float64)
+        report = _force_report(built, fields, x, length, velocity)
+        report.update(region=None if region is None else region.to_dict(),
+                      grid={"r_min": r_min, "r_max": r_max, "z_min": z_min, "z_max": z_max},
+                      offset=shift if source == "potential" else None, expansion=expansion)
+        message = (f"agama {expansion} expansion: median relative force difference to the "
+                   f"model {report['median_force_difference']:.2e} (90th percentile "
+                   f"{report['p90_force_difference']:.2e}) at {report['n_points']} points "
+                   "inside the region")
+        if report["median_force_difference"] > FORCE_TOLERANCE:
+            logger.warning("%s, above %g: raise the grid sizes or l_max", message,
+                           FORCE_TOLERANCE)
+        else:
+            logger.info(message)
+    return (built, report) if return_report else built
+
+
+def _check_grid(r_min: float, r_max: float, z_min: float, z_max: float) -> None:
+    if r_min >= r_max or z_min >= z_max:
+        raise ValueError(f"need r_min < r_max and z_min < z_max, got r: [{r_min}, {r_max}], "
+                         f"z: [{z_min}, {z_max}]")
+
+
+def region_points(region: ValidityRegion, n: int = 2048, *, seed: int = 0) -> np.ndarray:
+    """`n` positions (model units) that the region classifies as inside, beyond its inner
+    edge: for a sphere, radii log-uniform and directions uniform; for an (R, z) region, R
+    log-uniform, z and φ uniform; for a box, uniform; the points outside dropped."""
+    from deeppot.validity import INSIDE
+
+    rng = np.random.default_rng(seed)
+    edge = region.bounds[1]
+    kept: list[np.ndarray] = []
+    for _ in range(64):
+        m = 4 * n
+        if region.kind == "spherical":
+            r = np.exp(rng.uniform(np.log(region.radii[0]), np.log(edge), m))
+            u = rng.normal(size=(m, 3))
+            x = r[:, None] * u / np.linalg.norm(u, axis=-1, keepdims=True)
+        elif region.kind == "axisymmetric":
+            R = np.exp(rng.uniform(np.log(region.radii[0]), np.log(edge * region.scales[0]), m))
+            phi = rng.uniform(0, 2 * np.pi, m)
+            z = rng.uniform(-1, 1, m) * edge * region.scales[1]
+            x = np.stack([R * np.cos(phi), R * np.sin(phi), z], -1)
+        else:
+            x = rng.uniform(-1, 1, (m, 3)) * edge * np.asarray(region.scales)
+        keep = (np.asarray(region.classify(x)) == INSIDE) \
+            & (np.linalg.norm(x, axis=-1) >= region.radii[0])
+        kept.append(x[keep])
+        if sum(len(k) for k in kept) >= n:
+            break
+    x = np.concatenate(kept)[:n]
+    if len(x) == 0:
+        raise ValueError("no points found inside the validity region; give points=")
+    return x
+
+
+def _force_report(built, fields, x, length: float, velocity: float) -> dict:
+    """Relative force differences |F_agama − F_model| / |F_model| at positions x (model
+    units)."""
+    ours = -fields.gradient_at(x) * length / velocity**2
+    theirs = np.asarray(built.force(x / length))
+    diff = np.linalg.norm(theirs - ours, axis=-1) / np.linalg.norm(ours, axis=-1)
+    return {"median_force_difference": float(np.median(diff)),
+            "p90_force_difference": float(np.quantile(diff, 0.9)), "n_points": len(x)}
 
 
 def register() -> None:

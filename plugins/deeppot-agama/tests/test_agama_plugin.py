@@ -25,7 +25,7 @@ def test_missing_agama_says_how_to_install_it(monkeypatch):
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    (dict(kind="spline"), "kind must be one of"),
+    (dict(expansion="spline"), "expansion must be one of"),
     (dict(source="flow"), "source must be"),
     (dict(r_min=0.0), "r_min must be a positive number"),
     (dict(r_min=2.0, r_max=1.0), "r_min < r_max"),
@@ -104,3 +104,56 @@ def test_kepler_offset_fixes_the_constant_of_a_shifted_potential(x64):
         np.asarray(pot.acceleration(edge))), rtol=1e-6)
     assert expansion.potential(np.zeros((1, 3)))[0] < 0
     assert max_relative_force_error(expansion, pot, _region("multipole")) < FORCE_RTOL
+
+
+def test_without_a_region_the_grid_must_be_given():
+    with pytest.raises(ValueError, match="give r_min and r_max"):
+        to_agama(ANALYTIC["plummer"]())
+
+
+def test_a_model_exports_inside_its_region_with_a_keplerian_tail(x64, caplog):
+    """A Plummer model with the region of points in a ball of radius 3: the default grid
+    spans the region, the force difference inside it is measured and below the bar, and
+    beyond the grid agama's Φ is the tail's, −G M / r (its constant removed)."""
+    agama = pytest.importorskip("agama")
+    agama.setUnits()
+    rng = np.random.default_rng(7)
+    u = rng.normal(size=(4000, 3))
+    x = 3.0 * rng.uniform(size=4000)[:, None] ** (1 / 3) * u / np.linalg.norm(u, axis=-1)[:, None]
+    model = dp.PotentialModel(ANALYTIC["plummer"]()).with_region(x)
+    region = model.region
+    with caplog.at_level("INFO", logger="deeppot_agama"):
+        expansion, report = to_agama(model, return_report=True)
+    assert "median relative force difference" in caplog.text
+    assert report["grid"]["r_min"] == pytest.approx(region.radii[0] / 2)
+    assert report["grid"]["r_max"] == pytest.approx(10 * region.radii[2])
+    assert report["region"] == region.to_dict() and report["n_points"] == 2048
+    assert report["median_force_difference"] < FORCE_RTOL
+    inside = deeppot_agama.region_points(region, 256)
+    assert np.all(np.asarray(region.classify(inside)) == 0)
+    assert max_relative_force_error(expansion, model.with_tail().potential, inside) < FORCE_RTOL
+    tailed = model.with_tail().potential
+    far = np.array([[60.0, 0.0, 0.0], [0.0, 0.0, 200.0]])
+    mass = float(tailed.amplitude)
+    np.testing.assert_allclose(expansion.potential(far), -mass / np.linalg.norm(far, axis=-1),
+                               rtol=1e-3)
+    assert report["offset"] == pytest.approx(float(tailed.offset))
+    # without the tail the model is expanded as it is, over the same default grid
+    _, bare = to_agama(model, tail=False, return_report=True)
+    assert bare["offset"] == 0.0 and bare["grid"] == report["grid"]
+
+
+def test_a_disc_model_exports_on_a_grid_that_resolves_its_thickness(x64):
+    """A Miyamoto–Nagai disc (b = 0.15) with the flat region of stars at R < 3, |z| < 0.3:
+    the default CylSpline grid starts in z inside the disc (a sixteenth of its region's
+    |z| extent), and the expansion's forces inside the region are within the bar."""
+    agama = pytest.importorskip("agama")
+    agama.setUnits()
+    rng = np.random.default_rng(8)
+    R, phi = 3.0 * np.sqrt(rng.uniform(size=4000)), rng.uniform(0, 2 * np.pi, 4000)
+    x = np.stack([R * np.cos(phi), R * np.sin(phi), rng.uniform(-0.3, 0.3, 4000)], -1)
+    model = dp.PotentialModel(ANALYTIC["miyamoto_nagai"]()).with_region(x)
+    assert model.region.kind == "axisymmetric"
+    _, report = to_agama(model, "cylspline", return_report=True)
+    assert report["grid"]["z_min"] == pytest.approx(model.region.scales[1] / 16)
+    assert report["median_force_difference"] < FORCE_RTOL

@@ -21,7 +21,8 @@ __all__ = ["from_gala", "register", "to_gala"]
 __version__ = "0.1.0.dev0"
 
 
-def to_gala(potential: AbstractPotential, *, units=None) -> DeeppotPotential:
+def to_gala(potential: AbstractPotential, *, units=None, tail=True,
+            region=None) -> DeeppotPotential:
     """A gala potential (`gala.potential.PotentialBase`) that evaluates a deeppot potential.
 
     Energy, gradient, density and Hessian come from the JAX model, compiled in float64 and
@@ -37,11 +38,21 @@ def to_gala(potential: AbstractPotential, *, units=None) -> DeeppotPotential:
       deeppot's density times the model's `G`). A model with a physical unit system
       (`potential.units`) is converted to `units` (default `gala.units.galactic`).
 
-    **Returns:** a `deeppot_gala.DeeppotPotential`.
+    - `tail`, `region`: a `PotentialModel` carries the validity region of its fit (or give
+      `region=`); with `tail=True` (default) the potential is continued beyond it by a
+      Keplerian tail (`deeppot.export.for_export`; `False` exports it as it is, or give
+      the tail's shape).
+
+    **Returns:** a `deeppot_gala.DeeppotPotential`; its `region` is the validity region
+    (or `None`) and `validity(q)` grades positions (3, n) in gala's units (1 inside, 0
+    outside).
     """
+    from deeppot.export import for_export
+
     from ._export import DeeppotPotential
 
-    return DeeppotPotential(potential, units=units)
+    potential, region = for_export(potential, tail=tail, region=region)
+    return DeeppotPotential(potential, units=units, region=region)
 
 
 def from_gala(pot: PotentialBase) -> AbstractPotential:

@@ -28,12 +28,13 @@ class DeeppotPotential(PotentialBase):
     gala calls `_energy` (positions (n, 3)), `_gradient` ((3, n)), `_density` ((n, 3)) and
     `_hessian` ((n, 3), returning (n, 3, 3)); each is one call of a compiled, vectorised
     float64 JAX function. It has no C implementation: gala integrates its orbits with its
-    Python integrators, vectorised over orbits.
+    Python integrators, vectorised over orbits. `region` is the validity region it was
+    exported with (or `None`) and `validity(q)` grades positions by it.
     """
 
     ndim = 3
 
-    def __init__(self, potential: AbstractPotential, *, units=None):
+    def __init__(self, potential: AbstractPotential, *, units=None, region=None):
         if not isinstance(potential, AbstractPotential):
             raise TypeError(f"to_gala needs a deeppot potential, got {type(potential).__name__}")
         model_units = unit_system(potential)
@@ -48,6 +49,7 @@ class DeeppotPotential(PotentialBase):
             units = galactic
         super().__init__(units=units)
         self.potential = potential
+        self.region = region
         self._fields = FieldEvaluator(potential)
         self._symmetry = {"spherical": SphericalSymmetry(),
                           "axisymmetric": CylindricalSymmetry()}.get(self._fields.symmetry)
@@ -78,9 +80,20 @@ class DeeppotPotential(PotentialBase):
     def _hessian(self, q, t=0.0):
         return self._fields.hessian_at(self._model_positions(q)) * self._scale["hessian"]
 
+    def validity(self, q):
+        """The validity region's graded trust at positions q (3, n) or (3,) in gala's units
+        (a `Quantity` or plain numbers): 1 inside, falling to 0 across its outer shell, 0
+        outside (`None` without a region)."""
+        if self.region is None:
+            return None
+        q = q.to_value(self.units["length"]) if isinstance(q, u.Quantity) else q
+        x = self._model_positions(np.transpose(np.asarray(q, dtype=np.float64)))
+        return np.asarray(self.region.validity(x))
+
     def replicate(self, **kwargs):
         """A copy with other `units` (the only setting this potential has)."""
-        return DeeppotPotential(self.potential, units=kwargs.get("units", self.units))
+        return DeeppotPotential(self.potential, units=kwargs.get("units", self.units),
+                                region=self.region)
 
     def __repr__(self) -> str:
         return f"<DeeppotPotential: {type(self.potential).__name__} ({self.units})>"

@@ -2,6 +2,7 @@
 
 import warnings
 
+import astropy.units as u
 import numpy as np
 import pytest
 
@@ -154,3 +155,24 @@ def test_physical_unit_system_converts_to_gala_units(x64):
                                pot.acceleration(x).to_value(u.km / u.s**2).T, rtol=1e-12)
     np.testing.assert_allclose(g.density(q).to_value(u.Msun / u.kpc**3),
                                pot.density(x).to_value(u.Msun / u.kpc**3), rtol=1e-10)
+
+
+def test_a_model_exports_with_its_region_and_a_keplerian_tail(x64):
+    rng = np.random.default_rng(7)
+    d = rng.normal(size=(4000, 3))
+    x = 3.0 * rng.uniform(size=4000)[:, None] ** (1 / 3) * d / np.linalg.norm(d, axis=-1)[:, None]
+    model = dp.PotentialModel(ANALYTIC["plummer"]()).with_region(x)
+    g = to_gala(model)
+    assert isinstance(g.potential, dp.WithTail) and g.region == model.region
+    tailed = model.with_tail().potential
+    q = np.array([[0.5, 0.0, 0.0], [0.0, 2.0, 1.0], [30.0, 0.0, 0.0], [0.0, 0.0, 300.0]]).T
+    assert_close(g.energy(q).value, tailed.potential(q.T))
+    # beyond the region the force is Kepler's, G M x / r³
+    far = q[:, 2:]
+    r = np.linalg.norm(far, axis=0)
+    np.testing.assert_allclose(g.gradient(far).value, float(tailed.amplitude) * far / r**3,
+                               rtol=1e-10)
+    np.testing.assert_array_equal(g.validity(q), model.validity(q.T))
+    np.testing.assert_array_equal(g.validity(q * u.dimensionless_unscaled), g.validity(q))
+    assert g.replicate().region == model.region
+    assert to_gala(model, tail=False).potential is model.potential

@@ -21,7 +21,8 @@ __all__ = ["from_galpy", "register", "to_galpy"]
 __version__ = "0.1.0.dev0"
 
 
-def to_galpy(potential: AbstractPotential, *, ro=None, vo=None) -> DeeppotPotential:
+def to_galpy(potential: AbstractPotential, *, ro=None, vo=None, tail=True,
+             region=None) -> DeeppotPotential:
     """A galpy `Potential` that evaluates a deeppot potential.
 
     Φ, the forces, the density and all second derivatives galpy uses (orbits, actions,
@@ -34,12 +35,21 @@ def to_galpy(potential: AbstractPotential, *, ro=None, vo=None) -> DeeppotPotent
     - `ro`, `vo`: galpy's length (kpc) and velocity (km/s) units. For a dimensionless model
       they state what its units are (and switch on galpy's physical outputs); for a model
       with a physical unit system they default to galpy's configuration.
+    - `tail`, `region`: a `PotentialModel` carries the validity region of its fit (or give
+      `region=`); with `tail=True` (default) the potential is continued beyond it by a
+      Keplerian tail (`deeppot.export.for_export`; `False` exports it as it is, or give
+      the tail's shape).
 
-    **Returns:** a `deeppot_galpy.DeeppotPotential` (a galpy `Potential`).
+    **Returns:** a `deeppot_galpy.DeeppotPotential` (a galpy `Potential`); its `region`
+    is the validity region (or `None`) and `validity(R, z, phi)` grades positions in
+    galpy's units (1 inside the region, 0 outside).
     """
+    from deeppot.export import for_export
+
     from ._export import DeeppotPotential
 
-    return DeeppotPotential(potential, ro=ro, vo=vo)
+    potential, region = for_export(potential, tail=tail, region=region)
+    return DeeppotPotential(potential, ro=ro, vo=vo, region=region)
 
 
 def from_galpy(pot: Potential | list) -> AbstractPotential:

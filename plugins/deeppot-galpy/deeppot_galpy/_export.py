@@ -39,6 +39,10 @@ class DeeppotPotential(Potential):
     one evaluation). There is no C implementation: integrate orbits with galpy's Python
     integrators (`method="dop853"` or `"odeint"`).
 
+    `region` is the validity region the model was exported with (a
+    `deeppot.validity.ValidityRegion`, or `None`; `region.to_dict()` for its numbers) and
+    `validity(R, z, phi)` grades positions by it.
+
     **Units.** galpy's natural units are a length `ro` (kpc) and a velocity `vo` (km/s),
     with G = 1. For a dimensionless deeppot model they are the model's own units (give
     `ro`/`vo` to say what they are in kpc and km/s and switch on galpy's physical outputs);
@@ -48,7 +52,7 @@ class DeeppotPotential(Potential):
     physical outputs are on.
     """
 
-    def __init__(self, potential: AbstractPotential, *, ro=None, vo=None):
+    def __init__(self, potential: AbstractPotential, *, ro=None, vo=None, region=None):
         if not isinstance(potential, AbstractPotential):
             raise TypeError(f"to_galpy needs a deeppot potential, got {type(potential).__name__}")
         _check_scale("ro", ro, u.kpc)
@@ -69,6 +73,14 @@ class DeeppotPotential(Potential):
             self._length = float(units.to_value(phys["ro"] * u.kpc, "length", "ro"))
             self._velocity = float(units.to_value(phys["vo"] * u.km / u.s, "velocity", "vo"))
         self._cache: dict[str, tuple] = {}
+        self.region = region
+
+    def validity(self, R, z, phi=0.0):
+        """The validity region's graded trust at (R, z, φ) in galpy's natural units: 1
+        inside, falling to 0 across its outer shell, 0 outside (`None` without a region)."""
+        if self.region is None:
+            return None
+        return self._out(np.asarray(self.region.validity(self._points(R, z, phi)[0])))
 
     # -- evaluation ----------------------------------------------------------------------
 

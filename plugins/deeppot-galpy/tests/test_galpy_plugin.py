@@ -220,3 +220,30 @@ def test_to_galpy_takes_units_as_quantities():
         to_galpy(dp.Plummer(), ro=-8.0 * u.kpc)
     g = to_galpy(dp.Plummer(units="galactic"), ro=8000.0 * u.pc, vo=220.0 * u.km / u.s)
     assert g._ro == pytest.approx(8.0) and g._vo == pytest.approx(220.0)
+
+
+def _plummer_model():
+    """A Plummer sphere as a fitted model: its region from points in a ball of radius 3."""
+    rng = np.random.default_rng(7)
+    u = rng.normal(size=(4000, 3))
+    x = 3.0 * rng.uniform(size=4000)[:, None] ** (1 / 3) * u / np.linalg.norm(u, axis=-1)[:, None]
+    return dp.PotentialModel(ANALYTIC["plummer"]()).with_region(x)
+
+
+def test_a_model_exports_with_its_region_and_a_keplerian_tail(x64):
+    model = _plummer_model()
+    g = to_galpy(model)
+    assert isinstance(g.potential, dp.WithTail) and g.region == model.region
+    tailed = model.with_tail().potential
+    R = np.array([0.5, 2.0, 4.0, 30.0, 300.0])
+    x = _cartesian(R, 0 * R, 0 * R)
+    assert_close(g(R, 0 * R, use_physical=False), tailed.potential(x))
+    # beyond the region galpy's circular speed is Kepler's, sqrt(G M / R)
+    far = R > model.region.outer_radius
+    np.testing.assert_allclose(gp.vcirc(g, R[far], use_physical=False),
+                               np.sqrt(float(tailed.amplitude) / R[far]), rtol=1e-10)
+    np.testing.assert_array_equal(g.validity(R, 0 * R), model.validity(x))
+    assert g.validity(0.5, 0.0) == 1.0 and g.validity(300.0, 0.0) == 0.0
+    bare = to_galpy(model, tail=False)
+    assert bare.potential is model.potential and bare.region == model.region
+    assert to_galpy(ANALYTIC["plummer"]()).validity(1.0, 0.0) is None
