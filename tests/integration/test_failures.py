@@ -614,6 +614,7 @@ def test_a_checkpoint_directory_that_does_not_exist_is_made(finished_run, tmp_pa
     run_dir = copy(tmp_path / "run")
     ck = tmp_path / "new" / "ck"
     code, _, err = _cli(capsys, "fit-potential", str(run_dir / "scores.npz"), "-o",
-                        str(tmp_path / "pot.eqx"), "--no-progress", "--checkpoint-dir", str(ck))
+                        str(tmp_path / "pot.eqx"), "--no-progress", "--checkpoint-dir", str(ck),
+                        "--set", "fit.steps=200", "--set", "fit.checkpoint_every=100")
     assert code == 0, err
     assert (ck / "potential.ckpt").exists() and (tmp_path / "pot.eqx").exists()
