@@ -16,6 +16,7 @@ of the warning against the force error (> 5%: must warn; < 3%: should not).
     python -m benchmarks.bench_zoo --member king-w5 --seed 3
     python -m benchmarks.bench_zoo --quick --tag quick   # 2^13 stars, short training
     python -m benchmarks.bench_zoo --set df.ensemble=2 --tag ens2
+    python -m benchmarks.bench_zoo --member nfw-om-ra3-rmax20 --uncorrected --tag uncorrected
     python -m benchmarks.bench_zoo --table-only --tag zoo
 """
 
@@ -48,19 +49,26 @@ def _child_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def prepare(name: str, seed: int, n: int, out: Path) -> tuple[Path, float, float]:
+def prepare(name: str, seed: int, n: int, out: Path, *, uncorrected: bool = False
+            ) -> tuple[Path, float, float]:
     """Draw the member's catalogue into `out` (reused if there) and return its path and the
-    stars' 16% and 84% radii."""
+    stars' 16% and 84% radii. `uncorrected`: galpy's own radii for a truncated member (not
+    a sample of its DF; `_galpy_zoo`'s docstring)."""
+    import dataclasses
+
     import deeppot as dp
 
     from . import _galpy_zoo as zoo
 
-    path = out / f"{name}-s{seed}-n{n}.npz"
+    member = zoo.MEMBERS[name]
+    if uncorrected:
+        member = dataclasses.replace(member, rmax=None)
+    path = out / f"{name}-s{seed}-n{n}{'-uncorrected' if uncorrected else ''}.npz"
     if not path.is_file():
         out.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            zoo.catalog(name, seed, n).save(path)
+            zoo.catalog(member, seed, n).save(path)
     cat = dp.PhaseSpaceCatalog.load(path)
     r = np.linalg.norm(np.asarray(cat.x), axis=-1)
     lo, hi = np.percentile(r, [16, 84])
@@ -91,14 +99,15 @@ def accuracy(name: str, run_dir: Path, catalog_path: Path, r_lo: float, r_hi: fl
 
 
 def run_member(name: str, seed: int, *, config: Path, n: int, extra: list[str], tag: str,
-               run_root: Path) -> dict:
+               run_root: Path, uncorrected: bool = False) -> dict:
     """One member end to end: draw, `deeppot run` in a child process, compare."""
     from . import _galpy_zoo as zoo
 
     member = zoo.MEMBERS[name]
     t0 = time.perf_counter()
-    cat_path, r_lo, r_hi = prepare(name, seed, n, run_root / "catalogs")
-    run_dir = run_root / tag / f"{name}-s{seed}"
+    cat_path, r_lo, r_hi = prepare(name, seed, n, run_root / "catalogs",
+                                   uncorrected=uncorrected)
+    run_dir = run_root / tag / f"{name}-s{seed}{'-uncorrected' if uncorrected else ''}"
     sets = [f"data.path={cat_path.resolve()}", f"run.seed={seed}", "evaluate.region=radial",
             f"evaluate.r_min={r_lo:.6g}", f"evaluate.r_max={r_hi:.6g}", *extra]
     cmd = [sys.executable, "-m", "deeppot.cli", "run", str(config), "--run-dir", str(run_dir),
@@ -113,7 +122,8 @@ def run_member(name: str, seed: int, *, config: Path, n: int, extra: list[str], 
     row = {"member": name, "label": member.label, "seed": seed, "n": n, "tag": tag,
            "config": str(Path(config).resolve().relative_to(harness.ROOT))
            if Path(config).resolve().is_relative_to(harness.ROOT) else str(config),
-           "overrides": extra, "relaxed_bar": member.relaxed, "r16": r_lo, "r84": r_hi,
+           "overrides": extra, "uncorrected": uncorrected,
+           "relaxed_bar": member.relaxed, "r16": r_lo, "r84": r_hi,
            "run_cpu_s": round(cpu, 1), "run_wall_s": round(wall, 1),
            "total_wall_s": None, "returncode": proc.returncode}
     if proc.returncode != 0:
@@ -183,7 +193,8 @@ def read_rows(tag: str) -> list[dict]:
     for line in path.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
-            rows[(r["member"], r["seed"], r["n"], tuple(r["overrides"]))] = r
+            rows[(r["member"], r["seed"], r["n"], tuple(r["overrides"]),
+                  r.get("uncorrected", False))] = r
     return list(rows.values())
 
 
@@ -203,6 +214,8 @@ def main(argv=None):
     p.add_argument("--tag", default="zoo", help="results go to zoo_<tag>.*; runs to "
                    "runs/zoo/<tag>/")
     p.add_argument("--run-root", type=Path, default=harness.ROOT / "runs" / "zoo")
+    p.add_argument("--uncorrected", action="store_true", help="truncated members: galpy's "
+                   "own radii, which are not a sample of the DF (a diagnosis, not the zoo)")
     p.add_argument("--table-only", action="store_true", help="rewrite the table from the "
                    "rows already in zoo_<tag>.jsonl")
     a = p.parse_args(argv)
@@ -213,10 +226,11 @@ def main(argv=None):
         for seed in a.seed or [0]:
             for name in names:
                 row = run_member(name, seed, config=a.config, n=n, extra=extra, tag=a.tag,
-                                 run_root=a.run_root)
+                                 run_root=a.run_root, uncorrected=a.uncorrected)
                 row["command"] = harness.command(__file__, [
                     "--member", name, "--seed", str(seed), "--tag", a.tag,
                     *(["--quick"] if a.quick else []),
+                    *(["--uncorrected"] if a.uncorrected else []),
                     *([] if a.log2_stars == 16 else ["--log2-stars", str(a.log2_stars)]),
                     *([] if a.config == SPHERE else ["--config", str(a.config)]),
                     *[f"--set={s}" for s in a.sets]])
