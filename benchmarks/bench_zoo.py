@@ -18,6 +18,7 @@ of the warning against the force error (> 5%: must warn; < 3%: should not).
     python -m benchmarks.bench_zoo --set df.ensemble=2 --tag ens2
     python -m benchmarks.bench_zoo --member nfw-om-ra3-rmax20 --uncorrected --tag uncorrected
     python -m benchmarks.bench_zoo --table-only --tag zoo
+    python -m benchmarks.bench_zoo --where-negative runs/zoo/zoo/hernquist-iso-s0
 """
 
 from __future__ import annotations
@@ -96,6 +97,39 @@ def accuracy(name: str, run_dir: Path, catalog_path: Path, r_lo: float, r_hi: fl
     dr = np.abs(rho - rho_true) / rho_true
     return {"force_median": float(np.median(df)), "force_p84": float(np.percentile(df, 84)),
             "density_median": float(np.median(dr)), "n_eval": int(len(x))}
+
+
+RADIUS_PERCENTILES = (1, 16, 50, 84, 99)
+
+
+def negative_by_radius(r: np.ndarray, laplacian: np.ndarray) -> dict:
+    """Where ∇²Φ < 0: the fraction of points with a negative Laplacian in the bins of `r`
+    between its `RADIUS_PERCENTILES` (below the first, between each pair, above the last),
+    and within the 16–84% range the zoo's accuracy is measured in."""
+    r, neg = np.asarray(r, np.float64), np.asarray(laplacian) < 0
+    edges = np.percentile(r, RADIUS_PERCENTILES)
+    which = np.searchsorted(edges, r, side="right")
+    frac = [float(neg[which == k].mean()) if np.any(which == k) else float("nan")
+            for k in range(len(edges) + 1)]
+    lo, hi = np.percentile(r, [16, 84])
+    return {"edges": edges.tolist(), "fraction": frac, "overall": float(neg.mean()),
+            "in_16_84": float(neg[(r >= lo) & (r <= hi)].mean())}
+
+
+def where_negative(run_dir: Path) -> str:
+    """A run's negative fitted density at its score points (the first `N_EVAL`), by radius
+    (`negative_by_radius`): one markdown row."""
+    import jax.numpy as jnp
+
+    import deeppot as dp
+
+    model, _ = dp.load_model(run_dir / "potential.eqx")
+    x = np.asarray(dp.ScoreSample.load(run_dir / "scores.npz").x)[:N_EVAL]
+    _, _, lap = model.value_grad_laplacian(jnp.asarray(x, jnp.float32))
+    w = negative_by_radius(np.linalg.norm(x, axis=-1), np.asarray(lap))
+    cells = " | ".join(f"{100 * f:.0f}%" for f in w["fraction"])
+    return (f"| {Path(run_dir).name} | {100 * w['overall']:.1f}% | {cells} | "
+            f"{100 * w['in_16_84']:.1f}% | {', '.join(f'{e:.3g}' for e in w['edges'])} |")
 
 
 def run_member(name: str, seed: int, *, config: Path, n: int, extra: list[str], tag: str,
@@ -218,7 +252,16 @@ def main(argv=None):
                    "own radii, which are not a sample of the DF (a diagnosis, not the zoo)")
     p.add_argument("--table-only", action="store_true", help="rewrite the table from the "
                    "rows already in zoo_<tag>.jsonl")
+    p.add_argument("--where-negative", type=Path, nargs="+", metavar="RUN_DIR",
+                   help="print where each run's fitted density is negative at its score "
+                   "points, by radius, and stop")
     a = p.parse_args(argv)
+    if a.where_negative:
+        print("| run | ρ < 0, all | < r1 | r1–r16 | r16–r50 | r50–r84 | r84–r99 | > r99 | "
+              "r16–r84 | r1, r16, r50, r84, r99 |\n|---|---|---|---|---|---|---|---|---|---|")
+        for run_dir in a.where_negative:
+            print(where_negative(run_dir), flush=True)
+        return
     if not a.table_only:
         names = a.member or list(zoo.MEMBERS)
         n = 2**13 if a.quick else 2**a.log2_stars

@@ -97,3 +97,17 @@ def test_true_force_is_galpys_and_deeppots():
 def test_unknown_member_is_named():
     with pytest.raises(KeyError, match="no zoo member 'nope'"):
         zoo.MEMBERS["nope"]
+
+
+def test_negative_density_is_binned_by_radius():
+    """bench_zoo's `negative_by_radius`: a Laplacian negative exactly beyond the points'
+    90% radius gives 0 in every bin inside, 60% in the 84–99% bin (the 90–99% share of it)
+    and 100% beyond the 99%; the 16–84% range is clean."""
+    from benchmarks.bench_zoo import negative_by_radius
+
+    r = np.random.default_rng(1).lognormal(size=200000)
+    w = negative_by_radius(r, np.where(r > np.percentile(r, 90), -1.0, 1.0))
+    np.testing.assert_allclose(w["fraction"], [0, 0, 0, 0, 0.6, 1], atol=2e-3)
+    assert w["in_16_84"] == 0
+    np.testing.assert_allclose(w["overall"], 0.1, atol=1e-4)
+    np.testing.assert_allclose(w["edges"], np.percentile(r, [1, 16, 50, 84, 99]))
