@@ -7,7 +7,8 @@ Every script writes its results under `benchmarks/results/` through the one harn
 line it records, child processes). Shared workloads: `_step` (the potential training step
 and its matmul floor), `_systems` (the disk and halo DF systems, their variants built by
 `deeppot.pipeline.build_df`, case (c)'s analytic fits), `_galpy_halo` (galpy's halos;
-`python -m benchmarks._galpy_halo PATH` writes the catalogue of `configs/halo.toml`).
+`python -m benchmarks._galpy_halo PATH` writes the catalogue of `configs/halo.toml`),
+`_galpy_zoo` (the zoo of spherical systems sampled by galpy's DFs, with galpy's truth).
 
 Scripts:
 
@@ -29,6 +30,7 @@ Scripts:
 - `bench_tail`: the disk's learned potential beyond its data: the tail's v_c, the force's
   sign to 100×, the agama expansions inside the region.
 - `bench_vs_reference`: the training step against the TensorFlow reference, interleaved.
+- `bench_zoo`: the zoo of galpy spherical systems end to end through `deeppot run`.
 - `check_equilibrium`: are a halo mock's stars an equilibrium, its exact scores theirs.
 - `halo_score_anatomy`: where a halo DF's score error sits, by radius and component.
 - `profile_step`: per-op profile of the compiled training step.

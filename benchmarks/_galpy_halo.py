@@ -1,4 +1,6 @@
-"""Cusped, radially anisotropic halos sampled by galpy ("data from another code").
+"""Cusped, radially anisotropic halos sampled by galpy ("data from another code"); the
+whole family of such systems is `_galpy_zoo` (`bench_zoo`), whose `hernquist-om-ra1` member
+is `hernquist_halo`.
 
 - `hernquist_halo`: galpy's `osipkovmerrittHernquistdf`, f(Q) with Q = −E − L²/(2 r_a²)
   in a Hernquist potential (ρ ∝ r⁻¹ inside r_s, r⁻⁴ outside; finite mass, no
@@ -23,15 +25,9 @@ import numpy as np
 
 import deeppot as dp
 
+from ._galpy_zoo import stars_of as _stars
+
 M_S, R_S = 1.0, 1.0
-
-
-def _stars(orbits):
-    x = np.stack([orbits.x(use_physical=False), orbits.y(use_physical=False),
-                  orbits.z(use_physical=False)], -1)
-    v = np.stack([orbits.vx(use_physical=False), orbits.vy(use_physical=False),
-                  orbits.vz(use_physical=False)], -1)
-    return x, v
 
 
 def hernquist_halo(seed: int, n: int, *, ra: float = 1.0):

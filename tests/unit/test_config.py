@@ -1,5 +1,6 @@
 """Pipeline configs are validated up front, with messages that name the section and key."""
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -160,7 +161,7 @@ _CASES = sorted((Path(__file__).parents[2] / "benchmarks" / "configs").glob("*.t
 
 
 @pytest.mark.parametrize("path", [*(pipeline.default_config_path(n) for n in
-                                    ("demo", "demo-quick", "disk")), *_CASES],
+                                    ("demo", "demo-quick", "disk", "sphere")), *_CASES],
                          ids=lambda p: Path(p).stem)
 def test_shipped_configs_validate_and_round_trip(path, tmp_path):
     """The shipped configs and the reproduction cases' configs validate and round-trip (a
@@ -184,6 +185,23 @@ def test_shipped_configs_validate_and_round_trip(path, tmp_path):
     cfg = load_config(path, overrides)
     again = parse_config(tomllib.loads(pipeline.dumps_toml(cfg.to_dict())))
     assert again == cfg
+
+
+def test_sphere_recipe_reads_a_file_and_keeps_the_recommended_settings(tmp_path):
+    """sphere.toml: data from a catalogue file, the spherical DF with the dispersion
+    profiles and a spherical potential; every other key the demo's (the recommended one)."""
+    from deeppot.flows import PlummerDF
+
+    w = PlummerDF().sample(jax.random.key(0), 64)
+    stars = dp.PhaseSpaceCatalog(w[:, :3], w[:, 3:]).save(tmp_path / "stars.npz")
+    cfg = load_config(pipeline.default_config_path("sphere"), [f"data.path={stars}"])
+    demo = load_config(pipeline.default_config_path("demo"))
+    assert (cfg.data.source, cfg.data.path) == ("file", str(stars))
+    assert (cfg.df.symmetry, cfg.df.tangential, cfg.df.scale_velocities) == (
+        "spherical", "vector", True)
+    assert cfg.potential.model == "spherical"
+    assert dataclasses.replace(cfg.df, scale_velocities=False) == demo.df
+    assert (cfg.scores, cfg.potential, cfg.fit) == (demo.scores, demo.potential, demo.fit)
 
 
 def test_extends_merges_key_by_key_and_refuses_cycles(tmp_path):
