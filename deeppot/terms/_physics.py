@@ -13,6 +13,15 @@ from ._base import AbstractTerm
 PENALTIES = ("asinh", "cauchy", "square")  # the values of Stationarity's `penalty`
 
 
+def penalised_mean(a, penalty: str):
+    """The mean of `penalty` (one of `PENALTIES`) over the scaled residuals `a`."""
+    if penalty == "asinh":
+        return jnp.mean(jnp.arcsinh(jnp.abs(a)))
+    if penalty == "cauchy":
+        return jnp.mean(jnp.log1p(a * a))
+    return jnp.mean(a * a)
+
+
 def _free_component(term, pot):
     """The component `term.component` of a composite potential, or a `ValueError` naming
     the term and what the potential has."""
@@ -83,12 +92,7 @@ class Stationarity(AbstractTerm):
         return r * jnp.exp(batch.ln_f) if self.form == "f" else r
 
     def evaluate(self, model, batch, fields):
-        a = self.alpha * self.residual(model, batch, fields)
-        if self.penalty == "asinh":
-            return jnp.mean(jnp.arcsinh(jnp.abs(a)))
-        if self.penalty == "cauchy":
-            return jnp.mean(jnp.log1p(a * a))
-        return jnp.mean(a * a)
+        return penalised_mean(self.alpha * self.residual(model, batch, fields), self.penalty)
 
 
 @registry.terms.register

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from .. import registry
 from ._base import AbstractTerm
-from ._physics import PENALTIES, _positive
+from ._physics import PENALTIES, _positive, penalised_mean
 
 
 def profiled_residuals(frame, grad_phi, x, v, dlnp_dx, dlnp_dv, ridge: float = 1e-6):
@@ -91,10 +91,5 @@ class ProfiledStationarity(AbstractTerm):
         return res
 
     def evaluate(self, model, batch, fields):
-        a = self.alpha * self.residual(model, batch, fields)
-        if self.penalty == "asinh":
-            return jnp.mean(jnp.arcsinh(jnp.abs(a)))
-        if self.penalty == "cauchy":
-            return jnp.mean(jnp.log1p(a * a))
-        return jnp.mean(a * a)
+        return penalised_mean(self.alpha * self.residual(model, batch, fields), self.penalty)
 
