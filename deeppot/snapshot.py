@@ -192,18 +192,19 @@ class _Conversions:
         dataset name."""
         a_exp, h_exp, powers = GADGET_SCALING[dataset]
         how = {}
-        if dataset in self.a_override:
-            a_exp, how["a_scaling"] = float(self.a_override[dataset]), "given"
-        elif "a_scaling" in attrs:
-            a_exp, how["a_scaling"] = float(np.asarray(attrs["a_scaling"])), "attribute"
-        else:
-            how["a_scaling"] = "Gadget convention"
-        if dataset in self.h_override:
-            h_exp, how["h_scaling"] = float(self.h_override[dataset]), "given"
-        elif "h_scaling" in attrs:
-            h_exp, how["h_scaling"] = float(np.asarray(attrs["h_scaling"])), "attribute"
-        else:
-            how["h_scaling"] = "Gadget convention"
+
+        def exponent(name, override, convention):
+            if dataset in override:
+                how[name] = "given"
+                return float(override[dataset])
+            if name in attrs:
+                how[name] = "attribute"
+                return float(np.asarray(attrs[name]))
+            how[name] = "Gadget convention"
+            return convention
+
+        a_exp = exponent("a_scaling", self.a_override, a_exp)
+        h_exp = exponent("h_scaling", self.h_override, h_exp)
         to_cgs = float(np.asarray(attrs["to_cgs"])) if "to_cgs" in attrs else 0.0
         if to_cgs > 0 and not any(d in self.record["code_units"]
                                   and self.record["code_units"][d] == "given"
