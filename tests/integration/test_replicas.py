@@ -105,7 +105,7 @@ def test_calibration_reaches_another_run_through_its_config(finished_set, tmp_pa
     only, and makes the force bands' coverage nominal on the run it was learned on."""
     import shutil
 
-    from deeppot.pipeline.report import calibration_setting
+    from deeppot.pipeline import calibration_setting
 
     run_dir, metrics, _ = finished_set
     cal = metrics["calibration"]

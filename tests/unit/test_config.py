@@ -196,7 +196,7 @@ def test_shipped_configs_validate_and_round_trip(path, tmp_path):
 def test_band_calibration_round_trips_through_the_config():
     """A calibration (`calibrate`'s factors) reaches another run as the `--set` line its
     report prints, and survives the run directory's config.toml."""
-    from deeppot.pipeline.report import calibration_setting
+    from deeppot.pipeline import calibration_setting
 
     factors = {"68": 1.2345678, "95": 0.61}
     raw = pipeline.apply_overrides({}, [calibration_setting(factors)])
