@@ -130,7 +130,8 @@ def band(values, *, axis: int = 0, kind: str = "t", inflation=1.0) -> Band:
       16th/84th and 2.5th/97.5th percentiles, linearly interpolated).
     - `inflation`: factor on each band's distances from the median: one number for both
       bands, or `{"68": f68, "95": f95}` (`inflation_factors`), e.g. a calibration learned
-      on a mock whose truth is known (`calibrate`).
+      on a mock whose truth is known (`calibrate`). Where the factors would make the 68%
+      band reach past the 95% band, the 95% band is widened to hold it.
 
     **Returns:** a `Band`.
 
@@ -155,6 +156,8 @@ def band(values, *, axis: int = 0, kind: str = "t", inflation=1.0) -> Band:
         lo68, hi68, lo95, hi95 = median - w68, median + w68, median - w95, median + w95
     lo68, hi68 = median + f["68"] * (lo68 - median), median + f["68"] * (hi68 - median)
     lo95, hi95 = median + f["95"] * (lo95 - median), median + f["95"] * (hi95 - median)
+    # factors that would make the 68% band reach past the 95% one: the 95% band holds it
+    lo95, hi95 = np.minimum(lo95, lo68), np.maximum(hi95, hi68)
     parts = (median, lo68, hi68, lo95, hi95)
     if unit is not None:
         parts = tuple(p * unit for p in parts)

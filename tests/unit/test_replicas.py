@@ -165,13 +165,18 @@ def test_replica_set_checks_its_models():
 
 def test_inflation_by_level_moves_each_band_about_the_median():
     values = np.arange(101.0)[:, None] * np.ones(2)
-    b = band(values, kind="percentile", inflation={"68": 2.0, "95": 0.5})
-    np.testing.assert_allclose(b.lo68, 50 - 2 * 34)  # the 16th percentile, twice as far
-    np.testing.assert_allclose(b.hi95, 50 + 0.5 * 47.5)
+    b = band(values, kind="percentile", inflation={"68": 1.2, "95": 0.9})
+    np.testing.assert_allclose(b.lo68, 50 - 1.2 * 34)  # the 16th percentile, 1.2× as far
+    np.testing.assert_allclose(b.hi95, 50 + 0.9 * 47.5)
     t = band(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), inflation={68: 1.5, 95: 1.0})  # int keys
     plain = band(np.array([1.0, 2.0, 3.0, 4.0, 5.0]))
     np.testing.assert_allclose(t.hi68 - 3, 1.5 * (plain.hi68 - 3))
     np.testing.assert_allclose(t.lo95, plain.lo95)
+    # a 68% factor that would take that band past the 95% one: the 95% band holds it
+    odd = band(values, kind="percentile", inflation={"68": 2.0, "95": 1.0})
+    np.testing.assert_allclose(odd.lo95, 50 - 68)  # not the 2.5th percentile
+    np.testing.assert_allclose(odd.hi95, 50 + 68)
+    np.testing.assert_allclose(odd.hi68, 50 + 68)
 
 
 def test_calibrate_gives_the_exact_multiplier_of_a_known_normal_error():
