@@ -6,15 +6,20 @@ fitted `PotentialModel`s form one `ReplicaSet`, saved as one model file; its met
 the K values stacked, and `band(method, x)` their summary:
 
 - the centre is the median over the replicas;
-- the 68% and 95% bands are the centre ± t_q(K − 1) · s · √(1 + 1/K) · `inflation`, with s
-  the standard deviation over the replicas and t_q the Student-t quantile for q = 0.84 and
-  0.975: the prediction interval of a normal variable from K draws, which keeps its coverage
-  for small K (the empirical 16–84% and 2.5–97.5% percentiles of 8 replicas contain a new
-  draw at most 7/9 of the time, whatever the spread). `kind="percentile"` gives those
-  empirical percentiles instead (the same band for large K).
+- the 68% and 95% bands are the centre ± t_q(K − 1) · s · √(1 + 1/K) · f, with s the
+  standard deviation over the replicas, t_q the Student-t quantile for q = 0.84 and 0.975
+  and f that level's inflation (1 unless calibrated): the prediction interval of a normal
+  variable from K draws, which keeps its coverage for small K (the empirical 16–84% and
+  2.5–97.5% percentiles of 8 replicas contain a new draw at most 7/9 of the time, whatever
+  the spread). `kind="percentile"` gives those empirical percentiles instead (the same band
+  for large K), their distances from the median times f.
 
-`coverage` counts the positions where a known truth lies inside a band: the calibration
-of the bands on a mock.
+`coverage` counts the positions where a known truth lies inside a band. When replica errors
+are not normal about the truth (they are correlated along r, and a bootstrap does not see
+the DF's own bias), no single factor makes both levels nominal: `calibrate` learns one
+inflation per level on a mock with a known truth — the q-quantile of the truth's distance
+from the median in units of the band's half-width on its side, q the level's nominal
+coverage — and `band(..., inflation={"68": f68, "95": f95})` applies it to another system.
 """
 
 from __future__ import annotations
@@ -30,14 +35,15 @@ import numpy as np
 from .model import PotentialModel
 from .units import is_quantity
 
-__all__ = ["BAND_KINDS", "METHODS", "Band", "ReplicaSet", "analytic_parameters", "band",
-           "coverage", "t_quantile", "z_scores"]
+__all__ = ["BAND_KINDS", "LEVELS", "METHODS", "Band", "ReplicaSet", "analytic_parameters",
+           "band", "calibrate", "coverage", "inflation_factors", "t_quantile", "z_scores"]
 
 # the potential methods a band can be taken of
 METHODS = ("potential", "gradient", "acceleration", "density", "laplacian",
            "circular_velocity")
 BAND_KINDS = ("t", "percentile")
-_LEVELS = {"68": 0.84, "95": 0.975}  # one-sided quantiles of the two bands
+# the two bands: each level's nominal coverage (the one-sided quantile is (1 + it) / 2)
+LEVELS = {"68": 0.68, "95": 0.95}
 
 
 def t_quantile(q: float, dof: int) -> float:
@@ -87,7 +93,33 @@ class Band:
                 for k in ("median", "lo68", "hi68", "lo95", "hi95")}
 
 
-def band(values, *, axis: int = 0, kind: str = "t", inflation: float = 1.0) -> Band:
+def inflation_factors(inflation) -> dict[str, float]:
+    """Each band level's inflation, `{"68": f68, "95": f95}`, from a number (both levels)
+    or a mapping with one positive, finite factor for each of `LEVELS` (as `calibrate`
+    returns; keys may be the numbers 68 and 95).
+
+    **Raises:** `ValueError` (one line) for a missing, unknown or non-positive factor.
+    """
+    if isinstance(inflation, Mapping):
+        given = {str(k): v for k, v in inflation.items()}
+        unknown = sorted(set(given) - set(LEVELS))
+        missing = [lvl for lvl in LEVELS if lvl not in given]
+        if unknown or missing:
+            raise ValueError(f"a band inflation by level needs exactly the levels "
+                             f"{', '.join(LEVELS)}; got {', '.join(given) or 'none'}")
+        out = given
+    else:
+        out = dict.fromkeys(LEVELS, inflation)
+    for lvl, f in out.items():
+        if isinstance(f, bool) or not isinstance(f, (int, float, np.floating, np.integer)) \
+                or not (math.isfinite(f) and f > 0):
+            raise ValueError(f"the band inflation must be a positive number; got {f!r}"
+                             + (f" for the {lvl}% band" if isinstance(inflation, Mapping)
+                                else ""))
+    return {lvl: float(f) for lvl, f in out.items()}
+
+
+def band(values, *, axis: int = 0, kind: str = "t", inflation=1.0) -> Band:
     """The median and the 68% and 95% bands of replica values along `axis`.
 
     **Arguments:**
@@ -96,8 +128,10 @@ def band(values, *, axis: int = 0, kind: str = "t", inflation: float = 1.0) -> B
     - `kind`: `"t"` (the median ± Student-t prediction half-widths from the replicas'
       standard deviation; see the module docstring) or `"percentile"` (the empirical
       16th/84th and 2.5th/97.5th percentiles, linearly interpolated).
-    - `inflation`: factor on the half-widths of both bands (`"t"` only): a calibration
-      learned on a mock whose truth is known.
+    - `inflation`: factor on each band's distances from the median: one number for both
+      bands, or `{"68": f68, "95": f95}` (`inflation_factors`), e.g. a calibration learned
+      on a mock whose truth is known (`calibrate`). Where the factors would make the 68%
+      band reach past the 95% band, the 95% band is widened to hold it.
 
     **Returns:** a `Band`.
 
@@ -110,17 +144,20 @@ def band(values, *, axis: int = 0, kind: str = "t", inflation: float = 1.0) -> B
     k = v.shape[0]
     if kind not in BAND_KINDS:
         raise ValueError(f"band kind must be one of {BAND_KINDS}; got {kind!r}")
-    if not inflation > 0:
-        raise ValueError(f"the band inflation must be positive; got {inflation}")
+    f = inflation_factors(inflation)
     median = np.median(v, axis=0)
     if kind == "percentile":
         lo95, lo68, hi68, hi95 = np.percentile(v, [2.5, 16, 84, 97.5], axis=0)
     else:
         if k < 2:
             raise ValueError("a band from replicas needs at least 2 of them; got 1")
-        s = np.std(v, axis=0, ddof=1) * math.sqrt(1 + 1 / k) * inflation
-        w68, w95 = (t_quantile(q, k - 1) * s for q in _LEVELS.values())
+        s = np.std(v, axis=0, ddof=1) * math.sqrt(1 + 1 / k)
+        w68, w95 = (t_quantile((1 + LEVELS[lvl]) / 2, k - 1) * s for lvl in LEVELS)
         lo68, hi68, lo95, hi95 = median - w68, median + w68, median - w95, median + w95
+    lo68, hi68 = median + f["68"] * (lo68 - median), median + f["68"] * (hi68 - median)
+    lo95, hi95 = median + f["95"] * (lo95 - median), median + f["95"] * (hi95 - median)
+    # factors that would make the 68% band reach past the 95% one: the 95% band holds it
+    lo95, hi95 = np.minimum(lo95, lo68), np.maximum(hi95, hi68)
     parts = (median, lo68, hi68, lo95, hi95)
     if unit is not None:
         parts = tuple(p * unit for p in parts)
@@ -150,6 +187,51 @@ def coverage(b: Band, truth) -> dict[str, float]:
         inside = (t >= lo) & (t <= hi)
         out[level] = float(np.mean(inside[ok])) if ok.any() else math.nan
     out["n"] = int(ok.sum())
+    return out
+
+
+def calibrate(b: Band, truth) -> dict[str, float]:
+    """The inflation of each band level that makes `b` cover `truth` at that level's
+    nominal rate (`LEVELS`) over these points: a quantile calibration.
+
+    At each point u = |truth − median| / (the band's distance from the median on the
+    truth's side); the level's factor is the smallest u that at least 68% (95%) of the
+    points do not exceed. `band(values, inflation=factors)` of the same values then covers
+    the truth at ≥ the nominal rate here; learned on one mock, the factors are a
+    calibration to test on another. Computed from an uninflated band, they are absolute.
+
+    **Arguments:**
+
+    - `b`: a `Band` over points (any shape).
+    - `truth`: the true values, of the band's shape (points whose truth is not finite are
+      left out).
+
+    **Returns:** `{"68": f68, "95": f95}`.
+
+    **Raises:** `ValueError` when no point has a finite truth, or when a band of zero width
+    misses the truth at so many points that no factor reaches the level.
+    """
+    t = np.asarray(getattr(truth, "value", truth), dtype=float)
+    med = np.asarray(getattr(b.median, "value", b.median), dtype=float)
+    t, med = np.broadcast_arrays(t, med)
+    ok = np.isfinite(t)
+    if not ok.any():
+        raise ValueError("a calibration needs at least one point with a finite truth")
+    out = {}
+    for lvl, q in LEVELS.items():
+        lo, hi = (np.broadcast_to(np.asarray(getattr(e, "value", e), dtype=float), t.shape)
+                  for e in (getattr(b, f"lo{lvl}"), getattr(b, f"hi{lvl}")))
+        d = t - med
+        width = np.where(d < 0, med - lo, hi - med)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.where(d == 0, 0.0, np.abs(d) / width)
+        u = np.where(np.isnan(u), np.inf, u)[ok]  # zero width, truth elsewhere: never inside
+        f = float(np.quantile(u, q, method="inverted_cdf"))
+        if not math.isfinite(f):
+            raise ValueError(f"the {lvl}% band has zero width at more than "
+                             f"{100 * (1 - q):.0f}% of the points where the truth lies "
+                             "outside it: no inflation calibrates it")
+        out[lvl] = f
     return out
 
 
@@ -219,7 +301,7 @@ class ReplicaSet(eqx.Module):
             return np.stack([np.asarray(o.to_value(unit)) for o in out]) * unit
         return np.stack([np.asarray(o) for o in out])
 
-    def band(self, method: str, x, *, kind: str = "t", inflation: float = 1.0) -> Band:
+    def band(self, method: str, x, *, kind: str = "t", inflation=1.0) -> Band:
         """The median and 68%/95% bands of `method` over the replicas at positions `x`
         (see `band`)."""
         return band(self.values(method, x), kind=kind, inflation=inflation)
@@ -230,7 +312,6 @@ class ReplicaSet(eqx.Module):
         per = [analytic_parameters(m.potential) for m in self.models]
         return {name: np.array([p[name] for p in per]) for name in per[0]}
 
-    def parameter_bands(self, *, kind: str = "t", inflation: float = 1.0
-                        ) -> Mapping[str, Band]:
+    def parameter_bands(self, *, kind: str = "t", inflation=1.0) -> Mapping[str, Band]:
         """The `Band` of each analytic parameter over the replicas."""
         return {k: band(v, kind=kind, inflation=inflation) for k, v in self.parameters().items()}

@@ -37,8 +37,10 @@ from .replicas import bootstrap as bootstrap
 from .replicas import replica_catalog as replica_catalog
 from .report import accuracy_table as accuracy_table
 from .report import band_table as band_table
+from .report import calibration_setting as calibration_setting
 from .report import evaluate_model as evaluate_model
 from .report import evaluate_replicas as evaluate_replicas
+from .report import replica_fields as replica_fields
 from .rundir import run as run
 from .stages import ARTEFACTS as ARTEFACTS
 from .stages import STAGES as STAGES

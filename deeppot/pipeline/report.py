@@ -12,8 +12,9 @@ import numpy as np
 from .._atomic import replacing
 from .config import Config, EvaluateConfig, dumps_toml
 
-__all__ = ["accuracy_table", "band_table", "evaluate_model", "evaluate_replicas",
-           "quality_warnings", "replica_warnings", "write_replica_report", "write_report"]
+__all__ = ["accuracy_table", "band_table", "calibration_setting", "evaluate_model",
+           "evaluate_replicas", "quality_warnings", "replica_fields", "replica_warnings",
+           "write_replica_report", "write_report"]
 
 # A fit whose median relative stationarity residual exceeds this is reported as poor. On
 # the zoo of spherical systems (docs/results.md) every run with a median force error above
@@ -276,18 +277,68 @@ def _fields_of(pot, x):
     return fields(pot, x, 2**14)
 
 
+def replica_fields(cfg: EvaluateConfig, replicas, catalog, *, truth=None) -> dict[str, Any]:
+    """The values a replica set's bands are taken of, and their truth: one place for
+    `evaluate_replicas` and calibration studies.
+
+    At the catalogue's first `n_points` positions, restricted to the `[evaluate]` region
+    when a truth is known: the force |∇Φ|, each force component, the density and Φ (each
+    replica's offset removed: its median over the positions, as the truth's).
+
+    **Arguments:**
+
+    - `cfg`: the `[evaluate]` settings.
+    - `replicas`: a `deeppot.ReplicaSet`.
+    - `catalog`: the catalogue (its meta supplies the truth unless `truth` is given).
+    - `truth`: the true potential, overriding the catalogue's.
+
+    **Returns:** `{"x", "mask", "values", "true", "truth", "region", "accuracy",
+    "negative_density"}`: the evaluated positions (n, 3) and the region's mask (n,);
+    `values[name]` the replicas' values in the region (K, m[, 3]) and `true[name]` the
+    truth's (`None` without a truth), for `name` in force, components, density, phi;
+    the truth potential, the region's label and the medians' accuracy (`None` without a
+    truth); whether some replica's density is negative at each position (n,).
+    """
+    from .. import evaluate
+
+    truth = _truth_of(catalog) if truth is None else truth
+    x = np.asarray(catalog.x[: cfg.n_points])
+    per = [_fields_of(m.potential, x) for m in replicas.models]
+    phi = np.stack([p[0] for p in per])
+    grad = np.stack([p[1] for p in per])
+    rho = np.stack([p[2] for p in per])
+    mask = np.ones(len(x), bool)
+    out: dict[str, Any] = {"x": x, "truth": truth, "region": None, "accuracy": None,
+                           "true": None, "negative_density": np.any(rho < 0, axis=0)}
+    if truth is not None:
+        phi_t, grad_t, rho_t = _fields_of(truth, x)
+        res = evaluate.residuals_from_fields(np.median(phi, 0), np.median(grad, 0),
+                                             np.median(rho, 0), phi_t, grad_t, rho_t, x)
+        mask, out["region"] = _region(cfg, truth, res)
+        out["accuracy"] = evaluate.summarise(res, mask)
+        out["true"] = {"force": np.linalg.norm(grad_t, axis=-1)[mask],
+                       "components": grad_t[mask], "density": rho_t[mask],
+                       "phi": (phi_t - np.median(phi_t))[mask]}
+    out["mask"] = mask
+    out["values"] = {"force": np.linalg.norm(grad, axis=-1)[:, mask],
+                     "components": grad[:, mask, :],
+                     "density": rho[:, mask],
+                     "phi": (phi - np.median(phi, axis=1, keepdims=True))[:, mask]}
+    return out
+
+
 def evaluate_replicas(cfg: EvaluateConfig, replicas, catalog, *, out_dir=None, truth=None,
                       fit_quality=None) -> dict[str, Any]:
-    """Bands of a `ReplicaSet` at the catalogue's tracer positions, and their coverage of
-    the truth the catalogue records.
+    """Bands of a `ReplicaSet` at the catalogue's tracer positions, their coverage of the
+    truth the catalogue records, and the calibration that truth implies.
 
-    At the first `n_points` positions (inside the `[evaluate]` region when a truth is
-    known) the median and 68%/95% bands (`deeppot.replicas.band`, of kind `cfg.band`,
-    half-widths times `cfg.band_inflation`) are taken of the force |∇Φ|, each force
-    component, the density and Φ (each replica's offset removed: its median over the
-    positions, as the truth's). Against a truth, `coverage` is the fraction of positions
-    whose true value lies inside each band, and each analytic parameter gets its z-score
-    (median − truth) / (half-width of the 68% band).
+    The median and 68%/95% bands (`deeppot.replicas.band`, of kind `cfg.band`, inflated by
+    `cfg.band_inflation`) are taken of each quantity of `replica_fields`. Against a truth,
+    `coverage` is the fraction of positions whose true value lies inside each band, each
+    analytic parameter gets its z-score (median − truth) / (half-width of the 68% band),
+    and `calibration` is each quantity's per-level inflation (`deeppot.replicas.calibrate`
+    of its uninflated band): what `band_inflation` would have to be for nominal coverage
+    here, to be tested on another system.
 
     **Arguments:**
 
@@ -298,41 +349,30 @@ def evaluate_replicas(cfg: EvaluateConfig, replicas, catalog, *, out_dir=None, t
     - `truth`: the true potential, overriding the catalogue's.
     - `fit_quality`: each replica's `deeppot.evaluate.fit_quality` (the truth-free signals).
 
-    **Returns:** `{"replicas", "band", "truth", "region", "coverage", "band_widths",
-    "parameters", "fit_quality", "untrusted", "accuracy", "plots"}` (`coverage` and
-    `accuracy` `None` without a truth).
+    **Returns:** `{"replicas", "band", "truth", "region", "coverage", "calibration",
+    "band_widths", "parameters", "fit_quality", "untrusted", "accuracy", "plots"}`
+    (`coverage`, `calibration` and `accuracy` `None` without a truth).
     """
-    from .. import evaluate
-    from ..replicas import analytic_parameters, band, coverage, z_scores
+    from ..replicas import (
+        analytic_parameters,
+        band,
+        calibrate,
+        coverage,
+        inflation_factors,
+        z_scores,
+    )
 
-    truth = _truth_of(catalog) if truth is None else truth
     k = len(replicas)
     opts = dict(kind=cfg.band, inflation=cfg.band_inflation)
-    x = np.asarray(catalog.x[: cfg.n_points])
-    per = [_fields_of(m.potential, x) for m in replicas.models]
-    phi = np.stack([p[0] for p in per])
-    grad = np.stack([p[1] for p in per])
-    rho = np.stack([p[2] for p in per])
-    out: dict[str, Any] = {"replicas": k, "band": {"kind": cfg.band,
-                                                   "inflation": cfg.band_inflation},
-                           "truth": None, "region": None, "coverage": None, "accuracy": None,
-                           "plots": [], "fit_quality": list(fit_quality or [])}
-    mask = np.ones(len(x), bool)
-    true = None
-    if truth is not None:
-        phi_t, grad_t, rho_t = _fields_of(truth, x)
-        true = {"phi": phi_t - np.median(phi_t), "force": np.linalg.norm(grad_t, axis=-1),
-                "components": grad_t, "density": rho_t}
-        res = evaluate.residuals_from_fields(np.median(phi, 0), np.median(grad, 0),
-                                             np.median(rho, 0), phi_t, grad_t, rho_t, x)
-        mask, label = _region(cfg, truth, res)
-        out["truth"] = {"class": type(truth).__name__}
-        out["region"] = label
-        out["accuracy"] = evaluate.summarise(res, mask)
-    values = {"force": np.linalg.norm(grad, axis=-1)[:, mask],
-              "components": grad[:, mask, :],
-              "density": rho[:, mask],
-              "phi": (phi - np.median(phi, axis=1, keepdims=True))[:, mask]}
+    f = replica_fields(cfg, replicas, catalog, truth=truth)
+    truth, values, true, mask = f["truth"], f["values"], f["true"], f["mask"]
+    out: dict[str, Any] = {"replicas": k,
+                           "band": {"kind": cfg.band,
+                                    "inflation": inflation_factors(cfg.band_inflation)},
+                           "truth": None if truth is None else {"class": type(truth).__name__},
+                           "region": f["region"], "coverage": None, "calibration": None,
+                           "accuracy": f["accuracy"], "plots": [],
+                           "fit_quality": list(fit_quality or [])}
     bands = {name: band(v, **opts) for name, v in values.items()}
     # the bands' relative half-widths: what a reader takes as the error bar
     scale = {"force": bands["force"].median, "density": np.abs(bands["density"].median),
@@ -343,11 +383,12 @@ def evaluate_replicas(cfg: EvaluateConfig, replicas, catalog, *, out_dir=None, t
             0.5 * (getattr(b, f"hi{lvl}") - getattr(b, f"lo{lvl}")) / scale[name]))
             for lvl in ("68", "95")} for name, b in bands.items()}
     if true is not None:
-        out["coverage"] = {name: coverage(b, true[name][mask]) for name, b in bands.items()}
+        out["coverage"] = {name: coverage(b, true[name]) for name, b in bands.items()}
+        out["calibration"] = {name: calibrate(band(v, kind=cfg.band), true[name])
+                              for name, v in values.items()}
     # truth-free flags: where some replica's density is negative, the band cannot be trusted
-    neg = np.any(rho < 0, axis=0)
-    out["untrusted"] = {"negative_density_any_replica": float(np.mean(neg[mask])),
-                        "n": int(mask.sum())}
+    out["untrusted"] = {"negative_density_any_replica": float(np.mean(
+        f["negative_density"][mask])), "n": int(mask.sum())}
     params = replicas.parameters()
     true_params = analytic_parameters(truth) if truth is not None else {}
     out["parameters"] = {}
@@ -431,30 +472,52 @@ def _plot_bands(replicas, cfg: EvaluateConfig, catalog, truth, path: Path) -> No
     plt.close(fig)
 
 
+def _inflation_text(f: Mapping[str, float]) -> str:
+    if len(set(f.values())) == 1:
+        return f"inflation {next(iter(f.values())):g}"
+    return "inflation " + ", ".join(f"{v:.3g} ({k}%)" for k, v in f.items())
+
+
+def calibration_setting(factors: Mapping[str, float]) -> str:
+    """The `--set` override that applies a calibration (`{"68": f68, "95": f95}`) to another
+    run: `evaluate.band_inflation={68 = …, 95 = …}`."""
+    return "evaluate.band_inflation={" + ", ".join(
+        f"{k} = {v:.4g}" for k, v in factors.items()) + "}"
+
+
 def band_table(evaluation: Mapping[str, Any]) -> str:
     """Markdown table of a replica set's band widths and, on a mock, their coverage of the
-    truth (empty string for a run of one replica)."""
+    truth and the calibration it implies (empty string for a run of one replica)."""
     if not evaluation.get("replicas") or "band_widths" not in evaluation:
         return ""
     cov = evaluation.get("coverage")
+    cal = evaluation.get("calibration")
     rows = [("force magnitude", "force"), ("force components", "components"),
             ("density ρ", "density"), ("potential Φ (offset removed)", "phi")]
     where = evaluation.get("region") or "all evaluated positions"
     n = evaluation["untrusted"]["n"]
     lines = [f"Bands over {evaluation['replicas']} replicas ({evaluation['band']['kind']} bands, "
-             f"inflation {evaluation['band']['inflation']:g}), {where} ({n} tracer positions):",
-             "", "| quantity | median 68% half-width | median 95% half-width | 68% coverage "
-             "| 95% coverage |", "|---|---|---|---|---|"]
+             f"{_inflation_text(evaluation['band']['inflation'])}), {where} ({n} tracer "
+             "positions):", "",
+             "| quantity | median 68% half-width | median 95% half-width | 68% coverage "
+             "| 95% coverage | calibration f68, f95 |", "|---|---|---|---|---|---|"]
     for label, key in rows:
         w = evaluation["band_widths"][key]
         c = cov[key] if cov else None
         cells = ([f"{100 * c['68']:.1f}%", f"{100 * c['95']:.1f}%"] if c else ["–", "–"])
+        f = cal[key] if cal else None
         lines.append(f"| {label} | {100 * w['median_68']:.2f}% | {100 * w['median_95']:.2f}% "
-                     f"| {cells[0]} | {cells[1]} |")
+                     f"| {cells[0]} | {cells[1]} | "
+                     + (f"{f['68']:.3g}, {f['95']:.3g} |" if f else "– |"))
+    if not cov:
+        return "\n".join([*lines, "", "No truth is known: no coverage."])
     lines += ["", "Half-widths are relative (to the force magnitude, for the force and its "
-              "components; to ρ; to the spread of Φ); coverage is "
-              "the fraction of positions where the truth lies inside the band (a calibrated "
-              "band: 68% and 95%)." if cov else "No truth is known: no coverage."]
+              "components; to ρ; to the spread of Φ); coverage is the fraction of positions "
+              "where the truth lies inside the band (a calibrated band: 68% and 95%). The "
+              "calibration is the inflation of each uninflated band that would make its "
+              "coverage here nominal (`deeppot.replicas.calibrate`); to carry the force's to "
+              "another system's replica set, run it with "
+              f"`--set '{calibration_setting(cal['force'])}'`."]
     return "\n".join(lines)
 
 

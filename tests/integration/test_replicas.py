@@ -98,3 +98,27 @@ def test_stage_keys_of_one_run_are_unchanged_and_replicas_differ():
     assert bits(pipeline.stage_key(3, "df")) == bits(jax.random.fold_in(jax.random.key(3), 1))
     keys = [bits(pipeline.stage_key(3, "df", k)) for k in (None, 0, 1)]
     assert len({str(k) for k in keys}) == 3
+
+
+def test_calibration_reaches_another_run_through_its_config(finished_set, tmp_path):
+    """The report's calibration, applied by the `--set` line it prints, reruns the reports
+    only, and makes the force bands' coverage nominal on the run it was learned on."""
+    import shutil
+
+    from deeppot.pipeline import calibration_setting
+
+    run_dir, metrics, _ = finished_set
+    cal = metrics["calibration"]
+    assert set(cal) == {"force", "components", "density", "phi"}
+    setting = calibration_setting(cal["force"])
+    assert f"--set '{setting}'" in (run_dir / "report.md").read_text()
+    shutil.copytree(run_dir, tmp_path / "set")
+    raw = pipeline.apply_overrides(SET, [setting])
+    again, lines = _run(tmp_path / "set", raw)
+    assert not [line for line in lines if line.startswith("replica") and "running" in line
+                and ": report:" not in line]  # no replica refits
+    assert again["band"]["inflation"] == pytest.approx(cal["force"], rel=1e-3)
+    n = again["coverage"]["force"]["n"]
+    for level, nominal in (("68", 0.68), ("95", 0.95)):
+        assert again["coverage"]["force"][level] == pytest.approx(nominal, abs=3 / n)
+    assert again["calibration"] == metrics["calibration"]  # learned from uninflated bands

@@ -83,6 +83,12 @@ def test_unknown_section_is_named():
         ({"run": {"x64": "yes"}}, "key 'x64' in [run] must be true or false"),
         ({"potential": {"omega": [0, 0]}}, "key 'omega' in [potential] must be an array of 3"),
         ({"fit": 3}, "[fit] must be a table"),
+        ({"evaluate": {"band_inflation": 0}}, "key 'band_inflation' in [evaluate]: the band "
+         "inflation must be a positive number; got 0"),
+        ({"evaluate": {"band_inflation": "wide"}}, "key 'band_inflation' in [evaluate] must be "
+         "a positive number or a table of one per band level, got string 'wide'"),
+        ({"evaluate": {"band_inflation": {"68": 1.2}}}, "key 'band_inflation' in [evaluate]: a "
+         "band inflation by level needs exactly the levels 68, 95; got 68"),
     ],
 )
 def test_bad_values_name_the_key(raw, expected):
@@ -185,6 +191,20 @@ def test_shipped_configs_validate_and_round_trip(path, tmp_path):
     cfg = load_config(path, overrides)
     again = parse_config(tomllib.loads(pipeline.dumps_toml(cfg.to_dict())))
     assert again == cfg
+
+
+def test_band_calibration_round_trips_through_the_config():
+    """A calibration (`calibrate`'s factors) reaches another run as the `--set` line its
+    report prints, and survives the run directory's config.toml."""
+    from deeppot.pipeline import calibration_setting
+
+    factors = {"68": 1.2345678, "95": 0.61}
+    raw = pipeline.apply_overrides({}, [calibration_setting(factors)])
+    cfg = parse_config(raw).evaluate
+    assert cfg.band_inflation == {"68": pytest.approx(1.235), "95": 0.61}
+    again = parse_config(tomllib.loads(pipeline.dumps_toml(parse_config(raw).to_dict())))
+    assert again.evaluate.band_inflation == cfg.band_inflation
+    assert parse_config({"evaluate": {"band_inflation": 2}}).evaluate.band_inflation == 2.0
 
 
 def test_sphere_recipe_reads_a_file_and_keeps_the_recommended_settings(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 import deeppot as dp
 from deeppot.pipeline.replicas import bootstrap, replica_catalog
-from deeppot.replicas import band, coverage, t_quantile, z_scores
+from deeppot.replicas import band, calibrate, coverage, t_quantile, z_scores
 
 
 def test_percentile_band_of_0_to_100_is_exact():
@@ -158,3 +158,81 @@ def test_replica_set_checks_its_models():
         dp.ReplicaSet([])
     with pytest.raises(TypeError, match="PotentialModel"):
         dp.ReplicaSet([dp.Plummer()])
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def test_inflation_by_level_moves_each_band_about_the_median():
+    values = np.arange(101.0)[:, None] * np.ones(2)
+    b = band(values, kind="percentile", inflation={"68": 1.2, "95": 0.9})
+    np.testing.assert_allclose(b.lo68, 50 - 1.2 * 34)  # the 16th percentile, 1.2× as far
+    np.testing.assert_allclose(b.hi95, 50 + 0.9 * 47.5)
+    t = band(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), inflation={68: 1.5, 95: 1.0})  # int keys
+    plain = band(np.array([1.0, 2.0, 3.0, 4.0, 5.0]))
+    np.testing.assert_allclose(t.hi68 - 3, 1.5 * (plain.hi68 - 3))
+    np.testing.assert_allclose(t.lo95, plain.lo95)
+    # a 68% factor that would take that band past the 95% one: the 95% band holds it
+    odd = band(values, kind="percentile", inflation={"68": 2.0, "95": 1.0})
+    np.testing.assert_allclose(odd.lo95, 50 - 68)  # not the 2.5th percentile
+    np.testing.assert_allclose(odd.hi95, 50 + 68)
+    np.testing.assert_allclose(odd.hi68, 50 + 68)
+
+
+def test_calibrate_gives_the_exact_multiplier_of_a_known_normal_error():
+    """Replicas with one fixed spread s at every point, the truth off their median by the
+    quantiles of N(0, σ²): the factor of level L is σ z_L / (t_L(K − 1) s √(1 + 1/K))."""
+    from statistics import NormalDist
+
+    n, sigma = 20001, 0.3
+    offsets = np.array([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0])  # K = 8, median 0.25
+    centre = np.linspace(-5, 5, n)
+    values = centre + offsets[:, None]
+    d = sigma * np.array([NormalDist().inv_cdf((i + 0.5) / n) for i in range(n)])
+    truth = centre + np.median(offsets) + np.random.default_rng(0).permutation(d)
+    k, s = len(offsets), np.std(offsets, ddof=1)
+    f = calibrate(band(values), truth)
+    for lvl, level in (("68", 0.68), ("95", 0.95)):
+        q = (1 + level) / 2
+        expected = sigma * NormalDist().inv_cdf(q) / (t_quantile(q, k - 1) * s
+                                                      * math.sqrt(1 + 1 / k))
+        assert f[lvl] == pytest.approx(expected, rel=2e-3)
+    c = coverage(band(values, inflation=f), truth)
+    assert c["68"] == pytest.approx(0.68, abs=2 / n) and c["95"] == pytest.approx(0.95, abs=2 / n)
+
+
+def test_calibrate_leaves_calibrated_bands_alone_and_widens_narrow_ones():
+    rng = np.random.default_rng(1)
+    n, k = 20000, 8
+    truth = rng.normal(size=n)
+    estimate = truth + rng.normal(size=n)
+    honest = estimate + rng.normal(size=(k, n))  # t bands already nominal: factors ≈ 1
+    f = calibrate(band(honest), truth)
+    assert f["68"] == pytest.approx(1.0, abs=0.05) and f["95"] == pytest.approx(1.0, abs=0.05)
+    narrow = estimate + 0.5 * rng.normal(size=(k, n))  # replicas scatter half as much
+    f = calibrate(band(narrow), truth)
+    assert 1.8 < f["68"] < 2.05 and 1.8 < f["95"] < 2.05
+    for kind in ("t", "percentile"):
+        g = calibrate(band(narrow, kind=kind), truth)
+        c = coverage(band(narrow, kind=kind, inflation=g), truth)
+        assert c["68"] == pytest.approx(0.68, abs=1e-3) and c["95"] == pytest.approx(0.95,
+                                                                                      abs=1e-3)
+
+
+def test_calibrate_and_inflation_reject_bad_input():
+    from deeppot.replicas import inflation_factors
+
+    assert inflation_factors(2) == {"68": 2.0, "95": 2.0}
+    for bad, match in (({"68": 1.2}, "exactly the levels 68, 95; got 68"),
+                       ({"68": 1.0, "95": 1.0, "99": 1.0}, "exactly the levels"),
+                       ({"68": 1.0, "95": -1.0}, "positive number; got -1.0 for the 95%"),
+                       (math.inf, "positive number"), (True, "positive number"),
+                       ("wide", "positive number")):
+        with pytest.raises(ValueError, match=match) as err:
+            inflation_factors(bad)
+        assert "\n" not in str(err.value)
+    b = band(np.ones((4, 3)))  # zero width everywhere
+    with pytest.raises(ValueError, match="zero width"):
+        calibrate(b, np.array([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="finite truth"):
+        calibrate(band(np.arange(8.0)[:, None] * np.ones(2)), np.full(2, np.nan))

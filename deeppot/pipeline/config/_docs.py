@@ -13,7 +13,7 @@ __all__ = ["reference_markdown"]
 
 _TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean",
           "vec3": "3 numbers", "table": "table", "path": "path", "names": "array of names",
-          "array": "array"}
+          "array": "array", "levels": "number or table {68, 95}"}
 
 
 def _escape(text: str) -> str:

@@ -23,8 +23,10 @@ class Only:
 
 def option(default, kind: str, doc: str, *, choices=None, lo=None, hi=None, lo_open=False,
            only: tuple[str, ...] | Only | None = None, fingerprint: bool = True):
-    """A config field: `kind` in int|float|str|bool|vec3|array|names|table|path.
+    """A config field: `kind` in int|float|str|bool|vec3|array|names|table|path|levels.
 
+    `kind` "levels" is a band inflation: a positive number, or a table with one for each
+    band level (`deeppot.replicas.inflation_factors`).
     `choices` is a tuple or a function returning one (names from a registry); `only` is a
     tuple of selector values, or an `Only` predicate, for fields of some kinds only;
     `fingerprint=False` for a setting that does not change what its stage computes (how it
@@ -91,6 +93,17 @@ def check_value(where: str, kind: str | None, value, meta) -> tuple[Any, str | N
     elif kind == "names":
         if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             return value, f"{where} must be an array of names, got {value!r}"
+    elif kind == "levels":
+        from ...replicas import inflation_factors
+
+        if not (_number(value) or isinstance(value, dict)):
+            return value, (f"{where} must be a positive number or a table of one per band "
+                           f"level, got {typename(value)} {value!r}")
+        try:
+            factors = inflation_factors(value)
+        except ValueError as err:
+            return value, f"{where}: {err}"
+        return (factors if isinstance(value, dict) else factors["68"]), None
     elif kind == "table":
         if not isinstance(value, dict):
             return value, f"{where} must be a table, got {typename(value)} {value!r}"

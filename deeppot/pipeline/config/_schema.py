@@ -268,9 +268,11 @@ class EvaluateConfig:
     band: str = option("t", "str", "replica bands ([run] replicas > 1): t (median ± Student-t "
                        "prediction half-widths from the replicas' spread) or percentile (their "
                        "empirical 16–84% and 2.5–97.5% percentiles)", choices=("t", "percentile"))
-    band_inflation: float = option(1.0, "float", "factor on the replica bands' half-widths "
-                                   "(t bands): a calibration learned on a mock", lo=0,
-                                   lo_open=True)
+    band_inflation: float | dict = option(
+        1.0, "levels", "factor on the replica bands' distances from the median: one number for "
+        "both bands, or one per band, {68 = f68, 95 = f95} — the calibration a replica set's "
+        "report on a mock prints (learned there, to apply to another system)", lo=0,
+        lo_open=True)
 
 
 SECTIONS: dict[str, type] = {
