@@ -53,7 +53,7 @@ from .._errors import TailFitError
 from ..units import UnitSystem
 from ..validity import ValidityRegion, smootherstep
 from ._analytic import Kepler
-from ._base import AbstractPotential
+from ._base import AbstractPotential, batched_value_grad_laplacian
 
 __all__ = ["RAY_BLEND_WIDTHS", "WithTail", "shell_points"]
 
@@ -139,7 +139,7 @@ class WithTail(AbstractPotential):
         self.inner, self.tail, self.region, self.units = inner, tail, region, inner.units
         # fitted to the inner potential itself (where the shell's points are, it is
         # constrained by them; the ray continuation's weaker far force would bias it)
-        amplitude, offset = _fit_tail(inner._value_grad_laplacian, tail, region)
+        amplitude, offset = _fit_tail(inner, tail, region)
         self.amplitude = jnp.asarray(amplitude)
         self.offset = jnp.asarray(offset)
 
@@ -247,16 +247,20 @@ class WithTail(AbstractPotential):
         return phi, grad, lap
 
 
-def _fit_tail(inner_vgl, tail: AbstractPotential,
+@eqx.filter_jit
+def _batched_vgl(potential: AbstractPotential, x):
+    return batched_value_grad_laplacian(potential, x)
+
+
+def _fit_tail(inner: AbstractPotential, tail: AbstractPotential,
               region: ValidityRegion) -> tuple[float, float]:
     """(A, c) by least squares on the shell's points, each weighted by the tail's share
     s(r) of the blend there (so the tail continues the potential from the shell's outer
-    part): A of the relative radial forces, c of Φ. `inner_vgl` gives the potential being
-    continued (Φ, ∇Φ, ∇²Φ at one position)."""
+    part): A of the relative radial forces, c of Φ."""
     x = jnp.asarray(shell_points(region))
     r = jnp.linalg.norm(x, axis=-1, keepdims=True)
-    vgl_in = jax.vmap(inner_vgl)(x)
-    vgl_t = jax.vmap(tail._value_grad_laplacian)(x)
+    vgl_in = _batched_vgl(inner, x)
+    vgl_t = _batched_vgl(tail, x)
     g_in = np.asarray(jnp.sum(vgl_in[1] * x / r, axis=-1), dtype=np.float64)
     g_t = np.asarray(jnp.sum(vgl_t[1] * x / r, axis=-1), dtype=np.float64)
     p_in = np.asarray(vgl_in[0], dtype=np.float64)
