@@ -15,6 +15,9 @@ orbits over all radii, where a learned Φ is unconstrained) computes (J_R, J_z, 
   Φ has an arbitrary constant; agama's action finder needs Φ(0) < 0 and Φ → 0 far out):
   what a user gets (its grid ends at the data region's edge, `--learned-r-max`, beyond
   which a learned Φ is unconstrained and agama extrapolates it as a power law);
+- for a model with a validity region, the same learned potential exported as a user gets it
+  (`to_agama(model)`: its region's grid, its Keplerian tail, the default expansion, a
+  CylSpline for the disc; and a multipole with its default orders);
 - the truth with every force scaled by 1 + ε, ε the learned potential's median force error
   at these stars: the action error a force error of that size implies, for comparison.
 
@@ -89,6 +92,13 @@ def main(argv=None):
         "learned, exported by to_agama": to_agama(
             learned, "cylspline", offset="kepler", symmetry="a",
             **(GRID | {"r_max": args.learned_r_max, "z_max": args.learned_r_max})),
+        # the export as a user gets it: the model with its validity region and Keplerian
+        # tail, on to_agama's default grid and expansion (a CylSpline for the disc's flat
+        # region), and a multipole with its default orders for that region
+        **({} if model.region is None else {
+            "learned with its tail, to_agama(model)": to_agama(model, symmetry="a"),
+            "learned with its tail, to_agama(model, \"multipole\")": to_agama(
+                model, "multipole", symmetry="a")}),
         "true with forces × (1 + ε)": agama.Potential(
             type="MiyamotoNagai", mass=float(truth.m_tot) * (1 + eps),
             scaleRadius=float(truth.a), scaleHeight=float(truth.b)),
@@ -106,7 +116,8 @@ def main(argv=None):
             for name, J in actions.items() if J is not ref}
     force = {}
     for name, key in (("true, exported by to_agama", "true"),
-                      ("learned, exported by to_agama", "learned")):
+                      ("learned, exported by to_agama", "learned"),
+                      *((n, "learned") for n in potentials if "with its tail" in n)):
         ours = np.asarray((truth if key == "true" else learned).acceleration(x))
         theirs = np.asarray(potentials[name].force(x))
         force[name] = float(np.median(np.linalg.norm(theirs - ours, axis=-1)

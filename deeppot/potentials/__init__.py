@@ -20,5 +20,6 @@ from ._neural import NeuralPotential as NeuralPotential
 from ._neural import Spherical as Spherical
 from ._neural import TanhMLP as TanhMLP
 from ._neural import axisymmetric_plus_neural as axisymmetric_plus_neural
+from ._tail import RAY_BLEND_WIDTHS as RAY_BLEND_WIDTHS
 from ._tail import WithTail as WithTail
 from ._tail import shell_points as shell_points

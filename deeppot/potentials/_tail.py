@@ -1,12 +1,34 @@
 """A potential continued beyond its validity region by an analytic tail.
 
-`WithTail(inner, region, tail="kepler")` is Φ = (1 − s) Φ_inner + s (A Φ_tail + c), with
+`WithTail(inner, region, tail="kepler")` is Φ = (1 − s) Φ_mid + s (A Φ_tail + c), with
 s(r) the C2 switch `deeppot.validity.smootherstep` over the spherical-radius shell
 [region.radii[1], region.radii[2]] (by default the radii holding 90% and 99% of the score
-points). Inside the shell it is the inner potential, beyond it the tail; Φ, ∇Φ and ∇²Φ are
-continuous everywhere (C2), and ∇²Φ is the exact Laplacian of the blend:
+points). Inside the shell it is Φ_mid, beyond it the tail; Φ, ∇Φ and ∇²Φ are continuous
+everywhere (C2), and ∇²Φ is the exact Laplacian of the blend:
 
-    ∇²Φ = ∇²Φ_in + s ∇²D + 2 s' r̂·∇D + D (s'' + 2 s'/r),   D = A Φ_tail + c − Φ_in.
+    ∇²Φ = ∇²Φ_mid + s ∇²D + 2 s' r̂·∇D + D (s'' + 2 s'/r),   D = A Φ_tail + c − Φ_mid.
+
+For a spherical region Φ_mid is the inner potential. A flattened or elongated region (a
+disc's is a thin ellipse in (R, z)) ends well inside the join's radius in some directions
+(above a disc's poles), and there the inner potential is unconstrained; so Φ_mid replaces
+it, outside the region, by its **ray continuation**: along each ray from the centre, from
+the point x₁ where the ray leaves the region (where the region's scaled extent e(x) is
+`region.bounds[1]`, the start of its outer shell; the extent is homogeneous of degree one,
+so x₁ = x bounds[1] / e(x)), the potential rises as a shifted point mass's would,
+matching the inner potential's value and radial derivative at x₁ and approaching the
+tail's value Φ_top where the tail takes over (at r = radii[2] on the same ray):
+
+    Φ_ray(x) = Φ_top − ΔΦ ℓ / (r − t₁ + ℓ),   ΔΦ = Φ_top − Φ_in(x₁),   ℓ = ΔΦ / ∂ᵣΦ_in(x₁),
+
+t₁ = |x₁| (a Miyamoto–Nagai disc's Φ above its pole has this form, ℓ about its scale
+length). Its radial force ΔΦ ℓ / (r − t₁ + ℓ)² points inwards wherever, on the region's
+surface, the inner potential lies below the tail's and its radial force points inwards
+(ΔΦ and ∂ᵣΦ_in are floored at a tiny positive number where they do not), and it stays
+below Φ_top. Φ_mid = Φ_in + v (Φ_ray − Φ_in), with v = smootherstep of e(x) from the
+start of the region's outer shell over `RAY_BLEND_WIDTHS` (4) widths of it (bounds[1] →
+bounds[1] + 4 (bounds[2] − bounds[1]); a box uses the smooth 8-norm of its scaled
+coordinates, so that Φ_mid is C2 across its edges too). Φ_mid's gradient and Laplacian
+come from autodiff of the continuation (third derivatives of the inner potential at x₁).
 
 The tail's amplitude A and constant c are fitted to the inner potential on the outer
 shell, at points that lie in the region (for a disc, near its plane), each weighted by the
@@ -31,9 +53,16 @@ from .._errors import TailFitError
 from ..units import UnitSystem
 from ..validity import ValidityRegion, smootherstep
 from ._analytic import Kepler
-from ._base import AbstractPotential
+from ._base import AbstractPotential, batched_value_grad_laplacian
 
-__all__ = ["WithTail", "shell_points"]
+__all__ = ["RAY_BLEND_WIDTHS", "WithTail", "shell_points"]
+
+# the ray continuation blends in from the start of a non-spherical region's outer shell
+# over this many widths of the shell (in the scaled extent): a blend as thin as the shell
+# itself puts angular structure into Φ that a multipole expansion resolves only at
+# l_max ≫ 64 (an agama multipole of the disk config's tailed potential: median force
+# difference 1e-2 at l_max = 64 with 1 width, 5e-4 with 2, 9e-5 with 4)
+RAY_BLEND_WIDTHS = 4
 
 
 def _fibonacci_directions(n: int) -> np.ndarray:
@@ -108,6 +137,8 @@ class WithTail(AbstractPotential):
             raise ValueError(f"the tail is in {tail.units!r} but the potential in "
                              f"{inner.units!r}: build both in one unit system")
         self.inner, self.tail, self.region, self.units = inner, tail, region, inner.units
+        # fitted to the inner potential itself (where the shell's points are, it is
+        # constrained by them; the ray continuation's weaker far force would bias it)
         amplitude, offset = _fit_tail(inner, tail, region)
         self.amplitude = jnp.asarray(amplitude)
         self.offset = jnp.asarray(offset)
@@ -131,6 +162,59 @@ class WithTail(AbstractPotential):
         d2s = 60 * t * (t - 1) * (2 * t - 1) / w**2
         return s, ds, d2s
 
+    @property
+    def continued(self) -> bool:
+        """Whether the inner potential is continued along rays outside a non-spherical
+        region before the tail takes over (False for a spherical region: its shell is the
+        join's)."""
+        return self.region.kind != "spherical"
+
+    def _ray_extent(self, x):
+        """The scaled extent whose level sets the ray continuation starts on: the region's,
+        with a box's max-norm made smooth (the 8-norm of the scaled coordinates)."""
+        if self.region.kind == "box":
+            return jnp.sum((x / jnp.asarray(self.region.scales, dtype=x.dtype)) ** 8,
+                           axis=-1) ** 0.125
+        return self.region.extent(x)
+
+    def _ray_correction(self, x: Position) -> Scalar:
+        """v (Φ_ray − Φ_in) at one position: zero inside the region (before its outer
+        shell), the ray continuation's difference to the inner potential beyond it."""
+        e0, e1 = self.region.bounds[1], self.region.bounds[2]
+        # well inside the region (where the correction is zero), one fixed point on the x
+        # axis instead of x (the extent there is x / scales[0]): the continuation needs
+        # e(x) > 0, and its derivatives must stay finite
+        fixed = jnp.asarray([0.5 * e0 * self.region.scales[0], 0.0, 0.0], dtype=x.dtype)
+        x = jnp.where(self._ray_extent(x) > 0.5 * e0, x, fixed)
+        e = self._ray_extent(x)
+        v = smootherstep((e - e0) / (RAY_BLEND_WIDTHS * (e1 - e0)))
+        x1 = x * (e0 / e)
+        phi1, g1 = jax.value_and_grad(self.inner._potential)(x1)
+        r = jnp.linalg.norm(x)
+        t1 = r * e0 / e
+        dr = jnp.dot(g1, x) / r
+        # the tail's potential where it takes over along this ray (r = radii[2])
+        top = self._tail_vgl(x * (self.join[1] / r), self.join[1])[0]
+        tiny = jnp.finfo(x.dtype).tiny ** 0.5
+        rise, dr = jnp.maximum(top - phi1, tiny), jnp.maximum(dr, tiny)
+        ell = rise / dr
+        phi_ray = top - rise * ell / (r - t1 + ell)
+        return v * (phi_ray - self.inner._potential(x))
+
+    def _mid_potential(self, x: Position) -> Scalar:
+        phi = self.inner._potential(x)
+        return phi + self._ray_correction(x) if self.continued else phi
+
+    def _mid_value_grad_laplacian(self, x: Position):
+        """Φ_mid, ∇Φ_mid, ∇²Φ_mid: the inner potential, continued along rays outside a
+        non-spherical region."""
+        p, g, lap = self.inner._value_grad_laplacian(x)
+        if not self.continued:
+            return p, g, lap
+        c, gc = jax.value_and_grad(self._ray_correction)(x)
+        lap_c = jnp.trace(jax.jacfwd(jax.grad(self._ray_correction))(x))
+        return p + c, g + gc, lap + lap_c
+
     def _tail_point(self, x: Position, r) -> Position:
         """x where the tail is used; inside the shell (where it is not, and may be singular,
         e.g. a point mass at the centre) a fixed point on the shell."""
@@ -146,14 +230,14 @@ class WithTail(AbstractPotential):
         r = jnp.linalg.norm(x)
         s = self._switch(r)[0]
         phi_t = self.amplitude * self.tail._potential(self._tail_point(x, r)) + self.offset
-        return (1 - s) * self.inner._potential(x) + s * phi_t
+        return (1 - s) * self._mid_potential(x) + s * phi_t
 
     def _value_grad_laplacian(self, x: Position):
         r = jnp.linalg.norm(x)
         s, ds, d2s = self._switch(r)
         r_safe = jnp.where(r > 0, r, 1.0)
         rhat = x / r_safe
-        p_i, g_i, l_i = self.inner._value_grad_laplacian(x)
+        p_i, g_i, l_i = self._mid_value_grad_laplacian(x)
         p_t, g_t, l_t = self._tail_vgl(x, r)
         d, gd, ld = p_t - p_i, g_t - g_i, l_t - l_i
         phi = p_i + s * d
@@ -163,6 +247,11 @@ class WithTail(AbstractPotential):
         return phi, grad, lap
 
 
+@eqx.filter_jit
+def _batched_vgl(potential: AbstractPotential, x):
+    return batched_value_grad_laplacian(potential, x)
+
+
 def _fit_tail(inner: AbstractPotential, tail: AbstractPotential,
               region: ValidityRegion) -> tuple[float, float]:
     """(A, c) by least squares on the shell's points, each weighted by the tail's share
@@ -170,8 +259,8 @@ def _fit_tail(inner: AbstractPotential, tail: AbstractPotential,
     part): A of the relative radial forces, c of Φ."""
     x = jnp.asarray(shell_points(region))
     r = jnp.linalg.norm(x, axis=-1, keepdims=True)
-    vgl_in = jax.vmap(inner._value_grad_laplacian)(x)
-    vgl_t = jax.vmap(tail._value_grad_laplacian)(x)
+    vgl_in = _batched_vgl(inner, x)
+    vgl_t = _batched_vgl(tail, x)
     g_in = np.asarray(jnp.sum(vgl_in[1] * x / r, axis=-1), dtype=np.float64)
     g_t = np.asarray(jnp.sum(vgl_t[1] * x / r, axis=-1), dtype=np.float64)
     p_in = np.asarray(vgl_in[0], dtype=np.float64)

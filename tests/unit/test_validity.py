@@ -12,7 +12,8 @@ import deeppot as dp
 from deeppot._framed import read_framed, write_framed
 from deeppot.export import for_export, symmetry
 from deeppot.pipeline.stages import score_positions
-from deeppot.validity import INSIDE, OUTSIDE, SHELL, ValidityRegion, region_for
+from deeppot.potentials import RAY_BLEND_WIDTHS
+from deeppot.validity import INSIDE, OUTSIDE, SHELL, ValidityRegion, region_for, smootherstep
 from tests.models import ANALYTIC, autodiff_reference
 
 
@@ -290,3 +291,117 @@ def test_score_positions_subsample_a_score_sample_and_a_score_file(tmp_path):
     on_disk = dp.load_scores(tmp_path / "s.h5", in_memory=False)
     assert isinstance(on_disk, dp.ScoreFile)
     np.testing.assert_array_equal(score_positions(on_disk, n=16), some)
+
+
+class _ExtrapolatesOutwards(dp.AbstractPotential):
+    """A Miyamoto–Nagai disc (a = 1, b = 0.1) less smootherstep((z² − 0.36) / 3.64): the
+    same potential for |z| ≤ 0.6, then falling by 1 up to |z| = 2 (above the poles a force
+    pointing away from the disc, up to 1.3 against its ≈ 0.2 towards it), as a network fitted
+    to a flat disc of stars may extrapolate."""
+
+    units: dp.UnitSystem = eqx.field(default=dp.units.dimensionless, static=True)
+
+    def _potential(self, x):
+        disc = dp.MiyamotoNagai(m_tot=1.0, a=1.0, b=0.1)._potential(x)
+        return disc - smootherstep((x[2] ** 2 - 0.36) / (4.0 - 0.36))
+
+    def _value_grad_laplacian(self, x):
+        f = self._potential
+        return f(x), jax.grad(f)(x), jnp.trace(jax.hessian(f)(x))
+
+
+def _flat():
+    """A disc's region: R to 4, |z| to 0.3 (the shell starts at 0.8 of both); the join
+    over r in [2.5, 4]: above the poles the region ends at |z| = 0.24, far inside it."""
+    return ValidityRegion(kind="axisymmetric", quantiles=(0.01, 0.9, 0.99), scales=(4.0, 0.3),
+                          bounds=(0.05, 0.8, 1.0), radii=(0.1, 2.5, 4.0), n=100)
+
+
+def test_a_flat_region_is_continued_along_rays_not_by_the_extrapolation(x64):
+    """Between a flat region and the tail's join the network's extrapolation is replaced by
+    the ray continuation: no outward force anywhere to 100× the region (the inner potential
+    has thousands of such points there), the inner potential itself where the region is, the
+    continuation's value and radial force from the region's surface, and Φ, ∇Φ, ∇²Φ of the
+    blend are checked against autodiff in the slow test below."""
+    inner = _ExtrapolatesOutwards()
+    tailed = dp.WithTail(inner, _flat())
+    rng = np.random.default_rng(6)
+    u = rng.normal(size=(64, 3))
+    u = np.r_[u / np.linalg.norm(u, axis=-1, keepdims=True), [[0, 0, 1.0], [0, 0, -1.0]]]
+    x = (np.geomspace(0.02, 400.0, 100)[:, None, None] * u[None]).reshape(-1, 3)
+    assert np.sum(np.sum(np.asarray(inner.gradient(x)) * x, -1) <= 0) > 300
+    assert np.all(np.sum(np.asarray(tailed.gradient(x)) * x, -1) > 0)
+    assert tailed.continued
+    # inside the region (before its shell) and the join: the inner potential, exactly
+    R = np.linspace(0.1, 2.4, 7)
+    inside = np.stack([R, 0 * R, 0.2 * np.cos(R)], -1)
+    np.testing.assert_allclose(tailed.potential(inside), inner.potential(inside), rtol=1e-14)
+    np.testing.assert_allclose(tailed.gradient(inside), inner.gradient(inside), rtol=1e-14)
+    # above the pole (beyond the blend, before the join): from x₁ = (0, 0, 0.24), where
+    # the region's shell starts, Φ_top − ΔΦ ℓ / (z − 0.24 + ℓ), rising to the tail's Φ at r = 4
+    z = np.array([0.5, 0.8, 1.5, 2.4])
+    x1 = np.array([0.0, 0.0, 0.24])
+    p1, g1 = float(inner.potential(x1)), float(np.asarray(inner.gradient(x1))[2])
+    top = -float(tailed.amplitude) / 4.0 + float(tailed.offset)
+    ell = (top - p1) / g1
+    pole = np.stack([0 * z, 0 * z, z], -1)
+    np.testing.assert_allclose(tailed.potential(pole), top - (top - p1) * ell / (z - 0.24 + ell),
+                               rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(tailed.gradient(pole))[:, 2],
+                               (top - p1) * ell / (z - 0.24 + ell) ** 2, rtol=1e-10)
+    # which is the disc's own vertical force to 40% (the network's points away from it)
+    disc = dp.MiyamotoNagai(m_tot=1.0, a=1.0, b=0.1)
+    np.testing.assert_allclose(np.asarray(tailed.gradient(pole))[:, 2],
+                               np.asarray(disc.gradient(pole))[:, 2], rtol=0.4)
+
+
+@pytest.mark.slow
+def test_the_ray_continuations_derivatives_are_those_of_its_potential(x64):
+    """Φ, ∇Φ, ∇²Φ of the continued blend equal autodiff of Φ (fourth derivatives of the
+    inner potential: slow to compile) across the region's shell, the gap and the join."""
+    tailed = dp.WithTail(_ExtrapolatesOutwards(), _flat())
+    u = np.random.default_rng(6).normal(size=(16, 3))
+    u /= np.linalg.norm(u, axis=-1, keepdims=True)
+    # the blend's exact derivatives across the region's shell (e from 0.8 to 1), the gap
+    # and the join, against autodiff of Φ
+    probe = (np.linspace(0.05, 5.0, 24)[:, None, None] * u[None]).reshape(-1, 3)
+    probe = np.r_[probe, (np.linspace(0.2, 0.6, 15)[:, None]
+                          * np.array([[0.0, 0.0, 1.0], [0.6, 0.0, 0.8]])[:, None]).reshape(-1, 3)]
+    phi, grad, lap = jax.vmap(tailed._value_grad_laplacian)(jnp.asarray(probe))
+    ref_phi, ref_grad, ref_hess = autodiff_reference(tailed, jnp.asarray(probe))
+    np.testing.assert_allclose(phi, ref_phi, rtol=1e-12)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(lap, np.trace(ref_hess, axis1=-2, axis2=-1), rtol=1e-7,
+                               atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["axisymmetric", pytest.param("box", marks=pytest.mark.slow)])
+def test_the_ray_continuation_is_smooth_across_the_regions_surfaces(kind, x64):
+    """Φ and ∇Φ agree from either side of the surfaces where the continuation's blend starts
+    and ends (e = bounds[1], and RAY_BLEND_WIDTHS shell widths on) and of the join's radii,
+    to 1e-6, along rays through the poles, the plane and between (a box's extent: the 8-norm
+    of its scaled coordinates)."""
+    inner = _ExtrapolatesOutwards()
+    if kind == "axisymmetric":
+        region = _flat()
+    else:
+        region = ValidityRegion(kind="box", quantiles=(0.01, 0.9, 0.99),
+                                scales=(4.0, 3.0, 0.3), bounds=(0.05, 0.8, 1.0),
+                                radii=(0.1, 2.5, 4.0), n=100)
+    tailed = dp.WithTail(inner, region)
+    dirs = np.array([[0, 0, 1.0], [1.0, 0, 0], [0.6, 0.0, 0.8], [0.5, 0.5, 0.5**0.5],
+                     [0.1, 0.0, 0.995]])
+    dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
+    # the scaled extent per unit radius along each ray (a box's: its smooth 8-norm)
+    if kind == "box":
+        e = np.sum((dirs / np.array(region.scales)) ** 8, -1) ** (1 / 8)
+    else:
+        e = np.asarray(region.extent(dirs))
+    b0, b1 = region.bounds[1:]
+    ends = (b0, b0 + RAY_BLEND_WIDTHS * (b1 - b0))  # where the continuation blends in
+    for radius in (*(b / e for b in ends), *(np.full(len(dirs), r) for r in region.radii[1:])):
+        lo = radius[:, None] * (1 - 1e-9) * dirs
+        hi = radius[:, None] * (1 + 1e-9) * dirs
+        for f in (tailed.potential, tailed.gradient):
+            a, b = np.asarray(f(lo)), np.asarray(f(hi))
+            assert np.max(np.abs(a - b)) < 1e-6 * max(np.max(np.abs(a)), 1e-3)

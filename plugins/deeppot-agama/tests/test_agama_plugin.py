@@ -157,3 +157,29 @@ def test_a_disc_model_exports_on_a_grid_that_resolves_its_thickness(x64):
     _, report = to_agama(model, "cylspline", return_report=True)
     assert report["grid"]["z_min"] == pytest.approx(model.region.scales[1] / 16)
     assert report["median_force_difference"] < FORCE_RTOL
+
+
+def test_default_expansion_and_orders_follow_the_regions_flattening():
+    """A disc's flat region (|z| extent 0.06 of its R extent) gets a CylSpline by default,
+    and a multipole of it l_max = 64 (the default 12 misses the force bar by 30× on the disk
+    config); a round region keeps the multipole and its defaults (no agama needed)."""
+    from deeppot.validity import ValidityRegion
+
+    def region(kind, scales):
+        return ValidityRegion(kind=kind, quantiles=(0.01, 0.9, 0.99), scales=scales,
+                              bounds=(0.05, 0.7, 1.2), radii=(0.2, 3.5, 6.0), n=100)
+
+    disc = region("axisymmetric", (6.0, 0.36))
+    thick = region("axisymmetric", (6.0, 3.0))
+    ball = region("spherical", ())
+    bar = region("box", (4.0, 1.0, 0.5))
+    assert deeppot_agama.default_expansion(disc) == "cylspline"
+    for r in (thick, ball, bar, None):
+        assert deeppot_agama.default_expansion(r) == "multipole"
+    assert deeppot_agama.default_orders("multipole", disc)["l_max"] == 64
+    assert deeppot_agama.default_orders("multipole", bar)["l_max"] == 32  # 2 ceil(2 / 0.125)
+    for r in (thick, ball, None):
+        assert deeppot_agama.default_orders("multipole", r) == deeppot_agama.DEFAULTS["multipole"]
+    assert deeppot_agama.default_orders("cylspline", disc) == deeppot_agama.DEFAULTS["cylspline"]
+    with pytest.raises(ValueError, match="expansion must be one of"):
+        deeppot_agama.default_orders("spline", disc)
