@@ -20,6 +20,7 @@ from ._fields import Only, copy_value, option
 from ._kinds import generates, learned_model, takes, trainable
 
 __all__ = [
+    "POSITION_ROUTES",
     "SECTIONS",
     "SELECTOR",
     "Config",
@@ -170,6 +171,10 @@ class DFConfig:
                           "registered class (see the table of DF kinds below)")
 
 
+# the values of `[scores] position`: how the position scores are made
+POSITION_ROUTES = ("density", "selection", "free")
+
+
 @dataclasses.dataclass(frozen=True)
 class ScoresConfig:
     """`[scores]`: the sample on which the potential is fitted."""
@@ -179,10 +184,21 @@ class ScoresConfig:
     path: str = option("", "path", "an HDF5 file (.h5, .hdf5) the scores stream into chunk by "
                        "chunk and the fit reads a batch at a time (deeppot.ScoreFile), for "
                        "samples larger than memory; '': in memory", fingerprint=False)
-    selection: dict = option({}, "table", "the catalogue's selection function S(x), whose "
-                             "∂ln S/∂x is subtracted from the scores: {type = \"distance\", "
-                             "observer, d_half, sigma_mag} or {type = \"grid\", lower, upper, "
-                             "values}, in [run] units ({}: none)")
+    position: str = option("density", "str", "where the position scores come from: density "
+                           "(the DF's own ∂ln f/∂x at points drawn from it: a catalogue "
+                           "without selection), selection (the same, less ∂ln S/∂x of the "
+                           "known [scores] selection: a selected catalogue, any DF) or free "
+                           "(a conditional DF's p(v|x) alone, velocities_per_star velocities "
+                           "drawn at each of n catalogue positions, ∇ln ν profiled out of "
+                           "the fit by ProfiledStationarity: no selection function needed)",
+                           choices=POSITION_ROUTES)
+    velocities_per_star: int = option(8, "int", "with position = free: velocities drawn from "
+                                      "p(v|x) at each catalogue position (at least 4: three "
+                                      "go to the profiled ∇ln ν)", lo=4)
+    selection: dict = option({}, "table", "with position = selection: the catalogue's "
+                             "selection function S(x), whose ∂ln S/∂x is subtracted from the "
+                             "scores: {type = \"distance\", observer, d_half, sigma_mag} or "
+                             "{type = \"grid\", lower, upper, values}, in [run] units")
 
 
 _LEARNED = Only(learned_model, "a learned model (neural, spherical, axisymmetric, …)")
