@@ -160,3 +160,24 @@ def test_free_route_fit_recovers_the_plummer_force():
     err = jnp.linalg.norm(got - true, axis=-1) / jnp.linalg.norm(true, axis=-1)
     assert float(jnp.median(err)) < 1e-3, float(jnp.median(err))
     assert summary["check"]["residual_ratio"] < 0.01
+
+
+@pytest.mark.slow
+def test_a_free_run_records_its_route_and_resumes(tmp_path):
+    """`deeppot run` with position = "free": the score file is a VelocityScoreSample that
+    records its route, the fit recovers the truth from exact conditional scores, and a
+    second run skips every stage."""
+    cfg = _config(data={"source": "plummer", "n": 2048, "select_radius": 1.0,
+                        "select_center": [1.0, 0.0, 0.0]},
+                  scores={"position": "free", "n": 2048},
+                  potential={"model": "plummer", "params": {"m_tot": 0.7, "r_s": 1.3}},
+                  fit={"steps": 200, "batch_size": 512, "warmup_steps": 10,
+                       "learning_rate": 5e-2, "validate_every": 50},
+                  evaluate={"plots": False, "region": "radial", "r_min": 0.1, "r_max": 2.0})
+    metrics = pipeline.run(cfg, tmp_path, log=None)
+    assert metrics["accuracy"]["force"]["median"] < 1e-3
+    with np.load(tmp_path / "scores.npz") as data:
+        assert "dlnp_dx" in data and '"position": "free"' in str(data["meta"])
+    lines = []
+    pipeline.run(cfg, tmp_path, log=lines.append)
+    assert sum("skipped" in line for line in lines) == 5, lines

@@ -139,7 +139,9 @@ class DFConfig:
     symmetry: str = option("none", "str", "model the DF in the symmetry's reduced coordinates: "
                            "spherical (r, v_r, v_t) or axisymmetric (R, z, v_R, v_z, v_φ), "
                            "exact in Cartesian phase space (deeppot.flows.SphericalDF, "
-                           "AxisymmetricDF)", choices=("none", "spherical", "axisymmetric"),
+                           "AxisymmetricDF); for kind = conditional, its velocity factor "
+                           "p(v|x) (its density factor follows [df.params] "
+                           "density_symmetry)", choices=("none", "spherical", "axisymmetric"),
                            only=_TRAINED)
     tangential: str = option("vector", "str", "with symmetry = spherical: the tangential "
                              "velocity as a 2-D vector (a 4-D flow exactly invariant under its "
