@@ -122,6 +122,7 @@ def test_free_route_draws_at_the_catalogue_positions(tmp_path):
         np.testing.assert_allclose(joint.dlnf_dx, exact_x, rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(joint.dlnf_dv, exact_v, rtol=1e-9, atol=1e-12)
         assert dp.evaluate.fit_quality(truth, free)["median_relative_residual"] < 1e-6
+        assert dp.check_potential_fit(truth, free)["residual_ratio"] < 1e-4  # the ridge's bias
 
         with pytest.raises(ValueError, match="give the catalogue"):
             draw_scores(cfg, ConditionalPlummerDF(), jax.random.key(2))
