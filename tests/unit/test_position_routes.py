@@ -79,6 +79,20 @@ def test_position_defaults_and_older_configs():
     assert isinstance(build_loss(cfg.fit, profiled=True).term, dp.terms.WeightedSum)
 
 
+def test_the_route_is_in_the_fingerprint_only_when_it_is_not_the_default():
+    """Run directories from before `position` resume without rerunning a stage (the new
+    keys at their defaults leave the fingerprints as they were); another route or
+    velocity count reruns the scores stage and those after it, not the DF."""
+    from deeppot.pipeline.rundir import fingerprints
+
+    base = fingerprints(_config())
+    assert fingerprints(_config(scores={"position": "density", "velocities_per_star": 8})) \
+        == base
+    for scores in ({"position": "free"}, {"velocities_per_star": 16}):
+        other = fingerprints(_config(scores=scores))
+        assert other["df"] == base["df"] and other["scores"] != base["scores"]
+
+
 # ---------------------------------------------------------------------------- the routes' scores
 
 

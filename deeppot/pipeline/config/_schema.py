@@ -193,10 +193,11 @@ class ScoresConfig:
                            "(a conditional DF's p(v|x) alone, velocities_per_star velocities "
                            "drawn at each of n catalogue positions, ∇ln ν profiled out of "
                            "the fit by ProfiledStationarity: no selection function needed)",
-                           choices=POSITION_ROUTES)
+                           choices=POSITION_ROUTES, fingerprint="unless_default")
     velocities_per_star: int = option(8, "int", "with position = free: velocities drawn from "
                                       "p(v|x) at each catalogue position (at least 4: three "
-                                      "go to the profiled ∇ln ν)", lo=4)
+                                      "go to the profiled ∇ln ν)", lo=4,
+                                      fingerprint="unless_default")
     selection: dict = option({}, "table", "with position = selection: the catalogue's "
                              "selection function S(x), whose ∂ln S/∂x is subtracted from the "
                              "scores: {type = \"distance\", observer, d_half, sigma_mag} or "
