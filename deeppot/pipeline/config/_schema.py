@@ -181,7 +181,8 @@ POSITION_ROUTES = ("density", "selection", "free")
 class ScoresConfig:
     """`[scores]`: the sample on which the potential is fitted."""
 
-    n: int = option(65536, "int", "points drawn from the DF", lo=1)
+    n: int = option(65536, "int", "points drawn from the DF (with position = free: catalogue "
+                    "positions, a fixed random subset of a larger catalogue)", lo=1)
     chunk_size: int = option(8192, "int", "points drawn and differentiated at a time", lo=1)
     path: str = option("", "path", "an HDF5 file (.h5, .hdf5) the scores stream into chunk by "
                        "chunk and the fit reads a batch at a time (deeppot.ScoreFile), for "
