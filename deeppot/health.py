@@ -26,7 +26,7 @@ import numpy as np
 from ._errors import FitFailed
 from .model import PotentialModel
 from .potentials import AbstractPotential
-from .scores import ScoreFile, ScoreSample
+from .scores import ScoreFile, ScoreSample, VelocityScoreSample
 
 __all__ = ["FORCE_TOLERANCE", "NEGATIVE_DENSITY_LIMIT", "check_potential_fit"]
 
@@ -101,7 +101,9 @@ def check_potential_fit(
     **Arguments:**
 
     - `model`: the fitted `PotentialModel` (a bare potential is taken in an inertial frame).
-    - `scores`: the `ScoreSample` (or `ScoreFile`) it was fitted to.
+    - `scores`: the `ScoreSample` (or `ScoreFile`) it was fitted to, or the
+      `VelocityScoreSample` of a selection-free fit (read as `deeppot.terms.profiled_scores`
+      of it: the residuals are the profiled ones).
     - `chunk_size`: points evaluated at a time.
     - `advice`: what the error message tells the user to change.
 
@@ -121,9 +123,13 @@ def check_potential_fit(
     if not isinstance(model, PotentialModel):
         raise TypeError(f"check_potential_fit checks a PotentialModel; got "
                         f"{type(model).__name__}")
+    if isinstance(scores, VelocityScoreSample):  # a selection-free fit's: ∇ln ν profiled
+        from .terms import profiled_scores
+
+        scores = profiled_scores(model, scores)
     if not isinstance(scores, (ScoreSample, ScoreFile)):
-        raise TypeError(f"scores must be a ScoreSample or ScoreFile; got "
-                        f"{type(scores).__name__}")
+        raise TypeError(f"scores must be a ScoreSample, ScoreFile or VelocityScoreSample; "
+                        f"got {type(scores).__name__}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     n = len(scores)

@@ -92,19 +92,7 @@ class ScoreSample(eqx.Module):
         memory."""
         if Path(path).suffix in _H5_SUFFIXES:
             return ScoreFile(path).load()
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                missing = [k for k in _FIELDS if k not in data]
-                arrays = [] if missing else [data[k] for k in _FIELDS]
-        except FileNotFoundError:
-            raise
-        except (OSError, ValueError, EOFError, NotImplementedError, RuntimeError, SyntaxError,
-                tokenize.TokenError, zipfile.BadZipFile) as err:  # (a damaged .npy header)
-            raise ValueError(f"score file '{path}' is corrupt or truncated "
-                             f"({type(err).__name__}: {err})") from None
-        if missing:
-            raise ValueError(f"{path}: not a ScoreSample file, missing {missing}")
-        return cls(*arrays)
+        return cls(*_read_npz(path, _FIELDS, "ScoreSample"))
 
 
 _H5_SUFFIXES = (".h5", ".hdf5")
@@ -283,9 +271,13 @@ def load_scores(path: str | os.PathLike, in_memory: bool | None = None):
 
     **Returns:**
 
-    A `ScoreSample` or a `ScoreFile`; `fit_potential` takes either.
+    A `ScoreSample` or a `ScoreFile`, or the `VelocityScoreSample` of an `.npz` file that
+    holds one (a selection-free sample, `[scores] position = "free"`); `fit_potential`
+    takes each.
     """
     if Path(path).suffix not in _H5_SUFFIXES:
+        if _is_velocity_file(path):
+            return VelocityScoreSample.load(path)
         return ScoreSample.load(path)
     scores = ScoreFile(path)
     if in_memory is None:
@@ -353,6 +345,52 @@ class VelocityScoreSample(eqx.Module):
 
     def __getitem__(self, index) -> "VelocityScoreSample":
         return jax.tree.map(lambda a: a[index], self)
+
+    def save(self, path: str | os.PathLike, meta: dict | None = None) -> None:
+        """Write the sample to a `.npz` file atomically; `meta` (JSON-serialisable) is
+        kept. `load_scores` and `VelocityScoreSample.load` read it back."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            raise ValueError(f"VelocityScoreSample files are .npz; got {path.name!r}")
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **{k: np.asarray(getattr(self, k)) for k in _VELOCITY_FIELDS},
+                 meta=np.array(json.dumps(meta or {})))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "VelocityScoreSample":
+        """Read a sample written by `save`."""
+        arrays = _read_npz(path, _VELOCITY_FIELDS, "VelocityScoreSample")
+        return cls(*arrays)
+
+
+_VELOCITY_FIELDS = ("x", "v", "dlnp_dx", "dlnp_dv")
+
+
+def _read_npz(path, fields, what):
+    """The arrays `fields` of an `.npz` file, or a `ValueError` naming what is wrong."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in fields if k not in data]
+            arrays = [] if missing else [data[k] for k in fields]
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, NotImplementedError, RuntimeError, SyntaxError,
+            tokenize.TokenError, zipfile.BadZipFile) as err:  # (a damaged .npy header)
+        raise ValueError(f"score file '{path}' is corrupt or truncated "
+                         f"({type(err).__name__}: {err})") from None
+    if missing:
+        raise ValueError(f"{path}: not a {what} file, missing {missing}")
+    return arrays
+
+
+def _is_velocity_file(path) -> bool:
+    """Whether an `.npz` file holds a `VelocityScoreSample` (its `dlnp_dx`)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return "dlnp_dx" in data
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False  # ScoreSample.load names the problem
 
 
 def sample_velocity_scores(df, key: PRNGKeyArray, x: Float[Array, "n 3"], k: int = 8

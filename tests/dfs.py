@@ -10,8 +10,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+import deeppot as dp
 from deeppot.flows import (
     FFJORD,
+    AbstractConditionalDF,
     AbstractDF,
     Augmented,
     AxisymmetricDF,
@@ -73,6 +75,31 @@ class GaussianDF(AbstractDF):
     def _sample_chunk(self, key, m):
         w = jax.random.normal(key, (m, 6))
         return w, self._log_prob_chunk(w)
+
+
+class ObservedPlummerDF(AbstractConditionalDF):
+    """Plummer seen through a known selection: ν_obs ∝ S ν (unnormalised), p(v|x) kept. Not
+    one of `DFS`: its positions are drawn from ν (not S ν), which is all that tests of the
+    scores at given points need."""
+
+    selection: dp.DistanceSelection
+    chunk_size: int
+
+    def _log_density_chunk(self, x):
+        return ConditionalPlummerDF()._log_density_chunk(x) + \
+            jax.vmap(self.selection._log_selection)(x)
+
+    def _log_velocity_chunk(self, x, v):
+        return ConditionalPlummerDF()._log_velocity_chunk(x, v)
+
+    def _sample_positions(self, key, m):
+        return ConditionalPlummerDF()._sample_positions(key, m)
+
+    def _sample_velocities(self, key, x):
+        return ConditionalPlummerDF()._sample_velocities(key, x)
+
+
+ObservedPlummerDF.__final__ = True  # a test double, not a deeppot module
 
 
 DFS = {

@@ -90,11 +90,20 @@ def fit_quality(model: PotentialModel, scores: ScoreSample, *,
     **Arguments:**
 
     - `model`: the fitted `PotentialModel`.
-    - `scores`: the sample it was fitted to (the first `max_points` rows are used).
+    - `scores`: the sample it was fitted to (the first `max_points` rows are used); a
+      `VelocityScoreSample` (a selection-free fit) is read as
+      `deeppot.terms.profiled_scores` of it.
 
     **Returns:** `{"median_relative_residual", "p84_relative_residual",
     "negative_density_fraction"}`.
     """
+    from ..scores import VelocityScoreSample
+
+    if isinstance(scores, VelocityScoreSample):  # a selection-free fit's: ∇ln ν profiled
+        from ..terms import profiled_scores
+
+        k = scores.v.shape[1]
+        scores = profiled_scores(model, scores[: max(1, max_points // k)])
     batch = scores[: min(max_points, len(scores))]
     _, grad, lap = value_grad_laplacian(model.potential, batch.x, method=model.laplacian_method)
     frame = model.frame

@@ -73,7 +73,8 @@ _REFLECTION = {"spherical": "radial_velocity", "axisymmetric": "meridional_veloc
 def build_df(cfg: DFConfig, key, *, catalog=None):
     """An untrained DF as described by `[df]`: its registered kind called with its `params`
     and what it takes of `key` and `catalog`; a trained kind is then wrapped as `symmetry`,
-    `augment`, `reflect` and `mirror_z` say (its `dim` and `pair_invariant` set to match)
+    `augment`, `reflect` and `mirror_z` say (its `dim` and `pair_invariant` set to match;
+    a kind that takes `symmetry` itself, `conditional`, is given it instead of a wrapper)
     and made an ensemble of `ensemble` members.
 
     **Arguments:**
@@ -102,6 +103,8 @@ def build_df(cfg: DFConfig, key, *, catalog=None):
 
         if cfg.symmetry == "none":
             df = flow()
+        elif takes(make, "symmetry"):  # a kind that reduces its coordinates itself
+            df = flow(symmetry=cfg.symmetry)
         elif vector:
             df = flows.SphericalDF(flow(dim=4, pair_invariant=True), tangential="vector",
                                    scale_velocities=cfg.scale_velocities)
@@ -166,22 +169,31 @@ def build_model(cfg: PotentialConfig, key, *, units: str = "dimensionless"):
     return PotentialModel(pot, frame, laplacian_method=cfg.laplacian_method)
 
 
-def build_loss(cfg: FitConfig):
+def build_loss(cfg: FitConfig, *, profiled: bool = False):
     """The loss term described by `[fit]`.
 
     `Stationarity(alpha, form) + density_weight · PositiveDensity(beta)`, wrapped in `Log`
     when `log = true`, plus `L2Weights(l2)` when `l2 > 0` and
-    `azimuthal_mean · AzimuthalMeanPenalty()` when `azimuthal_mean > 0`.
+    `azimuthal_mean · AzimuthalMeanPenalty()` when `azimuthal_mean > 0`. For a
+    selection-free sample (`[scores] position = "free"`) `ProfiledStationarity(alpha)`
+    takes the place of `Stationarity`, in the same composition.
 
     **Arguments:**
 
     - `cfg`: the `[fit]` settings.
+    - `profiled`: the scores are a `VelocityScoreSample` (∇ln ν profiled out).
 
     **Returns:** a `deeppot.terms` term.
     """
     from .. import terms
 
-    loss = terms.Stationarity(alpha=cfg.alpha, form=cfg.form)
+    if profiled:
+        if cfg.form != "ln_f":
+            raise ValueError("form = 'f' in [fit] needs f, which a selection-free sample "
+                             "does not know; use form = 'ln_f'")
+        loss = terms.ProfiledStationarity(alpha=cfg.alpha)
+    else:
+        loss = terms.Stationarity(alpha=cfg.alpha, form=cfg.form)
     if cfg.density_weight > 0:
         loss = loss + cfg.density_weight * terms.PositiveDensity(beta=cfg.beta)
     if cfg.log:

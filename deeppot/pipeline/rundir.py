@@ -51,9 +51,15 @@ def _file_digest(path: str) -> str:
 
 def _settings(section) -> dict[str, Any]:
     """The keys of a section that change what its stage computes (not those declared with
-    `fingerprint=False`: progress bars, devices, processes, where the scores are kept)."""
-    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
-            if f.metadata["fingerprint"]}
+    `fingerprint=False`: progress bars, devices, processes, where the scores are kept; nor
+    those declared `"unless_default"` while they hold their default)."""
+    def counts(f) -> bool:
+        if f.metadata["fingerprint"] != "unless_default":
+            return bool(f.metadata["fingerprint"])
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        return getattr(section, f.name) != default
+
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if counts(f)}
 
 
 def fingerprints(cfg: Config, salt: dict | None = None) -> dict[str, str]:

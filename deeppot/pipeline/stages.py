@@ -30,7 +30,7 @@ import numpy as np
 from .. import train
 from .._atomic import replacing
 from .._errors import TrainingError
-from ..scores import ScoreFile
+from ..scores import ScoreFile, VelocityScoreSample
 from .build import build_catalog, build_df, build_loss, build_model, build_objective
 from .config import (
     Config,
@@ -105,13 +105,14 @@ def _save_scores(scores, path, meta):
 
 
 def _load_scores(path):
-    """An `.npz` sample in memory; an HDF5 one (what `[scores] path` streams) stays on disk
+    """An `.npz` sample in memory (a `ScoreSample`, or the `VelocityScoreSample` of
+    `[scores] position = "free"`); an HDF5 one (what `[scores] path` streams) stays on disk
     and is read a batch at a time, as when the stage wrote it."""
-    from ..scores import ScoreFile, ScoreSample
+    from ..scores import ScoreFile, load_scores
 
     if Path(path).suffix in (".h5", ".hdf5"):
         return ScoreFile(path), {}
-    return ScoreSample.load(path), {}
+    return load_scores(path), {}
 
 
 def _save_model(kind, model, path, meta):
@@ -327,30 +328,49 @@ def train_df(cfg: DFConfig, catalog, key, *, checkpoint_dir=None, devices=None,
 
 
 def draw_scores(cfg: ScoresConfig, df, key, *, units: str = "dimensionless", devices=None,
-                progress: bool = False):
-    """Draw the `[scores]` sample from a DF (`sample_scores`), corrected for the selection
-    function when `[scores] selection` gives one, streamed into the HDF5 file of
-    `[scores] path` when it gives one, and check it is finite.
+                progress: bool = False, catalog=None):
+    """Draw the `[scores]` sample by the route of `[scores] position`, and check it is finite.
+
+    - `density`: points drawn from the DF with its scores there (`sample_scores`);
+    - `selection`: the same, corrected for the known selection function of `[scores]
+      selection` (∂ln f/∂x − ∂ln S/∂x);
+    - `free`: `velocities_per_star` velocities drawn from a conditional DF's p(·|x) at
+      each of `n` of the catalogue's positions (all of them when it has fewer; a fixed
+      random subset when it has more), with that factor's scores
+      (`sample_velocity_scores`): the sample `ProfiledStationarity` fits.
+
+    The first two stream into the HDF5 file of `[scores] path` when it gives one.
 
     **Arguments:**
 
     - `cfg`: the `[scores]` settings.
-    - `df`: a distribution function.
+    - `df`: a distribution function (a conditional one for `free`).
     - `key`: a typed key.
     - `units`: the run's unit system (`[run] units`), that of the selection's numbers.
     - `devices`: the devices the draws are sharded over (`deeppot.sharding.data_mesh`).
     - `progress`: show a progress bar.
+    - `catalog`: the catalogue whose positions `free` draws at (needed there only).
 
-    **Returns:** a `ScoreSample`, or a `ScoreFile` over `[scores] path`.
+    **Returns:** a `ScoreSample`, or a `ScoreFile` over `[scores] path`, or for `free` a
+    `VelocityScoreSample`.
 
     **Raises:** `TrainingError` if any score or log-density is not finite (a broken DF);
-    the file of `[scores] path` is then deleted.
+    the file of `[scores] path` is then deleted. `ValueError` for a route the inputs do
+    not allow (`free` without a catalogue or with a DF that is not conditional).
     """
     from ..scores import sample_scores
     from ..selection import selection_from_description
 
+    if cfg.selection and cfg.position != "selection":
+        raise ValueError(f"key 'selection' in [scores] applies with position = 'selection'; "
+                         f"got position = {cfg.position!r}")
+    if cfg.position == "selection" and not cfg.selection:
+        raise ValueError("position = 'selection' in [scores] needs the selection function "
+                         "(key 'selection' in [scores])")
+    if cfg.position == "free":
+        return _draw_velocity_scores(cfg, df, key, catalog)
     selection = (selection_from_description({**cfg.selection, "units": units})
-                 if cfg.selection else None)
+                 if cfg.position == "selection" else None)
     chunk = min(cfg.chunk_size, cfg.n)
     scores = sample_scores(df, key, cfg.n, chunk_size=chunk, selection=selection,
                            devices=devices, progress=progress, path=cfg.path or None)
@@ -370,6 +390,31 @@ def draw_scores(cfg: ScoresConfig, df, key, *, units: str = "dimensionless", dev
     return scores
 
 
+def _draw_velocity_scores(cfg: ScoresConfig, df, key, catalog):
+    """The `free` route of `draw_scores`."""
+    from ..flows import AbstractConditionalDF
+    from ..scores import sample_velocity_scores
+
+    if catalog is None:
+        raise ValueError("position = 'free' in [scores] draws velocities at the catalogue's "
+                         "positions: give the catalogue (deeppot scores --catalog FILE)")
+    if not isinstance(df, AbstractConditionalDF):
+        raise ValueError(f"position = 'free' in [scores] needs a conditional DF, f = ν(x) "
+                         f"p(v|x) ([df] kind = 'conditional'); got {type(df).__name__}")
+    x = np.asarray(catalog.x)
+    if len(x) > cfg.n:  # a fixed random subset, the same for every key
+        x = x[np.sort(np.random.default_rng(0).choice(len(x), cfg.n, replace=False))]
+    scores = sample_velocity_scores(df, key, x, cfg.velocities_per_star)  # chunked by the DF
+    finite = np.ones(len(scores), bool)
+    for a in (scores.v, scores.dlnp_dx, scores.dlnp_dv):
+        finite &= np.all(np.isfinite(np.asarray(a)), axis=(1, 2))
+    bad = int(np.sum(~finite))
+    if bad:
+        raise TrainingError(f"{bad} of {len(scores)} catalogue positions have non-finite "
+                            "velocity scores: the DF is broken; retrain it")
+    return scores
+
+
 def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *,
                     units: str = "dimensionless", checkpoint_path=None, devices=None,
                     progress: bool = False):
@@ -378,7 +423,9 @@ def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *
     **Arguments:**
 
     - `pot_cfg`, `fit_cfg`: the `[potential]` and `[fit]` settings.
-    - `scores`: a `ScoreSample`.
+    - `scores`: a `ScoreSample` (or `ScoreFile`), or a `VelocityScoreSample` (the
+      `free` route of `[scores] position`), which the loss fits with
+      `ProfiledStationarity` in place of `Stationarity`.
     - `key`: a typed key.
     - `units`: the run's unit system (`[run] units`).
     - `devices`: the devices each batch is sharded over (`deeppot.sharding.data_mesh`).
@@ -396,8 +443,9 @@ def train_potential(pot_cfg: PotentialConfig, fit_cfg: FitConfig, scores, key, *
 
     k_init, k_fit = jax.random.split(key)
     model = build_model(pot_cfg, k_init, units=units)
+    profiled = isinstance(scores, VelocityScoreSample)  # a selection-free sample
     model, history = train.fit_potential(
-        model, scores, build_loss(fit_cfg), key=k_fit,
+        model, scores, build_loss(fit_cfg, profiled=profiled), key=k_fit,
         settings=_training_settings(fit_cfg, train.POTENTIAL_SETTINGS, len(scores)),
         trainable=_trainable(model, pot_cfg), checkpoint_path=checkpoint_path,
         devices=devices, progress=progress, return_history=True,
@@ -516,8 +564,8 @@ def _df(ctx: StageContext):
 def _scores(ctx: StageContext):
     scores = draw_scores(ctx.config.scores, ctx.inputs["df"], ctx.key,
                          units=ctx.config.run.units, devices=ctx.devices,
-                         progress=ctx.progress)
-    return {"scores": (scores, {"stage": "scores"})}
+                         progress=ctx.progress, catalog=ctx.inputs.get("catalog"))
+    return {"scores": (scores, {"stage": "scores", "position": ctx.config.scores.position})}
 
 
 def _potential(ctx: StageContext):
@@ -631,12 +679,14 @@ STAGES: tuple[Stage, ...] = (
               "fit-df", "train the [df] distribution function on a catalogue",
               "Train the DF described by the config's [df] section on a catalogue and "
               "write it to OUT, one self-describing model file.", "catalog", "df", _wrote)),
-    Stage("scores", ("scores",), ("df",), ("scores",), (), _scores,
+    Stage("scores", ("scores",), ("df",), ("scores",), (), _scores, optional=("catalog",),
           command=Command(
               "scores", "draw the [scores] sample from a trained DF",
               "Draw points from a DF file and evaluate its scores there; write them to OUT "
               "(.npz, or .h5/.hdf5). With [scores] path they stream into that HDF5 file "
-              "as they are drawn.", "df", "scores", _wrote_scores)),
+              "as they are drawn. With [scores] position = \"free\" velocities are drawn "
+              "at the positions of the --catalog stars instead.", "df", "scores",
+              _wrote_scores)),
     Stage("potential", ("potential", "fit"), ("scores",), ("potential",),
           ("potential.ckpt",), _potential,
           command=Command(

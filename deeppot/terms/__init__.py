@@ -34,3 +34,4 @@ from ._physics import Stationarity as Stationarity
 from ._physics import SymmetryPenalty as SymmetryPenalty
 from ._profiled import ProfiledStationarity as ProfiledStationarity
 from ._profiled import profiled_residuals as profiled_residuals
+from ._profiled import profiled_scores as profiled_scores

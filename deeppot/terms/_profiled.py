@@ -2,6 +2,7 @@
 
 from typing import Literal, final
 
+import jax
 import jax.numpy as jnp
 
 from .. import registry
@@ -93,3 +94,42 @@ class ProfiledStationarity(AbstractTerm):
     def evaluate(self, model, batch, fields):
         return penalised_mean(self.alpha * self.residual(model, batch, fields), self.penalty)
 
+
+
+def profiled_scores(model, sample, *, chunk_size: int = 2**14, ridge: float = 1e-6):
+    """The joint scores of a `deeppot.VelocityScoreSample` under a potential model, with
+    ∇ln ν at each position set to its profiled value (`profiled_residuals`): one row per
+    (position, velocity), as a `deeppot.ScoreSample` whose ∂ln f/∂x is ∇ₓln p + ∇ln ν.
+
+    The stationarity residual of a row is then the profiled residual
+    `ProfiledStationarity` trains on, so every check and diagnostic of a score sample
+    (`deeppot.check_potential_fit`, `deeppot.evaluate.fit_quality`) reads a selection-free
+    fit as it reads an ordinary one. `ln_f` is not known (ν is not modelled): NaN.
+
+    **Arguments:**
+
+    - `model`: a `deeppot.PotentialModel`.
+    - `sample`: a `deeppot.VelocityScoreSample`.
+    - `chunk_size`: positions evaluated at a time.
+    - `ridge`: as in `profiled_residuals`.
+
+    **Returns:** a `deeppot.ScoreSample` of n · k rows.
+    """
+    import numpy as np
+
+    from ..scores import ScoreSample, VelocityScoreSample
+
+    if not isinstance(sample, VelocityScoreSample):
+        raise TypeError(f"profiled_scores reads a VelocityScoreSample; got "
+                        f"{type(sample).__name__}")
+    parts = []
+    for start in range(0, len(sample), chunk_size):
+        part = sample[start : start + chunk_size]
+        x = jnp.asarray(part.x)
+        grad = jax.vmap(model.potential._gradient)(x)
+        _, g = profiled_residuals(model.frame, grad, x, jnp.asarray(part.v),
+                                  jnp.asarray(part.dlnp_dx), jnp.asarray(part.dlnp_dv), ridge)
+        parts.append([np.asarray(a).reshape(-1, 3) for a in (
+            jnp.broadcast_to(x[:, None, :], part.v.shape), part.v,
+            jnp.asarray(part.dlnp_dx) + g[:, None, :], part.dlnp_dv)])
+    return ScoreSample(*(np.concatenate(a) for a in zip(*parts)))

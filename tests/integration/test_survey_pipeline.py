@@ -66,7 +66,8 @@ def test_scores_are_corrected_for_the_configured_selection():
     sel = {**SELECTION, "observer": [1.0, 0.0, 0.0], "d_half": 1.0}
     key = jax.random.key(0)
     plain = draw_scores(ScoresConfig(n=256, chunk_size=256), df, key)
-    corrected = draw_scores(ScoresConfig(n=256, chunk_size=256, selection=sel), df, key)
+    corrected = draw_scores(ScoresConfig(n=256, chunk_size=256, position="selection",
+                                         selection=sel), df, key)
     s = dp.selection.selection_from_description({**sel, "units": "dimensionless"})
     _, dlns_dx = s.log_selection_and_gradient(plain.x)
     np.testing.assert_allclose(corrected.dlnf_dx, plain.dlnf_dx - dlns_dx, rtol=1e-5, atol=1e-6)

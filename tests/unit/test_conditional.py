@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import deeppot as dp
-from deeppot.flows import AbstractConditionalDF, ConditionalDF, ConditionalPlummerDF, PlummerDF
+from deeppot.flows import ConditionalDF, ConditionalPlummerDF, PlummerDF
 from deeppot.terms import ProfiledStationarity, profiled_residuals
+from tests.dfs import ObservedPlummerDF
 
 
 def _tiny(symmetry, density_symmetry=None, transformer="affine"):
@@ -131,34 +132,11 @@ def test_profiled_stationarity_needs_velocity_scores():
         ProfiledStationarity()(dp.PotentialModel(dp.Plummer(m_tot=1.0, r_s=1.0)), plain)
 
 
-class _Observed(AbstractConditionalDF):
-    """Plummer seen through a known selection: ν_obs ∝ S ν (unnormalised), p(v|x) kept."""
-
-    selection: dp.DistanceSelection
-    chunk_size: int
-
-    def _log_density_chunk(self, x):
-        return ConditionalPlummerDF()._log_density_chunk(x) + \
-            jax.vmap(self.selection._log_selection)(x)
-
-    def _log_velocity_chunk(self, x, v):
-        return ConditionalPlummerDF()._log_velocity_chunk(x, v)
-
-    def _sample_positions(self, key, m):
-        return ConditionalPlummerDF()._sample_positions(key, m)
-
-    def _sample_velocities(self, key, x):
-        return ConditionalPlummerDF()._sample_velocities(key, x)
-
-
-_Observed.__final__ = True  # a test double, not a deeppot module
-
-
 def test_selection_route_gives_the_exact_scores():
     """Scores of S ν p(v|x) corrected by the known S are the exact Plummer scores."""
     with jax.enable_x64(True):
         sel = dp.DistanceSelection([1.0, 0.0, 0.0], d_half=1.0)
-        observed = _Observed(selection=sel, chunk_size=4096)
+        observed = ObservedPlummerDF(selection=sel, chunk_size=4096)
         scores = dp.sample_scores(observed, jax.random.key(0), 300, chunk_size=100,
                                   selection=sel)
         w = jnp.concatenate([scores.x, scores.v], -1)

@@ -148,7 +148,7 @@ def test_chunks_and_score_files_give_the_same_diagnostics(scores, tmp_path):
 def test_bad_arguments_are_named(scores):
     with pytest.raises(TypeError, match="checks a PotentialModel; got str"):
         _check("plummer", scores)
-    with pytest.raises(TypeError, match="ScoreSample or ScoreFile; got ndarray"):
+    with pytest.raises(TypeError, match="ScoreFile or VelocityScoreSample; got ndarray"):
         _check(dp.Plummer(), np.zeros((4, 3)))
     with pytest.raises(ValueError, match="chunk_size must be positive"):
         _check(dp.Plummer(), scores, chunk_size=0)

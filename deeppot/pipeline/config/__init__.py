@@ -17,11 +17,13 @@ registered kind declares through its signature and attributes), `_schema` (the s
 from ..._errors import ConfigError as ConfigError
 from ._docs import reference_markdown as reference_markdown
 from ._kinds import ACTIVATIONS as ACTIVATIONS
+from ._kinds import conditional as conditional
 from ._kinds import generates as generates
 from ._kinds import learned_model as learned_model
 from ._kinds import python_params as python_params
 from ._kinds import takes as takes
 from ._kinds import trainable as trainable
+from ._schema import POSITION_ROUTES as POSITION_ROUTES
 from ._schema import SECTIONS as SECTIONS
 from ._schema import Config as Config
 from ._schema import DataConfig as DataConfig
@@ -48,9 +50,11 @@ __all__ = [
     "FitConfig",
     "PotentialConfig",
     "RunConfig",
+    "POSITION_ROUTES",
     "ScoresConfig",
     "SECTIONS",
     "apply_overrides",
+    "conditional",
     "default_config_path",
     "dumps_toml",
     "generates",

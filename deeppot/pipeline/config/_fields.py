@@ -22,7 +22,7 @@ class Only:
 
 
 def option(default, kind: str, doc: str, *, choices=None, lo=None, hi=None, lo_open=False,
-           only: tuple[str, ...] | Only | None = None, fingerprint: bool = True):
+           only: tuple[str, ...] | Only | None = None, fingerprint: bool | str = True):
     """A config field: `kind` in int|float|str|bool|vec3|array|names|table|path|levels.
 
     `kind` "levels" is a band inflation: a positive number, or a table with one for each
@@ -30,7 +30,10 @@ def option(default, kind: str, doc: str, *, choices=None, lo=None, hi=None, lo_o
     `choices` is a tuple or a function returning one (names from a registry); `only` is a
     tuple of selector values, or an `Only` predicate, for fields of some kinds only;
     `fingerprint=False` for a setting that does not change what its stage computes (how it
-    is shown, where it runs), which a run directory's fingerprints leave out.
+    is shown, where it runs), which a run directory's fingerprints leave out;
+    `fingerprint="unless_default"` for a key added after run directories existed whose
+    default is what they computed: it enters the fingerprint only when set to another
+    value, so those runs resume without running their stages again.
     """
     if isinstance(only, tuple):
         values = only

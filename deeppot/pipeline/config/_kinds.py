@@ -10,8 +10,9 @@ receives those its signature names:
 - a source: `key` and `n` (then it is a mock generator, which `observe` and the selection
   apply to), `path` (`[data] path`), `units` (`[run] units`), `progress` (`[run]
   progress`);
-- a DF: `key`, `dim` and `pair_invariant` (for the symmetry wrappers), `catalog` (the
-  run's catalogue);
+- a DF: `key`, `dim` and `pair_invariant` (for the symmetry wrappers), `symmetry` (`[df]
+  symmetry`, to a DF that reduces its coordinates itself: then it is not wrapped),
+  `catalog` (the run's catalogue);
 - a potential family: `key` (then it is a learned model, which `[potential] width`, `depth`
   and `input_scale` apply to) and `G`.
 
@@ -50,6 +51,7 @@ __all__ = [
     "Converter",
     "Parameter",
     "check_params",
+    "conditional",
     "generates",
     "learned_model",
     "parameters",
@@ -99,7 +101,7 @@ REGISTRIES: dict[str, registry.Registry] = {
 # "objective" is `[df] objective`, whose settings are `[df] objective_params`
 SUPPLIED: dict[str, tuple[str, ...]] = {
     "data": ("key", "n", "path", "units", "progress"),
-    "df": ("key", "dim", "pair_invariant", "catalog"),
+    "df": ("key", "dim", "pair_invariant", "symmetry", "catalog"),
     "potential": ("key", "G", "width", "depth", "input_scale"),
     "objective": (),
 }
@@ -271,3 +273,13 @@ def learned_model(model: str) -> bool:
     """Whether a `[potential] model` name is a learned family (its factory takes a key)."""
     entry = registry.potentials.get(model)
     return entry is not None and takes(entry, "key")
+
+
+def conditional(kind: str) -> bool:
+    """Whether a `[df] kind` is a conditional DF, f = ν(x) p(v|x) (its entry is an
+    `deeppot.flows.AbstractConditionalDF`), whose velocity factor alone gives the
+    selection-free scores of `[scores] position = "free"`."""
+    from ...flows import AbstractConditionalDF
+
+    entry = registry.distribution_functions.get(kind)
+    return isinstance(entry, type) and issubclass(entry, AbstractConditionalDF)

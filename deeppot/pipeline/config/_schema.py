@@ -20,6 +20,7 @@ from ._fields import Only, copy_value, option
 from ._kinds import generates, learned_model, takes, trainable
 
 __all__ = [
+    "POSITION_ROUTES",
     "SECTIONS",
     "SELECTOR",
     "Config",
@@ -138,7 +139,9 @@ class DFConfig:
     symmetry: str = option("none", "str", "model the DF in the symmetry's reduced coordinates: "
                            "spherical (r, v_r, v_t) or axisymmetric (R, z, v_R, v_z, v_φ), "
                            "exact in Cartesian phase space (deeppot.flows.SphericalDF, "
-                           "AxisymmetricDF)", choices=("none", "spherical", "axisymmetric"),
+                           "AxisymmetricDF); for kind = conditional, its velocity factor "
+                           "p(v|x) (its density factor follows [df.params] "
+                           "density_symmetry)", choices=("none", "spherical", "axisymmetric"),
                            only=_TRAINED)
     tangential: str = option("vector", "str", "with symmetry = spherical: the tangential "
                              "velocity as a 2-D vector (a 4-D flow exactly invariant under its "
@@ -170,19 +173,36 @@ class DFConfig:
                           "registered class (see the table of DF kinds below)")
 
 
+# the values of `[scores] position`: how the position scores are made
+POSITION_ROUTES = ("density", "selection", "free")
+
+
 @dataclasses.dataclass(frozen=True)
 class ScoresConfig:
     """`[scores]`: the sample on which the potential is fitted."""
 
-    n: int = option(65536, "int", "points drawn from the DF", lo=1)
+    n: int = option(65536, "int", "points drawn from the DF (with position = free: catalogue "
+                    "positions, a fixed random subset of a larger catalogue)", lo=1)
     chunk_size: int = option(8192, "int", "points drawn and differentiated at a time", lo=1)
     path: str = option("", "path", "an HDF5 file (.h5, .hdf5) the scores stream into chunk by "
                        "chunk and the fit reads a batch at a time (deeppot.ScoreFile), for "
                        "samples larger than memory; '': in memory", fingerprint=False)
-    selection: dict = option({}, "table", "the catalogue's selection function S(x), whose "
-                             "∂ln S/∂x is subtracted from the scores: {type = \"distance\", "
-                             "observer, d_half, sigma_mag} or {type = \"grid\", lower, upper, "
-                             "values}, in [run] units ({}: none)")
+    position: str = option("density", "str", "where the position scores come from: density "
+                           "(the DF's own ∂ln f/∂x at points drawn from it: a catalogue "
+                           "without selection), selection (the same, less ∂ln S/∂x of the "
+                           "known [scores] selection: a selected catalogue, any DF) or free "
+                           "(a conditional DF's p(v|x) alone, velocities_per_star velocities "
+                           "drawn at each of n catalogue positions, ∇ln ν profiled out of "
+                           "the fit by ProfiledStationarity: no selection function needed)",
+                           choices=POSITION_ROUTES, fingerprint="unless_default")
+    velocities_per_star: int = option(8, "int", "with position = free: velocities drawn from "
+                                      "p(v|x) at each catalogue position (at least 4: three "
+                                      "go to the profiled ∇ln ν)", lo=4,
+                                      fingerprint="unless_default")
+    selection: dict = option({}, "table", "with position = selection: the catalogue's "
+                             "selection function S(x), whose ∂ln S/∂x is subtracted from the "
+                             "scores: {type = \"distance\", observer, d_half, sigma_mag} or "
+                             "{type = \"grid\", lower, upper, values}, in [run] units")
 
 
 _LEARNED = Only(learned_model, "a learned model (neural, spherical, axisymmetric, …)")

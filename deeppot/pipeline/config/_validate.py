@@ -13,7 +13,15 @@ from typing import Any
 from ... import registry
 from ..._errors import ConfigError
 from ._fields import check_value, typename
-from ._kinds import REGISTRIES, check_params, learned_model, parameters, takes, trainable
+from ._kinds import (
+    REGISTRIES,
+    check_params,
+    conditional,
+    learned_model,
+    parameters,
+    takes,
+    trainable,
+)
 from ._schema import SECTIONS, SELECTOR, Config, applies
 
 __all__ = ["MOVED", "MOVED_TO_OBJECTIVE", "parse_config"]
@@ -118,7 +126,7 @@ def _check_df(cfg: Config, errors: list[str]) -> tuple[dict[str, Any], dict[str,
     if df.symmetry != "none" and df.augment not in ("none", "mirror_z"):
         errors.append(f"augment = {df.augment!r} in [df] is redundant with symmetry = "
                       f"{df.symmetry!r} (only 'mirror_z' adds to a reduced DF)")
-    if df.symmetry != "none" and not takes(entry, "dim"):
+    if df.symmetry != "none" and not (takes(entry, "dim") or takes(entry, "symmetry")):
         errors.append(f"symmetry = {df.symmetry!r} in [df] models the DF in reduced "
                       f"coordinates; kind {df.kind!r} has no dim parameter to take them")
     params = dict(df.params)
@@ -205,6 +213,42 @@ def _check_score_file(cfg: Config, errors: list[str]) -> None:
                           f"({str(err).splitlines()[0]}); refusing to replace it")
 
 
+def _check_position(cfg: Config, errors: list[str]) -> None:
+    """`[scores] position`: the selection route has its selection function, and the
+    selection-free route a conditional DF whose velocity factor it can sample, a sample in
+    memory and a loss without f."""
+    scores, df = cfg.scores, cfg.df
+    where = f"position = {scores.position!r} in [scores]"
+    if scores.position == "selection" and not scores.selection:
+        errors.append(f"{where} subtracts ∂ln S/∂x of a known selection function: give it "
+                      "as key 'selection' in [scores] (or use position = 'free', which "
+                      "needs none)")
+    if scores.position != "selection" and scores.selection:
+        errors.append(f"key 'selection' in [scores] applies with position = 'selection'; "
+                      f"this config has {where}")
+    if scores.position != "free":
+        return
+    if not conditional(df.kind):
+        kinds = [k for k in registry.distribution_functions if conditional(k)]
+        errors.append(f"{where} needs a conditional DF, f = ν(x) p(v|x) (kind = "
+                      f"{' | '.join(repr(k) for k in kinds)} in [df]); this config has "
+                      f"kind = {df.kind!r}")
+    else:
+        hiding = [name for name, on in (("ensemble > 1", df.ensemble > 1),
+                                        ("reflect", df.reflect), ("mirror_z", df.mirror_z),
+                                        (f"augment = {df.augment!r}", df.augment != "none"))
+                  if on and trainable(df.kind)]
+        if hiding:
+            errors.append(f"{where} samples the velocity factor of a bare conditional DF; "
+                          f"drop {', '.join(hiding)} in [df]")
+    if scores.path:
+        errors.append(f"key 'path' in [scores] streams a sample of joint scores into HDF5; "
+                      f"{where} keeps its velocity sample in memory (path = '')")
+    if cfg.fit.form == "f":
+        errors.append(f"form = 'f' in [fit] weighs each residual by f, which {where} does "
+                      "not know (ν is profiled out); use form = 'ln_f'")
+
+
 def _cross_checks(cfg: Config, errors: list[str]) -> Config:
     """The checks across keys and sections; returns the config with its `params` tables
     converted."""
@@ -220,6 +264,7 @@ def _cross_checks(cfg: Config, errors: list[str]) -> Config:
         except (KeyError, TypeError, ValueError) as err:
             missing = f"missing key {err}" if isinstance(err, KeyError) else str(err)
             errors.append(f"key 'selection' in [scores]: {missing}")
+    _check_position(cfg, errors)
     df_params, objective_params = _check_df(cfg, errors)
     pot_params = _check_potential(cfg, errors)
     if cfg.evaluate.r_min >= cfg.evaluate.r_max:
@@ -256,6 +301,11 @@ def parse_config(raw: Mapping[str, Any], base_dir: str | os.PathLike = ".") -> C
             continue
         sections[name] = _parse_section(name, SECTIONS[name], table, base, errors)
     cfg = Config(**sections)
+    scores = raw.get("scores")
+    if isinstance(scores, Mapping) and scores.get("selection") and "position" not in scores:
+        # a config from before `position`: its selection meant the selection route
+        cfg = dataclasses.replace(cfg, scores=dataclasses.replace(cfg.scores,
+                                                                  position="selection"))
     if not errors:
         cfg = _cross_checks(cfg, errors)
     if errors:
