@@ -37,7 +37,8 @@ def test_defaults_are_valid_and_are_the_api_defaults():
     for key, name in [("steps", "max_steps"), ("batch_size", "batch_size"),
                       ("learning_rate", "learning_rate"), ("warmup_steps", "warmup_steps"),
                       ("schedule", "lr_schedule"), ("validate_every", "validate_every"),
-                      ("patience", "patience")]:
+                      ("patience", "patience"), ("optimizer", "optimizer"),
+                      ("checkpoint_every", "checkpoint_every")]:
         assert getattr(cfg.df, key) == getattr(DF_SETTINGS, name), key
         assert getattr(cfg.fit, key) == getattr(POTENTIAL_SETTINGS, name), key
     assert cfg.df.ema_decay == DF_SETTINGS.ema_decay
@@ -83,6 +84,8 @@ def test_unknown_section_is_named():
         ({"run": {"x64": "yes"}}, "key 'x64' in [run] must be true or false"),
         ({"potential": {"omega": [0, 0]}}, "key 'omega' in [potential] must be an array of 3"),
         ({"fit": 3}, "[fit] must be a table"),
+        ({"fit": {"optimizer": "lbfgs"}}, "key 'optimizer' in [fit] must be one of 'radam', "
+                                          "'adam'"),
     ],
 )
 def test_bad_values_name_the_key(raw, expected):
