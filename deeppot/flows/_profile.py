@@ -31,13 +31,19 @@ class VelocityProfile(eqx.Module):
 
     `ln σ(r) = c₀ + c₁ ln r + Σ_k a_k exp(−(ln r − s_k)² / 2h²)`: a power law plus
     Gaussian bumps at knots s_k in ln r (spacing h), least-squares fitted by `fit` to the
-    logarithms of the binned rms velocities; a power law beyond the data.
+    logarithms of the binned rms velocities. Beyond the outermost knots (the first and
+    last bins' centres) the profile goes on as the power law it has there, its value and
+    slope continuous (`extrapolation = "edge"`), so a cored system's flat centre stays
+    flat; profiles fitted before this choice existed continue with the global power law
+    c₀ + c₁ ln r and bumps that fade (`"global"`), as they were trained.
 
     **Arguments:**
 
     - `n_knots`: number of Gaussian bumps (0: a pure power law per profile).
     - `n_bins`: number of radial bins (equal counts) whose rms velocities `fit` matches.
     - `ridge`: the bumps' ridge penalty, relative to the number of bins.
+    - `extrapolation`: `"edge"` or `"global"`, the continuation beyond the outermost knots
+      (above).
 
     The identity (σ = 1) until `fit` sets it.
     """
@@ -46,13 +52,17 @@ class VelocityProfile(eqx.Module):
     coef: Float[Array, "2 k2"]
     n_bins: int = eqx.field(static=True)
     ridge: float = eqx.field(static=True)
+    # model files written before the field existed load with the continuation they had
+    extrapolation: str = eqx.field(static=True, default="global")
 
-    def __init__(self, n_knots: int = 8, *, n_bins: int = 32, ridge: float = 1e-3):
+    def __init__(self, n_knots: int = 8, *, n_bins: int = 32, ridge: float = 1e-3,
+                 extrapolation: str = "edge"):
         dtype = jnp.result_type(float)
         self.knots = jnp.linspace(-1.0, 1.0, n_knots, dtype=dtype)
         self.coef = jnp.zeros((2, n_knots + 2), dtype)
         self.n_bins = int(n_bins)
         self.ridge = float(ridge)
+        self.extrapolation = extrapolation
 
     def __check_init__(self):
         if self.n_bins < self.knots.shape[0] + 2:
@@ -60,6 +70,9 @@ class VelocityProfile(eqx.Module):
                              f"({self.knots.shape[0] + 2})")
         if not self.ridge >= 0:
             raise ValueError(f"ridge must be non-negative; got {self.ridge}")
+        if self.extrapolation not in ("edge", "global"):
+            raise ValueError("extrapolation must be 'edge' or 'global'; got "
+                             f"{self.extrapolation!r}")
 
     def _basis(self, s):
         knots = jax.lax.stop_gradient(self.knots).astype(s.dtype)
@@ -70,7 +83,21 @@ class VelocityProfile(eqx.Module):
 
     def log_sigma(self, r: Float[Array, "..."]) -> tuple[Float[Array, "..."], Float[Array, "..."]]:
         """`(ln σ_r(r), ln σ_t(r))`."""
-        out = self._basis(jnp.log(r)) @ jax.lax.stop_gradient(self.coef).astype(r.dtype).T
+        r = jnp.asarray(r, jnp.result_type(r, float))
+        coef = jax.lax.stop_gradient(self.coef).astype(r.dtype)
+
+        def profile(s):
+            return self._basis(s) @ coef.T
+
+        s = jnp.log(r)
+        if self.extrapolation == "edge" and self.knots.shape[0] > 1:
+            knots = jax.lax.stop_gradient(self.knots).astype(s.dtype)
+            inside = jnp.clip(s, knots[0], knots[-1])
+            # the value and slope at the nearer end, continued linearly in ln r
+            at, slope = jax.jvp(profile, (inside,), (jnp.ones_like(inside),))
+            out = at + slope * (s - inside)[..., None]
+        else:
+            out = profile(s)
         return out[..., 0], out[..., 1]
 
     def fit(self, r: Float[Array, " n"], v_r: Float[Array, " n"], v_t: Float[Array, " n"],
@@ -97,10 +124,20 @@ class VelocityProfile(eqx.Module):
         y = jnp.stack([0.5 * jnp.log(binned(jnp.asarray(v_r) ** 2)),
                        0.5 * jnp.log(binned(0.5 * jnp.asarray(v_t) ** 2))])
         k = self.knots.shape[0]
-        knots = jnp.quantile(centres, (jnp.arange(k) + 0.5) / k).astype(self.knots.dtype)
+        if self.extrapolation == "edge":  # from the first bin's centre to the last's
+            knots = jnp.linspace(jnp.min(centres), jnp.max(centres), k)
+        else:
+            knots = jnp.quantile(centres, (jnp.arange(k) + 0.5) / k)
+        knots = knots.astype(self.knots.dtype)
         new = eqx.tree_at(lambda m: m.knots, self, knots)
         basis = new._basis(centres)
         penalty = jnp.diag(jnp.concatenate([jnp.zeros(2), jnp.full(k, self.ridge * self.n_bins)]))
+        if self.extrapolation == "edge" and k > 1:
+            # straight at the end knots, as it goes on beyond them: the slope it continues
+            # with is then the trend of the last few bins, not their noise
+            ends = jnp.stack([knots[0], knots[-1]]).astype(centres.dtype)
+            curvature = jax.vmap(jax.jacfwd(jax.jacfwd(new._basis)))(ends)
+            penalty = penalty + self.n_bins * curvature.T @ curvature
         coef = jnp.linalg.solve(basis.T @ basis + penalty, basis.T @ y.T).T
         if not bool(jnp.all(jnp.isfinite(coef))):
             raise ValueError("the velocity profile's fit is not finite (stars with zero "

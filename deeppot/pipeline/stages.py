@@ -271,7 +271,7 @@ _TRAINING_KEYS = {"steps": "max_steps", "batch_size": "batch_size",
                   "learning_rate": "learning_rate", "warmup_steps": "warmup_steps",
                   "schedule": "lr_schedule", "patience": "patience",
                   "validate_every": "validate_every", "ema_decay": "ema_decay",
-                  "checkpoint_every": "checkpoint_every"}
+                  "checkpoint_every": "checkpoint_every", "optimizer": "optimizer"}
 
 
 def _training_settings(section: DFConfig | FitConfig, recipe: train.TrainSettings,

@@ -151,9 +151,10 @@ class TrainSettings:
 # The recommended recipes of docs/results.md (the pipeline's [df] and [fit] defaults)
 DF_SETTINGS = TrainSettings(max_steps=20000, batch_size=2048, learning_rate=2e-3,
                             warmup_steps=500, lr_schedule="cosine", ema_decay=0.998,
-                            validate_every=50)
+                            validate_every=50, checkpoint_every=500)
 POTENTIAL_SETTINGS = TrainSettings(max_steps=8000, batch_size=2048, learning_rate=2e-3,
-                                   warmup_steps=500, lr_schedule="cosine", validate_every=10)
+                                   warmup_steps=500, lr_schedule="cosine", validate_every=10,
+                                   checkpoint_every=500)
 
 
 def resolve_settings(settings: TrainSettings | None, overrides: dict) -> TrainSettings:

@@ -113,6 +113,21 @@ def test_interrupted_fit_resumes_and_matches_an_uninterrupted_run(
     assert again["accuracy"] == metrics["accuracy"]  # bit-for-bit the uninterrupted result
 
 
+def test_training_keys_reach_the_fit(tmp_path, monkeypatch):
+    """`[fit] optimizer` and `checkpoint_every` are the settings the fit trains with."""
+    seen = []
+
+    def capture(*args, settings, **kwargs):
+        seen.append(settings)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "fit_potential", capture)
+    raw = {**TINY, "fit": {**TINY["fit"], "optimizer": "adam", "checkpoint_every": 7}}
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, raw)
+    assert (seen[0].optimizer, seen[0].checkpoint_every) == ("adam", 7)
+
+
 def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     """`deeppot demo --quick`: a flow-matching FFJORD (`SphericalDF`, the tangential velocity
     as a vector) on a Plummer mock, a spherical network, a table.

@@ -37,7 +37,8 @@ def test_defaults_are_valid_and_are_the_api_defaults():
     for key, name in [("steps", "max_steps"), ("batch_size", "batch_size"),
                       ("learning_rate", "learning_rate"), ("warmup_steps", "warmup_steps"),
                       ("schedule", "lr_schedule"), ("validate_every", "validate_every"),
-                      ("patience", "patience")]:
+                      ("patience", "patience"), ("optimizer", "optimizer"),
+                      ("checkpoint_every", "checkpoint_every")]:
         assert getattr(cfg.df, key) == getattr(DF_SETTINGS, name), key
         assert getattr(cfg.fit, key) == getattr(POTENTIAL_SETTINGS, name), key
     assert cfg.df.ema_decay == DF_SETTINGS.ema_decay
@@ -89,6 +90,8 @@ def test_unknown_section_is_named():
          "a positive number or a table of one per band level, got string 'wide'"),
         ({"evaluate": {"band_inflation": {"68": 1.2}}}, "key 'band_inflation' in [evaluate]: a "
          "band inflation by level needs exactly the levels 68, 95; got 68"),
+        ({"fit": {"optimizer": "lbfgs"}}, "key 'optimizer' in [fit] must be one of 'radam', "
+                                          "'adam'"),
     ],
 )
 def test_bad_values_name_the_key(raw, expected):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ... import registry
-from ...train import DF_SETTINGS, LR_SCHEDULES, POTENTIAL_SETTINGS
+from ...train import DF_SETTINGS, LR_SCHEDULES, OPTIMIZERS, POTENTIAL_SETTINGS
 from ._fields import Only, copy_value, option
 from ._kinds import generates, learned_model, takes, trainable
 
@@ -101,6 +101,10 @@ class DataConfig:
 
 
 _SCHEDULE_DOC = "learning-rate schedule: plateau halves on plateaus, cosine decays to 1% of peak"
+# the optimisers whose step the learning rate scales (L-BFGS's line search needs full
+# batches, which the pipeline's sections do not give)
+_OPTIMIZERS = tuple(name for name in OPTIMIZERS if name != "lbfgs")
+_OPTIMIZER_DOC = "optimiser: radam (the paper's) or adam"
 _TRAINED = Only(trainable, "a trained DF (one with training objectives: ffjord, spline, …)")
 
 
@@ -135,7 +139,10 @@ class DFConfig:
                                  "steps between validation batches", lo=1, only=_TRAINED)
     ema_decay: float = option(DF_SETTINGS.ema_decay or 0.0, "float",
                               "EMA of the weights (0: off)", lo=0, hi=0.99999, only=_TRAINED)
-    checkpoint_every: int = option(500, "int", "steps between checkpoints", lo=1, only=_TRAINED)
+    optimizer: str = option(DF_SETTINGS.optimizer, "str", _OPTIMIZER_DOC,
+                            choices=_OPTIMIZERS, only=_TRAINED)
+    checkpoint_every: int = option(DF_SETTINGS.checkpoint_every, "int",
+                                   "steps between checkpoints", lo=1, only=_TRAINED)
     symmetry: str = option("none", "str", "model the DF in the symmetry's reduced coordinates: "
                            "spherical (r, v_r, v_t) or axisymmetric (R, z, v_R, v_z, v_φ), "
                            "exact in Cartesian phase space (deeppot.flows.SphericalDF, "
@@ -254,7 +261,10 @@ class FitConfig:
                            "steps without improvement before halving the rate (plateau)", lo=1)
     validate_every: int = option(POTENTIAL_SETTINGS.validate_every, "int",
                                  "steps between validation batches", lo=1)
-    checkpoint_every: int = option(500, "int", "steps between checkpoints", lo=1)
+    optimizer: str = option(POTENTIAL_SETTINGS.optimizer, "str", _OPTIMIZER_DOC,
+                            choices=_OPTIMIZERS)
+    checkpoint_every: int = option(POTENTIAL_SETTINGS.checkpoint_every, "int",
+                                   "steps between checkpoints", lo=1)
     alpha: float = option(1.0, "float", "Stationarity α", lo=0, lo_open=True)
     beta: float = option(1.0, "float", "PositiveDensity β", lo=0, lo_open=True)
     density_weight: float = option(1.0, "float", "weight λ of PositiveDensity", lo=0)
