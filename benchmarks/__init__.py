@@ -14,6 +14,7 @@ Scripts:
 
 - `bar_experiment`: barred galaxies end to end, pattern speed and bar force, in stages.
 - `bench_agama_actions`: actions in a learned disk potential by agama, against the truth.
+- `bench_bands`: calibration of replica bands from stored replica sets, and its transfer.
 - `bench_conditional`: conditional DFs p(v | x) on a Plummer sphere: score errors and fits.
 - `bench_df_finetune`: fine-tune a Plummer flow-matching DF, following its score error.
 - `bench_df_systems`: DF recipes on the disk and the cusped halo, scores to potential fits.
