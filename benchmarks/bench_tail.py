@@ -37,14 +37,6 @@ EXPANSIONS = (("multipole", "multipole", {}),
               ("cylspline", "cylspline", {}))
 
 
-def fibonacci(n: int) -> np.ndarray:
-    i = np.arange(n) + 0.5
-    z = 1 - 2 * i / n
-    phi = np.pi * (1 + 5**0.5) * i
-    rho = np.sqrt(1 - z * z)
-    return np.stack([rho * np.cos(phi), rho * np.sin(phi), z], axis=-1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
@@ -54,7 +46,7 @@ def main() -> None:
     import deeppot as dp
     from deeppot.export import as_float64, for_export
     from deeppot.pipeline.stages import score_positions
-    from deeppot.validity import INSIDE, LABELS
+    from deeppot.validity import INSIDE, LABELS, fibonacci_directions
 
     model, _ = dp.load_model(args.run_dir / "potential.eqx")
     scores = dp.load_scores(args.run_dir / "scores.npz")
@@ -92,7 +84,7 @@ def main() -> None:
           f"{out['vc']['untailed_max_rel_vs_truth']:.4f}", flush=True)
 
     radii = np.geomspace(1e-3 * r_out, 100 * r_out, 400)
-    dirs = fibonacci(64)
+    dirs = fibonacci_directions(64)
     pts = (radii[:, None, None] * dirs[None]).reshape(-1, 3)
     g_r = np.sum(np.asarray(tailed.gradient(pts)) * pts, -1) / np.linalg.norm(pts, axis=-1)
     r_pts = np.linalg.norm(pts, axis=-1)

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["DEFAULT_QUANTILES", "INSIDE", "LABELS", "OUTSIDE", "SHELL", "RegionKind",
-           "ValidityRegion", "region_for", "smootherstep"]
+           "ValidityRegion", "fibonacci_directions", "region_for", "smootherstep"]
 
 RegionKind = Literal["spherical", "axisymmetric", "box"]
 _KINDS = ("spherical", "axisymmetric", "box")
@@ -39,6 +39,16 @@ INSIDE, SHELL, OUTSIDE = 0, 1, 2
 LABELS = ("inside", "shell", "outside")
 # (inner edge, start of the outer shell, outer edge) as fractions of the points
 DEFAULT_QUANTILES = (0.01, 0.9, 0.99)
+
+
+def fibonacci_directions(n: int) -> np.ndarray:
+    """`n` unit vectors spread almost evenly over the sphere (a Fibonacci lattice), shape
+    `(n, 3)`: the directions on which regions' shells and tails are probed."""
+    i = np.arange(n) + 0.5
+    z = 1 - 2 * i / n
+    phi = np.pi * (1 + 5**0.5) * i
+    rho = np.sqrt(1 - z * z)
+    return np.stack([rho * np.cos(phi), rho * np.sin(phi), z], axis=-1)
 
 
 def smootherstep(t):

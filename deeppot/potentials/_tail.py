@@ -51,7 +51,7 @@ from jaxtyping import Array, Float
 from .._custom_types import Position, Scalar
 from .._errors import TailFitError
 from ..units import UnitSystem
-from ..validity import ValidityRegion, smootherstep
+from ..validity import ValidityRegion, fibonacci_directions, smootherstep
 from ._analytic import Kepler
 from ._base import AbstractPotential, batched_value_grad_laplacian
 
@@ -65,14 +65,6 @@ __all__ = ["RAY_BLEND_WIDTHS", "WithTail", "shell_points"]
 RAY_BLEND_WIDTHS = 4
 
 
-def _fibonacci_directions(n: int) -> np.ndarray:
-    i = np.arange(n) + 0.5
-    z = 1 - 2 * i / n
-    phi = math.pi * (1 + 5**0.5) * i
-    rho = np.sqrt(1 - z * z)
-    return np.stack([rho * np.cos(phi), rho * np.sin(phi), z], axis=-1)
-
-
 def shell_points(region: ValidityRegion, *, n_directions: int = 4096,
                  n_radii: int = 8) -> np.ndarray:
     """Points on the outer shell (spherical radii between `region.radii[1]` and
@@ -83,7 +75,7 @@ def shell_points(region: ValidityRegion, *, n_directions: int = 4096,
     directions in the plane z = 0.
     """
     radii = np.linspace(region.radii[1], region.radii[2], n_radii)
-    x = (radii[:, None, None] * _fibonacci_directions(n_directions)[None]).reshape(-1, 3)
+    x = (radii[:, None, None] * fibonacci_directions(n_directions)[None]).reshape(-1, 3)
     keep = np.asarray(region.extent(x)) <= region.bounds[2]
     if keep.sum() >= 16:
         return x[keep]
