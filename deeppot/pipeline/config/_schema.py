@@ -63,6 +63,12 @@ class RunConfig:
                            "the median and 68%/95% bands over them to the report, and their "
                            "coverage of the truth on a mock (1: one fit, no bands)", lo=1,
                            fingerprint=False)
+    replica_centre: str = option(
+        "full", "str", "what a replica set's bands are centred on: full (replica 0 fits every "
+        "star once, with its own seed; the bands are its value ± the spread of the other "
+        "K − 1 bootstrap replicas about it) or median (every replica a bootstrap resample; "
+        "the bands are the replicas' median ± their spread, as sets before this key)",
+        choices=("full", "median"), fingerprint=False)
 
 
 def _taking(reg: registry.Registry, name: str) -> Callable[[str], bool]:
