@@ -240,7 +240,8 @@ def calibrate(b: Band, truth) -> dict[str, float]:
     **Returns:** `{"68": f68, "95": f95}`.
 
     **Raises:** `ValueError` when no point has a finite truth, or when a band of zero width
-    misses the truth at so many points that no factor reaches the level.
+    (or, for a basic bootstrap band, with its edge past the centre) misses the truth at so
+    many points that no factor reaches the level.
     """
     t = np.asarray(getattr(truth, "value", truth), dtype=float)
     med = np.asarray(getattr(b.median, "value", b.median), dtype=float)
@@ -256,10 +257,13 @@ def calibrate(b: Band, truth) -> dict[str, float]:
         width = np.where(d < 0, med - lo, hi - med)
         with np.errstate(divide="ignore", invalid="ignore"):
             u = np.where(d == 0, 0.0, np.abs(d) / width)
-        u = np.where(np.isnan(u), np.inf, u)[ok]  # zero width, truth elsewhere: never inside
+        # zero width (or, for a basic bootstrap band that excludes its centre, a band edge on
+        # the other side of the centre) with the truth on that side: no factor reaches it
+        u = np.where((d != 0) & ~(width > 0), np.inf, u)[ok]
         f = float(np.quantile(u, q, method="inverted_cdf"))
         if not math.isfinite(f):
-            raise ValueError(f"the {lvl}% band has zero width at more than "
+            raise ValueError(f"the {lvl}% band has zero width (or its edge past the centre) "
+                             f"on the truth's side at more than "
                              f"{100 * (1 - q):.0f}% of the points where the truth lies "
                              "outside it: no inflation calibrates it")
         out[lvl] = f

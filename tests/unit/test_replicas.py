@@ -348,3 +348,15 @@ def test_calibrate_and_inflation_reject_bad_input():
         calibrate(b, np.array([1.0, 2.0, 3.0]))
     with pytest.raises(ValueError, match="finite truth"):
         calibrate(band(np.arange(8.0)[:, None] * np.ones(2)), np.full(2, np.nan))
+
+
+def test_calibrate_a_basic_bootstrap_band_that_excludes_its_centre():
+    """Bootstrap replicas all above the full-data fit put its basic bootstrap band below it:
+    a truth below is reached by the factor on that side's distance, one above by none."""
+    values = np.concatenate([np.zeros((1, 4)), np.arange(1.0, 102.0)[:, None] * np.ones(4)])
+    b = band(values, kind="percentile", centre="full")  # 68%: [−85, −17], centre 0
+    assert b.hi68[0] == pytest.approx(-17.0) and b.lo68[0] == pytest.approx(-85.0)
+    f = calibrate(b, np.full(4, -1.5 * 85.0))
+    assert f["68"] == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="edge past the centre"):
+        calibrate(b, np.full(4, 1.0))
