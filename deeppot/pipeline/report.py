@@ -571,8 +571,11 @@ def write_replica_report(path: Path, cfg: Config, catalog, metrics: Mapping[str,
     lines = ["# deeppot run report: a replica set", "",
              f"Catalogue: {len(catalog)} stars ({catalog.meta.get('generator', 'from file')}). "
              f"DF: {cfg.df.kind}. Potential: {cfg.potential.model}. {ev['replicas']} replicas, "
-             "each with its own DF seed and bootstrap resample of the stars "
-             "(`replica_NN/` holds each one's run and report).", ""]
+             "each with its own DF seed, "
+             + ("replica 0 on every star once and the others on bootstrap resamples of the "
+                "stars " if ev["band"].get("centre") == "full" else
+                "each on a bootstrap resample of the stars ")
+             + "(`replica_NN/` holds each one's run and report).", ""]
     if cfg.run.units != "dimensionless":
         from ..units import get_units
 

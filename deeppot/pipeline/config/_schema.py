@@ -301,11 +301,13 @@ class EvaluateConfig:
     map_extent: float = option(3.0, "float", "half-width of the midplane maps", lo=0,
                                lo_open=True)
     plots: bool = option(True, "bool", "write PNG plots")
-    band: str = option("t", "str", "replica bands ([run] replicas > 1): t (median ± Student-t "
-                       "prediction half-widths from the replicas' spread) or percentile (their "
-                       "empirical 16–84% and 2.5–97.5% percentiles)", choices=("t", "percentile"))
+    band: str = option("t", "str", "replica bands ([run] replicas > 1): t (the centre ± "
+                       "Student-t half-widths from the replicas' spread) or percentile (from "
+                       "their empirical 16–84% and 2.5–97.5% percentiles: those, or about a "
+                       "full-data centre the basic bootstrap interval; [run] replica_centre)",
+                       choices=("t", "percentile"))
     band_inflation: float | dict = option(
-        1.0, "levels", "factor on the replica bands' distances from the median: one number for "
+        1.0, "levels", "factor on the replica bands' distances from their centre: one number for "
         "both bands, or one per band, {68 = f68, 95 = f95} — the calibration a replica set's "
         "report on a mock prints (learned there, to apply to another system)", lo=0,
         lo_open=True)
