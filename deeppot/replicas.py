@@ -25,7 +25,7 @@ the K values stacked, and `band(method, x)` their summary:
 are not normal about the truth (they are correlated along r, and a bootstrap does not see
 the DF's own bias), no single factor makes both levels nominal: `calibrate` learns one
 inflation per level on a mock with a known truth — the q-quantile of the truth's distance
-from the median in units of the band's half-width on its side, q the level's nominal
+from the centre in units of the band's half-width on its side, q the level's nominal
 coverage — and `band(..., inflation={"68": f68, "95": f95})` applies it to another system.
 """
 
@@ -225,7 +225,7 @@ def calibrate(b: Band, truth) -> dict[str, float]:
     """The inflation of each band level that makes `b` cover `truth` at that level's
     nominal rate (`LEVELS`) over these points: a quantile calibration.
 
-    At each point u = |truth − median| / (the band's distance from the median on the
+    At each point u = |truth − centre| / (the band's distance from its centre on the
     truth's side); the level's factor is the smallest u that at least 68% (95%) of the
     points do not exceed. `band(values, inflation=factors)` of the same values then covers
     the truth at ≥ the nominal rate here; learned on one mock, the factors are a
@@ -271,7 +271,7 @@ def calibrate(b: Band, truth) -> dict[str, float]:
 
 
 def z_scores(b: Band, truth) -> np.ndarray:
-    """(median − truth) / half-width of the 68% band: a standard normal when calibrated."""
+    """(centre − truth) / half-width of the 68% band: a standard normal when calibrated."""
     t = np.asarray(getattr(truth, "value", truth), dtype=float)
     med, lo, hi = (np.asarray(getattr(getattr(b, k), "value", getattr(b, k)), dtype=float)
                    for k in ("median", "lo68", "hi68"))
