@@ -5,20 +5,27 @@ A run with `[run] replicas = K` fits K replicas that differ in what a scientist 
 fitted `PotentialModel`s form one `ReplicaSet`, saved as one model file; its methods return
 the K values stacked, and `band(method, x)` their summary:
 
-- the centre is the median over the replicas;
-- the 68% and 95% bands are the centre ± t_q(K − 1) · s · √(1 + 1/K) · f, with s the
-  standard deviation over the replicas, t_q the Student-t quantile for q = 0.84 and 0.975
-  and f that level's inflation (1 unless calibrated): the prediction interval of a normal
-  variable from K draws, which keeps its coverage for small K (the empirical 16–84% and
-  2.5–97.5% percentiles of 8 replicas contain a new draw at most 7/9 of the time, whatever
-  the spread). `kind="percentile"` gives those empirical percentiles instead (the same band
-  for large K), their distances from the median times f.
+- `centre="median"` (every replica a bootstrap resample, as in sets written before the
+  `centre` field existed): the centre is the median over the replicas, and the 68% and 95%
+  bands are the centre ± t_q(K − 1) · s · √(1 + 1/K) · f, with s the standard deviation
+  over the replicas, t_q the Student-t quantile for q = 0.84 and 0.975 and f that level's
+  inflation (1 unless calibrated): the prediction interval of a normal variable from K
+  draws, which keeps its coverage for small K (the empirical 16–84% and 2.5–97.5%
+  percentiles of 8 replicas contain a new draw at most 7/9 of the time, whatever the
+  spread). `kind="percentile"` gives those empirical percentiles instead (the same band for
+  large K), their distances from the median times f.
+- `centre="full"` (replica 0 fitted to every star once, the others bootstrap resamples):
+  the standard bootstrap construction. The centre is replica 0's value c — the full-data
+  estimate, better than a median of replicas that each hold ~63% of the distinct stars —
+  and the bands are c ± t_q(K − 1) · s_c · f, with s_c = √(Σ (b_i − c)² / (K − 1)) the
+  K − 1 bootstrap replicas' spread about c; `kind="percentile"` gives the basic bootstrap
+  interval [2c − P_hi(b), 2c − P_lo(b)] of their percentiles, its distances from c times f.
 
 `coverage` counts the positions where a known truth lies inside a band. When replica errors
 are not normal about the truth (they are correlated along r, and a bootstrap does not see
 the DF's own bias), no single factor makes both levels nominal: `calibrate` learns one
 inflation per level on a mock with a known truth — the q-quantile of the truth's distance
-from the median in units of the band's half-width on its side, q the level's nominal
+from the centre in units of the band's half-width on its side, q the level's nominal
 coverage — and `band(..., inflation={"68": f68, "95": f95})` applies it to another system.
 """
 
@@ -35,13 +42,17 @@ import numpy as np
 from .model import PotentialModel
 from .units import is_quantity
 
-__all__ = ["BAND_KINDS", "LEVELS", "METHODS", "Band", "ReplicaSet", "analytic_parameters",
-           "band", "calibrate", "coverage", "inflation_factors", "t_quantile", "z_scores"]
+__all__ = ["BAND_KINDS", "CENTRES", "LEVELS", "METHODS", "Band", "ReplicaSet",
+           "analytic_parameters", "band", "calibrate", "coverage", "inflation_factors",
+           "t_quantile", "z_scores"]
 
 # the potential methods a band can be taken of
 METHODS = ("potential", "gradient", "acceleration", "density", "laplacian",
            "circular_velocity")
 BAND_KINDS = ("t", "percentile")
+# what a band is centred on: the replicas' median (every replica a bootstrap resample), or
+# replica 0's value (replica 0 fitted to every star; the others bootstrap resamples)
+CENTRES = ("median", "full")
 # the two bands: each level's nominal coverage (the one-sided quantile is (1 + it) / 2)
 LEVELS = {"68": 0.68, "95": 0.95}
 
@@ -74,10 +85,12 @@ def t_quantile(q: float, dof: int) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Band:
-    """The summary of K replica values at each point: the median and two bands.
+    """The summary of K replica values at each point: the centre and two bands.
 
-    Arrays (or `Quantity`s) of the values' shape less the replica axis: `median`, `lo68`,
-    `hi68` (the 68% band), `lo95`, `hi95` (the 95% band), and `n_replicas`.
+    Arrays (or `Quantity`s) of the values' shape less the replica axis: `median` (the
+    band's centre: the replicas' median, or the full-data replica's value when the set is
+    centred on it; see `band`), `lo68`, `hi68` (the 68% band), `lo95`, `hi95` (the 95%
+    band), and `n_replicas`.
     """
 
     median: Any
@@ -119,24 +132,28 @@ def inflation_factors(inflation) -> dict[str, float]:
     return {lvl: float(f) for lvl, f in out.items()}
 
 
-def band(values, *, axis: int = 0, kind: str = "t", inflation=1.0) -> Band:
-    """The median and the 68% and 95% bands of replica values along `axis`.
+def band(values, *, axis: int = 0, kind: str = "t", inflation=1.0,
+         centre: str = "median") -> Band:
+    """The centre and the 68% and 95% bands of replica values along `axis`.
 
     **Arguments:**
 
     - `values`: array (or `Quantity`) with the replicas along `axis`.
-    - `kind`: `"t"` (the median ± Student-t prediction half-widths from the replicas'
-      standard deviation; see the module docstring) or `"percentile"` (the empirical
-      16th/84th and 2.5th/97.5th percentiles, linearly interpolated).
-    - `inflation`: factor on each band's distances from the median: one number for both
+    - `kind`: `"t"` (Student-t half-widths from the replicas' spread) or `"percentile"`
+      (from their empirical 16th/84th and 2.5th/97.5th percentiles, linearly interpolated);
+      see the module docstring.
+    - `inflation`: factor on each band's distances from the centre: one number for both
       bands, or `{"68": f68, "95": f95}` (`inflation_factors`), e.g. a calibration learned
       on a mock whose truth is known (`calibrate`). Where the factors would make the 68%
       band reach past the 95% band, the 95% band is widened to hold it.
+    - `centre`: `"median"` (the replicas' median; every replica a bootstrap resample) or
+      `"full"` (the first value along `axis` is the fit to every star, the band's centre;
+      the others are bootstrap replicas, whose spread about it gives the width).
 
-    **Returns:** a `Band`.
+    **Returns:** a `Band` (its `median` holds the centre).
 
-    **Raises:** `ValueError` for an unknown kind, fewer than two replicas with `"t"`, or a
-    non-positive inflation.
+    **Raises:** `ValueError` for an unknown kind or centre, fewer than two replicas with
+    `"t"` or with `centre="full"`, or a non-positive inflation.
     """
     unit = values.unit if is_quantity(values) else None
     v = np.asarray(values.value if unit is not None else values, dtype=float)
@@ -144,21 +161,35 @@ def band(values, *, axis: int = 0, kind: str = "t", inflation=1.0) -> Band:
     k = v.shape[0]
     if kind not in BAND_KINDS:
         raise ValueError(f"band kind must be one of {BAND_KINDS}; got {kind!r}")
+    if centre not in CENTRES:
+        raise ValueError(f"band centre must be one of {CENTRES}; got {centre!r}")
     f = inflation_factors(inflation)
-    median = np.median(v, axis=0)
-    if kind == "percentile":
-        lo95, lo68, hi68, hi95 = np.percentile(v, [2.5, 16, 84, 97.5], axis=0)
+    if (kind == "t" or centre == "full") and k < 2:
+        raise ValueError(f"a band from replicas needs at least 2 of them; got {k}")
+    if centre == "full":
+        mid, boot = v[0], v[1:]
+        if kind == "percentile":  # the basic bootstrap interval: 2c − the reflected percentiles
+            p_lo95, p_lo68, p_hi68, p_hi95 = np.percentile(boot, [2.5, 16, 84, 97.5], axis=0)
+            lo68, hi68 = 2 * mid - p_hi68, 2 * mid - p_lo68
+            lo95, hi95 = 2 * mid - p_hi95, 2 * mid - p_lo95
+        else:
+            n = boot.shape[0]
+            s = np.sqrt(np.sum((boot - mid) ** 2, axis=0) / n)
+            w68, w95 = (t_quantile((1 + LEVELS[lvl]) / 2, n) * s for lvl in LEVELS)
+            lo68, hi68, lo95, hi95 = mid - w68, mid + w68, mid - w95, mid + w95
     else:
-        if k < 2:
-            raise ValueError("a band from replicas needs at least 2 of them; got 1")
-        s = np.std(v, axis=0, ddof=1) * math.sqrt(1 + 1 / k)
-        w68, w95 = (t_quantile((1 + LEVELS[lvl]) / 2, k - 1) * s for lvl in LEVELS)
-        lo68, hi68, lo95, hi95 = median - w68, median + w68, median - w95, median + w95
-    lo68, hi68 = median + f["68"] * (lo68 - median), median + f["68"] * (hi68 - median)
-    lo95, hi95 = median + f["95"] * (lo95 - median), median + f["95"] * (hi95 - median)
+        mid = np.median(v, axis=0)
+        if kind == "percentile":
+            lo95, lo68, hi68, hi95 = np.percentile(v, [2.5, 16, 84, 97.5], axis=0)
+        else:
+            s = np.std(v, axis=0, ddof=1) * math.sqrt(1 + 1 / k)
+            w68, w95 = (t_quantile((1 + LEVELS[lvl]) / 2, k - 1) * s for lvl in LEVELS)
+            lo68, hi68, lo95, hi95 = mid - w68, mid + w68, mid - w95, mid + w95
+    lo68, hi68 = mid + f["68"] * (lo68 - mid), mid + f["68"] * (hi68 - mid)
+    lo95, hi95 = mid + f["95"] * (lo95 - mid), mid + f["95"] * (hi95 - mid)
     # factors that would make the 68% band reach past the 95% one: the 95% band holds it
     lo95, hi95 = np.minimum(lo95, lo68), np.maximum(hi95, hi68)
-    parts = (median, lo68, hi68, lo95, hi95)
+    parts = (mid, lo68, hi68, lo95, hi95)
     if unit is not None:
         parts = tuple(p * unit for p in parts)
     return Band(*parts, n_replicas=k)
@@ -194,7 +225,7 @@ def calibrate(b: Band, truth) -> dict[str, float]:
     """The inflation of each band level that makes `b` cover `truth` at that level's
     nominal rate (`LEVELS`) over these points: a quantile calibration.
 
-    At each point u = |truth − median| / (the band's distance from the median on the
+    At each point u = |truth − centre| / (the band's distance from its centre on the
     truth's side); the level's factor is the smallest u that at least 68% (95%) of the
     points do not exceed. `band(values, inflation=factors)` of the same values then covers
     the truth at ≥ the nominal rate here; learned on one mock, the factors are a
@@ -209,7 +240,8 @@ def calibrate(b: Band, truth) -> dict[str, float]:
     **Returns:** `{"68": f68, "95": f95}`.
 
     **Raises:** `ValueError` when no point has a finite truth, or when a band of zero width
-    misses the truth at so many points that no factor reaches the level.
+    (or, for a basic bootstrap band, with its edge past the centre) misses the truth at so
+    many points that no factor reaches the level.
     """
     t = np.asarray(getattr(truth, "value", truth), dtype=float)
     med = np.asarray(getattr(b.median, "value", b.median), dtype=float)
@@ -225,10 +257,13 @@ def calibrate(b: Band, truth) -> dict[str, float]:
         width = np.where(d < 0, med - lo, hi - med)
         with np.errstate(divide="ignore", invalid="ignore"):
             u = np.where(d == 0, 0.0, np.abs(d) / width)
-        u = np.where(np.isnan(u), np.inf, u)[ok]  # zero width, truth elsewhere: never inside
+        # zero width (or, for a basic bootstrap band that excludes its centre, a band edge on
+        # the other side of the centre) with the truth on that side: no factor reaches it
+        u = np.where((d != 0) & ~(width > 0), np.inf, u)[ok]
         f = float(np.quantile(u, q, method="inverted_cdf"))
         if not math.isfinite(f):
-            raise ValueError(f"the {lvl}% band has zero width at more than "
+            raise ValueError(f"the {lvl}% band has zero width (or its edge past the centre) "
+                             f"on the truth's side at more than "
                              f"{100 * (1 - q):.0f}% of the points where the truth lies "
                              "outside it: no inflation calibrates it")
         out[lvl] = f
@@ -236,7 +271,7 @@ def calibrate(b: Band, truth) -> dict[str, float]:
 
 
 def z_scores(b: Band, truth) -> np.ndarray:
-    """(median − truth) / half-width of the 68% band: a standard normal when calibrated."""
+    """(centre − truth) / half-width of the 68% band: a standard normal when calibrated."""
     t = np.asarray(getattr(truth, "value", truth), dtype=float)
     med, lo, hi = (np.asarray(getattr(getattr(b, k), "value", getattr(b, k)), dtype=float)
                    for k in ("median", "lo68", "hi68"))
@@ -263,16 +298,25 @@ class ReplicaSet(eqx.Module):
     **Arguments:**
 
     - `models`: the replicas' `PotentialModel`s (at least one; all in one unit system).
+    - `centre`: what the bands are centred on (`CENTRES`): `"median"`, the replicas'
+      median (every replica a bootstrap resample), or `"full"`, the first model (fitted to
+      every star; the others bootstrap resamples). A model file written before this field
+      existed loads as `"median"`, what its bands meant.
     """
 
     models: tuple[PotentialModel, ...]
+    centre: str = eqx.field(static=True, default="median")
 
-    def __init__(self, models):
+    def __init__(self, models, centre: str = "median"):
         self.models = tuple(models)
+        self.centre = centre
 
     def __check_init__(self):
         if not self.models:
             raise ValueError("a ReplicaSet needs at least one model")
+        if self.centre not in CENTRES:
+            raise ValueError(f"a ReplicaSet's centre must be one of {CENTRES}; "
+                             f"got {self.centre!r}")
         for m in self.models:
             if not isinstance(m, PotentialModel):
                 raise TypeError(f"a ReplicaSet holds PotentialModels; got {type(m).__name__}")
@@ -302,9 +346,9 @@ class ReplicaSet(eqx.Module):
         return np.stack([np.asarray(o) for o in out])
 
     def band(self, method: str, x, *, kind: str = "t", inflation=1.0) -> Band:
-        """The median and 68%/95% bands of `method` over the replicas at positions `x`
-        (see `band`)."""
-        return band(self.values(method, x), kind=kind, inflation=inflation)
+        """The centre and 68%/95% bands of `method` over the replicas at positions `x`
+        (see `band`; centred as the set's `centre`)."""
+        return band(self.values(method, x), kind=kind, inflation=inflation, centre=self.centre)
 
     def parameters(self) -> dict[str, np.ndarray]:
         """Each analytic parameter's value in every replica (shape (K,)); `{}` for learned
@@ -314,4 +358,5 @@ class ReplicaSet(eqx.Module):
 
     def parameter_bands(self, *, kind: str = "t", inflation=1.0) -> Mapping[str, Band]:
         """The `Band` of each analytic parameter over the replicas."""
-        return {k: band(v, kind=kind, inflation=inflation) for k, v in self.parameters().items()}
+        return {k: band(v, kind=kind, inflation=inflation, centre=self.centre)
+                for k, v in self.parameters().items()}

@@ -4,7 +4,9 @@ catalogue, config and directory.
 Replica k differs from the others in what a scientist would vary: every stage's key is
 `stage_key(seed, stage, k)` (the DF's initialisation and training batches, the score
 draws, the potential fit), and its catalogue is a bootstrap resample of the run's stars
-(`bootstrap`, keyed by `stage_key(seed, "data", k)`). Everything else — the config, the
+(`bootstrap`, keyed by `stage_key(seed, "data", k)`) — except replica 0 of a set centred
+on the full-data fit (`[run] replica_centre = "full"`), which fits the run's catalogue
+itself, every star once with its own weight (`full_data`). Everything else — the config, the
 shapes, hence the compiled functions — is shared, so replicas after the first reuse the
 first one's compilations. The run directory (`deeppot.pipeline.run`) runs each replica's
 stages in `run_dir/replica_NN/` and summarises the set (`deeppot.ReplicaSet`).
@@ -22,7 +24,8 @@ from ..catalog import PhaseSpaceCatalog
 from .config import Config
 from .stages import stage_key
 
-__all__ = ["bootstrap", "replica_catalog", "replica_config", "replica_dir"]
+__all__ = ["bootstrap", "full_data", "replica_catalog", "replica_config", "replica_dir",
+           "replica_salt"]
 
 
 def bootstrap(catalog: PhaseSpaceCatalog, key) -> PhaseSpaceCatalog:
@@ -47,10 +50,32 @@ def bootstrap(catalog: PhaseSpaceCatalog, key) -> PhaseSpaceCatalog:
     return catalog.subset(rows, bootstrap={"n": n, "distinct_stars": distinct})
 
 
-def replica_catalog(catalog: PhaseSpaceCatalog, seed: int, replica: int) -> PhaseSpaceCatalog:
-    """Replica `replica`'s catalogue: the `bootstrap` of the run's catalogue keyed by
-    `stage_key(seed, "data", replica)`."""
+def full_data(replica: int, centre: str = "median") -> bool:
+    """Whether replica `replica` of a set centred on `centre` (`[run] replica_centre`)
+    fits every star of the run's catalogue (replica 0 of a set centred on `"full"`)."""
+    return centre == "full" and replica == 0
+
+
+def replica_catalog(catalog: PhaseSpaceCatalog, seed: int, replica: int,
+                    centre: str = "median") -> PhaseSpaceCatalog:
+    """Replica `replica`'s catalogue: the run's catalogue itself for the `full_data`
+    replica, else the `bootstrap` of it keyed by `stage_key(seed, "data", replica)` (the
+    same draw whatever the centre, so the bootstrap replicas of the two constructions are
+    the same fits)."""
+    if full_data(replica, centre):
+        return catalog
     return bootstrap(catalog, stage_key(seed, "data", replica))
+
+
+def replica_salt(replica: int, catalog_sha256: str, centre: str = "median") -> dict:
+    """What a replica's stage fingerprints add to the run's: its index, its parent
+    catalogue's checksum, and for the `full_data` replica that it holds every star (so
+    that a bootstrap replica 0 of an older set is rerun, not resumed, and the bootstrap
+    replicas of the two constructions resume from each other)."""
+    salt = {"replica": replica, "catalog_sha256": catalog_sha256}
+    if full_data(replica, centre):
+        salt["full_data"] = True
+    return salt
 
 
 def replica_config(cfg: Config, replica: int) -> Config:

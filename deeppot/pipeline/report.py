@@ -277,6 +277,14 @@ def _fields_of(pot, x):
     return fields(pot, x, 2**14)
 
 
+def _centre_of(replicas):
+    """The centre of replica values stacked on axis 0, as the set's bands take it: the
+    full-data replica's values, or the median over the replicas."""
+    if replicas.centre == "full":
+        return lambda v: v[0]
+    return lambda v: np.median(v, axis=0)
+
+
 def replica_fields(cfg: EvaluateConfig, replicas, catalog, *, truth=None) -> dict[str, Any]:
     """The values a replica set's bands are taken of, and their truth: one place for
     `evaluate_replicas` and calibration studies.
@@ -296,8 +304,9 @@ def replica_fields(cfg: EvaluateConfig, replicas, catalog, *, truth=None) -> dic
     "negative_density"}`: the evaluated positions (n, 3) and the region's mask (n,);
     `values[name]` the replicas' values in the region (K, m[, 3]) and `true[name]` the
     truth's (`None` without a truth), for `name` in force, components, density, phi;
-    the truth potential, the region's label and the medians' accuracy (`None` without a
-    truth); whether some replica's density is negative at each position (n,).
+    the truth potential, the region's label and the accuracy of the bands' centre (the
+    full-data replica or the median, `ReplicaSet.centre`; `None` without a truth); whether
+    some replica's density is negative at each position (n,).
     """
     from .. import evaluate
 
@@ -312,8 +321,9 @@ def replica_fields(cfg: EvaluateConfig, replicas, catalog, *, truth=None) -> dic
                            "true": None, "negative_density": np.any(rho < 0, axis=0)}
     if truth is not None:
         phi_t, grad_t, rho_t = _fields_of(truth, x)
-        res = evaluate.residuals_from_fields(np.median(phi, 0), np.median(grad, 0),
-                                             np.median(rho, 0), phi_t, grad_t, rho_t, x)
+        centre = _centre_of(replicas)
+        res = evaluate.residuals_from_fields(centre(phi), centre(grad), centre(rho), phi_t,
+                                             grad_t, rho_t, x)
         mask, out["region"] = _region(cfg, truth, res)
         out["accuracy"] = evaluate.summarise(res, mask)
         out["true"] = {"force": np.linalg.norm(grad_t, axis=-1)[mask],
@@ -332,7 +342,8 @@ def evaluate_replicas(cfg: EvaluateConfig, replicas, catalog, *, out_dir=None, t
     """Bands of a `ReplicaSet` at the catalogue's tracer positions, their coverage of the
     truth the catalogue records, and the calibration that truth implies.
 
-    The median and 68%/95% bands (`deeppot.replicas.band`, of kind `cfg.band`, inflated by
+    The centre and 68%/95% bands (`deeppot.replicas.band`, of kind `cfg.band`, centred as
+    `replicas.centre`, inflated by
     `cfg.band_inflation`) are taken of each quantity of `replica_fields`. Against a truth,
     `coverage` is the fraction of positions whose true value lies inside each band, each
     analytic parameter gets its z-score (median − truth) / (half-width of the 68% band),
@@ -363,11 +374,11 @@ def evaluate_replicas(cfg: EvaluateConfig, replicas, catalog, *, out_dir=None, t
     )
 
     k = len(replicas)
-    opts = dict(kind=cfg.band, inflation=cfg.band_inflation)
+    opts = dict(kind=cfg.band, inflation=cfg.band_inflation, centre=replicas.centre)
     f = replica_fields(cfg, replicas, catalog, truth=truth)
     truth, values, true, mask = f["truth"], f["values"], f["true"], f["mask"]
     out: dict[str, Any] = {"replicas": k,
-                           "band": {"kind": cfg.band,
+                           "band": {"kind": cfg.band, "centre": replicas.centre,
                                     "inflation": inflation_factors(cfg.band_inflation)},
                            "truth": None if truth is None else {"class": type(truth).__name__},
                            "region": f["region"], "coverage": None, "calibration": None,
@@ -384,7 +395,8 @@ def evaluate_replicas(cfg: EvaluateConfig, replicas, catalog, *, out_dir=None, t
             for lvl in ("68", "95")} for name, b in bands.items()}
     if true is not None:
         out["coverage"] = {name: coverage(b, true[name]) for name, b in bands.items()}
-        out["calibration"] = {name: calibrate(band(v, kind=cfg.band), true[name])
+        out["calibration"] = {name: calibrate(band(v, kind=cfg.band, centre=replicas.centre),
+                                              true[name])
                               for name, v in values.items()}
     # truth-free flags: where some replica's density is negative, the band cannot be trusted
     out["untrusted"] = {"negative_density_any_replica": float(np.mean(
@@ -419,7 +431,8 @@ def _plot_bands(replicas, cfg: EvaluateConfig, catalog, truth, path: Path) -> No
     from ..evaluate import unit_label as _unit_label
     from ..replicas import band
 
-    opts = dict(kind=cfg.band, inflation=cfg.band_inflation)
+    opts = dict(kind=cfg.band, inflation=cfg.band_inflation, centre=replicas.centre)
+    centre = ("full-data fit" if replicas.centre == "full" else f"median of {len(replicas)}")
     pot0 = replicas[0].potential
     r_lo = cfg.r_min if cfg.r_min > 0 else cfg.r_max / 100
     r = np.geomspace(r_lo / 3, cfg.r_max * 3, 64)
@@ -460,14 +473,14 @@ def _plot_bands(replicas, cfg: EvaluateConfig, catalog, truth, path: Path) -> No
                         label="95% band")
         ax.fill_between(grid, b.lo68, b.hi68, color="tab:blue", alpha=0.35, lw=0,
                         label="68% band")
-        ax.plot(grid, b.median, color="tab:blue", lw=1.2, label=f"median of {len(replicas)}")
+        ax.plot(grid, b.median, color="tab:blue", lw=1.2, label=centre)
         if true is not None:
             ax.plot(grid, true[name], "k--", lw=1, label="truth")
         ax.set(xlabel=xlabel, ylabel=ylabel, xscale="linear" if name == "kz" else "log")
         if yscale == "log" and np.all(b.median > 0):
             ax.set_yscale("log")
     axes[0].legend(fontsize="small")
-    fig.suptitle(f"{len(replicas)} replicas: medians and bands along the x axis")
+    fig.suptitle(f"{len(replicas)} replicas: the {centre} and bands along the x axis")
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -496,7 +509,10 @@ def band_table(evaluation: Mapping[str, Any]) -> str:
             ("density ρ", "density"), ("potential Φ (offset removed)", "phi")]
     where = evaluation.get("region") or "all evaluated positions"
     n = evaluation["untrusted"]["n"]
-    lines = [f"Bands over {evaluation['replicas']} replicas ({evaluation['band']['kind']} bands, "
+    centred = ("the full-data replica" if evaluation["band"].get("centre") == "full"
+               else "the median")
+    lines = [f"Bands over {evaluation['replicas']} replicas ({evaluation['band']['kind']} bands "
+             f"centred on {centred}, "
              f"{_inflation_text(evaluation['band']['inflation'])}), {where} ({n} tracer "
              "positions):", "",
              "| quantity | median 68% half-width | median 95% half-width | 68% coverage "
@@ -555,8 +571,11 @@ def write_replica_report(path: Path, cfg: Config, catalog, metrics: Mapping[str,
     lines = ["# deeppot run report: a replica set", "",
              f"Catalogue: {len(catalog)} stars ({catalog.meta.get('generator', 'from file')}). "
              f"DF: {cfg.df.kind}. Potential: {cfg.potential.model}. {ev['replicas']} replicas, "
-             "each with its own DF seed and bootstrap resample of the stars "
-             "(`replica_NN/` holds each one's run and report).", ""]
+             "each with its own DF seed, "
+             + ("replica 0 on every star once and the others on bootstrap resamples of the "
+                "stars " if ev["band"].get("centre") == "full" else
+                "each on a bootstrap resample of the stars ")
+             + "(`replica_NN/` holds each one's run and report).", ""]
     if cfg.run.units != "dimensionless":
         from ..units import get_units
 
@@ -564,7 +583,9 @@ def write_replica_report(path: Path, cfg: Config, catalog, metrics: Mapping[str,
     lines += [band_table(ev), ""]
     acc = accuracy_table(ev)
     if acc:
-        lines += ["The median over the replicas against the truth:", "", acc, ""]
+        what = ("The full-data replica (the bands' centre)" if ev["band"].get("centre") == "full"
+                else "The median over the replicas")
+        lines += [f"{what} against the truth:", "", acc, ""]
     lines += _parameter_lines(ev.get("parameters", {}))
     q = ev.get("fit_quality") or []
     if q:

@@ -313,7 +313,7 @@ def _run_replicas(cfg, run_dir, plot_dir, progress, log, stop_after, joined, mai
     from ..catalog import PhaseSpaceCatalog
     from ..modelfile import load_model
     from ..replicas import ReplicaSet
-    from .replicas import replica_catalog, replica_config, replica_dir
+    from .replicas import replica_catalog, replica_config, replica_dir, replica_salt
 
     places = _places(cfg, run_dir)
     if main:  # nothing of an older set (or of a run of one replica here) looks current
@@ -328,7 +328,7 @@ def _run_replicas(cfg, run_dir, plot_dir, progress, log, stop_after, joined, mai
         return states
     parent = PhaseSpaceCatalog.load(places["catalog"])
     digest = _file_digest(places["catalog"])
-    k_set = cfg.run.replicas
+    k_set, centre = cfg.run.replicas, cfg.run.replica_centre
     models, metas = [], []
     for k in range(k_set):
         rdir = run_dir / replica_dir(k)
@@ -341,16 +341,16 @@ def _run_replicas(cfg, run_dir, plot_dir, progress, log, stop_after, joined, mai
         states = _run_locked(
             replica_config(cfg, k), rdir, rdir / "checkpoints", None, progress, replica_log,
             stop_after, None, main, stages=STAGES[1:], replica=k,
-            given={"catalog": (replica_catalog(parent, cfg.run.seed, k), {})},
-            salt={"replica": k, "catalog_sha256": digest})
+            given={"catalog": (replica_catalog(parent, cfg.run.seed, k, centre), {})},
+            salt=replica_salt(k, digest, centre))
         if stop_after in (None, "report", "potential"):
             model, meta = load_model(rdir / ARTEFACTS["potential"].filename)
             models.append(model)
             metas.append(meta)
     if stop_after not in (None, "report", "potential"):
         return states
-    replicas = ReplicaSet(models)
-    meta = {"stage": "potential", "replicas": k_set,
+    replicas = ReplicaSet(models, centre=centre)
+    meta = {"stage": "potential", "replicas": k_set, "replica_centre": centre,
             "config": metas[0].get("config"), "fit": metas[0].get("fit"),
             "replica_fit_quality": [m.get("fit_quality") for m in metas],
             "replica_training": [{k: v for k, v in m.get("training", {}).items()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import deeppot as dp
-from deeppot.pipeline.replicas import bootstrap, replica_catalog
+from deeppot.pipeline.replicas import bootstrap, full_data, replica_catalog, replica_salt
 from deeppot.replicas import band, calibrate, coverage, t_quantile, z_scores
 
 
@@ -80,6 +80,60 @@ def test_coverage_of_gaussian_replicas_is_nominal():
     assert coverage(band(replicas, kind="percentile"), truth)["95"] < 0.85
 
 
+def test_full_data_centred_t_band_of_known_values():
+    """Centred on replica 0 (the full-data fit), whatever the others' median; the width is
+    the t(K − 1) quantile times the bootstrap replicas' rms distance from that centre."""
+    values = np.array([4.5, 1.0, 2.0, 3.0, 4.0])  # median 3; centre 4.5
+    b = band(values, centre="full")
+    s = math.sqrt((3.5**2 + 2.5**2 + 1.5**2 + 0.5**2) / 4)
+    assert b.median == 4.5 and b.n_replicas == 5
+    # Student t with 4 degrees of freedom (the 4 bootstrap replicas): 0.84 and 0.975
+    np.testing.assert_allclose(b.hi68 - 4.5, 1.13440 * s, rtol=2e-4)
+    np.testing.assert_allclose(4.5 - b.lo68, 1.13440 * s, rtol=2e-4)
+    np.testing.assert_allclose(b.hi95 - 4.5, 2.7764 * s, rtol=2e-4)
+    wide = band(values, centre="full", inflation={"68": 2.0, "95": 1.5})
+    np.testing.assert_allclose(wide.hi68 - 4.5, 2 * (b.hi68 - 4.5))
+    np.testing.assert_allclose(4.5 - wide.lo95, 1.5 * (4.5 - b.lo95))
+    # a bootstrap replica equal to the centre adds no width; replicas along another axis
+    np.testing.assert_allclose(band(np.array([2.0, 2.0, 4.0]), centre="full").hi68 - 2.0,
+                               t_quantile(0.84, 2) * math.sqrt(4 / 2))
+    two = band(np.stack([values, -values]), axis=1, centre="full")  # (2 points, 5)
+    np.testing.assert_allclose(two.median, [4.5, -4.5])
+
+
+def test_full_data_centred_percentile_band_is_the_basic_bootstrap():
+    """The basic bootstrap interval [2c − P_hi, 2c − P_lo] of the bootstrap replicas'
+    percentiles: skewed replicas give a band skewed the other way about c."""
+    values = np.concatenate([[10.0], np.arange(101.0)])  # centre 10; replicas 0 … 100
+    b = band(values, kind="percentile", centre="full")
+    assert b.median == 10.0
+    assert (b.lo68, b.hi68) == (pytest.approx(20 - 84), pytest.approx(20 - 16))
+    assert (b.lo95, b.hi95) == (pytest.approx(20 - 97.5), pytest.approx(20 - 2.5))
+
+
+def test_full_data_centred_band_covers_at_nominal_rates_under_the_bootstrap_principle():
+    """The full-data fit off the truth by N(0, σ²) and bootstrap replicas off the fit by
+    N(0, σ²): (truth − c) / s_c is Student-t(K − 1), so the bands cover at 68% and 95%."""
+    rng = np.random.default_rng(1)
+    n, k = 40000, 8
+    truth = rng.normal(size=n)
+    fit = truth + rng.normal(size=n)
+    values = np.concatenate([fit[None], fit + rng.normal(size=(k - 1, n))])
+    c = coverage(band(values, centre="full"), truth)
+    assert abs(c["68"] - 0.68) < 0.015 and abs(c["95"] - 0.95) < 0.01
+    # the median-centred band of the same values is another band
+    assert coverage(band(values), truth)["68"] != c["68"]
+
+
+def test_full_data_centre_needs_two_values_and_a_known_centre():
+    with pytest.raises(ValueError, match="at least 2"):
+        band(np.ones((1, 3)), kind="percentile", centre="full")
+    with pytest.raises(ValueError, match="centre"):
+        band(np.ones((3, 3)), centre="mean")
+    with pytest.raises(ValueError, match="centre"):
+        _set(centre="first")
+
+
 def test_z_scores():
     b = band(np.array([0.0, 1.0, 2.0, 3.0, 4.0]), kind="percentile")  # 68%: 0.64 … 3.36
     assert z_scores(b, 2.0) == 0.0
@@ -121,8 +175,9 @@ def test_bootstrap_keeps_each_stars_weight():
     assert abs(np.mean(means) - target) < 3 * np.std(means) / math.sqrt(len(means)) + 0.02 * target
 
 
-def _set(scales=(0.9, 1.0, 1.1, 1.2)):
-    return dp.ReplicaSet([dp.PotentialModel(dp.Plummer(m_tot=s, r_s=1.0)) for s in scales])
+def _set(scales=(0.9, 1.0, 1.1, 1.2), **kw):
+    return dp.ReplicaSet([dp.PotentialModel(dp.Plummer(m_tot=s, r_s=1.0)) for s in scales],
+                         **kw)
 
 
 def test_replica_set_bands_and_parameters():
@@ -151,6 +206,63 @@ def test_replica_set_in_physical_units_and_model_file(tmp_path):
     back, meta = dp.load_model(tmp_path / "set.eqx")
     assert isinstance(back, dp.ReplicaSet) and len(back) == 3
     np.testing.assert_array_equal(back.parameters()["m_tot"], rs.parameters()["m_tot"])
+
+
+def test_full_data_replica_holds_the_catalogue_and_the_others_are_unchanged():
+    w = np.linspace(0.5, 2.0, 500)
+    cat = _catalog(weights=w)
+    full = replica_catalog(cat, 0, 0, "full")
+    np.testing.assert_array_equal(full.x, cat.x)
+    np.testing.assert_array_equal(full.v, cat.v)
+    np.testing.assert_array_equal(full.weights, w)  # every star once, its own weight
+    assert "bootstrap" not in full.meta
+    assert full_data(0, "full") and not full_data(1, "full") and not full_data(0, "median")
+    # replica 0 of the older construction is a resample; the others are the same draws
+    assert replica_catalog(cat, 0, 0, "median").meta["bootstrap"]["distinct_stars"] < 400
+    for k in (1, 2):
+        np.testing.assert_array_equal(replica_catalog(cat, 0, k, "full").x,
+                                      replica_catalog(cat, 0, k).x)
+    # the fingerprints' salt: only the full-data replica's differs between the two
+    assert replica_salt(0, "abc", "full") != replica_salt(0, "abc", "median")
+    assert replica_salt(1, "abc", "full") == replica_salt(1, "abc", "median") == {
+        "replica": 1, "catalog_sha256": "abc"}
+
+
+def test_full_data_centred_set_bands_about_its_first_model(tmp_path):
+    rs = _set((1.3, 0.9, 1.0, 1.1), centre="full")
+    x = np.array([[1.0, 0.0, 0.0]])
+    b = rs.band("potential", x)
+    np.testing.assert_allclose(b.median, rs[0].potential.potential(x), rtol=1e-6)
+    np.testing.assert_allclose(rs.parameter_bands()["m_tot"].median, 1.3, rtol=1e-6)
+    dp.save_model(tmp_path / "set.eqx", rs, {"stage": "potential"})
+    back, _ = dp.load_model(tmp_path / "set.eqx")
+    assert back.centre == "full"
+    np.testing.assert_array_equal(back.band("potential", x).median, b.median)
+
+
+def test_replica_set_file_without_a_centre_loads_centred_on_the_median(tmp_path, monkeypatch):
+    """A model file written before `ReplicaSet.centre` existed (no such field in it): its
+    bands keep their meaning, the median over the replicas."""
+    from deeppot import modelfile
+
+    real = modelfile._describe
+
+    def as_before(obj, arrays):
+        desc = real(obj, arrays)
+        if isinstance(obj, dp.ReplicaSet):
+            del desc["fields"]["centre"]
+        return desc
+
+    rs = _set((1.3, 0.9, 1.0, 1.1), centre="full")
+    monkeypatch.setattr(modelfile, "_describe", as_before)
+    dp.save_model(tmp_path / "old.eqx", rs, {"stage": "potential"})
+    monkeypatch.setattr(modelfile, "_describe", real)
+    old, _ = dp.load_model(tmp_path / "old.eqx")
+    assert old.centre == "median"
+    x = np.array([[1.0, 0.0, 0.0]])
+    np.testing.assert_allclose(old.band("potential", x).median,
+                               np.median(rs.values("potential", x), axis=0), rtol=1e-6)
+    assert dp.ReplicaSet(rs.models).centre == "median"  # a set of the user's own models
 
 
 def test_replica_set_checks_its_models():
@@ -236,3 +348,15 @@ def test_calibrate_and_inflation_reject_bad_input():
         calibrate(b, np.array([1.0, 2.0, 3.0]))
     with pytest.raises(ValueError, match="finite truth"):
         calibrate(band(np.arange(8.0)[:, None] * np.ones(2)), np.full(2, np.nan))
+
+
+def test_calibrate_a_basic_bootstrap_band_that_excludes_its_centre():
+    """Bootstrap replicas all above the full-data fit put its basic bootstrap band below it:
+    a truth below is reached by the factor on that side's distance, one above by none."""
+    values = np.concatenate([np.zeros((1, 4)), np.arange(1.0, 102.0)[:, None] * np.ones(4)])
+    b = band(values, kind="percentile", centre="full")  # 68%: [−85, −17], centre 0
+    assert b.hi68[0] == pytest.approx(-17.0) and b.lo68[0] == pytest.approx(-85.0)
+    f = calibrate(b, np.full(4, -1.5 * 85.0))
+    assert f["68"] == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="edge past the centre"):
+        calibrate(b, np.full(4, 1.0))

@@ -63,6 +63,12 @@ class RunConfig:
                            "the median and 68%/95% bands over them to the report, and their "
                            "coverage of the truth on a mock (1: one fit, no bands)", lo=1,
                            fingerprint=False)
+    replica_centre: str = option(
+        "full", "str", "what a replica set's bands are centred on: full (replica 0 fits every "
+        "star once, with its own seed; the bands are its value ± the spread of the other "
+        "K − 1 bootstrap replicas about it) or median (every replica a bootstrap resample; "
+        "the bands are the replicas' median ± their spread, as sets before this key)",
+        choices=("full", "median"), fingerprint=False)
 
 
 def _taking(reg: registry.Registry, name: str) -> Callable[[str], bool]:
@@ -295,11 +301,13 @@ class EvaluateConfig:
     map_extent: float = option(3.0, "float", "half-width of the midplane maps", lo=0,
                                lo_open=True)
     plots: bool = option(True, "bool", "write PNG plots")
-    band: str = option("t", "str", "replica bands ([run] replicas > 1): t (median ± Student-t "
-                       "prediction half-widths from the replicas' spread) or percentile (their "
-                       "empirical 16–84% and 2.5–97.5% percentiles)", choices=("t", "percentile"))
+    band: str = option("t", "str", "replica bands ([run] replicas > 1): t (the centre ± "
+                       "Student-t half-widths from the replicas' spread) or percentile (from "
+                       "their empirical 16–84% and 2.5–97.5% percentiles: those, or about a "
+                       "full-data centre the basic bootstrap interval; [run] replica_centre)",
+                       choices=("t", "percentile"))
     band_inflation: float | dict = option(
-        1.0, "levels", "factor on the replica bands' distances from the median: one number for "
+        1.0, "levels", "factor on the replica bands' distances from their centre: one number for "
         "both bands, or one per band, {68 = f68, 95 = f95} — the calibration a replica set's "
         "report on a mock prints (learned there, to apply to another system)", lo=0,
         lo_open=True)
