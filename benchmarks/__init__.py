@@ -33,6 +33,7 @@ Scripts:
 - `bench_vs_reference`: the training step against the TensorFlow reference, interleaved.
 - `bench_zoo`: the zoo of galpy spherical systems end to end through `deeppot run`.
 - `check_equilibrium`: are a halo mock's stars an equilibrium, its exact scores theirs.
+- `demo_split`: a Plummer run's fit refitted on exact scores at its own points, by radius.
 - `halo_score_anatomy`: where a halo DF's score error sits, by radius and component.
 - `profile_step`: per-op profile of the compiled training step.
 - `reproduce`: the paper's experiments from `benchmarks/configs/`.
