@@ -339,7 +339,10 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
     - `kind`: `"coupling"` or `"autoregressive"` flows.
     - `transformer`: `"spline"` (rational-quadratic splines, as `SplineFlow`: flexible, but
       their scores jump at the knots) or `"affine"` (affine layers whose scale and shift are
-      smooth networks of the other coordinates and the condition: smooth scores).
+      smooth networks of the other coordinates and the condition: smooth scores). A 1-D
+      factor (ν on ln r, `density_symmetry="spherical"`) has no other coordinate and no
+      condition, so its affine layers compose to one affine map: ν is then a Gaussian in
+      ln r, too rigid for most systems (a cusped halo's ν), where splines stay flexible.
     - `flow_layers`, `knots`, `interval`, `nn_width`, `nn_depth`, `nn_activation`: as in
       `SplineFlow`, for both flows (`knots` and `interval` for splines only).
     - `scale_velocities`: divide the velocities by the fitted dispersion profiles (above);
