@@ -261,6 +261,18 @@ class AbstractDF(eqx.Module):
         return w, lp, g[:, :3], g[:, 3:]
 
 
+class AbstractAutodiffDF(AbstractDF):
+    """A DF whose scores are the autodiff of its batched log-density: one reverse pass over
+    a chunk, fused with the log-density where both are wanted."""
+
+    def _score_chunk(self, w):
+        return autodiff_score(self._log_prob_chunk, w)
+
+    def _log_prob_score_chunk(self, w):
+        lp, pullback = jax.vjp(self._log_prob_chunk, w)
+        return lp, pullback(jnp.ones_like(lp))[0]
+
+
 class AbstractTrainableDF(AbstractDF):
     """A DF that `fit_df` trains: the training objectives it supports, and a
     standardisation set from the training data (`standardise`) that is never trained.
@@ -319,7 +331,7 @@ class AbstractTrainableDF(AbstractDF):
         """
 
 
-class AbstractFlowDF(AbstractTrainableDF):
+class AbstractFlowDF(AbstractTrainableDF, AbstractAutodiffDF):
     """A trainable DF that works on standardised coordinates `u = (w - loc) / scale`.
 
     Subclasses implement the standardised-space methods `_log_prob_std` and `_sample_std`
@@ -371,13 +383,6 @@ class AbstractFlowDF(AbstractTrainableDF):
 
     def _log_prob_chunk(self, w):
         return self._log_prob_std(self.to_standard(w)) + self.log_det_standard()
-
-    def _score_chunk(self, w):
-        return autodiff_score(self._log_prob_chunk, w)
-
-    def _log_prob_score_chunk(self, w):
-        lp, pullback = jax.vjp(self._log_prob_chunk, w)
-        return lp, pullback(jnp.ones_like(lp))[0]
 
     def _from_std(self, u, lp):
         """Standardised points and log-densities → physical ones."""

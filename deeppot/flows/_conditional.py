@@ -18,9 +18,10 @@ from flowjax.flows import coupling_flow, masked_autoregressive_flow
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .. import registry
-from ._analytic import _LOG_C, _enclosed_mass
-from ._base import AbstractDF, AbstractTrainableDF, _check_key, _chunked, autodiff_score
+from ._analytic import _LOG_C, PlummerDF, _enclosed_mass
+from ._base import AbstractAutodiffDF, AbstractTrainableDF, _check_key, _chunked, autodiff_score
 from ._geometry import safe_norm, unit_vectors
+from ._profile import VelocityProfile
 
 __all__ = ["AbstractConditionalDF", "ConditionalDF", "ConditionalPlummerDF"]
 
@@ -29,7 +30,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 _LOG_4PI = math.log(4.0 * math.pi)
 
 
-class AbstractConditionalDF(AbstractDF):
+class AbstractConditionalDF(AbstractAutodiffDF):
     """A DF written as f(x, v) = ν(x) p(v | x): a normalised number density ν and, at each
     position, a normalised velocity distribution p(·|x).
 
@@ -64,13 +65,6 @@ class AbstractConditionalDF(AbstractDF):
     def _log_prob_chunk(self, w):
         x, v = w[:, :3], w[:, 3:]
         return self._log_density_chunk(x) + self._log_velocity_chunk(x, v)
-
-    def _score_chunk(self, w):
-        return autodiff_score(self._log_prob_chunk, w)
-
-    def _log_prob_score_chunk(self, w):
-        lp, pullback = jax.vjp(self._log_prob_chunk, w)
-        return lp, pullback(jnp.ones_like(lp))[0]
 
     def _sample_chunk(self, key, m):
         k_x, k_v = jax.random.split(key)
@@ -202,18 +196,16 @@ class ConditionalPlummerDF(AbstractConditionalDF):
     chunk_size: int = eqx.field(static=True, default=65536)
 
     def __check_init__(self):
-        if self.r_max is not None and not self.r_max > 0:
-            raise ValueError(f"r_max must be positive; got {self.r_max}")
-        if self.chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
+        self._joint  # noqa: B018 (building it checks the arguments)
 
     @property
-    def _log_mass(self) -> float:
-        return 0.0 if self.r_max is None else math.log(_enclosed_mass(self.r_max))
+    def _joint(self) -> PlummerDF:
+        """The same distribution as one `PlummerDF`."""
+        return PlummerDF(r_max=self.r_max, chunk_size=self.chunk_size)
 
     def _log_density_chunk(self, x):
         r2 = jnp.sum(x**2, -1)
-        lp = math.log(3.0 / (4.0 * math.pi)) - 2.5 * jnp.log1p(r2) - self._log_mass
+        lp = math.log(3.0 / (4.0 * math.pi)) - 2.5 * jnp.log1p(r2) - self._joint.log_mass
         return lp if self.r_max is None else jnp.where(r2 < self.r_max**2, lp, -jnp.inf)
 
     def _log_velocity_chunk(self, x, v):
@@ -328,6 +320,13 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
     coordinate is standardised by `standardise` (mean and standard deviation; z₀ the 0.2
     quantile of |z|). Scores are exact autodiff of the joint log-density.
 
+    With `scale_velocities` (spherical velocity factor only) the velocity at x is first
+    divided by smooth dispersion profiles fitted to the stars, as `SphericalDF` does: its
+    radial component by σ_r(r), its tangential vector by σ_t(r) (`VelocityProfile`, set by
+    `standardise`). The map is linear in v at each x, so p(v|x) = p'(v'|x) / (σ_r σ_t²)
+    exactly, and the velocity flow sees unit-scale velocities at every radius, which a
+    cusped system's dispersions, changing by orders of magnitude with r, need.
+
     Trained by maximum likelihood (`"nll"`): the joint NLL is the NLL of ν on the positions
     plus that of p on the velocities given the positions.
 
@@ -340,9 +339,14 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
     - `kind`: `"coupling"` or `"autoregressive"` flows.
     - `transformer`: `"spline"` (rational-quadratic splines, as `SplineFlow`: flexible, but
       their scores jump at the knots) or `"affine"` (affine layers whose scale and shift are
-      smooth networks of the other coordinates and the condition: smooth scores).
+      smooth networks of the other coordinates and the condition: smooth scores). A 1-D
+      factor (ν on ln r, `density_symmetry="spherical"`) has no other coordinate and no
+      condition, so its affine layers compose to one affine map: ν is then a Gaussian in
+      ln r, too rigid for most systems (a cusped halo's ν), where splines stay flexible.
     - `flow_layers`, `knots`, `interval`, `nn_width`, `nn_depth`, `nn_activation`: as in
       `SplineFlow`, for both flows (`knots` and `interval` for splines only).
+    - `scale_velocities`: divide the velocities by the fitted dispersion profiles (above);
+      needs `symmetry="spherical"`.
     - `chunk_size`: points per evaluation chunk.
     """
 
@@ -355,6 +359,7 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
     u_loc: Float[Array, " du"]
     u_scale: Float[Array, " du"]
     z0: Float[Array, ""]
+    profile: VelocityProfile | None
     symmetry: str = eqx.field(static=True)
     density_symmetry: str = eqx.field(static=True)
     chunk_size: int = eqx.field(static=True)
@@ -365,7 +370,8 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
                  density_symmetry: str | None = None, kind: str = "coupling",
                  transformer: str = "spline", flow_layers: int = 8, knots: int = 8,
                  interval: float = 5.0, nn_width: int = 128, nn_depth: int = 2,
-                 nn_activation: Callable = jax.nn.silu, chunk_size: int = 16384):
+                 nn_activation: Callable = jax.nn.silu, scale_velocities: bool = False,
+                 chunk_size: int = 16384):
         builders = {"coupling": coupling_flow, "autoregressive": masked_autoregressive_flow}
         if kind not in builders:
             raise ValueError(f"kind must be one of {tuple(builders)}; got {kind!r}")
@@ -375,6 +381,9 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
         for name, value in (("symmetry", symmetry), ("density_symmetry", density_symmetry)):
             if value not in SYMMETRIES:
                 raise ValueError(f"{name} must be one of {SYMMETRIES}; got {value!r}")
+        if scale_velocities and symmetry != "spherical":
+            raise ValueError("scale_velocities needs symmetry='spherical' (the dispersion "
+                             f"profiles are radial); got symmetry={symmetry!r}")
         dy, dc = _POSITION_DIM[density_symmetry], _POSITION_DIM[symmetry]
         du = _VELOCITY_DIM[symmetry]
         k_d, k_v = jax.random.split(key)
@@ -391,13 +400,15 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
         self.c_loc, self.c_scale = jnp.zeros(dc, dtype), jnp.ones(dc, dtype)
         self.u_loc, self.u_scale = jnp.zeros(du, dtype), jnp.ones(du, dtype)
         self.z0 = jnp.ones((), dtype)
+        self.profile = VelocityProfile() if scale_velocities else None
         self.symmetry, self.density_symmetry = symmetry, density_symmetry
         self.chunk_size = int(chunk_size)
         self.architecture = (("symmetry", symmetry), ("density_symmetry", density_symmetry),
                              ("kind", kind), ("transformer", transformer),
                              ("flow_layers", flow_layers), ("knots", knots),
                              ("interval", float(interval)), ("nn_width", nn_width),
-                             ("nn_depth", nn_depth), ("nn_activation", nn_activation))
+                             ("nn_depth", nn_depth), ("nn_activation", nn_activation),
+                             ("scale_velocities", bool(scale_velocities)))
 
     def __check_init__(self):
         if self.chunk_size < 1:
@@ -424,11 +435,19 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
         lp = paramax.unwrap(self.density).log_prob((y - y_loc) / y_scale)
         return lp - jnp.sum(jnp.log(y_scale)) + log_j
 
+    def _scaled(self, x, v, inverse: bool = False):
+        """Velocities in units of the local dispersions (`inverse`: back) and the
+        log-determinant of that map of v; the identity without `scale_velocities`."""
+        if self.profile is None:
+            return v, jnp.zeros(x.shape[0], x.dtype)
+        return self.profile.scaled_cartesian(x, v, inverse=inverse)
+
     def _log_velocity_chunk(self, x, v):
         *_, u_loc, u_scale, _ = self._fixed()
+        v, log_s = self._scaled(x, v)
         u, log_j = _velocity_coords(self.symmetry, x, v)
         lp = paramax.unwrap(self.velocity).log_prob((u - u_loc) / u_scale, self._condition(x))
-        return lp - jnp.sum(jnp.log(u_scale)) + log_j
+        return lp - jnp.sum(jnp.log(u_scale)) + log_j + log_s
 
     def _sample_positions(self, key, m):
         y_loc, y_scale, *_, z0 = self._fixed()
@@ -440,19 +459,24 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
         *_, u_loc, u_scale, _ = self._fixed()
         k_u, k_a = jax.random.split(key)
         u = paramax.unwrap(self.velocity).sample(k_u, (), condition=self._condition(x))
-        return _velocity_expand(self.symmetry, k_a, x, u * u_scale + u_loc)
+        return self._scaled(x, _velocity_expand(self.symmetry, k_a, x, u * u_scale + u_loc),
+                            inverse=True)[0]
 
     # ------------------------------------------------------------------ training
 
     @property
     def standardisation(self) -> tuple[Array, ...]:
-        """The coordinates' locations and scales and z₀, set by `standardise`."""
+        """The coordinates' locations and scales, z₀ and the velocity profile's coefficients
+        (with `scale_velocities`), set by `standardise`."""
+        profile = () if self.profile is None else (self.profile.knots, self.profile.coef)
         return (self.y_loc, self.y_scale, self.c_loc, self.c_scale, self.u_loc, self.u_scale,
-                self.z0)
+                self.z0, *profile)
 
     def standardise(self, w: Float[Array, "n 6"], weights: Float[Array, " n"] | None = None):
         """Copy whose coordinate locations and scales are the (weighted) means and standard
-        deviations of the reduced coordinates of `w`, and z₀ the 0.2 quantile of |z|.
+        deviations of the reduced coordinates of `w`, and z₀ the 0.2 quantile of |z|; with
+        `scale_velocities`, the velocity profile is fitted to `w` first and the velocity
+        coordinates are those of the scaled velocities.
 
         **Arguments:**
 
@@ -469,6 +493,11 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
             if p.shape != w.shape[:1]:
                 raise ValueError(f"weights must have shape ({w.shape[0]},), got {p.shape}")
             p = p / jnp.sum(p)
+        profile = ()
+        if self.profile is not None:
+            fitted = self.profile.fit_points(w, p)
+            v = fitted.scaled_cartesian(x, v)[0]
+            profile = (fitted.knots, fitted.coef)
         dtype = self.y_loc.dtype
         z0 = jnp.quantile(jnp.abs(x[:, 2]), 0.2).astype(dtype)
         if not bool(z0 > 0):
@@ -482,7 +511,7 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
                 raise ValueError("every reduced coordinate of the training data must be "
                                  "finite and vary")
             stats += [loc.astype(dtype), scale.astype(dtype)]
-        return eqx.tree_at(lambda d: d.standardisation, self, (*stats, z0))
+        return eqx.tree_at(lambda d: d.standardisation, self, (*stats, z0, *profile))
 
     def batch_log_prob(self, w: Float[Array, "m 6"]) -> Float[Array, " m"]:
         """Joint log-density of a batch in one pass (what training differentiates)."""

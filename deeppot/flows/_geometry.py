@@ -17,3 +17,11 @@ def unit_vectors(key, m, dtype):
     """m independent uniformly random unit vectors, shape (m, 3)."""
     g = jax.random.normal(key, (m, 3), dtype)
     return g / jnp.linalg.norm(g, axis=-1, keepdims=True)
+
+
+
+def radial_tangential(x, v):
+    """(r, v_r, v_t) of points x, v of shape (..., 3): the radius, the radial velocity and
+    the tangential speed |x × v| / r."""
+    r = safe_norm(x)
+    return r, jnp.sum(x * v, -1) / r, safe_norm(jnp.cross(x, v)) / r

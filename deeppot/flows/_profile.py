@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._geometry import radial_tangential, safe_norm
 from ._precondition import weighted_quantile
 
 __all__ = ["VelocityProfile"]
@@ -99,6 +100,34 @@ class VelocityProfile(eqx.Module):
         else:
             out = profile(s)
         return out[..., 0], out[..., 1]
+
+    def scaled(self, r: Float[Array, "..."], v_r: Float[Array, "..."], v_t: Float[Array, "..."],
+               *, inverse: bool = False) -> tuple[Array, Array, Array, Array]:
+        """`(v_r / σ_r(r), v_t / σ_t(r), ln σ_r(r), ln σ_t(r))`: velocities in units of the
+        local dispersions (`inverse`: multiplied by them instead). `v_t` is the tangential
+        speed or vector, broadcast against `ln σ_t(r)` (give `r` a trailing axis for a
+        vector)."""
+        ln_sr, ln_st = self.log_sigma(r)
+        sign = 1.0 if inverse else -1.0
+        return v_r * jnp.exp(sign * ln_sr), v_t * jnp.exp(sign * ln_st), ln_sr, ln_st
+
+    def scaled_cartesian(self, x: Float[Array, "m 3"], v: Float[Array, "m 3"], *,
+                         inverse: bool = False) -> tuple[Float[Array, "m 3"], Float[Array, " m"]]:
+        """Cartesian velocities at `x` with their radial component divided by σ_r(|x|) and
+        their tangential vector by σ_t(|x|) (`inverse`: multiplied), and the log-determinant
+        of that linear map of v, `∓(ln σ_r + 2 ln σ_t)`."""
+        r = safe_norm(x)[:, None]
+        n = x / r
+        v_r = jnp.sum(n * v, -1, keepdims=True)
+        v_r, v_t, ln_sr, ln_st = self.scaled(r, v_r, v - v_r * n, inverse=inverse)
+        log_det = ln_sr[:, 0] + 2.0 * ln_st[:, 0]
+        return v_r * n + v_t, log_det if inverse else -log_det
+
+    def fit_points(self, w: Float[Array, "n 6"], weights: Float[Array, " n"] | None = None
+                   ) -> VelocityProfile:
+        """Copy fitted to phase-space points `w` (see `fit`)."""
+        w = jnp.asarray(w).reshape(-1, 6)
+        return self.fit(*radial_tangential(w[:, :3], w[:, 3:]), weights)
 
     def fit(self, r: Float[Array, " n"], v_r: Float[Array, " n"], v_t: Float[Array, " n"],
             weights: Float[Array, " n"] | None = None) -> VelocityProfile:

@@ -12,7 +12,7 @@ from jaxtyping import Array, Float
 
 from ._base import AbstractDF
 from ._ensemble import Ensemble
-from ._geometry import safe_norm, unit_vectors
+from ._geometry import radial_tangential, safe_norm, unit_vectors
 from ._precondition import Precondition, as_precondition
 from ._profile import VelocityProfile
 from ._reduced import AbstractSymmetricDF
@@ -21,13 +21,6 @@ __all__ = ["SphericalDF"]
 
 _LOG_8PI2 = math.log(8.0 * math.pi**2)
 _LOG_4PI = math.log(4.0 * math.pi)
-
-
-def _radial_tangential(w):
-    """(r, v_r, v_t) of one phase-space point."""
-    x, v = w[:3], w[3:]
-    r = safe_norm(x)
-    return r, jnp.dot(x, v) / r, safe_norm(jnp.cross(x, v)) / r
 
 
 @typing.final
@@ -112,14 +105,13 @@ class SphericalDF(AbstractSymmetricDF):
         return _TANGENTIAL[self.tangential][1]
 
     def _reduce(self, w):
-        r, v_r, v_t = _radial_tangential(w)
+        r, v_r, v_t = radial_tangential(w[:3], w[3:])
         if self.tangential == "vector":
             log_j = -_LOG_4PI - 2.0 * jnp.log(r)
         else:
             log_j = -_LOG_8PI2 - 2.0 * jnp.log(r) - jnp.log(v_t)
         if self.profile is not None:  # velocities in units of the local dispersions
-            ln_sr, ln_st = self.profile.log_sigma(r)
-            v_r, v_t = v_r * jnp.exp(-ln_sr), v_t * jnp.exp(-ln_st)
+            v_r, v_t, ln_sr, ln_st = self.profile.scaled(r, v_r, v_t)
             log_j = log_j - ln_sr - (len(self.coordinates) - 2) * ln_st
         if self.tangential == "vector":
             return jnp.stack([r, v_r, v_t, jnp.zeros_like(v_t)]), log_j
@@ -148,8 +140,7 @@ class SphericalDF(AbstractSymmetricDF):
         if self.tangential == "vector":
             v_t = v_t + q[:, 3:] * jnp.cross(n, e)
         if self.profile is not None:
-            ln_sr, ln_st = self.profile.log_sigma(r)
-            v_r, v_t = v_r * jnp.exp(ln_sr), v_t * jnp.exp(ln_st)
+            v_r, v_t, _, _ = self.profile.scaled(r, v_r, v_t, inverse=True)
         return jnp.concatenate([r * n, v_r * n + v_t], axis=-1)
 
     @property
@@ -165,8 +156,7 @@ class SphericalDF(AbstractSymmetricDF):
         """
         new = self
         if self.profile is not None:
-            r, v_r, v_t = jax.vmap(_radial_tangential)(jnp.asarray(w).reshape(-1, 6))
-            new = eqx.tree_at(lambda d: d.profile, self, self.profile.fit(r, v_r, v_t, weights))
+            new = eqx.tree_at(lambda d: d.profile, self, self.profile.fit_points(w, weights))
         return super(SphericalDF, new).standardise(w, weights)
 
 

@@ -104,7 +104,9 @@ def build_df(cfg: DFConfig, key, *, catalog=None):
         if cfg.symmetry == "none":
             df = flow()
         elif takes(make, "symmetry"):  # a kind that reduces its coordinates itself
-            df = flow(symmetry=cfg.symmetry)
+            scaled = {"scale_velocities": cfg.scale_velocities} \
+                if cfg.symmetry == "spherical" and takes(make, "scale_velocities") else {}
+            df = flow(symmetry=cfg.symmetry, **scaled)
         elif vector:
             df = flows.SphericalDF(flow(dim=4, pair_invariant=True), tangential="vector",
                                    scale_velocities=cfg.scale_velocities)

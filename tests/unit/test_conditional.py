@@ -1,5 +1,6 @@
 """Conditional DFs f = ν(x) p(v|x) and the selection-free term, against exact Plummer truth."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,10 +12,10 @@ from deeppot.terms import ProfiledStationarity, profiled_residuals
 from tests.dfs import ObservedPlummerDF
 
 
-def _tiny(symmetry, density_symmetry=None, transformer="affine"):
+def _tiny(symmetry, density_symmetry=None, transformer="affine", scale_velocities=False):
     return ConditionalDF(jax.random.key(3), symmetry=symmetry, density_symmetry=density_symmetry,
                          transformer=transformer, flow_layers=2, knots=4, nn_width=8,
-                         nn_depth=1, chunk_size=64)
+                         nn_depth=1, scale_velocities=scale_velocities, chunk_size=64)
 
 
 def test_conditional_plummer_is_plummer():
@@ -76,6 +77,12 @@ def test_conditional_flow_contract(symmetry, density):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="symmetry must be"):
         ConditionalDF(jax.random.key(0), symmetry="cylindrical")
+    with pytest.raises(ValueError, match="scale_velocities needs symmetry='spherical'"):
+        ConditionalDF(jax.random.key(0), symmetry="axisymmetric", scale_velocities=True)
+    with pytest.raises(ValueError, match="r_max must be positive"):
+        ConditionalPlummerDF(r_max=-1.0)
+    with pytest.raises(ValueError, match="chunk_size must be at least 1"):
+        ConditionalPlummerDF(chunk_size=0)
     with pytest.raises(ValueError, match="transformer must be"):
         ConditionalDF(jax.random.key(0), transformer="cubic")
 
@@ -145,3 +152,90 @@ def test_selection_route_gives_the_exact_scores():
         assert float(jnp.max(jnp.abs(raw - sx))) > 1e-3  # the selection moved them
         np.testing.assert_allclose(scores.dlnf_dx, sx, rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(scores.dlnf_dv, sv, rtol=1e-8, atol=1e-10)
+
+
+def _scaled_pair():
+    """A standardised ConditionalDF with `scale_velocities` and the same DF without the
+    profile (same flows and coordinate standardisation): the scaled DF's velocity factor
+    must be the unscaled one's at v' = S(x) v, times |det S(x)|."""
+    stars = PlummerDF().sample(jax.random.key(0), 4096)
+    scaled = _tiny("spherical", scale_velocities=True).standardise(stars)
+    plain = eqx.tree_at(lambda d: d.profile, scaled, None, is_leaf=lambda a: a is None)
+    return stars, scaled, plain
+
+
+def test_scaled_velocity_factor_is_the_exact_change_of_variables(x64):
+    """p(v|x) = p'(S(x) v | x) |det S(x)| with S(x) the linear map dividing v_r by σ_r(r) and
+    the tangential vector by σ_t(r): S and its determinant computed here independently (the
+    map's matrix from σ's, the determinant by LU); sampled velocities are S⁻¹ of the
+    unscaled factor's draws with the same key; and the profile fitted to the stars makes
+    the scaled velocities unit-scale in every radial bin."""
+    stars, scaled, plain = _scaled_pair()
+    x, v = stars[:200, :3], stars[:200, 3:]
+    r = jnp.linalg.norm(x, axis=-1)
+    ln_sr, ln_st = scaled.profile.log_sigma(r)
+    assert float(jnp.ptp(ln_sr)) > 0.3  # a profile that varies: the test is not the identity
+    n = x / r[:, None]
+    nn = n[:, :, None] * n[:, None, :]
+    mat = (nn / jnp.exp(ln_sr)[:, None, None]
+           + (jnp.eye(3) - nn) / jnp.exp(ln_st)[:, None, None])
+    v_prime = jnp.einsum("mij,mj->mi", mat, v)
+    log_det = jnp.linalg.slogdet(mat)[1]
+    # the joint is ν(x) p(v|x) with the same ν: ln p(v|x) = ln f − ln ν
+    w_prime = jnp.concatenate([x, v_prime], -1)
+    np.testing.assert_array_equal(scaled.log_density(x), plain.log_density(x))
+    np.testing.assert_allclose(scaled.log_prob(stars[:200]), plain.log_prob(w_prime) + log_det,
+                               rtol=1e-12, atol=1e-12)
+    drawn = scaled.sample_velocities(jax.random.key(5), x[:20], 3)
+    unscaled = plain.sample_velocities(jax.random.key(5), x[:20], 3)
+    np.testing.assert_allclose(jnp.einsum("mij,mkj->mki", mat[:20], drawn), unscaled,
+                               rtol=1e-10, atol=1e-12)
+    # standardisation: in ten radial bins of the stars, the rms scaled v_r and v_t/√2 are ~1
+    xs, vs = stars[:, :3], stars[:, 3:]
+    u = scaled.profile.scaled_cartesian(xs, vs)[0]
+    rs = jnp.linalg.norm(xs, axis=-1)
+    u_r = jnp.sum(xs * u, -1) / rs
+    u_t2 = jnp.sum(u**2, -1) - u_r**2
+    order = jnp.argsort(rs)
+    for b in jnp.array_split(order, 10):
+        assert abs(float(jnp.sqrt(jnp.mean(u_r[b] ** 2))) - 1) < 0.15
+        assert abs(float(jnp.sqrt(jnp.mean(u_t2[b] / 2))) - 1) < 0.15
+
+
+def test_scaled_conditional_scores_match_finite_differences(x64):
+    """Scores through the velocity scaling (which depends on x through σ(r) and the radial
+    direction) against central differences of log_prob, and the factors' scores add up."""
+    stars, scaled, _ = _scaled_pair()
+    w = stars[:6]
+    h = 1e-6
+    eye = jnp.eye(6)
+    fd = jnp.stack([(scaled.log_prob(w + h * e) - scaled.log_prob(w - h * e)) / (2 * h)
+                    for e in eye], -1)
+    got = jnp.concatenate(scaled.score(w), -1)
+    np.testing.assert_allclose(got, fd, rtol=1e-6, atol=1e-6)
+    px, pv = scaled.velocity_scores(w[:, :3], w[:, 3:])
+    np.testing.assert_allclose(scaled.density_score(w[:, :3]) + px, got[:, :3], rtol=1e-9,
+                               atol=1e-12)
+    np.testing.assert_allclose(pv, got[:, 3:], rtol=1e-9, atol=1e-12)
+
+
+def test_scaled_conditional_model_files(tmp_path):
+    """A scaled DF's model file keeps its profile; a file written before `scale_velocities`
+    existed (its constructor arguments without the key) loads unscaled, as it was trained."""
+    from deeppot._framed import read_framed, write_framed
+    from deeppot.modelfile import load_model, save_model
+
+    stars, scaled, _ = _scaled_pair()
+    back, _ = load_model(save_model(tmp_path / "scaled.eqx", scaled, {}))
+    assert back.profile is not None
+    np.testing.assert_array_equal(back.log_prob(stars[:32]), scaled.log_prob(stars[:32]))
+
+    plain = _tiny("spherical").standardise(stars)
+    path = save_model(tmp_path / "plain.eqx", plain, {})
+    header, body = read_framed(path, kind="model file", magic="deeppot-model", versions=(2,),
+                               body_only=())
+    del header["model"]["arguments"]["dict"]["scale_velocities"]  # an older file
+    write_framed(tmp_path / "old.eqx", header, body)
+    old, _ = load_model(tmp_path / "old.eqx")
+    assert old.profile is None
+    np.testing.assert_array_equal(old.log_prob(stars[:32]), plain.log_prob(stars[:32]))

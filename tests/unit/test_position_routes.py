@@ -79,6 +79,26 @@ def test_position_defaults_and_older_configs():
     assert isinstance(build_loss(cfg.fit, profiled=True).term, dp.terms.WeightedSum)
 
 
+def test_scale_velocities_reaches_the_spherical_conditional_df():
+    """[df] scale_velocities divides a spherical velocity factor's velocities by the fitted
+    profiles (true, the default, or false as given); other symmetries have no profile; the
+    key is [df]'s, not [df.params]'s."""
+    tiny = {"flow_layers": 1, "nn_width": 4, "nn_depth": 1}
+    for scale in (True, False):
+        cfg = _config(df={"kind": "conditional", "symmetry": "spherical",
+                          "scale_velocities": scale, "params": tiny})
+        df = build_df(cfg.df, jax.random.key(0))
+        assert (df.profile is not None) == scale
+        assert dict(df.architecture)["scale_velocities"] == scale
+    cfg = _config(df={"kind": "conditional", "symmetry": "axisymmetric", "params": tiny})
+    assert cfg.df.scale_velocities and build_df(cfg.df, jax.random.key(0)).profile is None
+    with pytest.raises(dp.ConfigError, match="has no parameter 'scale_velocities'"):
+        _config(df={"kind": "conditional", "symmetry": "spherical",
+                    "params": {**tiny, "scale_velocities": True}})
+    with pytest.raises(dp.ConfigError, match="key 'tangential' in \\[df\\] applies only"):
+        _config(df={"kind": "conditional", "symmetry": "spherical", "tangential": "speed"})
+
+
 def test_the_route_is_in_the_fingerprint_only_when_it_is_not_the_default():
     """Run directories from before `position` resume without rerunning a stage (the new
     keys at their defaults leave the fingerprints as they were); another route or

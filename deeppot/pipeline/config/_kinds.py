@@ -101,7 +101,7 @@ REGISTRIES: dict[str, registry.Registry] = {
 # "objective" is `[df] objective`, whose settings are `[df] objective_params`
 SUPPLIED: dict[str, tuple[str, ...]] = {
     "data": ("key", "n", "path", "units", "progress"),
-    "df": ("key", "dim", "pair_invariant", "symmetry", "catalog"),
+    "df": ("key", "dim", "pair_invariant", "symmetry", "scale_velocities", "catalog"),
     "potential": ("key", "G", "width", "depth", "input_scale"),
     "objective": (),
 }

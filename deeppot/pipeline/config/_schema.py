@@ -166,7 +166,8 @@ class DFConfig:
     scale_velocities: bool = option(True, "bool", "with symmetry = spherical: divide the "
                                     "velocities by smooth radial dispersion profiles fitted to "
                                     "the data (deeppot.flows.VelocityProfile), so they have unit "
-                                    "scale at every radius", only=_TRAINED)
+                                    "scale at every radius (for kind = conditional, those its "
+                                    "velocity factor p(v|x) sees)", only=_TRAINED)
     reflect: bool = option(False, "bool", "with symmetry = spherical or axisymmetric: average "
                            "the DF over the velocity reflection every stationary DF with that "
                            "symmetry has, v_r → −v_r or (v_R, v_z) → −(v_R, v_z) "
