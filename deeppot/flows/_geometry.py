@@ -19,7 +19,6 @@ def unit_vectors(key, m, dtype):
     return g / jnp.linalg.norm(g, axis=-1, keepdims=True)
 
 
-
 def radial_tangential(x, v):
     """(r, v_r, v_t) of points x, v of shape (..., 3): the radius, the radial velocity and
     the tangential speed |x × v| / r."""
