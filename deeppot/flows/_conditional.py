@@ -306,10 +306,11 @@ def _moments(a, p):
 # ---------------------------------------------------------------------- the flow model
 
 
-def _logistic_mixture(components: int, spread: float = 3.0) -> VmapMixture:
-    """A 1-D mixture of `components` logistic distributions (shape `(1,)`), initialised with
-    equal weights, locations evenly spread over [−`spread`, `spread`] and scales equal to
-    their spacing (a smooth, nearly flat start over a standardised coordinate).
+def _logistic_mixture(components: int, spread: float = 2.0) -> VmapMixture:
+    """A 1-D mixture of `components` logistic distributions (shape `(1,)`), initialised
+    close to a standard normal, as the flows start: locations evenly spread over
+    [−`spread`, `spread`], weights ∝ exp(−μ²/2) and scales equal to the spacing (so the
+    initial tails fall steeply, and ν stays bounded at small r).
 
     ln p(y) = logsumexp_k [ln w_k + ln σ((y − μ_k)/s_k) + ln σ(−(y − μ_k)/s_k) − ln s_k]:
     smooth in y, with exponential tails; sampled exactly (a component, then its inverse
@@ -322,7 +323,7 @@ def _logistic_mixture(components: int, spread: float = 3.0) -> VmapMixture:
     loc = jnp.linspace(-spread, spread, components, dtype=dtype)
     scale = jnp.full(components, 2.0 * spread / max(components - 1, 1), dtype)
     parts = eqx.filter_vmap(Logistic)(loc[:, None], scale[:, None])
-    return VmapMixture(parts, weights=jnp.ones(components, dtype))
+    return VmapMixture(parts, weights=jnp.exp(-0.5 * loc**2))
 
 
 
