@@ -364,7 +364,8 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
       smooth networks of the other coordinates and the condition: smooth scores). A 1-D
       factor (ν on ln r, `density_symmetry="spherical"`) has no other coordinate and no
       condition, so its affine layers compose to one affine map: ν is then a Gaussian in
-      ln r, too rigid for most systems (a cusped halo's ν), where splines stay flexible.
+      ln r, too rigid for most systems (a cusped halo's ν), where splines stay flexible;
+      `density_model="logistic_mixture"` (below) is flexible and smooth.
     - `flow_layers`, `knots`, `interval`, `nn_width`, `nn_depth`, `nn_activation`: as in
       `SplineFlow`, for both flows (`knots` and `interval` for splines only).
     - `scale_velocities`: divide the velocities by the fitted dispersion profiles (above);
