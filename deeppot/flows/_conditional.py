@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import paramax
 from flowjax.bijections import Affine, RationalQuadraticSpline
-from flowjax.distributions import AbstractDistribution, StandardNormal
+from flowjax.distributions import AbstractDistribution, Logistic, StandardNormal, VmapMixture
 from flowjax.flows import coupling_flow, masked_autoregressive_flow
 from jaxtyping import Array, Float, PRNGKeyArray
 
@@ -26,6 +26,7 @@ from ._profile import VelocityProfile
 __all__ = ["AbstractConditionalDF", "ConditionalDF", "ConditionalPlummerDF"]
 
 SYMMETRIES = ("none", "spherical", "axisymmetric")  # of ConditionalDF's factors
+DENSITY_MODELS = ("flow", "logistic_mixture")  # of ConditionalDF's density factor
 _LOG_2PI = math.log(2.0 * math.pi)
 _LOG_4PI = math.log(4.0 * math.pi)
 
@@ -305,6 +306,27 @@ def _moments(a, p):
 # ---------------------------------------------------------------------- the flow model
 
 
+def _logistic_mixture(components: int, spread: float = 2.0) -> VmapMixture:
+    """A 1-D mixture of `components` logistic distributions (shape `(1,)`), initialised
+    close to a standard normal, as the flows start: locations evenly spread over
+    [−`spread`, `spread`], weights ∝ exp(−μ²/2) and scales equal to the spacing (so the
+    initial tails fall steeply, and ν stays bounded at small r).
+
+    ln p(y) = logsumexp_k [ln w_k + ln σ((y − μ_k)/s_k) + ln σ(−(y − μ_k)/s_k) − ln s_k]:
+    smooth in y, with exponential tails; sampled exactly (a component, then its inverse
+    CDF). All weights, locations and scales are trainable.
+    """
+    components = int(components)
+    if components < 1:
+        raise ValueError(f"density_components must be at least 1; got {components}")
+    dtype = jnp.result_type(float)
+    loc = jnp.linspace(-spread, spread, components, dtype=dtype)
+    scale = jnp.full(components, 2.0 * spread / max(components - 1, 1), dtype)
+    parts = eqx.filter_vmap(Logistic)(loc[:, None], scale[:, None])
+    return VmapMixture(parts, weights=jnp.exp(-0.5 * loc**2))
+
+
+
 @registry.distribution_functions.register("conditional")
 @typing.final
 class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
@@ -342,11 +364,18 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
       smooth networks of the other coordinates and the condition: smooth scores). A 1-D
       factor (ν on ln r, `density_symmetry="spherical"`) has no other coordinate and no
       condition, so its affine layers compose to one affine map: ν is then a Gaussian in
-      ln r, too rigid for most systems (a cusped halo's ν), where splines stay flexible.
+      ln r, too rigid for most systems (a cusped halo's ν), where splines stay flexible;
+      `density_model="logistic_mixture"` (below) is flexible and smooth.
     - `flow_layers`, `knots`, `interval`, `nn_width`, `nn_depth`, `nn_activation`: as in
       `SplineFlow`, for both flows (`knots` and `interval` for splines only).
     - `scale_velocities`: divide the velocities by the fitted dispersion profiles (above);
       needs `symmetry="spherical"`.
+    - `density_model`: `"flow"` (the flow above) or `"logistic_mixture"`, for a 1-D density
+      factor only (`density_symmetry="spherical"`): ν is then a mixture of
+      `density_components` logistic distributions in standardised ln r, smooth (smooth
+      scores), flexible, and with exponential tails in ln r, i.e. power laws in r, as cusps,
+      cores and outskirts have.
+    - `density_components`: the mixture's number of components.
     - `chunk_size`: points per evaluation chunk.
     """
 
@@ -371,6 +400,7 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
                  transformer: str = "spline", flow_layers: int = 8, knots: int = 8,
                  interval: float = 5.0, nn_width: int = 128, nn_depth: int = 2,
                  nn_activation: Callable = jax.nn.silu, scale_velocities: bool = False,
+                 density_model: str = "flow", density_components: int = 16,
                  chunk_size: int = 16384):
         builders = {"coupling": coupling_flow, "autoregressive": masked_autoregressive_flow}
         if kind not in builders:
@@ -384,6 +414,12 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
         if scale_velocities and symmetry != "spherical":
             raise ValueError("scale_velocities needs symmetry='spherical' (the dispersion "
                              f"profiles are radial); got symmetry={symmetry!r}")
+        if density_model not in DENSITY_MODELS:
+            raise ValueError(f"density_model must be one of {DENSITY_MODELS}; "
+                             f"got {density_model!r}")
+        if density_model == "logistic_mixture" and density_symmetry != "spherical":
+            raise ValueError("density_model='logistic_mixture' needs a 1-D density factor "
+                             f"(density_symmetry='spherical'); got {density_symmetry!r}")
         dy, dc = _POSITION_DIM[density_symmetry], _POSITION_DIM[symmetry]
         du = _VELOCITY_DIM[symmetry]
         k_d, k_v = jax.random.split(key)
@@ -392,7 +428,9 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
         common = dict(transformer=bijection,
                       flow_layers=flow_layers, nn_width=nn_width, nn_depth=nn_depth,
                       nn_activation=nn_activation)
-        self.density = builders[kind](k_d, base_dist=StandardNormal((dy,)), **common)
+        self.density = (_logistic_mixture(density_components)
+                        if density_model == "logistic_mixture"
+                        else builders[kind](k_d, base_dist=StandardNormal((dy,)), **common))
         self.velocity = builders[kind](k_v, base_dist=StandardNormal((du,)), cond_dim=dc,
                                        **common)
         dtype = jnp.result_type(float)
@@ -408,7 +446,9 @@ class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
                              ("flow_layers", flow_layers), ("knots", knots),
                              ("interval", float(interval)), ("nn_width", nn_width),
                              ("nn_depth", nn_depth), ("nn_activation", nn_activation),
-                             ("scale_velocities", bool(scale_velocities)))
+                             ("scale_velocities", bool(scale_velocities)),
+                             ("density_model", density_model),
+                             ("density_components", int(density_components)))
 
     def __check_init__(self):
         if self.chunk_size < 1:

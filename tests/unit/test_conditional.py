@@ -239,3 +239,123 @@ def test_scaled_conditional_model_files(tmp_path):
     old, _ = load_model(tmp_path / "old.eqx")
     assert old.profile is None
     np.testing.assert_array_equal(old.log_prob(stars[:32]), plain.log_prob(stars[:32]))
+
+
+# ---------------------------------------------------------------------- the logistic mixture
+
+
+def _mixture_df(stars):
+    """A standardised spherical ConditionalDF whose ν is a logistic mixture with its weights,
+    locations and scales moved off their initial values (so the checks see uneven ones)."""
+    import paramax
+
+    df = ConditionalDF(jax.random.key(5), symmetry="spherical", transformer="affine",
+                       flow_layers=2, nn_width=8, nn_depth=1, chunk_size=64,
+                       density_model="logistic_mixture", density_components=5)
+    df = df.standardise(stars)
+    params, static = eqx.partition(df.density, eqx.is_inexact_array)
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.key(6), len(leaves))
+    leaves = [a + 0.7 * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)]
+    df = eqx.tree_at(lambda d: d.density, df,
+                     eqx.combine(jax.tree_util.tree_unflatten(tree, leaves), static))
+    mix = paramax.unwrap(df.density)
+    w = np.exp(np.asarray(mix.log_normalized_weights, np.float64))
+    mu = np.asarray(mix.dist.bijection.loc, np.float64)[:, 0]
+    s = np.asarray(mix.dist.bijection.scale, np.float64)[:, 0]
+    return df, (w, mu, s, float(df.y_loc[0]), float(df.y_scale[0]))
+
+
+def _mixture_in_ln_r(params, ln_r):
+    """The density of ln r under the mixture, and its CDF, with scipy (independent of flowjax):
+    ln r = y_loc + y_scale y, y ~ Σ w_k Logistic(μ_k, s_k)."""
+    from scipy import stats
+
+    w, mu, s, y_loc, y_scale = params
+    y = (np.asarray(ln_r, np.float64)[..., None] - y_loc) / y_scale
+    pdf = np.sum(w * stats.logistic.pdf(y, mu, s), -1) / y_scale
+    return pdf, np.sum(w * stats.logistic.cdf(y, mu, s), -1)
+
+
+def test_logistic_mixture_density_is_normalised_and_matches_scipy(x64):
+    stars = PlummerDF(r_max=10.0).sample(jax.random.key(0), 2048)
+    df, params = _mixture_df(stars)
+    assert len(params[0]) == 5 and np.ptp(params[0]) > 0.05 and np.ptp(params[2]) > 0.05
+    # ν(x) = p_{ln r}(ln r) / (4π r³) against scipy, at the stars' positions
+    x = stars[:200, :3]
+    r = np.linalg.norm(np.asarray(x), axis=-1)
+    want = np.log(_mixture_in_ln_r(params, np.log(r))[0]) - np.log(4 * np.pi) - 3 * np.log(r)
+    np.testing.assert_allclose(df.log_density(x), want, rtol=1e-10, atol=1e-10)
+    # ∫ ν d³x = ∫ ν(r) 4π r³ d ln r = 1 (the tails are exponential in ln r)
+    ln_r = np.linspace(-80.0, 80.0, 400001)
+    pts = jnp.zeros((ln_r.size, 3)).at[:, 0].set(jnp.exp(ln_r))
+    integrand = np.exp(np.asarray(df.log_density(pts)) + np.log(4 * np.pi) + 3 * ln_r)
+    assert abs(np.trapezoid(integrand, ln_r) - 1.0) < 1e-6
+
+
+def test_logistic_mixture_samples_follow_it():
+    from scipy import stats
+
+    stars = PlummerDF(r_max=10.0).sample(jax.random.key(0), 2048)
+    df, params = _mixture_df(stars)
+    x = df.sample(jax.random.key(7), 4000)[:, :3]
+    ln_r = np.log(np.linalg.norm(np.asarray(x, np.float64), axis=-1))
+    assert stats.kstest(ln_r, lambda t: _mixture_in_ln_r(params, t)[1]).pvalue > 1e-3
+    # a mixture moved elsewhere is rejected by the same test (it has the power to fail)
+    shifted = (*params[:3], params[3] + 0.5, params[4])
+    assert stats.kstest(ln_r, lambda t: _mixture_in_ln_r(shifted, t)[1]).pvalue < 1e-3
+    # the directions are isotropic
+    assert np.all(np.abs(np.mean(np.asarray(x) / np.exp(ln_r)[:, None], 0)) < 0.06)
+
+
+def test_logistic_mixture_scores_match_finite_differences(x64):
+    stars = PlummerDF(r_max=10.0).sample(jax.random.key(0), 2048)
+    df, _ = _mixture_df(stars)
+    x = stars[:8, :3]
+    h = 1e-6
+    fd = jnp.stack([(df.log_density(x + h * e) - df.log_density(x - h * e)) / (2 * h)
+                    for e in jnp.eye(3)], -1)
+    np.testing.assert_allclose(df.density_score(x), fd, rtol=1e-6, atol=1e-6)
+    # smooth: the radial score along a fine grid has no jumps (bounded second differences)
+    r = jnp.geomspace(0.1, 10.0, 2001)
+    g = df.density_score(jnp.zeros((r.size, 3)).at[:, 0].set(r))[:, 0] * r
+    assert float(jnp.max(jnp.abs(jnp.diff(g, 2)))) < 1e-3
+
+
+def test_logistic_mixture_model_files(tmp_path):
+    """The density model round-trips through a model file; a file written before it existed
+    (its constructor arguments without the keys) loads with a flow ν, as it was trained."""
+    from deeppot._framed import read_framed, write_framed
+    from deeppot.modelfile import load_model, save_model
+
+    stars = PlummerDF(r_max=10.0).sample(jax.random.key(0), 512)
+    df, _ = _mixture_df(stars)
+    back, _ = load_model(save_model(tmp_path / "mix.eqx", df, {}))
+    assert dict(back.architecture)["density_model"] == "logistic_mixture"
+    assert dict(back.architecture)["density_components"] == 5
+    np.testing.assert_array_equal(back.log_prob(stars[:32]), df.log_prob(stars[:32]))
+
+    plain = _tiny("spherical").standardise(stars)
+    path = save_model(tmp_path / "plain.eqx", plain, {})
+    header, body = read_framed(path, kind="model file", magic="deeppot-model", versions=(2,),
+                               body_only=())
+    for name in ("density_model", "density_components"):  # an older file
+        del header["model"]["arguments"]["dict"][name]
+    write_framed(tmp_path / "old.eqx", header, body)
+    old, _ = load_model(tmp_path / "old.eqx")
+    assert dict(old.architecture)["density_model"] == "flow"
+    np.testing.assert_array_equal(old.log_prob(stars[:32]), plain.log_prob(stars[:32]))
+
+
+def test_logistic_mixture_bad_arguments():
+    with pytest.raises(ValueError, match="density_model must be one of"):
+        ConditionalDF(jax.random.key(0), symmetry="spherical", density_model="gaussian")
+    with pytest.raises(ValueError, match="needs a 1-D density factor"):
+        ConditionalDF(jax.random.key(0), symmetry="spherical", density_symmetry="none",
+                      density_model="logistic_mixture")
+    with pytest.raises(ValueError, match="needs a 1-D density factor"):
+        ConditionalDF(jax.random.key(0), symmetry="axisymmetric",
+                      density_model="logistic_mixture")
+    with pytest.raises(ValueError, match="density_components must be at least 1"):
+        ConditionalDF(jax.random.key(0), symmetry="spherical",
+                      density_model="logistic_mixture", density_components=0)
