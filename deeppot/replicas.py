@@ -17,8 +17,9 @@ the K values stacked, and `band(method, x)` their summary:
 - `centre="full"` (replica 0 fitted to every star once, the others bootstrap resamples):
   the standard bootstrap construction. The centre is replica 0's value c, the full-data
   estimate (on the mocks measured, no closer to the truth than the median: the spread
-  between fits comes mostly from the DF's seed; docs/results.md), and the bands are c ± t_q(K − 1) · s_c · f, with s_c = √(Σ (b_i − c)² / (K − 1)) the
-  K − 1 bootstrap replicas' spread about c; `kind="percentile"` gives the basic bootstrap
+  between fits comes mostly from the DF's seed; docs/results.md), and the bands are
+  c ± t_q(K − 1) · s_c · f, with s_c = √(Σ (b_i − c)² / (K − 1)) the K − 1 bootstrap
+  replicas' spread about c; `kind="percentile"` gives the basic bootstrap
   interval [2c − P_hi(b), 2c − P_lo(b)] of their percentiles, its distances from c times f.
 
 `coverage` counts the positions where a known truth lies inside a band. When replica errors
