@@ -326,7 +326,6 @@ def _logistic_mixture(components: int, spread: float = 2.0) -> VmapMixture:
     return VmapMixture(parts, weights=jnp.exp(-0.5 * loc**2))
 
 
-
 @registry.distribution_functions.register("conditional")
 @typing.final
 class ConditionalDF(AbstractConditionalDF, AbstractTrainableDF):
