@@ -277,14 +277,6 @@ def _fields_of(pot, x):
     return fields(pot, x, 2**14)
 
 
-def _centre_of(replicas):
-    """The centre of replica values stacked on axis 0, as the set's bands take it: the
-    full-data replica's values, or the median over the replicas."""
-    if replicas.centre == "full":
-        return lambda v: v[0]
-    return lambda v: np.median(v, axis=0)
-
-
 def replica_fields(cfg: EvaluateConfig, replicas, catalog, *, truth=None) -> dict[str, Any]:
     """The values a replica set's bands are taken of, and their truth: one place for
     `evaluate_replicas` and calibration studies.
@@ -309,6 +301,7 @@ def replica_fields(cfg: EvaluateConfig, replicas, catalog, *, truth=None) -> dic
     some replica's density is negative at each position (n,).
     """
     from .. import evaluate
+    from ..replicas import band
 
     truth = _truth_of(catalog) if truth is None else truth
     x = np.asarray(catalog.x[: cfg.n_points])
@@ -321,7 +314,9 @@ def replica_fields(cfg: EvaluateConfig, replicas, catalog, *, truth=None) -> dic
                            "true": None, "negative_density": np.any(rho < 0, axis=0)}
     if truth is not None:
         phi_t, grad_t, rho_t = _fields_of(truth, x)
-        centre = _centre_of(replicas)
+        def centre(v):  # as the set's bands take it (`deeppot.replicas.band`)
+            return band(v, centre=replicas.centre).median
+
         res = evaluate.residuals_from_fields(centre(phi), centre(grad), centre(rho), phi_t,
                                              grad_t, rho_t, x)
         mask, out["region"] = _region(cfg, truth, res)
