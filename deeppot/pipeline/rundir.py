@@ -52,12 +52,16 @@ def _file_digest(path: str) -> str:
 def _settings(section) -> dict[str, Any]:
     """The keys of a section that change what its stage computes (not those declared with
     `fingerprint=False`: progress bars, devices, processes, where the scores are kept; nor
-    those declared `"unless_default"` while they hold their default)."""
+    those declared `"unless_default"` while they hold their default, nor those declared with
+    a predicate while it is false of their value)."""
     def counts(f) -> bool:
-        if f.metadata["fingerprint"] != "unless_default":
-            return bool(f.metadata["fingerprint"])
+        rule, value = f.metadata["fingerprint"], getattr(section, f.name)
+        if callable(rule):
+            return bool(rule(value))
+        if rule != "unless_default":
+            return bool(rule)
         default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
-        return getattr(section, f.name) != default
+        return value != default
 
     return {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if counts(f)}
 

@@ -76,7 +76,10 @@ def test_position_defaults_and_older_configs():
     df = build_df(cfg.df, jax.random.key(0))
     assert isinstance(df, ConditionalDF)
     assert (df.symmetry, df.density_symmetry) == ("axisymmetric", "none")
-    assert isinstance(build_loss(cfg.fit, profiled=True).term, dp.terms.WeightedSum)
+    # the profiled fit's first term is ProfiledStationarity, the plain fit's Stationarity
+    assert isinstance(build_loss(cfg.fit, profiled=True).term.terms[0],
+                      dp.terms.ProfiledStationarity)
+    assert type(build_loss(cfg.fit).term.terms[0]) is dp.terms.Stationarity
 
 
 def test_scale_velocities_reaches_the_spherical_conditional_df():
@@ -111,6 +114,31 @@ def test_the_route_is_in_the_fingerprint_only_when_it_is_not_the_default():
     for scores in ({"position": "free"}, {"velocities_per_star": 16}):
         other = fingerprints(_config(scores=scores))
         assert other["df"] == base["df"] and other["scores"] != base["scores"]
+
+
+def test_keys_added_since_run_directories_existed_stay_out_of_their_fingerprints():
+    """The keys added after run directories existed (`[scores] position` and
+    `velocities_per_star`, `[df]` and `[fit] optimizer`) are not among the settings a
+    stage's fingerprint holds while a config computes what it did before: the default, and
+    an older survey config that names a selection and no route (read as `"selection"`, which
+    follows from the selection the fingerprint already holds). Set to something new, they
+    are."""
+    from deeppot.pipeline.rundir import _settings
+
+    added = {"scores": {"position", "velocities_per_star"}, "df": {"optimizer"},
+             "fit": {"optimizer"}}
+
+    def held(cfg):
+        return {name: set(_settings(getattr(cfg, name))) & keys for name, keys in added.items()}
+
+    trained = {"kind": "conditional"}  # a DF that [df] optimizer applies to
+    nothing = {name: set() for name in added}
+    assert held(_config()) == nothing and held(_config(df=trained)) == nothing
+    survey = _config(scores={"selection": SELECTION})
+    assert survey.scores.position == "selection" and held(survey) == nothing
+    assert held(_config(scores={"position": "free"}))["scores"] == {"position"}
+    changed = _config(df={**trained, "optimizer": "adam"}, fit={"optimizer": "adam"})
+    assert held(changed)["df"] == {"optimizer"} and held(changed)["fit"] == {"optimizer"}
 
 
 # ---------------------------------------------------------------------------- the routes' scores

@@ -22,7 +22,8 @@ class Only:
 
 
 def option(default, kind: str, doc: str, *, choices=None, lo=None, hi=None, lo_open=False,
-           only: tuple[str, ...] | Only | None = None, fingerprint: bool | str = True):
+           only: tuple[str, ...] | Only | None = None,
+           fingerprint: bool | str | Callable[[Any], bool] = True):
     """A config field: `kind` in int|float|str|bool|vec3|array|names|table|path|levels.
 
     `kind` "levels" is a band inflation: a positive number, or a table with one for each
@@ -33,7 +34,9 @@ def option(default, kind: str, doc: str, *, choices=None, lo=None, hi=None, lo_o
     is shown, where it runs), which a run directory's fingerprints leave out;
     `fingerprint="unless_default"` for a key added after run directories existed whose
     default is what they computed: it enters the fingerprint only when set to another
-    value, so those runs resume without running their stages again.
+    value, so those runs resume without running their stages again; a predicate of the
+    key's value for one whose other values follow from keys the fingerprint already holds
+    (it enters only where the predicate is true).
     """
     if isinstance(only, tuple):
         values = only

@@ -146,7 +146,7 @@ class DFConfig:
     ema_decay: float = option(DF_SETTINGS.ema_decay or 0.0, "float",
                               "EMA of the weights (0: off)", lo=0, hi=0.99999, only=_TRAINED)
     optimizer: str = option(DF_SETTINGS.optimizer, "str", _OPTIMIZER_DOC,
-                            choices=_OPTIMIZERS, only=_TRAINED)
+                            choices=_OPTIMIZERS, only=_TRAINED, fingerprint="unless_default")
     checkpoint_every: int = option(DF_SETTINGS.checkpoint_every, "int",
                                    "steps between checkpoints", lo=1, only=_TRAINED)
     symmetry: str = option("none", "str", "model the DF in the symmetry's reduced coordinates: "
@@ -208,7 +208,10 @@ class ScoresConfig:
                            "(a conditional DF's p(v|x) alone, velocities_per_star velocities "
                            "drawn at each of n catalogue positions, ∇ln ν profiled out of "
                            "the fit by ProfiledStationarity: no selection function needed)",
-                           choices=POSITION_ROUTES, fingerprint="unless_default")
+                           choices=POSITION_ROUTES,
+                           # density and selection follow from [scores] selection, which
+                           # the fingerprint holds (older configs name no route)
+                           fingerprint=lambda route: route == "free")
     velocities_per_star: int = option(8, "int", "with position = free: velocities drawn from "
                                       "p(v|x) at each catalogue position (at least 4: three "
                                       "go to the profiled ∇ln ν)", lo=4,
@@ -269,7 +272,7 @@ class FitConfig:
     validate_every: int = option(POTENTIAL_SETTINGS.validate_every, "int",
                                  "steps between validation batches", lo=1)
     optimizer: str = option(POTENTIAL_SETTINGS.optimizer, "str", _OPTIMIZER_DOC,
-                            choices=_OPTIMIZERS)
+                            choices=_OPTIMIZERS, fingerprint="unless_default")
     checkpoint_every: int = option(POTENTIAL_SETTINGS.checkpoint_every, "int",
                                    "steps between checkpoints", lo=1)
     alpha: float = option(1.0, "float", "Stationarity α", lo=0, lo_open=True)
