@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ... import registry
+from ...replicas import CENTRES
 from ...train import DF_SETTINGS, LR_SCHEDULES, OPTIMIZERS, POTENTIAL_SETTINGS
 from ._fields import Only, copy_value, option
 from ._kinds import generates, learned_model, takes, trainable
@@ -68,7 +69,7 @@ class RunConfig:
         "star once, with its own seed; the bands are its value ± the spread of the other "
         "K − 1 bootstrap replicas about it) or median (every replica a bootstrap resample; "
         "the bands are the replicas' median ± their spread, as sets before this key)",
-        choices=("full", "median"), fingerprint=False)
+        choices=CENTRES, fingerprint=False)
 
 
 def _taking(reg: registry.Registry, name: str) -> Callable[[str], bool]:
