@@ -62,6 +62,22 @@ def _chunk_stats(model: PotentialModel, batch: ScoreSample):
             "need": need}
 
 
+def _profiled_zero_residuals(frame, sample: VelocityScoreSample, chunk_size: int):
+    """|∂ln f/∂t| of a selection-free sample with no force, ∇ln ν profiled for Φ = 0 at each
+    position (`deeppot.terms.profiled_residuals`): the baseline a fit must beat."""
+    from .terms import profiled_residuals
+
+    per = max(1, chunk_size // sample.v.shape[1])  # positions per chunk
+    out = []
+    for start in range(0, len(sample), per):
+        part = sample[start : start + per]
+        x = jnp.asarray(part.x)
+        r, _ = profiled_residuals(frame, jnp.zeros_like(x), x, jnp.asarray(part.v),
+                                  jnp.asarray(part.dlnp_dx), jnp.asarray(part.dlnp_dv))
+        out.append(np.abs(np.asarray(r)).ravel())
+    return np.concatenate(out)
+
+
 def _rows(scores, start: int, stop: int) -> ScoreSample:
     if isinstance(scores, ScoreFile):
         return scores.take(np.arange(start, stop))
@@ -123,10 +139,13 @@ def check_potential_fit(
     if not isinstance(model, PotentialModel):
         raise TypeError(f"check_potential_fit checks a PotentialModel; got "
                         f"{type(model).__name__}")
+    zero = None
     if isinstance(scores, VelocityScoreSample):  # a selection-free fit's: ∇ln ν profiled
         from .terms import profiled_scores
 
-        scores = profiled_scores(model, scores)
+        # Φ = 0 is measured with ∇ln ν profiled for it, not for the fitted Φ
+        zero = _profiled_zero_residuals(model.frame, scores, chunk_size)
+        scores = profiled_scores(model, scores, chunk_size=chunk_size)
     if not isinstance(scores, (ScoreSample, ScoreFile)):
         raise TypeError(f"scores must be a ScoreSample, ScoreFile or VelocityScoreSample; "
                         f"got {type(scores).__name__}")
@@ -147,7 +166,8 @@ def check_potential_fit(
     rms = math.sqrt(total("force_sq") / n_finite) if n_finite else math.nan
     extent = (np.max([p["force_max"] for p in parts], 0).astype(np.float64)
               - np.min([p["force_min"] for p in parts], 0))
-    med, med_zero = _median(joined("residual")), _median(joined("residual_zero"))
+    med = _median(joined("residual"))
+    med_zero = _median(joined("residual_zero") if zero is None else zero)
     out = {"n_points": n, "rms_force": rms, "force_scale": _median(joined("need")),
            "force_spread": float(np.linalg.norm(extent)) / rms if rms > 0 else math.nan,
            "negative_density_fraction": total("negative") / n_finite if n_finite else math.nan,

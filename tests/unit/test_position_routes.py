@@ -185,6 +185,14 @@ def test_free_route_draws_at_the_catalogue_positions(tmp_path):
         np.testing.assert_allclose(joint.dlnf_dv, exact_v, rtol=1e-9, atol=1e-12)
         assert dp.evaluate.fit_quality(truth, free)["median_relative_residual"] < 1e-6
         assert dp.check_potential_fit(truth, free)["residual_ratio"] < 1e-4  # the ridge's bias
+        # a wrong mass is judged against Φ = 0 with ∇ln ν profiled for Φ = 0, not for the
+        # wrong Φ (which made three times the mass look 14 times better than no force)
+        def plummer(m):
+            return dp.PotentialModel(dp.Plummer(m_tot=m, r_s=1.0))
+
+        with pytest.raises(dp.FitFailed, match="no better than Φ = 0"):
+            dp.check_potential_fit(plummer(3.0), free)
+        assert 0.5 < dp.check_potential_fit(plummer(0.3), free)["residual_ratio"] < 1
 
         with pytest.raises(ValueError, match="give the catalogue"):
             draw_scores(cfg, ConditionalPlummerDF(), jax.random.key(2))
