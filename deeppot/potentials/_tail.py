@@ -173,11 +173,12 @@ class WithTail(AbstractPotential):
         """v (Φ_ray − Φ_in) at one position: zero inside the region (before its outer
         shell), the ray continuation's difference to the inner potential beyond it."""
         e0, e1 = self.region.bounds[1], self.region.bounds[2]
-        # well inside the region (where the correction is zero), one fixed point on the x
-        # axis instead of x (the extent there is x / scales[0]): the continuation needs
-        # e(x) > 0, and its derivatives must stay finite
-        fixed = jnp.asarray([0.5 * e0 * self.region.scales[0], 0.0, 0.0], dtype=x.dtype)
-        x = jnp.where(self._ray_extent(x) > 0.5 * e0, x, fixed)
+        # up to the shell's start (where v and the correction are zero), one fixed point on
+        # the x axis at its start instead of x (the extent there is x / scales[0]): the
+        # continuation needs r ≥ t₁ (e ≥ e0), or r − t₁ + ℓ may pass through zero, and its
+        # derivatives must stay finite; v is flat to second order at e0, so this is C2
+        fixed = jnp.asarray([e0 * self.region.scales[0], 0.0, 0.0], dtype=x.dtype)
+        x = jnp.where(self._ray_extent(x) > e0, x, fixed)
         e = self._ray_extent(x)
         v = smootherstep((e - e0) / (RAY_BLEND_WIDTHS * (e1 - e0)))
         x1 = x * (e0 / e)
