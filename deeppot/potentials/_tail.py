@@ -53,7 +53,7 @@ from .._errors import TailFitError
 from ..units import UnitSystem
 from ..validity import ValidityRegion, fibonacci_directions, smootherstep
 from ._analytic import Kepler
-from ._base import AbstractPotential, batched_value_grad_laplacian
+from ._base import AbstractPotential
 
 __all__ = ["RAY_BLEND_WIDTHS", "WithTail", "shell_points"]
 
@@ -240,20 +240,17 @@ class WithTail(AbstractPotential):
         return phi, grad, lap
 
 
-@eqx.filter_jit
-def _batched_vgl(potential: AbstractPotential, x):
-    return batched_value_grad_laplacian(potential, x)
-
-
 def _fit_tail(inner: AbstractPotential, tail: AbstractPotential,
               region: ValidityRegion) -> tuple[float, float]:
     """(A, c) by least squares on the shell's points, each weighted by the tail's share
     s(r) of the blend there (so the tail continues the potential from the shell's outer
     part): A of the relative radial forces, c of Φ."""
+    from ..laplacian import value_grad_laplacian  # (it imports this package)
+
     x = jnp.asarray(shell_points(region))
     r = jnp.linalg.norm(x, axis=-1, keepdims=True)
-    vgl_in = _batched_vgl(inner, x)
-    vgl_t = _batched_vgl(tail, x)
+    vgl_in = value_grad_laplacian(inner, x)
+    vgl_t = value_grad_laplacian(tail, x)
     g_in = np.asarray(jnp.sum(vgl_in[1] * x / r, axis=-1), dtype=np.float64)
     g_t = np.asarray(jnp.sum(vgl_t[1] * x / r, axis=-1), dtype=np.float64)
     p_in = np.asarray(vgl_in[0], dtype=np.float64)
