@@ -132,8 +132,10 @@ class VelocityProfile(eqx.Module):
     def fit(self, r: Float[Array, " n"], v_r: Float[Array, " n"], v_t: Float[Array, " n"],
             weights: Float[Array, " n"] | None = None) -> VelocityProfile:
         """Copy fitted to stars at radii `r` with radial velocities `v_r` and tangential
-        speeds `v_t` (optionally weighted): knots at equal-count quantiles of ln r, and
-        the profiles through the rms v_r and v_t/√2 of `n_bins` equal-count bins."""
+        speeds `v_t` (optionally weighted): the profiles through the rms v_r and v_t/√2 of
+        `n_bins` equal-count bins in ln r, their knots evenly spaced from the first bin's
+        centre to the last's (`extrapolation="edge"`) or at equal-count quantiles of ln r
+        (`"global"`, older files)."""
         s = jnp.log(jnp.asarray(r))
         n = s.shape[0]
         if n < 4 * self.n_bins:
